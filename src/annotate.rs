@@ -1,0 +1,631 @@
+//! The connection annotator: the one core that `listen`, `emulate-device`
+//! and `replay` all feed.
+//!
+//! It takes the bytes of one connection, direction by direction, in chunks of
+//! any size, and produces [`Event`]s: the HTTP handshake with its checks,
+//! every frame with its field map and notes, every reassembled message with
+//! its Kinetid summary, and at the end what was left over. It does no I/O and
+//! the events do not depend on how the bytes were chunked, so a recording
+//! replays to exactly what was shown live.
+
+use crate::frame::{self, CloseCode, Decoded, Decoder, Direction, Field, FrameHeader, MaskKey, OpCode, Role};
+use crate::handshake::{self, ClientVerdict, HeadError, HeadParse, HttpHead, Limits, RequestKind, ServerVerdict};
+use crate::kinetid;
+use crate::note::{Note, Severity};
+use crate::utf8::Utf8Stream;
+
+/// Annotator settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Largest frame payload that is stored; larger ones are skipped.
+    pub max_frame: u64,
+    /// Largest reassembled message.
+    pub max_message: u64,
+    /// HTTP head limits.
+    pub limits: Limits,
+    /// Decode text messages as Kinetid messages.
+    pub kinetid: bool,
+    /// Expect the stream to start with the HTTP handshake (false: frames from byte 0).
+    pub handshake: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { max_frame: 16 << 20, max_message: 16 << 20, limits: Limits::default(), kinetid: true, handshake: true }
+    }
+}
+
+/// A frame, annotated.
+#[derive(Debug, Clone)]
+pub struct FrameEvent {
+    /// The header.
+    pub header: FrameHeader,
+    /// Header bytes as received.
+    pub head: Vec<u8>,
+    /// Unmasked payload (empty when skipped).
+    pub payload: Vec<u8>,
+    /// Payload over the limit, not stored.
+    pub skipped: bool,
+    /// Every byte range, labelled.
+    pub fields: Vec<Field>,
+    /// Close code and reason, for Close frames with a payload.
+    pub close: Option<(CloseCode, String)>,
+    /// Notes.
+    pub notes: Vec<Note>,
+    /// Index of the frame in its direction, from 0.
+    pub index: u64,
+}
+
+/// A reassembled data message.
+#[derive(Debug, Clone)]
+pub struct MessageEvent {
+    /// Text or binary.
+    pub opcode: OpCode,
+    /// Total payload length.
+    pub len: u64,
+    /// Number of frames it came in.
+    pub frames: u32,
+    /// The payload (truncated to the message limit).
+    pub payload: Vec<u8>,
+    /// Valid UTF-8 text, when it is.
+    pub text: Option<String>,
+    /// The Kinetid reading, when decoded.
+    pub kinetid: Option<kinetid::Message>,
+    /// Notes.
+    pub notes: Vec<Note>,
+}
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub enum EventKind {
+    /// The connection opened (from a live socket or a recording).
+    Open {
+        /// Peer address.
+        peer: String,
+    },
+    /// An HTTP request head.
+    Request {
+        /// The head.
+        head: HttpHead,
+        /// Plain or upgrade.
+        kind: RequestKind,
+        /// The checks, for upgrade requests.
+        verdict: Option<ServerVerdict>,
+    },
+    /// An HTTP response head.
+    Response {
+        /// The head.
+        head: HttpHead,
+        /// Checked against the request's key.
+        verdict: ClientVerdict,
+    },
+    /// A malformed HTTP head.
+    HeadError(HeadError),
+    /// A frame.
+    Frame(Box<FrameEvent>),
+    /// A complete data message.
+    Message(Box<MessageEvent>),
+    /// Bytes that could not be decoded (reported once, at the end).
+    Unparsed {
+        /// How many.
+        bytes: u64,
+        /// The first few, for the eye.
+        preview: Vec<u8>,
+        /// Why they were not decoded.
+        why: String,
+    },
+    /// The connection ended; connection-level notes.
+    End {
+        /// Frames seen device to server.
+        frames_c2s: u64,
+        /// Frames seen server to device.
+        frames_s2c: u64,
+        /// Notes (no close frame, unanswered close or ping, truncation).
+        notes: Vec<Note>,
+    },
+}
+
+/// One annotation event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Connection id.
+    pub conn: u64,
+    /// Direction of the bytes it describes.
+    pub dir: Direction,
+    /// Stream offset of the first byte it describes.
+    pub offset: u64,
+    /// Unix time in seconds of the chunk that completed it, when known.
+    pub time: Option<f64>,
+    /// What it is.
+    pub kind: EventKind,
+}
+
+impl Event {
+    /// Notes attached to this event.
+    pub fn notes(&self) -> &[Note] {
+        match &self.kind {
+            EventKind::Frame(f) => &f.notes,
+            EventKind::Message(m) => &m.notes,
+            EventKind::End { notes, .. } => notes,
+            _ => &[],
+        }
+    }
+}
+
+/// The close code a server should fail the connection with for a note, if
+/// the note breaks a rule that requires failing it (RFC 6455 7.1.7).
+pub fn close_code_for(note: &Note) -> Option<CloseCode> {
+    if note.severity != Severity::Error {
+        return None;
+    }
+    match note.code {
+        "text-invalid-utf8" | "close-reason-invalid-utf8" => Some(CloseCode::INVALID_DATA),
+        "payload-too-big" | "message-too-big" => Some(CloseCode::TOO_BIG),
+        c if c.starts_with("kinetid-") => None,
+        "truncated-frame" | "closed-without-close-frame" | "close-not-answered" => None,
+        _ => Some(CloseCode::PROTOCOL),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Clone)]
+enum Phase {
+    Http,
+    Frames,
+    Raw(String),
+}
+
+#[derive(Debug)]
+struct Fragment {
+    opcode: OpCode,
+    offset: u64,
+    payload: Vec<u8>,
+    len: u64,
+    frames: u32,
+    utf8: Option<Utf8Stream>,
+    notes: Vec<Note>,
+}
+
+#[derive(Debug)]
+struct DirState {
+    phase: Phase,
+    head_buf: Vec<u8>,
+    decoder: Decoder,
+    frag: Option<Fragment>,
+    last_key: Option<MaskKey>,
+    last_data_final: bool,
+    close_at: Option<u64>,
+    pings_unanswered: Vec<u64>,
+    pending_json: Option<String>,
+    raw_bytes: u64,
+    raw_offset: u64,
+    raw_preview: Vec<u8>,
+    frames: u64,
+    masked_data_seen: bool,
+}
+
+impl DirState {
+    fn new(cfg: &Config) -> Self {
+        DirState {
+            phase: if cfg.handshake { Phase::Http } else { Phase::Frames },
+            head_buf: Vec::new(),
+            decoder: Decoder::new(cfg.max_frame),
+            frag: None,
+            last_key: None,
+            last_data_final: true,
+            close_at: None,
+            pings_unanswered: Vec::new(),
+            pending_json: None,
+            raw_bytes: 0,
+            raw_offset: 0,
+            raw_preview: Vec::new(),
+            frames: 0,
+            masked_data_seen: false,
+        }
+    }
+
+    fn take_raw(&mut self, offset: u64, data: &[u8]) {
+        if self.raw_bytes == 0 {
+            self.raw_offset = offset;
+        }
+        self.raw_bytes += data.len() as u64;
+        let room = 32usize.saturating_sub(self.raw_preview.len());
+        self.raw_preview.extend_from_slice(&data[..room.min(data.len())]);
+    }
+}
+
+/// Annotates one connection.
+#[derive(Debug)]
+pub struct Annotator {
+    conn: u64,
+    cfg: Config,
+    c2s: DirState,
+    s2c: DirState,
+    key: Option<String>,
+    protocols: Vec<String>,
+    finished: bool,
+}
+
+impl Annotator {
+    /// An annotator for connection `conn`.
+    pub fn new(conn: u64, cfg: Config) -> Annotator {
+        Annotator { conn, cfg, c2s: DirState::new(&cfg), s2c: DirState::new(&cfg), key: None, protocols: Vec::new(), finished: false }
+    }
+
+    /// The connection id.
+    pub fn conn(&self) -> u64 {
+        self.conn
+    }
+
+    /// Has a Close frame been seen in this direction?
+    pub fn close_seen(&self, dir: Direction) -> bool {
+        self.state(dir).close_at.is_some()
+    }
+
+    /// Payload bytes the decoder for `dir` is still skipping.
+    pub fn skipping(&self, dir: Direction) -> u64 {
+        self.state(dir).decoder.skipping()
+    }
+
+    fn state(&self, dir: Direction) -> &DirState {
+        match dir {
+            Direction::C2S => &self.c2s,
+            Direction::S2C => &self.s2c,
+        }
+    }
+
+    /// An Open event (for live connections and recordings).
+    pub fn open(&self, peer: &str, time: Option<f64>, out: &mut Vec<Event>) {
+        out.push(Event { conn: self.conn, dir: Direction::C2S, offset: 0, time, kind: EventKind::Open { peer: peer.to_string() } });
+    }
+
+    /// Feed bytes seen in direction `dir`.
+    pub fn feed(&mut self, dir: Direction, mut data: &[u8], time: Option<f64>, out: &mut Vec<Event>) {
+        let conn = self.conn;
+        let cfg = self.cfg;
+        let ev = |dir, offset, kind| Event { conn, dir, offset, time, kind };
+        loop {
+            if data.is_empty() {
+                return;
+            }
+            let st = match dir {
+                Direction::C2S => &mut self.c2s,
+                Direction::S2C => &mut self.s2c,
+            };
+            match st.phase.clone() {
+                Phase::Raw(_) => {
+                    let off = st.decoder.offset() + st.head_buf.len() as u64 + st.raw_bytes;
+                    st.take_raw(off, data);
+                    return;
+                }
+                Phase::Http => {
+                    let before = st.head_buf.len();
+                    st.head_buf.extend_from_slice(data);
+                    match handshake::parse_head(&st.head_buf, cfg.limits) {
+                        HeadParse::Partial => return,
+                        HeadParse::Invalid(e) => {
+                            let all = std::mem::take(&mut st.head_buf);
+                            st.phase = Phase::Raw("after a malformed HTTP head".into());
+                            st.take_raw(0, &all);
+                            out.push(ev(dir, e.offset, EventKind::HeadError(e)));
+                            return;
+                        }
+                        HeadParse::Complete(head) => {
+                            let used = head.len - before;
+                            st.head_buf.clear();
+                            data = &data[used..];
+                            // Frames start right after the head.
+                            st.decoder = Decoder::new(cfg.max_frame);
+                            skip_offset(&mut st.decoder, head.len as u64);
+                            match dir {
+                                Direction::C2S => {
+                                    let kind = handshake::request_kind(&head);
+                                    let verdict = (kind == RequestKind::WebSocket).then(|| handshake::check_request(&head));
+                                    match &verdict {
+                                        Some(v) if v.accepted() => {
+                                            self.key = v.accept.as_ref().map(|a| a.key.clone());
+                                            self.protocols = v.offered_protocols.clone();
+                                            self.c2s.phase = Phase::Frames;
+                                        }
+                                        Some(_) => self.c2s.phase = Phase::Raw("after a refused upgrade request".into()),
+                                        None => self.c2s.phase = Phase::Raw("after a plain HTTP request (body or further requests)".into()),
+                                    }
+                                    out.push(ev(dir, 0, EventKind::Request { head, kind, verdict }));
+                                }
+                                Direction::S2C => {
+                                    let offered: Vec<&str> = self.protocols.iter().map(String::as_str).collect();
+                                    let verdict = handshake::check_response(&head, self.key.as_deref(), &offered);
+                                    self.s2c.phase = if verdict.status == 101 { Phase::Frames } else { Phase::Raw("after a non-101 response (body)".into()) };
+                                    out.push(ev(dir, 0, EventKind::Response { head, verdict }));
+                                }
+                            }
+                        }
+                    }
+                }
+                Phase::Frames => {
+                    st.decoder.feed(data);
+                    self.drain_frames(dir, time, out);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn drain_frames(&mut self, dir: Direction, time: Option<f64>, out: &mut Vec<Event>) {
+        loop {
+            let st = match dir {
+                Direction::C2S => &mut self.c2s,
+                Direction::S2C => &mut self.s2c,
+            };
+            match st.decoder.next_frame() {
+                Decoded::Need(_) => return,
+                Decoded::Stuck => {
+                    let rest = st.decoder.pending().to_vec();
+                    let off = st.decoder.offset();
+                    st.phase = Phase::Raw("after a frame whose length cannot be trusted (64-bit length with the top bit set)".into());
+                    st.take_raw(off, &rest);
+                    return;
+                }
+                Decoded::Frame(raw) => {
+                    let (frame_ev, msg_ev) = self.judge_frame(dir, raw);
+                    let offset = frame_ev.fields[0].offset;
+                    out.push(Event { conn: self.conn, dir, offset, time, kind: EventKind::Frame(Box::new(frame_ev)) });
+                    if let Some((off, m)) = msg_ev {
+                        out.push(Event { conn: self.conn, dir, offset: off, time, kind: EventKind::Message(Box::new(m)) });
+                    }
+                }
+            }
+        }
+    }
+
+    fn judge_frame(&mut self, dir: Direction, raw: frame::RawFrame) -> (FrameEvent, Option<(u64, MessageEvent)>) {
+        let cfg = self.cfg;
+        let (st, other) = match dir {
+            Direction::C2S => (&mut self.c2s, &mut self.s2c),
+            Direction::S2C => (&mut self.s2c, &mut self.c2s),
+        };
+        let h = raw.header;
+        let index = st.frames;
+        st.frames += 1;
+        let mut notes = frame::header_notes(&h, &raw.head, dir.sender(), 0, cfg.max_frame);
+        let fields = frame::fields(&h, &raw.head, raw.offset);
+        if dir.sender() == Role::Client && h.mask.is_none() && h.opcode.is_control() && st.masked_data_seen {
+            notes.push(Note::info("hint-unmasked-control", "RFC 6455 5.1", "data frames on this connection were masked but this control frame is not: the firmware masks only data frames"));
+        }
+        if let Some(k) = h.mask {
+            if !h.opcode.is_control() {
+                st.masked_data_seen = true;
+            }
+            if st.last_key == Some(k) && k.0 != [0; 4] {
+                notes.push(Note::warning(
+                    "mask-key-repeated",
+                    "RFC 6455 5.3",
+                    format!("masking key {} is the same as on the previous frame; each frame needs a fresh unpredictable key", k.hex()),
+                ));
+            }
+            st.last_key = Some(k);
+        }
+        if let Some(at) = st.close_at {
+            notes.push(Note::error("data-after-close", "RFC 6455 5.5.1", format!("frame sent after this side's Close frame (at byte {at}); nothing may follow a Close")));
+        }
+        let mut close = None;
+        let mut message = None;
+        match h.opcode {
+            OpCode::Close => {
+                if st.close_at.is_none() {
+                    st.close_at = Some(raw.offset);
+                }
+                let p = &raw.payload;
+                if p.len() == 1 {
+                    notes.push(Note::error("close-payload-one-byte", "RFC 6455 5.5.1", "close payload of 1 byte: a status code needs 2"));
+                } else if p.len() >= 2 {
+                    let code = CloseCode(u16::from_be_bytes([p[0], p[1]]));
+                    if !code.is_allowed() {
+                        notes.push(Note::error("close-code-invalid", "RFC 6455 7.4.1", format!("close code {} ({}) must not be sent in a Close frame", code.0, code.meaning())));
+                    }
+                    let reason = match std::str::from_utf8(&p[2..]) {
+                        Ok(s) => s.to_string(),
+                        Err(e) => {
+                            notes.push(Note::error("close-reason-invalid-utf8", "RFC 6455 5.5.1", format!("close reason is not valid UTF-8 (at reason byte {})", e.valid_up_to())));
+                            String::from_utf8_lossy(&p[2..]).into_owned()
+                        }
+                    };
+                    close = Some((code, reason));
+                }
+            }
+            OpCode::Ping => {
+                if let Some(prev) = st.pings_unanswered.first() {
+                    notes.push(Note::warning("ping-not-answered", "RFC 6455 5.5.2", format!("the ping at byte {prev} of this direction was never answered with a pong (a firmware that ignores pings)")));
+                }
+                st.pings_unanswered.clear();
+                st.pings_unanswered.push(raw.offset);
+            }
+            OpCode::Pong => {
+                // A pong answers the other side's pings; an unsolicited one is allowed (5.5.3).
+                other.pings_unanswered.clear();
+            }
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                let cont = h.opcode == OpCode::Continuation;
+                if cont && st.frag.is_none() {
+                    notes.push(Note::error("continuation-without-start", "RFC 6455 5.4", "continuation frame but no fragmented message is open"));
+                    if st.last_data_final && index > 0 {
+                        notes.push(Note::info("hint-cont-after-fin", "RFC 6455 5.4", "the previous data frame had FIN set: the sender finished the message and then continued it (a common firmware bug)"));
+                    }
+                } else if !cont && st.frag.is_some() {
+                    let started = st.frag.as_ref().map(|f| f.offset).unwrap_or(0);
+                    notes.push(Note::error(
+                        "data-frame-in-fragmented-message",
+                        "RFC 6455 5.4",
+                        format!("new {} frame while the fragmented message started at byte {started} is still open; expected a continuation frame", h.opcode),
+                    ));
+                    st.frag = None;
+                }
+                if !(cont && st.frag.is_none()) {
+                    if st.frag.is_none() {
+                        st.frag = Some(Fragment {
+                            opcode: h.opcode,
+                            offset: raw.offset,
+                            payload: Vec::new(),
+                            len: 0,
+                            frames: 0,
+                            utf8: (h.opcode == OpCode::Text).then(Utf8Stream::new),
+                            notes: Vec::new(),
+                        });
+                    }
+                    let fr = st.frag.as_mut().expect("fragment just opened");
+                    fr.frames += 1;
+                    let before = fr.len;
+                    fr.len += h.payload_len;
+                    if fr.len > cfg.max_message && before <= cfg.max_message {
+                        let n = Note::error("message-too-big", "RFC 6455 10.4", format!("message reached {} bytes, over the {}-byte limit", fr.len, cfg.max_message));
+                        notes.push(n.clone());
+                        fr.notes.push(n);
+                    }
+                    if !raw.skipped && fr.len <= cfg.max_message {
+                        fr.payload.extend_from_slice(&raw.payload);
+                    }
+                    if let Some(u) = fr.utf8.as_mut() {
+                        let res = if raw.skipped { Ok(()) } else if h.fin { u.push(&raw.payload).and_then(|_| u.finish()) } else { u.push(&raw.payload) };
+                        if let Err(pos) = res {
+                            if !fr.notes.iter().any(|n| n.code == "text-invalid-utf8") {
+                                let n = Note::error("text-invalid-utf8", "RFC 6455 8.1", format!("text message is not valid UTF-8 at message byte {pos}"));
+                                notes.push(n.clone());
+                                fr.notes.push(n);
+                            }
+                        }
+                    }
+                    if h.fin {
+                        let fr = st.frag.take().expect("fragment open");
+                        message = Some((fr.offset, finish_message(fr, dir, cfg, &mut st.pending_json)));
+                    }
+                }
+                st.last_data_final = h.fin;
+            }
+            OpCode::Reserved(_) => {}
+        }
+        (FrameEvent { header: h, head: raw.head, payload: raw.payload, skipped: raw.skipped, fields, close, notes, index }, message)
+    }
+
+    /// Both directions have ended: report what is left and the connection-level notes.
+    pub fn finish(&mut self, time: Option<f64>, out: &mut Vec<Event>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let mut notes = Vec::new();
+        for dir in [Direction::C2S, Direction::S2C] {
+            let who = if dir == Direction::C2S { "device" } else { "server" };
+            let st = match dir {
+                Direction::C2S => &mut self.c2s,
+                Direction::S2C => &mut self.s2c,
+            };
+            match &st.phase {
+                Phase::Http if !st.head_buf.is_empty() => {
+                    notes.push(Note::error("truncated-handshake", "RFC 9112 2.1", format!("{who} stream ended inside its HTTP head after {} bytes", st.head_buf.len())));
+                }
+                Phase::Frames => {
+                    let pending = st.decoder.pending().len();
+                    if st.decoder.skipping() > 0 {
+                        notes.push(Note::error("truncated-frame", "RFC 6455 5.2", format!("{who} stream ended with {} bytes of an oversized payload still to come", st.decoder.skipping())));
+                    } else if pending > 0 {
+                        let need = match frame::parse_header(st.decoder.pending()) {
+                            frame::HeaderParse::Need(n) => format!("its header needs {n} more bytes"),
+                            frame::HeaderParse::Header(h) => format!("header says {} payload bytes, {} arrived", h.payload_len, pending - h.header_len),
+                        };
+                        notes.push(Note::error("truncated-frame", "RFC 6455 5.2", format!("{who} stream ended inside a frame at byte {}: {need}", st.decoder.offset())));
+                    }
+                    if let Some(f) = &st.frag {
+                        notes.push(Note::warning("message-unfinished", "RFC 6455 5.4", format!("{who} stream ended inside a fragmented message started at byte {}", f.offset)));
+                    }
+                }
+                _ => {}
+            }
+            if st.raw_bytes > 0 {
+                let why = match &st.phase {
+                    Phase::Raw(w) => w.clone(),
+                    _ => String::new(),
+                };
+                out.push(Event {
+                    conn: self.conn,
+                    dir,
+                    offset: st.raw_offset,
+                    time,
+                    kind: EventKind::Unparsed { bytes: st.raw_bytes, preview: st.raw_preview.clone(), why },
+                });
+            }
+        }
+        let upgraded = self.c2s.phase == Phase::Frames || self.s2c.phase == Phase::Frames;
+        if upgraded {
+            match (self.c2s.close_at, self.s2c.close_at) {
+                (None, None) => notes.push(Note::warning(
+                    "closed-without-close-frame",
+                    "RFC 6455 7.1.5",
+                    "TCP closed with no Close frame from either side: the close code is 1006 (abnormal); a firmware that drops the link without closing does this",
+                )),
+                (Some(_), None) => notes.push(Note::warning(
+                    "close-not-answered",
+                    "RFC 6455 5.5.1",
+                    "the device sent a Close frame that the server never answered",
+                )),
+                (None, Some(_)) => notes.push(Note::warning(
+                    "close-not-answered",
+                    "RFC 6455 5.5.1",
+                    "the server sent a Close frame that the device never answered (a firmware that closes silently does this)",
+                )),
+                _ => {}
+            }
+            for (st, who) in [(&self.c2s, "device"), (&self.s2c, "server")] {
+                if let Some(p) = st.pings_unanswered.first() {
+                    notes.push(Note::warning("ping-not-answered", "RFC 6455 5.5.2", format!("the {who}'s ping at byte {p} was never answered with a pong")));
+                }
+            }
+        }
+        out.push(Event { conn: self.conn, dir: Direction::C2S, offset: 0, time, kind: EventKind::End { frames_c2s: self.c2s.frames, frames_s2c: self.s2c.frames, notes } });
+    }
+}
+
+/// Move a fresh decoder's offset forward (frames start after the HTTP head).
+fn skip_offset(d: &mut Decoder, n: u64) {
+    *d = Decoder::with_offset(d, n);
+}
+
+fn finish_message(fr: Fragment, dir: Direction, cfg: Config, pending_json: &mut Option<String>) -> MessageEvent {
+    let mut notes = fr.notes;
+    let mut text = None;
+    let mut km = None;
+    if fr.opcode == OpCode::Text && !notes.iter().any(|n| n.code == "text-invalid-utf8") && fr.len <= cfg.max_message {
+        let s = String::from_utf8(fr.payload.clone()).unwrap_or_default();
+        if cfg.kinetid {
+            let d = kinetid::decode(&s, dir);
+            match pending_json.take() {
+                Some(prev) if d.msg.is_none() || prev.len() + s.len() < kinetid::MAX_MESSAGE => {
+                    let joined = format!("{prev}{s}");
+                    let j = kinetid::decode(&joined, dir);
+                    if j.msg.is_some() {
+                        notes.push(Note::info(
+                            "hint-fin-every-fragment",
+                            "RFC 6455 5.4",
+                            "this message completes the JSON of the previous one: the sender set FIN on every fragment and repeated the opcode instead of using continuation frames (a firmware bug)",
+                        ));
+                        notes.extend(d.notes);
+                        km = j.msg;
+                    } else {
+                        if j.incomplete_json && joined.len() < kinetid::MAX_MESSAGE {
+                            *pending_json = Some(joined);
+                        }
+                        notes.extend(d.notes);
+                        km = d.msg;
+                    }
+                }
+                _ => {
+                    if d.incomplete_json && s.len() < kinetid::MAX_MESSAGE {
+                        *pending_json = Some(s.clone());
+                    }
+                    notes.extend(d.notes);
+                    km = d.msg;
+                }
+            }
+        }
+        text = Some(s);
+    }
+    MessageEvent { opcode: fr.opcode, len: fr.len, frames: fr.frames, payload: fr.payload, text, kinetid: km, notes }
+}

@@ -1,0 +1,262 @@
+//! Command-line flags (clap derive). Only flags live here; the commands take
+//! plain config structs built from them.
+
+use crate::render::Format;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// kinetid-wsdump: see every byte of a WebSocket, judged against RFC 6455 and the Kinetid device protocol.
+#[derive(Debug, Parser)]
+#[command(name = "kinetid-wsdump", version, about, long_about = None)]
+pub struct Cli {
+    /// More diagnostics on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Accept WebSocket devices, annotate every byte both ways, play the Kinetid backend.
+    Listen(ListenArgs),
+    /// Emulate a Kinetid plug, a home of plugs, or a fleet, optionally with firmware bugs.
+    EmulateDevice(EmulateArgs),
+    /// Annotate captured or hand-written byte streams (fixtures, recordings, raw files).
+    Replay(ReplayArgs),
+}
+
+/// When to colour text output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// When stdout is a terminal and NO_COLOR is not set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Output flags shared by the commands.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Colour text output.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// Payload bytes shown per frame in text output.
+    #[arg(long, default_value_t = 512)]
+    pub max_dump: usize,
+}
+
+/// Decoder limits shared by the commands.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Largest frame payload stored, in bytes; larger payloads are skipped and flagged.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_frame: u64,
+    /// Largest reassembled message, in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_message: u64,
+    /// Largest HTTP head, in bytes.
+    #[arg(long, default_value_t = 8192)]
+    pub max_head: usize,
+    /// Most HTTP header lines.
+    #[arg(long, default_value_t = 100)]
+    pub max_headers: usize,
+}
+
+/// `replay` flags.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Files: hex fixtures, `listen --record` captures, or raw bytes with --raw.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Treat the files as raw binary bytes of one direction.
+    #[arg(long)]
+    pub raw: bool,
+    /// Direction of raw bytes.
+    #[arg(long, value_enum, default_value_t = DirArg::C2s, requires = "raw")]
+    pub dir: DirArg,
+    /// Exit with status 1 when any note of severity error is raised (for firmware CI).
+    #[arg(long)]
+    pub strict: bool,
+    /// Feed the bytes in pieces of this size (the output must not change).
+    #[arg(long)]
+    pub chunk: Option<usize>,
+    /// Do not decode text messages as Kinetid messages.
+    #[arg(long)]
+    pub no_kinetid: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// A direction on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DirArg {
+    /// Device (client) to server.
+    C2s,
+    /// Server to device (client).
+    S2c,
+}
+
+/// `listen` flags.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Connections served at once; beyond it new ones get 503.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Seconds between server pings (0: none).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub ping_interval: std::time::Duration,
+    /// A device silent this long is closed.
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// Time allowed for the first message (hello).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub hello_timeout: std::time::Duration,
+    /// Time allowed to finish the HTTP request head (then 408).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub head_timeout: std::time::Duration,
+    /// Annotate violations but keep the connection open.
+    #[arg(long)]
+    pub lenient: bool,
+    /// Echo every data message; no Kinetid layer (for conformance suites).
+    #[arg(long)]
+    pub echo: bool,
+    /// Read commands from stdin even when it is not a terminal.
+    #[arg(long)]
+    pub console: bool,
+    /// Never read commands from stdin.
+    #[arg(long, conflicts_with = "console")]
+    pub no_console: bool,
+    /// Require `Authorization: Bearer TOKEN` on /api/ and allow non-loopback peers.
+    #[arg(long)]
+    pub api_token: Option<String>,
+    /// Write every byte both ways to this capture file.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// No per-frame output; counters on exit.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Device ids refused at hello (error unknown_device, close 1008).
+    #[arg(long = "refuse")]
+    pub refuse: Vec<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// `emulate-device` flags.
+#[derive(Debug, Args)]
+pub struct EmulateArgs {
+    /// Backend URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// Report period (1s, 500ms, 2m).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    /// Device id (default: derived from the seed).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Seed for readings, ids and jitter.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// What is plugged in.
+    #[arg(long, value_enum, default_value_t = crate::meter::Appliance::Kettle)]
+    pub appliance: crate::meter::Appliance,
+    /// Mains grid.
+    #[arg(long, value_enum, default_value_t = crate::meter::Mains::Eu)]
+    pub mains: crate::meter::Mains,
+    /// Fragment messages larger than this many bytes (1024 emulates esp_websocket_client).
+    #[arg(long)]
+    pub frame_size: Option<usize>,
+    /// Press the button now and then (an unsolicited state).
+    #[arg(long, value_parser = parse_duration)]
+    pub button_every: Option<std::time::Duration>,
+    /// Passive plugs behind this one over PLC.
+    #[arg(long, default_value_t = 0)]
+    pub passive: usize,
+    /// Simulated PLC latency.
+    #[arg(long, default_value = "40ms", value_parser = parse_duration)]
+    pub plc_latency: std::time::Duration,
+    /// Fraction of PLC exchanges lost (0.0-1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub plc_loss: f64,
+    /// Independent active plugs in this process.
+    #[arg(long, default_value_t = 1)]
+    pub count: usize,
+    /// Spread the connects of --count plugs over this time.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub ramp: std::time::Duration,
+    /// Stop after this long (close 1000, then exit).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Firmware bugs to commit on purpose (repeatable); see --help.
+    #[arg(long = "quirk", value_enum)]
+    pub quirks: Vec<crate::quirk::Quirk>,
+    /// Show the plug's own traffic through the annotator.
+    #[arg(long)]
+    pub dump: bool,
+    /// Write counters as JSON to this file at exit.
+    #[arg(long)]
+    pub stats_json: Option<PathBuf>,
+    /// Unacknowledged reports kept for resending.
+    #[arg(long, default_value_t = 256)]
+    pub queue: usize,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Parse `500ms`, `1s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 1s, 2m)"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("{s:?} is not a duration"));
+    }
+    Ok(std::time::Duration::from_secs_f64(v * mult))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,865 @@
+//! WebSocket frames (RFC 6455 section 5): types, a header parser that works on
+//! a bare byte slice, the per-byte field map, an incremental decoder and an
+//! encoder for both roles.
+//!
+//! The parser never refuses to show a frame: a reserved opcode is kept as
+//! [`OpCode::Reserved`], a length with its top bit set is reported as it is.
+//! Role rules (must this frame be masked?) live in [`header_notes`], not in the
+//! parser, so the same header can be judged from either side.
+
+use crate::mask::apply_mask;
+use crate::note::Note;
+use std::fmt;
+
+/// Which side of the connection sent something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The side that sent the upgrade request (the device).
+    Client,
+    /// The side that answered it (the backend).
+    Server,
+}
+
+/// Direction of a byte stream on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Device (client) to server.
+    C2S,
+    /// Server to device (client).
+    S2C,
+}
+
+impl Direction {
+    /// `c2s` or `s2c`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::C2S => "c2s",
+            Direction::S2C => "s2c",
+        }
+    }
+    /// The role of the sender of bytes in this direction.
+    pub fn sender(self) -> Role {
+        match self {
+            Direction::C2S => Role::Client,
+            Direction::S2C => Role::Server,
+        }
+    }
+    /// The other direction.
+    pub fn reverse(self) -> Direction {
+        match self {
+            Direction::C2S => Direction::S2C,
+            Direction::S2C => Direction::C2S,
+        }
+    }
+    /// An arrow for text output: `>>` device to server, `<<` server to device.
+    pub fn arrow(self) -> &'static str {
+        match self {
+            Direction::C2S => ">>",
+            Direction::S2C => "<<",
+        }
+    }
+}
+
+/// Frame opcode (RFC 6455 section 5.2 and 11.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpCode {
+    /// 0x0
+    Continuation,
+    /// 0x1
+    Text,
+    /// 0x2
+    Binary,
+    /// 0x8
+    Close,
+    /// 0x9
+    Ping,
+    /// 0xA
+    Pong,
+    /// 0x3-0x7 and 0xB-0xF: reserved, kept so the frame can still be shown.
+    Reserved(u8),
+}
+
+impl OpCode {
+    /// From the low nibble of the first byte.
+    pub fn from_u8(v: u8) -> OpCode {
+        match v & 0x0f {
+            0x0 => OpCode::Continuation,
+            0x1 => OpCode::Text,
+            0x2 => OpCode::Binary,
+            0x8 => OpCode::Close,
+            0x9 => OpCode::Ping,
+            0xA => OpCode::Pong,
+            r => OpCode::Reserved(r),
+        }
+    }
+    /// The 4-bit value.
+    pub fn as_u8(self) -> u8 {
+        match self {
+            OpCode::Continuation => 0x0,
+            OpCode::Text => 0x1,
+            OpCode::Binary => 0x2,
+            OpCode::Close => 0x8,
+            OpCode::Ping => 0x9,
+            OpCode::Pong => 0xA,
+            OpCode::Reserved(r) => r,
+        }
+    }
+    /// Control frames have the high bit of the opcode set (section 5.5).
+    pub fn is_control(self) -> bool {
+        self.as_u8() & 0x8 != 0
+    }
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpCode::Continuation => "continuation",
+            OpCode::Text => "text",
+            OpCode::Binary => "binary",
+            OpCode::Close => "close",
+            OpCode::Ping => "ping",
+            OpCode::Pong => "pong",
+            OpCode::Reserved(r) if r & 0x8 != 0 => "reserved-control",
+            OpCode::Reserved(_) => "reserved-data",
+        }
+    }
+}
+
+impl fmt::Display for OpCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A close status code (RFC 6455 section 7.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CloseCode(pub u16);
+
+impl CloseCode {
+    /// Normal closure.
+    pub const NORMAL: CloseCode = CloseCode(1000);
+    /// Going away (server shutting down).
+    pub const GOING_AWAY: CloseCode = CloseCode(1001);
+    /// Protocol error.
+    pub const PROTOCOL: CloseCode = CloseCode(1002);
+    /// Data the endpoint cannot accept.
+    pub const UNSUPPORTED: CloseCode = CloseCode(1003);
+    /// No close frame received (never on the wire).
+    pub const ABNORMAL: CloseCode = CloseCode(1006);
+    /// Invalid payload data (bad UTF-8).
+    pub const INVALID_DATA: CloseCode = CloseCode(1007);
+    /// Policy violation.
+    pub const POLICY: CloseCode = CloseCode(1008);
+    /// Message too big.
+    pub const TOO_BIG: CloseCode = CloseCode(1009);
+    /// Internal error.
+    pub const INTERNAL: CloseCode = CloseCode(1011);
+
+    /// May this code appear in a Close frame? Section 7.4.1 reserves 1004-1006
+    /// and 1015 for local use, 0-999 are unused, 1016-2999 are reserved for
+    /// future protocol revisions (1012-1014 have since been registered).
+    pub fn is_allowed(self) -> bool {
+        matches!(self.0, 1000..=1003 | 1007..=1014 | 3000..=4999)
+    }
+
+    /// What the code means.
+    pub fn meaning(self) -> &'static str {
+        match self.0 {
+            1000 => "normal closure",
+            1001 => "going away",
+            1002 => "protocol error",
+            1003 => "unsupported data",
+            1004 => "reserved",
+            1005 => "no status received (never sent on the wire)",
+            1006 => "abnormal closure (never sent on the wire)",
+            1007 => "invalid payload data",
+            1008 => "policy violation",
+            1009 => "message too big",
+            1010 => "mandatory extension missing",
+            1011 => "internal error",
+            1012 => "service restart",
+            1013 => "try again later",
+            1014 => "bad gateway",
+            1015 => "TLS handshake failure (never sent on the wire)",
+            0..=999 => "not used",
+            1016..=2999 => "reserved for the protocol",
+            3000..=3999 => "registered for libraries and frameworks",
+            4000..=4999 => "private use",
+            _ => "out of range",
+        }
+    }
+}
+
+/// A 4-byte masking key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MaskKey(pub [u8; 4]);
+
+impl MaskKey {
+    /// A fresh key from the thread RNG (section 5.3 asks for an unpredictable one).
+    pub fn random() -> MaskKey {
+        MaskKey(rand::random())
+    }
+    /// Lower-case hex.
+    pub fn hex(self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// How the payload length was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LenEncoding {
+    /// In the 7 bits of the second byte (0-125).
+    Bits7,
+    /// 126 then a 16-bit big-endian length.
+    Bits16,
+    /// 127 then a 64-bit big-endian length.
+    Bits64,
+}
+
+impl LenEncoding {
+    /// 7, 16 or 64.
+    pub fn bits(self) -> u8 {
+        match self {
+            LenEncoding::Bits7 => 7,
+            LenEncoding::Bits16 => 16,
+            LenEncoding::Bits64 => 64,
+        }
+    }
+    /// The shortest encoding that holds `len`.
+    pub fn minimal_for(len: u64) -> LenEncoding {
+        if len <= 125 {
+            LenEncoding::Bits7
+        } else if len <= 0xffff {
+            LenEncoding::Bits16
+        } else {
+            LenEncoding::Bits64
+        }
+    }
+}
+
+/// A decoded frame header (everything before the payload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Final fragment.
+    pub fin: bool,
+    /// Reserved bit 1 (permessage-deflate uses it).
+    pub rsv1: bool,
+    /// Reserved bit 2.
+    pub rsv2: bool,
+    /// Reserved bit 3.
+    pub rsv3: bool,
+    /// The opcode.
+    pub opcode: OpCode,
+    /// The masking key, if MASK was set.
+    pub mask: Option<MaskKey>,
+    /// Declared payload length, as written (the top bit may be set).
+    pub payload_len: u64,
+    /// How the length was written.
+    pub len_encoding: LenEncoding,
+    /// Bytes in the header: 2 to 14.
+    pub header_len: usize,
+}
+
+/// Result of [`parse_header`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderParse {
+    /// The header is incomplete; at least this many more bytes are needed.
+    Need(usize),
+    /// A whole header.
+    Header(FrameHeader),
+}
+
+/// Parse a frame header from the start of `buf`. Pure; never fails.
+pub fn parse_header(buf: &[u8]) -> HeaderParse {
+    if buf.len() < 2 {
+        return HeaderParse::Need(2 - buf.len());
+    }
+    let b0 = buf[0];
+    let b1 = buf[1];
+    let masked = b1 & 0x80 != 0;
+    let len7 = b1 & 0x7f;
+    let (len_encoding, ext) = match len7 {
+        126 => (LenEncoding::Bits16, 2),
+        127 => (LenEncoding::Bits64, 8),
+        _ => (LenEncoding::Bits7, 0),
+    };
+    let header_len = 2 + ext + if masked { 4 } else { 0 };
+    if buf.len() < header_len {
+        return HeaderParse::Need(header_len - buf.len());
+    }
+    let payload_len = match len_encoding {
+        LenEncoding::Bits7 => len7 as u64,
+        LenEncoding::Bits16 => u16::from_be_bytes([buf[2], buf[3]]) as u64,
+        LenEncoding::Bits64 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            u64::from_be_bytes(b)
+        }
+    };
+    let mask = if masked {
+        let m = 2 + ext;
+        Some(MaskKey([buf[m], buf[m + 1], buf[m + 2], buf[m + 3]]))
+    } else {
+        None
+    };
+    HeaderParse::Header(FrameHeader {
+        fin: b0 & 0x80 != 0,
+        rsv1: b0 & 0x40 != 0,
+        rsv2: b0 & 0x20 != 0,
+        rsv3: b0 & 0x10 != 0,
+        opcode: OpCode::from_u8(b0),
+        mask,
+        payload_len,
+        len_encoding,
+        header_len,
+    })
+}
+
+/// Rules that can be judged from one header alone, for a frame sent by `sender`.
+///
+/// `rsv_allowed` is the set of RSV bits an extension negotiated (bit 0x4 =
+/// RSV1, as in byte 0 shifted right by 4). `max_payload` is the configured
+/// per-frame limit.
+pub fn header_notes(h: &FrameHeader, raw: &[u8], sender: Role, rsv_allowed: u8, max_payload: u64) -> Vec<Note> {
+    let mut notes = Vec::new();
+    if let OpCode::Reserved(r) = h.opcode {
+        notes.push(Note::error(
+            "reserved-opcode",
+            "RFC 6455 5.2",
+            format!("opcode 0x{r:X} is reserved; no extension defines it, so the receiver must fail the connection"),
+        ));
+    }
+    let rsv = (h.rsv1 as u8) << 2 | (h.rsv2 as u8) << 1 | h.rsv3 as u8;
+    if rsv & !rsv_allowed != 0 {
+        let names: Vec<&str> = [(h.rsv1, "RSV1"), (h.rsv2, "RSV2"), (h.rsv3, "RSV3")]
+            .iter()
+            .filter(|(b, _)| *b)
+            .map(|(_, n)| *n)
+            .collect();
+        let hint = if h.rsv1 { " (RSV1 means a compressed frame, but permessage-deflate was not negotiated)" } else { "" };
+        notes.push(Note::error(
+            "rsv-without-extension",
+            "RFC 6455 5.2",
+            format!("{} set without a negotiated extension{hint}", names.join(", ")),
+        ));
+    }
+    if h.opcode.is_control() {
+        if h.payload_len > 125 {
+            notes.push(Note::error(
+                "control-too-long",
+                "RFC 6455 5.5",
+                format!("{} frame carries {} bytes; control frames may carry at most 125", h.opcode, h.payload_len),
+            ));
+        }
+        if !h.fin {
+            notes.push(Note::error(
+                "control-fragmented",
+                "RFC 6455 5.5",
+                format!("{} frame has FIN clear; control frames must not be fragmented", h.opcode),
+            ));
+        }
+    }
+    match (sender, h.mask) {
+        (Role::Client, None) => {
+            let hint = if h.opcode.is_control() {
+                " (firmware that masks data frames but not pings/pongs/closes has this bug)"
+            } else {
+                ""
+            };
+            notes.push(Note::error(
+                "client-frame-unmasked",
+                "RFC 6455 5.1",
+                format!("a client must mask every frame it sends; MASK is 0{hint}"),
+            ));
+        }
+        (Role::Server, Some(_)) => notes.push(Note::error(
+            "server-frame-masked",
+            "RFC 6455 5.1",
+            "a server must not mask frames it sends; MASK is 1",
+        )),
+        _ => {}
+    }
+    if let Some(k) = h.mask {
+        if k.0 == [0; 4] {
+            notes.push(Note::warning(
+                "mask-key-zero",
+                "RFC 6455 5.3",
+                "masking key is 00000000: the payload goes out in clear; the key must come from a strong random source",
+            ));
+        }
+    }
+    if h.len_encoding == LenEncoding::Bits64 && h.payload_len >> 63 != 0 {
+        notes.push(Note::error(
+            "length-top-bit",
+            "RFC 6455 5.2",
+            format!("64-bit payload length 0x{:016X} has its most significant bit set; it must be 0", h.payload_len),
+        ));
+    }
+    if h.len_encoding != LenEncoding::minimal_for(h.payload_len) && h.payload_len >> 63 == 0 {
+        let min = LenEncoding::minimal_for(h.payload_len);
+        notes.push(Note::warning(
+            "length-non-minimal",
+            "RFC 6455 5.2",
+            format!(
+                "length {} written in the {}-bit form; the minimal number of bytes must be used ({}-bit form){}",
+                h.payload_len,
+                h.len_encoding.bits(),
+                min.bits(),
+                if h.payload_len == 65535 && h.len_encoding == LenEncoding::Bits64 {
+                    " - 65535 in the 64-bit form is a common firmware off-by-one"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    if h.len_encoding == LenEncoding::Bits64 && raw.len() >= 10 {
+        // A client that writes 127 and then a 32-bit length puts the real
+        // length in bytes 2..6 and its masking key (or payload) in 6..10, so
+        // the 64-bit value comes out absurdly large.
+        let as32 = u32::from_be_bytes([raw[2], raw[3], raw[4], raw[5]]) as u64;
+        if h.payload_len > max_payload && as32 >= 126 && as32 <= max_payload {
+            notes.push(Note::info(
+                "hint-len127-4byte",
+                "RFC 6455 5.2",
+                format!(
+                    "127 followed by what looks like a 4-byte length ({as32}) instead of the 8-byte one: a common firmware bug; the next 4 bytes were probably meant as the {}",
+                    if h.mask.is_some() || sender == Role::Client { "masking key" } else { "payload" }
+                ),
+            ));
+        }
+    }
+    if h.payload_len > max_payload && h.payload_len >> 63 == 0 {
+        notes.push(Note::error(
+            "payload-too-big",
+            "RFC 6455 10.4",
+            format!("declares a {}-byte payload, over the {max_payload}-byte limit; the payload is skipped, not stored", h.payload_len),
+        ));
+    }
+    notes
+}
+
+/// One labelled byte range of a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    /// Offset of the first byte in the direction's byte stream.
+    pub offset: u64,
+    /// Number of bytes (for bit fields inside one byte, 1).
+    pub len: u64,
+    /// Field name: FIN, RSV1, opcode, MASK, payload length (7-bit), ...
+    pub name: &'static str,
+    /// Raw value as written (bits or hex).
+    pub raw: String,
+    /// What the value means.
+    pub meaning: String,
+}
+
+/// The field map of a frame header plus its payload range.
+pub fn fields(h: &FrameHeader, raw: &[u8], offset: u64) -> Vec<Field> {
+    let mut f = Vec::with_capacity(10);
+    let b0 = raw[0];
+    let b1 = raw[1];
+    let bit = |b: bool| if b { "1" } else { "0" }.to_string();
+    f.push(Field { offset, len: 1, name: "FIN", raw: bit(h.fin), meaning: if h.fin { "final fragment".into() } else { "more fragments follow".into() } });
+    f.push(Field { offset, len: 1, name: "RSV1", raw: bit(h.rsv1), meaning: if h.rsv1 { "set (compression?)".into() } else { "clear".into() } });
+    f.push(Field { offset, len: 1, name: "RSV2", raw: bit(h.rsv2), meaning: if h.rsv2 { "set".into() } else { "clear".into() } });
+    f.push(Field { offset, len: 1, name: "RSV3", raw: bit(h.rsv3), meaning: if h.rsv3 { "set".into() } else { "clear".into() } });
+    f.push(Field { offset, len: 1, name: "opcode", raw: format!("0x{:X}", b0 & 0x0f), meaning: h.opcode.name().into() });
+    f.push(Field {
+        offset: offset + 1,
+        len: 1,
+        name: "MASK",
+        raw: bit(b1 & 0x80 != 0),
+        meaning: if h.mask.is_some() { "payload is masked".into() } else { "payload is not masked".into() },
+    });
+    let len7 = b1 & 0x7f;
+    f.push(Field {
+        offset: offset + 1,
+        len: 1,
+        name: "payload length (7-bit)",
+        raw: len7.to_string(),
+        meaning: match len7 {
+            126 => "126: a 16-bit length follows".into(),
+            127 => "127: a 64-bit length follows".into(),
+            n => format!("{n} bytes"),
+        },
+    });
+    let mut pos = 2u64;
+    match h.len_encoding {
+        LenEncoding::Bits7 => {}
+        LenEncoding::Bits16 => {
+            f.push(Field {
+                offset: offset + 2,
+                len: 2,
+                name: "extended length (16-bit)",
+                raw: hex::encode(&raw[2..4]),
+                meaning: format!("{} bytes", h.payload_len),
+            });
+            pos = 4;
+        }
+        LenEncoding::Bits64 => {
+            f.push(Field {
+                offset: offset + 2,
+                len: 8,
+                name: "extended length (64-bit)",
+                raw: hex::encode(&raw[2..10]),
+                meaning: format!("{} bytes", h.payload_len),
+            });
+            pos = 10;
+        }
+    }
+    if let Some(k) = h.mask {
+        f.push(Field { offset: offset + pos, len: 4, name: "masking key", raw: k.hex(), meaning: "XOR key for the payload".into() });
+    }
+    f.push(Field {
+        offset: offset + h.header_len as u64,
+        len: h.payload_len,
+        name: "payload",
+        raw: String::new(),
+        meaning: if h.mask.is_some() { format!("{} bytes, masked", h.payload_len) } else { format!("{} bytes", h.payload_len) },
+    });
+    f
+}
+
+/// A frame the decoder has cut out of the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFrame {
+    /// Stream offset of the first header byte.
+    pub offset: u64,
+    /// The header.
+    pub header: FrameHeader,
+    /// The header bytes as received.
+    pub head: Vec<u8>,
+    /// The payload, unmasked. Empty when the payload was over the limit.
+    pub payload: Vec<u8>,
+    /// True when the payload was over the limit and skipped.
+    pub skipped: bool,
+}
+
+/// What [`Decoder::next_frame`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// A whole frame (or a header whose oversized payload will be skipped).
+    Frame(RawFrame),
+    /// Nothing complete yet: at least this many more bytes are needed.
+    Need(u64),
+    /// The stream cannot be framed any further (a 64-bit length with the top
+    /// bit set leaves no way to find the next frame).
+    Stuck,
+}
+
+/// An incremental frame decoder for one direction.
+///
+/// Feed it bytes in chunks of any size; take frames out. It holds at most one
+/// header plus one payload of at most `max_payload` bytes; a larger declared
+/// payload is skipped as it arrives, never allocated.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    start: usize,
+    /// Stream offset of `buf[start]`.
+    offset: u64,
+    max_payload: u64,
+    skip: u64,
+    stuck: bool,
+}
+
+impl Decoder {
+    /// A decoder with a per-frame payload limit.
+    pub fn new(max_payload: u64) -> Decoder {
+        Decoder { buf: Vec::new(), start: 0, offset: 0, max_payload, skip: 0, stuck: false }
+    }
+
+    /// A fresh decoder with the same limit whose stream starts at `offset`
+    /// (frames that follow an HTTP head).
+    pub fn with_offset(like: &Decoder, offset: u64) -> Decoder {
+        Decoder { offset, ..Decoder::new(like.max_payload) }
+    }
+
+    /// Stream offset of the next unconsumed byte.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes received but not yet part of a decoded frame.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Payload bytes still to be skipped from an oversized frame.
+    pub fn skipping(&self) -> u64 {
+        self.skip
+    }
+
+    /// True after [`Decoded::Stuck`].
+    pub fn is_stuck(&self) -> bool {
+        self.stuck
+    }
+
+    /// Take in more bytes.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        if self.skip > 0 {
+            let n = (self.skip.min(data.len() as u64)) as usize;
+            self.skip -= n as u64;
+            self.offset += n as u64;
+            data = &data[n..];
+        }
+        if data.is_empty() {
+            return;
+        }
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Cut the next frame out of what has been fed.
+    pub fn next_frame(&mut self) -> Decoded {
+        if self.stuck {
+            return Decoded::Stuck;
+        }
+        if self.skip > 0 {
+            return Decoded::Need(self.skip);
+        }
+        let avail = &self.buf[self.start..];
+        let h = match parse_header(avail) {
+            HeaderParse::Need(n) => return Decoded::Need(n as u64),
+            HeaderParse::Header(h) => h,
+        };
+        if h.payload_len >> 63 != 0 {
+            self.stuck = true;
+            let head = avail[..h.header_len].to_vec();
+            let offset = self.offset;
+            self.start += h.header_len;
+            self.offset += h.header_len as u64;
+            return Decoded::Frame(RawFrame { offset, header: h, head, payload: Vec::new(), skipped: true });
+        }
+        if h.payload_len > self.max_payload {
+            // Report now, skip the payload as it streams in.
+            let head = avail[..h.header_len].to_vec();
+            let offset = self.offset;
+            let have = (avail.len() - h.header_len) as u64;
+            let take = have.min(h.payload_len);
+            self.start += h.header_len + take as usize;
+            self.offset += h.header_len as u64 + take;
+            self.skip = h.payload_len - take;
+            return Decoded::Frame(RawFrame { offset, header: h, head, payload: Vec::new(), skipped: true });
+        }
+        let total = h.header_len + h.payload_len as usize;
+        if avail.len() < total {
+            return Decoded::Need((total - avail.len()) as u64);
+        }
+        let head = avail[..h.header_len].to_vec();
+        let mut payload = avail[h.header_len..total].to_vec();
+        if let Some(k) = h.mask {
+            apply_mask(&mut payload, k.0);
+        }
+        let offset = self.offset;
+        self.start += total;
+        self.offset += total as u64;
+        Decoded::Frame(RawFrame { offset, header: h, head, payload, skipped: false })
+    }
+}
+
+/// How to write one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// FIN bit.
+    pub fin: bool,
+    /// RSV bits, as bits 0x4 (RSV1), 0x2, 0x1.
+    pub rsv: u8,
+    /// Masking key; `None` writes an unmasked frame.
+    pub mask: Option<MaskKey>,
+    /// Force a length encoding (to reproduce non-minimal firmware); `None` for minimal.
+    pub len_encoding: Option<LenEncoding>,
+}
+
+impl EncodeOptions {
+    /// Final, unmasked, minimal length: what a server sends.
+    pub fn server() -> EncodeOptions {
+        EncodeOptions { fin: true, rsv: 0, mask: None, len_encoding: None }
+    }
+    /// Final, masked with a fresh random key, minimal length: what a client sends.
+    pub fn client() -> EncodeOptions {
+        EncodeOptions { fin: true, rsv: 0, mask: Some(MaskKey::random()), len_encoding: None }
+    }
+    /// Options for `role`.
+    pub fn for_role(role: Role) -> EncodeOptions {
+        match role {
+            Role::Client => EncodeOptions::client(),
+            Role::Server => EncodeOptions::server(),
+        }
+    }
+}
+
+/// Append one frame to `out`.
+pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], o: EncodeOptions) {
+    let len = payload.len() as u64;
+    out.push((o.fin as u8) << 7 | (o.rsv & 7) << 4 | opcode.as_u8());
+    let mbit = if o.mask.is_some() { 0x80 } else { 0 };
+    match o.len_encoding.unwrap_or(LenEncoding::minimal_for(len)) {
+        LenEncoding::Bits7 => out.push(mbit | (len as u8 & 0x7f)),
+        LenEncoding::Bits16 => {
+            out.push(mbit | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        LenEncoding::Bits64 => {
+            out.push(mbit | 127);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    let start = out.len();
+    if let Some(k) = o.mask {
+        out.extend_from_slice(&k.0);
+        out.extend_from_slice(payload);
+        apply_mask(&mut out[start + 4..], k.0);
+    } else {
+        out.extend_from_slice(payload);
+    }
+}
+
+/// Append a message as one frame, or fragmented into frames of at most
+/// `frame_size` payload bytes. Client frames each get a fresh key.
+pub fn encode_message(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], role: Role, frame_size: Option<usize>) {
+    let size = frame_size.unwrap_or(usize::MAX).max(1);
+    if payload.len() <= size {
+        encode_frame(out, opcode, payload, EncodeOptions::for_role(role));
+        return;
+    }
+    let mut chunks = payload.chunks(size).peekable();
+    let mut first = true;
+    while let Some(c) = chunks.next() {
+        let mut o = EncodeOptions::for_role(role);
+        o.fin = chunks.peek().is_none();
+        encode_frame(out, if first { opcode } else { OpCode::Continuation }, c, o);
+        first = false;
+    }
+}
+
+/// The payload of a Close frame: code then UTF-8 reason (section 5.5.1).
+pub fn close_payload(code: Option<CloseCode>, reason: &str) -> Vec<u8> {
+    let mut p = Vec::new();
+    if let Some(c) = code {
+        p.extend_from_slice(&c.0.to_be_bytes());
+        // A control payload is capped at 125 bytes: trim the reason on a char boundary.
+        let mut r = reason;
+        while r.len() > 123 {
+            let mut cut = 123;
+            while !r.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            r = &r[..cut];
+        }
+        p.extend_from_slice(r.as_bytes());
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(bytes: &[u8], max: u64) -> Vec<RawFrame> {
+        let mut d = Decoder::new(max);
+        d.feed(bytes);
+        let mut v = Vec::new();
+        while let Decoded::Frame(f) = d.next_frame() {
+            v.push(f);
+        }
+        v
+    }
+
+    #[test]
+    fn rfc_examples() {
+        let f = &decode_all(&[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f], 1 << 20)[0];
+        assert_eq!(f.payload, b"Hello");
+        assert!(f.header.fin);
+        let f = &decode_all(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58], 1 << 20)[0];
+        assert_eq!(f.payload, b"Hello");
+        assert_eq!(f.header.mask, Some(MaskKey([0x37, 0xfa, 0x21, 0x3d])));
+    }
+
+    #[test]
+    fn oversized_is_skipped_without_allocation() {
+        let mut d = Decoder::new(1024);
+        d.feed(&[0x82, 0x7f, 0x3f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3]);
+        match d.next_frame() {
+            Decoded::Frame(f) => {
+                assert!(f.skipped);
+                assert_eq!(f.header.payload_len, (1 << 62) - 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(d.skipping(), (1u64 << 62) - 1 - 3);
+        assert!(d.pending().is_empty());
+    }
+
+    #[test]
+    fn encode_decode_identity_across_length_boundaries() {
+        let sizes = [0usize, 1, 124, 125, 126, 127, 65534, 65535, 65536, 65537, 70000];
+        for &n in &sizes {
+            let payload: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
+            for role in [Role::Client, Role::Server] {
+                for op in [OpCode::Text, OpCode::Binary] {
+                    let mut out = Vec::new();
+                    encode_frame(&mut out, op, &payload, EncodeOptions::for_role(role));
+                    let f = decode_all(&out, 1 << 24);
+                    assert_eq!(f.len(), 1);
+                    assert_eq!(f[0].payload, payload, "size {n}");
+                    assert_eq!(f[0].header.len_encoding, LenEncoding::minimal_for(n as u64));
+                    assert_eq!(f[0].header.mask.is_some(), role == Role::Client);
+                    let notes = header_notes(&f[0].header, &f[0].head, role, 0, 1 << 24);
+                    assert!(notes.iter().all(|n| n.code == "mask-key-zero"), "{notes:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_payloads_roundtrip_in_random_chunks() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..300 {
+            let n = match rng.gen_range(0..4) {
+                0 => rng.gen_range(0..130),
+                1 => rng.gen_range(65530..65540),
+                2 => rng.gen_range(0..5000),
+                _ => rng.gen_range(120..70000),
+            };
+            let payload: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+            let mut out = Vec::new();
+            let size = if rng.gen_bool(0.5) { Some(rng.gen_range(1..2000)) } else { None };
+            encode_message(&mut out, OpCode::Binary, &payload, Role::Client, size);
+            let mut d = Decoder::new(1 << 24);
+            let mut got = Vec::new();
+            let mut i = 0;
+            while i < out.len() {
+                let step = rng.gen_range(1..3000).min(out.len() - i);
+                d.feed(&out[i..i + step]);
+                i += step;
+                while let Decoded::Frame(f) = d.next_frame() {
+                    got.extend_from_slice(&f.payload);
+                }
+            }
+            assert_eq!(got, payload);
+        }
+    }
+
+    #[test]
+    fn close_codes() {
+        for c in [1000, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4999] {
+            assert!(CloseCode(c).is_allowed(), "{c}");
+        }
+        for c in [0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535] {
+            assert!(!CloseCode(c).is_allowed(), "{c}");
+        }
+    }
+
+    #[test]
+    fn four_byte_length_hint() {
+        // 127, then a 32-bit length 300, then a key: what the buggy firmware sends.
+        let raw = [0x81, 0xff, 0x00, 0x00, 0x01, 0x2c, 0x11, 0x22, 0x33, 0x44, 0xaa, 0xbb, 0xcc, 0xdd];
+        let HeaderParse::Header(h) = parse_header(&raw) else { panic!() };
+        let notes = header_notes(&h, &raw, Role::Client, 0, 1 << 24);
+        assert!(notes.iter().any(|n| n.code == "hint-len127-4byte" && n.message.contains("(300)")), "{notes:?}");
+    }
+}

@@ -1,0 +1,294 @@
+//! The Kinetid device protocol, version 1: one JSON object per text message.
+//!
+//! This module decodes a message into a one-line summary plus contract
+//! notes, and builds the messages the backend and the emulator send. The
+//! contract itself is described in `docs/protocol.md`.
+
+use crate::frame::Direction;
+use crate::note::Note;
+use serde_json::{json, Map, Value};
+
+/// Where contract notes point.
+pub const SPEC: &str = "kinetid v1";
+
+/// Largest message the protocol allows (a plug's receive buffer).
+pub const MAX_MESSAGE: usize = 16 * 1024;
+
+/// Is `s` a device id: `KN-` and 12 upper-case hex digits?
+pub fn is_device_id(s: &str) -> bool {
+    s.len() == 15 && s.starts_with("KN-") && s[3..].bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+}
+
+/// A decoded Kinetid message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// The `t` field.
+    pub t: String,
+    /// Request id.
+    pub id: Option<u64>,
+    /// Id of the request this answers.
+    pub re: Option<u64>,
+    /// Device the message is about.
+    pub dev: Option<String>,
+    /// The whole object.
+    pub value: Value,
+    /// One line for humans.
+    pub summary: String,
+}
+
+impl Message {
+    /// A field as f64.
+    pub fn f64(&self, k: &str) -> Option<f64> {
+        self.value.get(k).and_then(Value::as_f64)
+    }
+    /// A field as bool.
+    pub fn bool(&self, k: &str) -> Option<bool> {
+        self.value.get(k).and_then(Value::as_bool)
+    }
+    /// A field as str.
+    pub fn str(&self, k: &str) -> Option<&str> {
+        self.value.get(k).and_then(Value::as_str)
+    }
+}
+
+/// Outcome of decoding one text message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The message, when it is a JSON object.
+    pub msg: Option<Message>,
+    /// Contract violations.
+    pub notes: Vec<Note>,
+    /// The JSON ended early (used to spot messages split into FIN frames).
+    pub incomplete_json: bool,
+}
+
+fn num(v: &Map<String, Value>, k: &str) -> Option<f64> {
+    v.get(k).and_then(Value::as_f64)
+}
+
+fn fmt_num(v: &Map<String, Value>, k: &str, unit: &str) -> String {
+    match num(v, k) {
+        Some(x) => format!(" {x} {unit}"),
+        None => String::new(),
+    }
+}
+
+const DEVICE_TYPES: &[&str] = &["hello", "report", "state", "error"];
+const BACKEND_TYPES: &[&str] = &["welcome", "ack", "switch", "error"];
+
+/// Decode a text message sent in direction `dir` (c2s = device to backend).
+pub fn decode(text: &str, dir: Direction) -> Decoded {
+    let mut notes = Vec::new();
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let incomplete = e.is_eof();
+            notes.push(Note::error("kinetid-not-json", SPEC, format!("not valid JSON: {e} (the backend answers error bad_request)")));
+            return Decoded { msg: None, notes, incomplete_json: incomplete };
+        }
+    };
+    let Some(obj) = value.as_object() else {
+        notes.push(Note::error("kinetid-not-object", SPEC, "a Kinetid message is a JSON object"));
+        return Decoded { msg: None, notes, incomplete_json: false };
+    };
+    let t = match obj.get("t").and_then(Value::as_str) {
+        Some(t) => t.to_string(),
+        None => {
+            notes.push(Note::error("kinetid-no-type", SPEC, "object has no string field t (the backend answers error bad_request)"));
+            String::new()
+        }
+    };
+    let id = obj.get("id").and_then(Value::as_u64);
+    let re = obj.get("re").and_then(Value::as_u64);
+    if let Some(v) = obj.get("id") {
+        if !v.as_u64().is_some_and(|x| x <= u32::MAX as u64) {
+            notes.push(Note::error("kinetid-bad-id", SPEC, format!("id must be a u32, got {v}")));
+        }
+    }
+    let dev = obj.get("dev").and_then(Value::as_str).map(str::to_string);
+    if let Some(d) = &dev {
+        if !is_device_id(d) {
+            notes.push(Note::error("kinetid-bad-device-id", SPEC, format!("device id {d:?} is not KN- followed by 12 upper-case hex digits")));
+        }
+    }
+    if let Some(v) = obj.get("via").and_then(Value::as_str) {
+        if !is_device_id(v) {
+            notes.push(Note::error("kinetid-bad-device-id", SPEC, format!("via {v:?} is not a device id")));
+        }
+    }
+    let allowed = if dir == Direction::C2S { DEVICE_TYPES } else { BACKEND_TYPES };
+    if !t.is_empty() && !allowed.contains(&t.as_str()) {
+        let known = DEVICE_TYPES.contains(&t.as_str()) || BACKEND_TYPES.contains(&t.as_str());
+        notes.push(Note::error(
+            "kinetid-unknown-type",
+            SPEC,
+            if known {
+                format!("type {t:?} is not sent by the {}", if dir == Direction::C2S { "device" } else { "backend" })
+            } else {
+                format!("unknown message type {t:?}")
+            },
+        ));
+    }
+    let need = |notes: &mut Vec<Note>, fields: &[&str]| {
+        for f in fields {
+            if !obj.contains_key(*f) {
+                notes.push(Note::error("kinetid-missing-field", SPEC, format!("{t} without field {f}")));
+            }
+        }
+    };
+    let onoff = |k: &str| match obj.get(k).and_then(Value::as_bool) {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "?",
+    };
+    let dev_s = dev.clone().unwrap_or_else(|| "-".into());
+    let summary = match t.as_str() {
+        "hello" => {
+            need(&mut notes, &["id", "dev", "fw", "role"]);
+            let passives = obj.get("passives").and_then(Value::as_array).map(|a| a.len()).unwrap_or(0);
+            format!(
+                "hello id={} dev={dev_s} fw={} role={} mains={}V/{}Hz period={}s passives={passives}",
+                id.map_or("-".into(), |x| x.to_string()),
+                obj.get("fw").and_then(Value::as_str).unwrap_or("?"),
+                obj.get("role").and_then(Value::as_str).unwrap_or("?"),
+                num(obj, "mains_v").unwrap_or(0.0),
+                num(obj, "mains_hz").unwrap_or(0.0),
+                num(obj, "period_s").unwrap_or(0.0),
+            )
+        }
+        "report" => {
+            need(&mut notes, &["id", "dev", "ts", "seq", "on", "power_w", "energy_wh"]);
+            let via = match obj.get("via").and_then(Value::as_str) {
+                Some(v) => format!(" via {v} ({})", obj.get("link").and_then(Value::as_str).unwrap_or("?")),
+                None => String::new(),
+            };
+            format!(
+                "report id={} dev={dev_s} seq={} {}{}{}{}{}{}{}",
+                id.map_or("-".into(), |x| x.to_string()),
+                obj.get("seq").map_or("-".into(), |v| v.to_string()),
+                onoff("on"),
+                fmt_num(obj, "power_w", "W"),
+                fmt_num(obj, "voltage_v", "V"),
+                fmt_num(obj, "current_a", "A"),
+                num(obj, "pf").map_or(String::new(), |x| format!(" pf {x}")),
+                fmt_num(obj, "energy_wh", "Wh"),
+                via
+            )
+        }
+        "state" => {
+            need(&mut notes, &["dev", "on"]);
+            if id.is_none() && re.is_none() {
+                notes.push(Note::error("kinetid-no-id-or-re", SPEC, "state needs id (unsolicited) or re (answer to switch)"));
+            }
+            format!(
+                "state {} dev={dev_s} {} (was {}) src={}",
+                re.map_or(id.map_or("".into(), |x| format!("id={x}")), |x| format!("re={x}")),
+                onoff("on"),
+                onoff("was_on"),
+                obj.get("src").and_then(Value::as_str).unwrap_or("?")
+            )
+        }
+        "welcome" | "ack" => {
+            if re.is_none() {
+                notes.push(Note::error("kinetid-reply-without-re", SPEC, format!("{t} is a reply and must carry re")));
+            }
+            let extra = if t == "welcome" { num(obj, "period_s").map_or(String::new(), |p| format!(" period={p}s")) } else { String::new() };
+            format!("{t} re={}{extra}", re.map_or("-".into(), |x| x.to_string()))
+        }
+        "switch" => {
+            need(&mut notes, &["id", "dev"]);
+            let what = if obj.get("toggle").and_then(Value::as_bool) == Some(true) { "toggle".to_string() } else { onoff("on").to_string() };
+            format!("switch id={} dev={dev_s} {what}", id.map_or("-".into(), |x| x.to_string()))
+        }
+        "error" => {
+            need(&mut notes, &["code"]);
+            format!(
+                "error{} {}{}: {}",
+                re.map_or(String::new(), |x| format!(" re={x}")),
+                obj.get("code").and_then(Value::as_str).unwrap_or("?"),
+                dev.as_ref().map_or(String::new(), |d| format!(" dev={d}")),
+                obj.get("msg").and_then(Value::as_str).unwrap_or("")
+            )
+        }
+        "" => "(no type)".to_string(),
+        other => format!("{other} (unknown type)"),
+    };
+    Decoded { msg: Some(Message { t, id, re, dev, value: value.clone(), summary }), notes, incomplete_json: false }
+}
+
+/// `welcome` for a `hello` with id `re`.
+pub fn welcome(re: u64, ts: u64, period_s: u64) -> String {
+    json!({"t":"welcome","re":re,"ts":ts,"period_s":period_s}).to_string()
+}
+
+/// `ack` for a request with id `re`.
+pub fn ack(re: u64) -> String {
+    json!({"t":"ack","re":re}).to_string()
+}
+
+/// A `switch` command.
+pub fn switch(id: u64, dev: &str, on: Option<bool>) -> String {
+    match on {
+        Some(on) => json!({"t":"switch","id":id,"dev":dev,"on":on}).to_string(),
+        None => json!({"t":"switch","id":id,"dev":dev,"toggle":true}).to_string(),
+    }
+}
+
+/// An `error`, optionally answering a request.
+pub fn error(re: Option<u64>, dev: Option<&str>, code: &str, msg: &str) -> String {
+    let mut v = json!({"t":"error"});
+    if let Some(r) = re {
+        v["re"] = json!(r);
+    }
+    if let Some(d) = dev {
+        v["dev"] = json!(d);
+    }
+    v["code"] = json!(code);
+    v["msg"] = json!(msg);
+    v.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(is_device_id("KN-A4CF12F0E1B2"));
+        assert!(!is_device_id("KN-a4cf12f0e1b2"));
+        assert!(!is_device_id("KN-A4CF12F0E1B"));
+        assert!(!is_device_id("XX-A4CF12F0E1B2"));
+    }
+
+    #[test]
+    fn contract_examples_decode_cleanly() {
+        let c2s = [
+            r#"{"t":"hello","id":1,"dev":"KN-A4CF12F0E1B2","fw":"1.4.2","role":"active","mains_v":230,"mains_hz":50,"period_s":60,"passives":["KN-00A1B2C3D4E5"]}"#,
+            r#"{"t":"report","id":2,"dev":"KN-A4CF12F0E1B2","ts":1767225660,"seq":41,"on":true,"power_w":1432.6,"voltage_v":231.4,"current_a":6.19,"pf":1.0,"freq_hz":50.01,"energy_wh":123456.7}"#,
+            r#"{"t":"state","re":9001,"dev":"KN-A4CF12F0E1B2","on":false,"was_on":true,"src":"backend","ts":1767225671}"#,
+            r#"{"t":"error","re":9002,"dev":"KN-00A1B2C3D4E5","code":"unreachable","msg":"PLC timeout"}"#,
+        ];
+        for m in c2s {
+            let d = decode(m, Direction::C2S);
+            assert!(d.notes.is_empty(), "{m}: {:?}", d.notes);
+        }
+        let s2c = [r#"{"t":"welcome","re":1,"ts":1767225600,"period_s":60}"#, r#"{"t":"ack","re":2}"#, r#"{"t":"switch","id":9003,"dev":"KN-A4CF12F0E1B2","toggle":true}"#];
+        for m in s2c {
+            let d = decode(m, Direction::S2C);
+            assert!(d.notes.is_empty(), "{m}: {:?}", d.notes);
+        }
+        let d = decode(c2s[1], Direction::C2S);
+        assert_eq!(d.msg.unwrap().summary, "report id=2 dev=KN-A4CF12F0E1B2 seq=41 on 1432.6 W 231.4 V 6.19 A pf 1 123456.7 Wh");
+    }
+
+    #[test]
+    fn violations() {
+        let codes = |s: &str, d| decode(s, d).notes.iter().map(|n| n.code).collect::<Vec<_>>();
+        assert_eq!(codes("{\"t\":\"hel", Direction::C2S), ["kinetid-not-json"]);
+        assert!(decode("{\"t\":\"hel", Direction::C2S).incomplete_json);
+        assert_eq!(codes("{}", Direction::C2S), ["kinetid-no-type"]);
+        assert_eq!(codes(r#"{"t":"ack"}"#, Direction::S2C), ["kinetid-reply-without-re"]);
+        assert_eq!(codes(r#"{"t":"dance"}"#, Direction::C2S), ["kinetid-unknown-type"]);
+        assert!(codes(r#"{"t":"state","id":3,"dev":"KN-1","on":true}"#, Direction::C2S).contains(&"kinetid-bad-device-id"));
+    }
+}

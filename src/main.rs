@@ -1,0 +1,32 @@
+//! The `kinetid-wsdump` binary: parse flags, run a command, map errors to an exit code.
+
+use clap::Parser;
+use kinetid_wsdump::cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KINETID_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Replay(a) => kinetid_wsdump::app::replay(a),
+        Command::Listen(a) => kinetid_wsdump::app::listen(a),
+        Command::EmulateDevice(a) => kinetid_wsdump::app::emulate(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kinetid-wsdump: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Firmware bugs the emulator commits on purpose, byte for byte as they look
+//! on the wire, and the frame writer that applies them.
+
+use crate::frame::{encode_frame, EncodeOptions, LenEncoding, MaskKey, OpCode, Role};
+use crate::mask::apply_mask;
+
+/// A firmware bug from the Kinetid protocol contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Quirk {
+    /// Write 127 and then a 4-byte length instead of the 8-byte one.
+    #[value(name = "len127-4byte")]
+    Len127FourByte,
+    /// Non-minimal lengths: small payloads in the 16-bit form, up to 65535 in the 64-bit form.
+    LenNonMinimal,
+    /// Set MASK but use the all-zero key.
+    ZeroMask,
+    /// Use the same masking key on every frame.
+    FixedMask,
+    /// Send every frame unmasked.
+    Unmasked,
+    /// Mask data frames but not pings, pongs and closes.
+    UnmaskedControl,
+    /// Fragment with FIN set on every fragment and the opcode repeated.
+    FinEveryFragment,
+    /// Send a continuation frame after a final frame.
+    ContAfterFin,
+    /// Send a 130-byte ping after hello (control frames may carry 125).
+    ControlOver125,
+    /// Send a ping split into two frames after hello.
+    FragmentedControl,
+    /// Drop TCP without a Close frame when stopping.
+    DropWithoutClose,
+    /// Never answer a ping.
+    NoPong,
+    /// Answer the server's Close with nothing (just drop TCP).
+    SilentClose,
+}
+
+impl Quirk {
+    /// The note code the annotator raises for this bug (what a test looks for).
+    pub fn note_code(self) -> &'static str {
+        match self {
+            Quirk::Len127FourByte => "hint-len127-4byte",
+            Quirk::LenNonMinimal => "length-non-minimal",
+            Quirk::ZeroMask => "mask-key-zero",
+            Quirk::FixedMask => "mask-key-repeated",
+            Quirk::Unmasked => "client-frame-unmasked",
+            Quirk::UnmaskedControl => "hint-unmasked-control",
+            Quirk::FinEveryFragment => "hint-fin-every-fragment",
+            Quirk::ContAfterFin => "hint-cont-after-fin",
+            Quirk::ControlOver125 => "control-too-long",
+            Quirk::FragmentedControl => "control-fragmented",
+            Quirk::DropWithoutClose => "closed-without-close-frame",
+            Quirk::NoPong => "ping-not-answered",
+            Quirk::SilentClose => "close-not-answered",
+        }
+    }
+}
+
+/// Writes a client's frames, committing the chosen bugs.
+#[derive(Debug, Clone)]
+pub struct FrameWriter {
+    quirks: Vec<Quirk>,
+    frame_size: Option<usize>,
+    fixed: MaskKey,
+}
+
+impl FrameWriter {
+    /// A writer for a client with these bugs and fragment size.
+    pub fn new(quirks: &[Quirk], frame_size: Option<usize>) -> Self {
+        let mut fixed = MaskKey::random();
+        if fixed.0 == [0; 4] {
+            fixed = MaskKey([0x4b, 0x4e, 0x31, 0x21]);
+        }
+        FrameWriter { quirks: quirks.to_vec(), frame_size, fixed }
+    }
+
+    /// Does the writer commit this bug?
+    pub fn has(&self, q: Quirk) -> bool {
+        self.quirks.contains(&q)
+    }
+
+    fn mask_for(&self, opcode: OpCode) -> Option<MaskKey> {
+        if self.has(Quirk::Unmasked) || (self.has(Quirk::UnmaskedControl) && opcode.is_control()) {
+            None
+        } else if self.has(Quirk::ZeroMask) {
+            Some(MaskKey([0; 4]))
+        } else if self.has(Quirk::FixedMask) {
+            Some(self.fixed)
+        } else {
+            Some(MaskKey::random())
+        }
+    }
+
+    /// Append one frame.
+    pub fn frame(&self, out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], fin: bool) {
+        let mask = self.mask_for(opcode);
+        let len = payload.len() as u64;
+        if self.has(Quirk::Len127FourByte) && len >= 126 {
+            out.push((fin as u8) << 7 | opcode.as_u8());
+            out.push(if mask.is_some() { 0x80 } else { 0 } | 127);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+            let start = out.len();
+            if let Some(k) = mask {
+                out.extend_from_slice(&k.0);
+                out.extend_from_slice(payload);
+                apply_mask(&mut out[start + 4..], k.0);
+            } else {
+                out.extend_from_slice(payload);
+            }
+            return;
+        }
+        let len_encoding = if self.has(Quirk::LenNonMinimal) {
+            Some(if len <= 125 { LenEncoding::Bits16 } else { LenEncoding::Bits64 })
+        } else {
+            None
+        };
+        encode_frame(out, opcode, payload, EncodeOptions { fin, rsv: 0, mask, len_encoding });
+    }
+
+    /// Append a data message, fragmented to the frame size (or wrongly, per the bugs).
+    pub fn message(&self, out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+        let buggy_frag = self.has(Quirk::FinEveryFragment) || self.has(Quirk::ContAfterFin);
+        let size = self.frame_size.or(if buggy_frag { Some(64) } else { None }).unwrap_or(usize::MAX).max(1);
+        if payload.len() <= size {
+            self.frame(out, opcode, payload, true);
+            return;
+        }
+        let chunks: Vec<&[u8]> = payload.chunks(size).collect();
+        let last = chunks.len() - 1;
+        for (i, c) in chunks.iter().enumerate() {
+            if self.has(Quirk::FinEveryFragment) {
+                self.frame(out, opcode, c, true);
+            } else if self.has(Quirk::ContAfterFin) {
+                // The first fragment already says FIN: the rest are continuations of nothing.
+                self.frame(out, if i == 0 { opcode } else { OpCode::Continuation }, c, true);
+            } else {
+                self.frame(out, if i == 0 { opcode } else { OpCode::Continuation }, c, i == last);
+            }
+        }
+    }
+
+    /// Append a control frame (ping, pong, close).
+    pub fn control(&self, out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+        self.frame(out, opcode, payload, true);
+    }
+
+    /// Frames a buggy firmware sends right after hello, if any.
+    pub fn after_hello(&self, out: &mut Vec<u8>) {
+        if self.has(Quirk::ControlOver125) {
+            self.frame(out, OpCode::Ping, &[b'k'; 130], true);
+        }
+        if self.has(Quirk::FragmentedControl) {
+            self.frame(out, OpCode::Ping, b"kinetid-", false);
+            self.frame(out, OpCode::Continuation, b"ping", true);
+        }
+    }
+}
+
+/// A correct client frame writer (no bugs).
+pub fn correct_writer(frame_size: Option<usize>) -> FrameWriter {
+    FrameWriter::new(&[], frame_size)
+}
+
+/// A role-correct frame for `role`, no bugs (server side).
+pub fn server_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+    encode_frame(out, opcode, payload, EncodeOptions::for_role(Role::Server));
+}

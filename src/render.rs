@@ -1,0 +1,468 @@
+//! Renderers: the same events as coloured text, JSON lines or one-line summaries.
+//!
+//! Every renderer writes to any `impl Write`, so tests render into a
+//! `Vec<u8>` without colour. Rendering never changes what is shown, only how.
+
+use crate::annotate::{Event, EventKind, FrameEvent, MessageEvent};
+use crate::frame::{Direction, LenEncoding, OpCode};
+use crate::handshake::{Check, HttpHead};
+use crate::mask::apply_mask;
+use crate::note::{Note, Severity};
+use owo_colors::{OwoColorize, Style};
+use serde_json::{json, Value};
+use std::io::{self, Write};
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Annotated hex dump, for people.
+    Text,
+    /// One JSON object per event and line, for programs.
+    Json,
+    /// One line per frame.
+    Summary,
+}
+
+/// Renders events.
+#[derive(Debug, Clone)]
+pub struct Printer {
+    /// Format.
+    pub format: Format,
+    /// Use ANSI colours.
+    pub color: bool,
+    /// Largest number of payload bytes shown in a hex dump (text format).
+    pub max_dump: usize,
+}
+
+fn st(color: bool, s: Style) -> Style {
+    if color {
+        s
+    } else {
+        Style::new()
+    }
+}
+
+fn dir_name(d: Direction) -> &'static str {
+    match d {
+        Direction::C2S => "device->server",
+        Direction::S2C => "server->device",
+    }
+}
+
+/// Does a note list contain an error?
+fn sev_style(color: bool, s: Severity) -> Style {
+    st(
+        color,
+        match s {
+            Severity::Error => Style::new().red().bold(),
+            Severity::Warning => Style::new().yellow().bold(),
+            Severity::Info => Style::new().cyan(),
+        },
+    )
+}
+
+fn time_str(t: Option<f64>) -> String {
+    match t {
+        Some(t) => format!(" t={t:.6}"),
+        None => String::new(),
+    }
+}
+
+/// Printable text of bytes: ASCII as is, the rest as dots.
+fn ascii(b: &[u8]) -> String {
+    b.iter().map(|&c| if (0x20..0x7f).contains(&c) { c as char } else { '.' }).collect()
+}
+
+fn notes_json(notes: &[Note]) -> Value {
+    Value::Array(notes.iter().map(|n| json!({"severity": n.severity.as_str(), "code": n.code, "rfc": n.rfc, "message": n.message})).collect())
+}
+
+fn checks_json(c: &[Check]) -> Value {
+    Value::Array(c.iter().map(|c| json!({"name": c.name, "ok": c.ok, "detail": c.detail, "rfc": c.rfc})).collect())
+}
+
+fn head_json(h: &HttpHead) -> Value {
+    json!({
+        "start_line": h.start_line,
+        "headers": h.headers.iter().map(|h| json!([h.name, h.value])).collect::<Vec<_>>(),
+        "len": h.len,
+    })
+}
+
+impl Printer {
+    /// Write one event.
+    pub fn event(&self, w: &mut dyn Write, e: &Event) -> io::Result<()> {
+        match self.format {
+            Format::Json => {
+                let v = self.json(e);
+                serde_json::to_writer(&mut *w, &v)?;
+                w.write_all(b"\n")
+            }
+            Format::Text => self.text(w, e),
+            Format::Summary => self.summary(w, e),
+        }
+    }
+
+    /// The JSON form of an event.
+    pub fn json(&self, e: &Event) -> Value {
+        let mut v = match &e.kind {
+            EventKind::Open { peer } => json!({"type": "open", "peer": peer}),
+            EventKind::Request { head, kind, verdict } => {
+                let mut v = json!({"type": "request", "head": head_json(head), "websocket": matches!(kind, crate::handshake::RequestKind::WebSocket)});
+                if let Some(vd) = verdict {
+                    v["status"] = json!(vd.status);
+                    v["method"] = json!(vd.method);
+                    v["target"] = json!(vd.target);
+                    v["checks"] = checks_json(&vd.checks);
+                    v["failure"] = json!(vd.failure);
+                    v["offered_protocols"] = json!(vd.offered_protocols);
+                    v["protocol"] = json!(vd.protocol);
+                    v["offered_extensions"] = json!(vd.offered_extensions);
+                    if let Some(a) = &vd.accept {
+                        v["accept"] = json!({"key": a.key, "concatenated": a.concatenated, "sha1_hex": a.sha1_hex, "accept": a.accept});
+                    }
+                }
+                v
+            }
+            EventKind::Response { head, verdict } => json!({
+                "type": "response",
+                "head": head_json(head),
+                "status": verdict.status,
+                "checks": checks_json(&verdict.checks),
+                "error": verdict.error.as_ref().map(|e| e.to_string()),
+                "protocol": verdict.protocol,
+            }),
+            EventKind::HeadError(he) => json!({"type": "head_error", "status": he.status, "reason": he.reason}),
+            EventKind::Frame(f) => frame_json(f),
+            EventKind::Message(m) => message_json(m),
+            EventKind::Unparsed { bytes, preview, why } => json!({"type": "unparsed", "bytes": bytes, "preview_hex": hex::encode(preview), "why": why}),
+            EventKind::End { frames_c2s, frames_s2c, notes } => json!({"type": "end", "frames_c2s": frames_c2s, "frames_s2c": frames_s2c, "notes": notes_json(notes)}),
+        };
+        let o = v.as_object_mut().expect("object");
+        o.insert("conn".into(), json!(e.conn));
+        o.insert("dir".into(), json!(e.dir.as_str()));
+        o.insert("offset".into(), json!(e.offset));
+        if let Some(t) = e.time {
+            o.insert("time".into(), json!(t));
+        }
+        v
+    }
+
+    fn notes_text(&self, w: &mut dyn Write, notes: &[Note], indent: &str) -> io::Result<()> {
+        for n in notes {
+            let mark = match n.severity {
+                Severity::Error => "x",
+                Severity::Warning => "!",
+                Severity::Info => "i",
+            };
+            writeln!(w, "{indent}{} {} [{}] {}: {}", mark.style(sev_style(self.color, n.severity)), n.severity.style(sev_style(self.color, n.severity)), n.code, n.rfc, n.message)?;
+        }
+        Ok(())
+    }
+
+    fn text(&self, w: &mut dyn Write, e: &Event) -> io::Result<()> {
+        let c = self.color;
+        let dim = st(c, Style::new().dimmed());
+        let arrow = st(c, if e.dir == Direction::C2S { Style::new().green().bold() } else { Style::new().blue().bold() });
+        let lead = format!("[{}] {}", e.conn, e.dir.arrow());
+        match &e.kind {
+            EventKind::Open { peer } => writeln!(w, "{} connection opened from {peer}{}", format!("[{}] ==", e.conn).style(arrow), time_str(e.time).style(dim)),
+            EventKind::Request { head, verdict, .. } => {
+                writeln!(w, "{} HTTP request, {} bytes{}", lead.style(arrow), head.len, time_str(e.time).style(dim))?;
+                writeln!(w, "    {}", head.start_line.bold())?;
+                for h in &head.headers {
+                    writeln!(w, "    {}: {}", h.name.style(st(c, Style::new().cyan())), h.value)?;
+                }
+                match verdict {
+                    None => writeln!(w, "    plain HTTP request (no Upgrade header): not a WebSocket handshake"),
+                    Some(v) => {
+                        writeln!(w, "  checks (RFC 6455 4.2.1):")?;
+                        for ch in &v.checks {
+                            let mark = if ch.ok { "ok  ".style(st(c, Style::new().green())).to_string() } else { "FAIL".style(st(c, Style::new().red().bold())).to_string() };
+                            writeln!(w, "    {mark} {:<22} {}", ch.name, ch.detail)?;
+                        }
+                        if !v.offered_protocols.is_empty() {
+                            writeln!(w, "    subprotocols offered: {}; selected: {}", v.offered_protocols.join(", "), v.protocol.as_deref().unwrap_or("none"))?;
+                        }
+                        if !v.offered_extensions.is_empty() {
+                            writeln!(w, "    extensions offered: {} (none accepted)", v.offered_extensions.join(", "))?;
+                        }
+                        if let Some(a) = &v.accept {
+                            writeln!(w, "  accept key (RFC 6455 4.2.2):")?;
+                            writeln!(w, "    key            {}", a.key)?;
+                            writeln!(w, "    key + GUID     {}", a.concatenated)?;
+                            writeln!(w, "    SHA-1          {}", a.sha1_hex)?;
+                            writeln!(w, "    base64         {}", a.accept.style(st(c, Style::new().bold())))?;
+                        }
+                        match &v.failure {
+                            None => writeln!(w, "  verdict: {}", "101 Switching Protocols".style(st(c, Style::new().green().bold()))),
+                            Some(f) => writeln!(w, "  verdict: {} {}", format!("{} {}", v.status, crate::handshake::reason_phrase(v.status)).style(st(c, Style::new().red().bold())), f),
+                        }
+                    }
+                }
+            }
+            EventKind::Response { head, verdict } => {
+                writeln!(w, "{} HTTP response, {} bytes{}", lead.style(arrow), head.len, time_str(e.time).style(dim))?;
+                writeln!(w, "    {}", head.start_line.bold())?;
+                for h in &head.headers {
+                    writeln!(w, "    {}: {}", h.name.style(st(c, Style::new().cyan())), h.value)?;
+                }
+                for ch in &verdict.checks {
+                    let mark = if ch.ok { "ok  ".style(st(c, Style::new().green())).to_string() } else { "FAIL".style(st(c, Style::new().red().bold())).to_string() };
+                    writeln!(w, "    {mark} {:<22} {}", ch.name, ch.detail)?;
+                }
+                if let Some(err) = &verdict.error {
+                    writeln!(w, "  {} {err}", "client would refuse:".style(st(c, Style::new().red().bold())))?;
+                }
+                Ok(())
+            }
+            EventKind::HeadError(he) => {
+                writeln!(w, "{} malformed HTTP head{}", lead.style(arrow), time_str(e.time).style(dim))?;
+                writeln!(w, "  {} byte {}: {} (answer: HTTP {})", "x error".style(sev_style(c, Severity::Error)), he.offset, he.reason, he.status)
+            }
+            EventKind::Frame(f) => self.frame_text(w, e, f),
+            EventKind::Message(m) => self.message_text(w, e, m),
+            EventKind::Unparsed { bytes, preview, why } => {
+                writeln!(w, "{} {bytes} bytes not decoded from byte {} ({why})", lead.style(arrow), e.offset)?;
+                writeln!(w, "    first bytes: {} |{}|", hex_spaced(preview), ascii(preview))
+            }
+            EventKind::End { frames_c2s, frames_s2c, notes } => {
+                writeln!(w, "{} connection ended: {frames_c2s} frames device->server, {frames_s2c} frames server->device{}", format!("[{}] ==", e.conn).style(arrow), time_str(e.time).style(dim))?;
+                self.notes_text(w, notes, "  ")
+            }
+        }
+    }
+
+    fn frame_text(&self, w: &mut dyn Write, e: &Event, f: &FrameEvent) -> io::Result<()> {
+        let c = self.color;
+        let h = &f.header;
+        let arrow = st(c, if e.dir == Direction::C2S { Style::new().green().bold() } else { Style::new().blue().bold() });
+        let dim = st(c, Style::new().dimmed());
+        writeln!(
+            w,
+            "{} {} frame #{} at byte {}: {}{}{}, {} payload bytes{}",
+            format!("[{}] {}", e.conn, e.dir.arrow()).style(arrow),
+            dir_name(e.dir),
+            f.index,
+            e.offset,
+            h.opcode.name().bold(),
+            if h.fin { ", FIN" } else { ", not final" },
+            if h.mask.is_some() { ", masked" } else { "" },
+            h.payload_len,
+            time_str(e.time).style(dim)
+        )?;
+        let s0 = st(c, Style::new().magenta());
+        let s1 = st(c, Style::new().yellow());
+        let s2 = st(c, Style::new().cyan());
+        let s3 = st(c, Style::new().green());
+        let col = 26;
+        let b0 = f.head[0];
+        let b1 = f.head[1];
+        let pad = |s: String| format!("{s:<col$}");
+        writeln!(
+            w,
+            "    {} {}",
+            pad(format!("{:08b}", b0)).style(s0),
+            format!(
+                "FIN={} RSV1={} RSV2={} RSV3={} opcode=0x{:X} ({})",
+                h.fin as u8,
+                h.rsv1 as u8,
+                h.rsv2 as u8,
+                h.rsv3 as u8,
+                b0 & 0x0f,
+                h.opcode.name()
+            )
+        )?;
+        let len7 = b1 & 0x7f;
+        writeln!(
+            w,
+            "    {} MASK={} length={}{}",
+            pad(format!("{:08b}", b1)).style(s1),
+            (b1 >> 7),
+            len7,
+            match h.len_encoding {
+                LenEncoding::Bits7 => String::new(),
+                LenEncoding::Bits16 => " (126: 16-bit length follows)".into(),
+                LenEncoding::Bits64 => " (127: 64-bit length follows)".into(),
+            }
+        )?;
+        let mut pos = 2;
+        match h.len_encoding {
+            LenEncoding::Bits7 => {}
+            LenEncoding::Bits16 => {
+                writeln!(w, "    {} extended length (16-bit) = {}", pad(hex_spaced(&f.head[2..4])).style(s2), h.payload_len)?;
+                pos = 4;
+            }
+            LenEncoding::Bits64 => {
+                writeln!(w, "    {} extended length (64-bit) = {}", pad(hex_spaced(&f.head[2..10])).style(s2), h.payload_len)?;
+                pos = 10;
+            }
+        }
+        if h.mask.is_some() {
+            writeln!(w, "    {} masking key", pad(hex_spaced(&f.head[pos..pos + 4])).style(s3))?;
+        }
+        if f.skipped {
+            writeln!(w, "    payload: {} bytes, over the limit: skipped, not stored", h.payload_len)?;
+        } else if !f.payload.is_empty() {
+            let shown = f.payload.len().min(self.max_dump);
+            if let Some(k) = h.mask {
+                let mut masked = f.payload[..shown].to_vec();
+                apply_mask(&mut masked, k.0);
+                writeln!(w, "    payload as sent (masked):")?;
+                dump(w, &masked, "      ", false)?;
+                writeln!(w, "    payload unmasked:")?;
+            } else {
+                writeln!(w, "    payload:")?;
+            }
+            dump(w, &f.payload[..shown], "      ", true)?;
+            if shown < f.payload.len() {
+                writeln!(w, "      ... {} more bytes (--max-dump)", f.payload.len() - shown)?;
+            }
+        }
+        if let Some((code, reason)) = &f.close {
+            writeln!(w, "    close code {} ({}){}", code.0, code.meaning(), if reason.is_empty() { String::new() } else { format!(", reason {reason:?}") })?;
+        } else if h.opcode == OpCode::Close && f.payload.is_empty() {
+            writeln!(w, "    close with no status code (the peer sees 1005)")?;
+        }
+        self.notes_text(w, &f.notes, "  ")
+    }
+
+    fn message_text(&self, w: &mut dyn Write, e: &Event, m: &MessageEvent) -> io::Result<()> {
+        let c = self.color;
+        let arrow = st(c, if e.dir == Direction::C2S { Style::new().green().bold() } else { Style::new().blue().bold() });
+        let what = if m.frames > 1 { format!("{} message, {} bytes reassembled from {} frames", m.opcode.name(), m.len, m.frames) } else { format!("{} message, {} bytes", m.opcode.name(), m.len) };
+        writeln!(w, "{} {what}", format!("[{}] {}", e.conn, e.dir.arrow()).style(arrow))?;
+        if let Some(k) = &m.kinetid {
+            writeln!(w, "    {} {}", "kinetid:".style(st(c, Style::new().bold())), k.summary.style(st(c, Style::new().bold())))?;
+        } else if let Some(t) = &m.text {
+            let shown: String = t.chars().take(self.max_dump).collect();
+            writeln!(w, "    text: {shown:?}{}", if shown.len() < t.len() { " ..." } else { "" })?;
+        } else if m.opcode == OpCode::Binary && m.frames > 1 {
+            let shown = m.payload.len().min(self.max_dump);
+            dump(w, &m.payload[..shown], "    ", true)?;
+        }
+        self.notes_text(w, &m.notes, "  ")
+    }
+
+    fn summary(&self, w: &mut dyn Write, e: &Event) -> io::Result<()> {
+        let notes = |n: &[Note]| {
+            if n.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", n.iter().map(|n| format!("{}:{}", n.severity, n.code)).collect::<Vec<_>>().join(" "))
+            }
+        };
+        let p = format!("{} {} {:>8}", e.conn, e.dir.as_str(), e.offset);
+        match &e.kind {
+            EventKind::Open { peer } => writeln!(w, "{p} open {peer}"),
+            EventKind::Request { head, verdict, .. } => match verdict {
+                Some(v) => writeln!(w, "{p} request {:?} -> {}{}", head.start_line, v.status, v.failure.as_ref().map(|f| format!(" ({f})")).unwrap_or_default()),
+                None => writeln!(w, "{p} request {:?} (plain HTTP)", head.start_line),
+            },
+            EventKind::Response { head, verdict } => writeln!(w, "{p} response {:?}{}", head.start_line, verdict.error.as_ref().map(|f| format!(" ({f})")).unwrap_or_default()),
+            EventKind::HeadError(he) => writeln!(w, "{p} head-error {} {}", he.status, he.reason),
+            EventKind::Frame(f) => {
+                let h = &f.header;
+                writeln!(
+                    w,
+                    "{p} frame {:<12} fin={} mask={} len={}{}{}",
+                    h.opcode.name(),
+                    h.fin as u8,
+                    h.mask.map_or("-".into(), |k| k.hex()),
+                    h.payload_len,
+                    f.close.as_ref().map(|(c, r)| format!(" close={} {r:?}", c.0)).unwrap_or_default(),
+                    notes(&f.notes)
+                )
+            }
+            EventKind::Message(m) => {
+                let body = match (&m.kinetid, &m.text) {
+                    (Some(k), _) => k.summary.clone(),
+                    (None, Some(t)) => format!("{:?}", t.chars().take(80).collect::<String>()),
+                    _ => format!("{} bytes", m.len),
+                };
+                writeln!(w, "{p} message {} {body}{}", m.opcode.name(), notes(&m.notes))
+            }
+            EventKind::Unparsed { bytes, why, .. } => writeln!(w, "{p} unparsed {bytes} bytes ({why})"),
+            EventKind::End { frames_c2s, frames_s2c, notes: n } => writeln!(w, "{p} end frames c2s={frames_c2s} s2c={frames_s2c}{}", notes(n)),
+        }
+    }
+}
+
+fn frame_json(f: &FrameEvent) -> Value {
+    let h = &f.header;
+    let text = if f.skipped { None } else { std::str::from_utf8(&f.payload).ok() };
+    let mut v = json!({
+        "type": "frame",
+        "index": f.index,
+        "fin": h.fin,
+        "rsv1": h.rsv1,
+        "rsv2": h.rsv2,
+        "rsv3": h.rsv3,
+        "opcode": h.opcode.as_u8(),
+        "opcode_name": h.opcode.name(),
+        "masked": h.mask.is_some(),
+        "payload_len": h.payload_len,
+        "len_encoding": h.len_encoding.bits(),
+        "mask_key": h.mask.map(|k| k.hex()),
+        "header_hex": hex::encode(&f.head),
+        "payload_hex": hex::encode(&f.payload),
+        "payload_text": text,
+        "skipped": f.skipped,
+        "fields": f.fields.iter().map(|x| json!({"offset": x.offset, "len": x.len, "name": x.name, "raw": x.raw, "meaning": x.meaning})).collect::<Vec<_>>(),
+        "notes": notes_json(&f.notes),
+    });
+    if let Some((c, r)) = &f.close {
+        v["close_code"] = json!(c.0);
+        v["close_reason"] = json!(r);
+    }
+    v
+}
+
+fn message_json(m: &MessageEvent) -> Value {
+    let mut v = json!({
+        "type": "message",
+        "opcode": m.opcode.as_u8(),
+        "opcode_name": m.opcode.name(),
+        "len": m.len,
+        "frames": m.frames,
+        "text": m.text,
+        "notes": notes_json(&m.notes),
+    });
+    if m.text.is_none() {
+        v["payload_hex"] = json!(hex::encode(&m.payload));
+    }
+    if let Some(k) = &m.kinetid {
+        v["kinetid"] = json!({"t": k.t, "id": k.id, "re": k.re, "dev": k.dev, "summary": k.summary});
+    }
+    v
+}
+
+fn hex_spaced(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 3);
+    for (i, x) in b.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+/// A classic 16-bytes-a-line hex dump.
+fn dump(w: &mut dyn Write, b: &[u8], indent: &str, show_ascii: bool) -> io::Result<()> {
+    for (i, line) in b.chunks(16).enumerate() {
+        let mut hx = String::new();
+        for (j, x) in line.iter().enumerate() {
+            if j == 8 {
+                hx.push(' ');
+            }
+            hx.push_str(&format!("{x:02x} "));
+        }
+        if show_ascii {
+            writeln!(w, "{indent}{:04x}  {hx:<49} |{}|", i * 16, ascii(line))?;
+        } else {
+            writeln!(w, "{indent}{:04x}  {}", i * 16, hx.trim_end())?;
+        }
+    }
+    Ok(())
+}

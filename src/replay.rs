@@ -1,0 +1,124 @@
+//! Replaying recorded or hand-written byte streams through the annotator.
+
+use crate::annotate::{Annotator, Config, Event, EventKind};
+use crate::capture::{self, Chunk, ChunkKind};
+pub use crate::capture::Parsed;
+use crate::frame::Direction;
+use crate::note::Severity;
+use std::collections::BTreeMap;
+
+/// Counts over a run, for `--strict` and the exit summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames decoded.
+    pub frames: u64,
+    /// Messages completed.
+    pub messages: u64,
+    /// Notes of severity error.
+    pub errors: u64,
+    /// Notes of severity warning.
+    pub warnings: u64,
+    /// Notes of severity info.
+    pub infos: u64,
+}
+
+impl Stats {
+    /// Count one event.
+    pub fn add(&mut self, e: &Event) {
+        match &e.kind {
+            EventKind::Frame(_) => self.frames += 1,
+            EventKind::Message(_) => self.messages += 1,
+            EventKind::HeadError(_) => self.errors += 1,
+            EventKind::Request { verdict: Some(v), .. } if !v.accepted() => self.errors += 1,
+            EventKind::Response { verdict, .. } if verdict.error.is_some() => self.errors += 1,
+            _ => {}
+        }
+        for n in e.notes() {
+            match n.severity {
+                Severity::Error => self.errors += 1,
+                Severity::Warning => self.warnings += 1,
+                Severity::Info => self.infos += 1,
+            }
+        }
+    }
+}
+
+/// Does this stream start with an HTTP head? (A request line or `HTTP/`.)
+pub fn looks_like_http(dir: Direction, b: &[u8]) -> bool {
+    match dir {
+        Direction::S2C => b.starts_with(b"HTTP/"),
+        Direction::C2S => {
+            let m = b.iter().take_while(|c| c.is_ascii_uppercase()).count();
+            m > 0 && b.get(m) == Some(&b' ')
+        }
+    }
+}
+
+/// Feeds chunks of many connections to their annotators.
+#[derive(Debug)]
+pub struct Replayer {
+    cfg: Config,
+    anns: BTreeMap<u64, Annotator>,
+}
+
+impl Replayer {
+    /// A replayer with annotator settings (`handshake` is decided per connection).
+    pub fn new(cfg: Config) -> Self {
+        Replayer { cfg, anns: BTreeMap::new() }
+    }
+
+    /// Process one chunk.
+    pub fn chunk(&mut self, c: &Chunk, out: &mut Vec<Event>) {
+        match &c.kind {
+            ChunkKind::Open(peer) => {
+                let ann = Annotator::new(c.conn, Config { handshake: true, ..self.cfg });
+                ann.open(peer, c.time, out);
+                self.anns.insert(c.conn, ann);
+            }
+            ChunkKind::Data(dir, bytes) => {
+                let cfg = self.cfg;
+                let ann = self.anns.entry(c.conn).or_insert_with(|| Annotator::new(c.conn, Config { handshake: looks_like_http(*dir, bytes), ..cfg }));
+                ann.feed(*dir, bytes, c.time, out);
+            }
+            ChunkKind::Eof => {
+                if let Some(mut a) = self.anns.remove(&c.conn) {
+                    a.finish(c.time, out);
+                }
+            }
+        }
+    }
+
+    /// End every connection still open.
+    pub fn finish(&mut self, out: &mut Vec<Event>) {
+        for (_, mut a) in std::mem::take(&mut self.anns) {
+            a.finish(None, out);
+        }
+    }
+}
+
+/// Parse a file's text in whichever text format it is in.
+pub fn parse_text(text: &str) -> Parsed {
+    if text.starts_with(capture::CAPTURE_MAGIC) {
+        capture::parse_capture(text)
+    } else {
+        capture::parse_hex_fixture(text)
+    }
+}
+
+/// Annotate whole chunks, optionally re-split into pieces of `split` bytes.
+pub fn annotate_all(chunks: &[Chunk], cfg: Config, split: Option<usize>) -> Vec<Event> {
+    let mut r = Replayer::new(cfg);
+    let mut out = Vec::new();
+    for c in chunks {
+        match (&c.kind, split) {
+            (ChunkKind::Data(d, b), Some(n)) if n > 0 => {
+                for piece in b.chunks(n) {
+                    r.chunk(&Chunk { time: c.time, conn: c.conn, kind: ChunkKind::Data(*d, piece.to_vec()) }, &mut out);
+                }
+            }
+            _ => r.chunk(c, &mut out),
+        }
+    }
+    r.finish(&mut out);
+    out
+}
