@@ -8,8 +8,12 @@
 //! the events do not depend on how the bytes were chunked, so a recording
 //! replays to exactly what was shown live.
 
-use crate::frame::{self, CloseCode, Decoded, Decoder, Direction, Field, FrameHeader, MaskKey, OpCode, Role};
-use crate::handshake::{self, ClientVerdict, HeadError, HeadParse, HttpHead, Limits, RequestKind, ServerVerdict};
+use crate::frame::{
+    self, CloseCode, Decoded, Decoder, Direction, Field, FrameHeader, MaskKey, OpCode, Role,
+};
+use crate::handshake::{
+    self, ClientVerdict, HeadError, HeadParse, HttpHead, Limits, RequestKind, ServerVerdict,
+};
 use crate::kinetid;
 use crate::note::{Note, Severity};
 use crate::utf8::Utf8Stream;
@@ -25,13 +29,56 @@ pub struct Config {
     pub limits: Limits,
     /// Decode text messages as Kinetid messages.
     pub kinetid: bool,
-    /// Expect the stream to start with the HTTP handshake (false: frames from byte 0).
-    pub handshake: bool,
+    /// Does the stream start with the HTTP handshake?
+    pub handshake: HandshakeMode,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_frame: 16 << 20, max_message: 16 << 20, limits: Limits::default(), kinetid: true, handshake: true }
+        Config {
+            max_frame: 16 << 20,
+            max_message: 16 << 20,
+            limits: Limits::default(),
+            kinetid: true,
+            handshake: HandshakeMode::Expect,
+        }
+    }
+}
+
+/// Whether a byte stream starts with an HTTP head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeMode {
+    /// It does (live connections, captures).
+    Expect,
+    /// Frames from byte 0 (bare frame dumps).
+    None,
+    /// Decide per direction from the first bytes: a request line
+    /// (`GET ` ...) or `HTTP/` means a head, anything else frames.
+    Detect,
+}
+
+/// Decide whether a stream starts with an HTTP head; `None` until sure.
+fn detect_http(dir: Direction, b: &[u8]) -> Option<bool> {
+    match dir {
+        Direction::S2C => {
+            let n = b.len().min(5);
+            if b[..n] != b"HTTP/"[..n] {
+                Some(false)
+            } else if n == 5 {
+                Some(true)
+            } else {
+                None
+            }
+        }
+        Direction::C2S => {
+            let m = b.iter().take_while(|c| c.is_ascii_uppercase()).count();
+            if m == b.len() {
+                // All upper-case letters so far (or nothing): wait, but not forever.
+                (m > 16).then_some(false)
+            } else {
+                Some(m > 0 && b[m] == b' ')
+            }
+        }
     }
 }
 
@@ -169,6 +216,7 @@ pub fn close_code_for(note: &Note) -> Option<CloseCode> {
 
 #[derive(Debug, PartialEq, Eq, Clone)]
 enum Phase {
+    Detect,
     Http,
     Frames,
     Raw(String),
@@ -206,7 +254,11 @@ struct DirState {
 impl DirState {
     fn new(cfg: &Config) -> Self {
         DirState {
-            phase: if cfg.handshake { Phase::Http } else { Phase::Frames },
+            phase: match cfg.handshake {
+                HandshakeMode::Expect => Phase::Http,
+                HandshakeMode::None => Phase::Frames,
+                HandshakeMode::Detect => Phase::Detect,
+            },
             head_buf: Vec::new(),
             decoder: Decoder::new(cfg.max_frame),
             frag: None,
@@ -229,7 +281,8 @@ impl DirState {
         }
         self.raw_bytes += data.len() as u64;
         let room = 32usize.saturating_sub(self.raw_preview.len());
-        self.raw_preview.extend_from_slice(&data[..room.min(data.len())]);
+        self.raw_preview
+            .extend_from_slice(&data[..room.min(data.len())]);
     }
 }
 
@@ -248,7 +301,15 @@ pub struct Annotator {
 impl Annotator {
     /// An annotator for connection `conn`.
     pub fn new(conn: u64, cfg: Config) -> Annotator {
-        Annotator { conn, cfg, c2s: DirState::new(&cfg), s2c: DirState::new(&cfg), key: None, protocols: Vec::new(), finished: false }
+        Annotator {
+            conn,
+            cfg,
+            c2s: DirState::new(&cfg),
+            s2c: DirState::new(&cfg),
+            key: None,
+            protocols: Vec::new(),
+            finished: false,
+        }
     }
 
     /// The connection id.
@@ -275,14 +336,34 @@ impl Annotator {
 
     /// An Open event (for live connections and recordings).
     pub fn open(&self, peer: &str, time: Option<f64>, out: &mut Vec<Event>) {
-        out.push(Event { conn: self.conn, dir: Direction::C2S, offset: 0, time, kind: EventKind::Open { peer: peer.to_string() } });
+        out.push(Event {
+            conn: self.conn,
+            dir: Direction::C2S,
+            offset: 0,
+            time,
+            kind: EventKind::Open {
+                peer: peer.to_string(),
+            },
+        });
     }
 
     /// Feed bytes seen in direction `dir`.
-    pub fn feed(&mut self, dir: Direction, mut data: &[u8], time: Option<f64>, out: &mut Vec<Event>) {
+    pub fn feed(
+        &mut self,
+        dir: Direction,
+        mut data: &[u8],
+        time: Option<f64>,
+        out: &mut Vec<Event>,
+    ) {
         let conn = self.conn;
         let cfg = self.cfg;
-        let ev = |dir, offset, kind| Event { conn, dir, offset, time, kind };
+        let ev = |dir, offset, kind| Event {
+            conn,
+            dir,
+            offset,
+            time,
+            kind,
+        };
         loop {
             if data.is_empty() {
                 return;
@@ -292,6 +373,18 @@ impl Annotator {
                 Direction::S2C => &mut self.s2c,
             };
             match st.phase.clone() {
+                Phase::Detect => {
+                    st.head_buf.extend_from_slice(data);
+                    match detect_http(dir, &st.head_buf) {
+                        None => return,
+                        Some(http) => {
+                            st.phase = if http { Phase::Http } else { Phase::Frames };
+                            let buf = std::mem::take(&mut st.head_buf);
+                            self.feed(dir, &buf, time, out);
+                            return;
+                        }
+                    }
+                }
                 Phase::Raw(_) => {
                     let off = st.decoder.offset() + st.head_buf.len() as u64 + st.raw_bytes;
                     st.take_raw(off, data);
@@ -319,22 +412,46 @@ impl Annotator {
                             match dir {
                                 Direction::C2S => {
                                     let kind = handshake::request_kind(&head);
-                                    let verdict = (kind == RequestKind::WebSocket).then(|| handshake::check_request(&head));
+                                    let verdict = (kind == RequestKind::WebSocket)
+                                        .then(|| handshake::check_request(&head));
                                     match &verdict {
                                         Some(v) if v.accepted() => {
                                             self.key = v.accept.as_ref().map(|a| a.key.clone());
                                             self.protocols = v.offered_protocols.clone();
                                             self.c2s.phase = Phase::Frames;
                                         }
-                                        Some(_) => self.c2s.phase = Phase::Raw("after a refused upgrade request".into()),
-                                        None => self.c2s.phase = Phase::Raw("after a plain HTTP request (body or further requests)".into()),
+                                        Some(_) => {
+                                            self.c2s.phase =
+                                                Phase::Raw("after a refused upgrade request".into())
+                                        }
+                                        None => self.c2s.phase = Phase::Raw(
+                                            "after a plain HTTP request (body or further requests)"
+                                                .into(),
+                                        ),
                                     }
-                                    out.push(ev(dir, 0, EventKind::Request { head, kind, verdict }));
+                                    out.push(ev(
+                                        dir,
+                                        0,
+                                        EventKind::Request {
+                                            head,
+                                            kind,
+                                            verdict,
+                                        },
+                                    ));
                                 }
                                 Direction::S2C => {
-                                    let offered: Vec<&str> = self.protocols.iter().map(String::as_str).collect();
-                                    let verdict = handshake::check_response(&head, self.key.as_deref(), &offered);
-                                    self.s2c.phase = if verdict.status == 101 { Phase::Frames } else { Phase::Raw("after a non-101 response (body)".into()) };
+                                    let offered: Vec<&str> =
+                                        self.protocols.iter().map(String::as_str).collect();
+                                    let verdict = handshake::check_response(
+                                        &head,
+                                        self.key.as_deref(),
+                                        &offered,
+                                    );
+                                    self.s2c.phase = if verdict.status == 101 {
+                                        Phase::Frames
+                                    } else {
+                                        Phase::Raw("after a non-101 response (body)".into())
+                                    };
                                     out.push(ev(dir, 0, EventKind::Response { head, verdict }));
                                 }
                             }
@@ -368,16 +485,32 @@ impl Annotator {
                 Decoded::Frame(raw) => {
                     let (frame_ev, msg_ev) = self.judge_frame(dir, raw);
                     let offset = frame_ev.fields[0].offset;
-                    out.push(Event { conn: self.conn, dir, offset, time, kind: EventKind::Frame(Box::new(frame_ev)) });
+                    out.push(Event {
+                        conn: self.conn,
+                        dir,
+                        offset,
+                        time,
+                        kind: EventKind::Frame(Box::new(frame_ev)),
+                    });
                     if let Some((off, m)) = msg_ev {
-                        out.push(Event { conn: self.conn, dir, offset: off, time, kind: EventKind::Message(Box::new(m)) });
+                        out.push(Event {
+                            conn: self.conn,
+                            dir,
+                            offset: off,
+                            time,
+                            kind: EventKind::Message(Box::new(m)),
+                        });
                     }
                 }
             }
         }
     }
 
-    fn judge_frame(&mut self, dir: Direction, raw: frame::RawFrame) -> (FrameEvent, Option<(u64, MessageEvent)>) {
+    fn judge_frame(
+        &mut self,
+        dir: Direction,
+        raw: frame::RawFrame,
+    ) -> (FrameEvent, Option<(u64, MessageEvent)>) {
         let cfg = self.cfg;
         let (st, other) = match dir {
             Direction::C2S => (&mut self.c2s, &mut self.s2c),
@@ -388,7 +521,11 @@ impl Annotator {
         st.frames += 1;
         let mut notes = frame::header_notes(&h, &raw.head, dir.sender(), 0, cfg.max_frame);
         let fields = frame::fields(&h, &raw.head, raw.offset);
-        if dir.sender() == Role::Client && h.mask.is_none() && h.opcode.is_control() && st.masked_data_seen {
+        if dir.sender() == Role::Client
+            && h.mask.is_none()
+            && h.opcode.is_control()
+            && st.masked_data_seen
+        {
             notes.push(Note::info("hint-unmasked-control", "RFC 6455 5.1", "data frames on this connection were masked but this control frame is not: the firmware masks only data frames"));
         }
         if let Some(k) = h.mask {
@@ -416,16 +553,35 @@ impl Annotator {
                 }
                 let p = &raw.payload;
                 if p.len() == 1 {
-                    notes.push(Note::error("close-payload-one-byte", "RFC 6455 5.5.1", "close payload of 1 byte: a status code needs 2"));
+                    notes.push(Note::error(
+                        "close-payload-one-byte",
+                        "RFC 6455 5.5.1",
+                        "close payload of 1 byte: a status code needs 2",
+                    ));
                 } else if p.len() >= 2 {
                     let code = CloseCode(u16::from_be_bytes([p[0], p[1]]));
                     if !code.is_allowed() {
-                        notes.push(Note::error("close-code-invalid", "RFC 6455 7.4.1", format!("close code {} ({}) must not be sent in a Close frame", code.0, code.meaning())));
+                        notes.push(Note::error(
+                            "close-code-invalid",
+                            "RFC 6455 7.4.1",
+                            format!(
+                                "close code {} ({}) must not be sent in a Close frame",
+                                code.0,
+                                code.meaning()
+                            ),
+                        ));
                     }
                     let reason = match std::str::from_utf8(&p[2..]) {
                         Ok(s) => s.to_string(),
                         Err(e) => {
-                            notes.push(Note::error("close-reason-invalid-utf8", "RFC 6455 5.5.1", format!("close reason is not valid UTF-8 (at reason byte {})", e.valid_up_to())));
+                            notes.push(Note::error(
+                                "close-reason-invalid-utf8",
+                                "RFC 6455 5.5.1",
+                                format!(
+                                    "close reason is not valid UTF-8 (at reason byte {})",
+                                    e.valid_up_to()
+                                ),
+                            ));
                             String::from_utf8_lossy(&p[2..]).into_owned()
                         }
                     };
@@ -446,7 +602,11 @@ impl Annotator {
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 let cont = h.opcode == OpCode::Continuation;
                 if cont && st.frag.is_none() {
-                    notes.push(Note::error("continuation-without-start", "RFC 6455 5.4", "continuation frame but no fragmented message is open"));
+                    notes.push(Note::error(
+                        "continuation-without-start",
+                        "RFC 6455 5.4",
+                        "continuation frame but no fragmented message is open",
+                    ));
                     if st.last_data_final && index > 0 {
                         notes.push(Note::info("hint-cont-after-fin", "RFC 6455 5.4", "the previous data frame had FIN set: the sender finished the message and then continued it (a common firmware bug)"));
                     }
@@ -475,8 +635,15 @@ impl Annotator {
                     fr.frames += 1;
                     let before = fr.len;
                     fr.len += h.payload_len;
-                    if fr.len > cfg.max_message && before <= cfg.max_message {
-                        let n = Note::error("message-too-big", "RFC 6455 10.4", format!("message reached {} bytes, over the {}-byte limit", fr.len, cfg.max_message));
+                    if fr.len > cfg.max_message && before <= cfg.max_message && !raw.skipped {
+                        let n = Note::error(
+                            "message-too-big",
+                            "RFC 6455 10.4",
+                            format!(
+                                "message reached {} bytes, over the {}-byte limit",
+                                fr.len, cfg.max_message
+                            ),
+                        );
                         notes.push(n.clone());
                         fr.notes.push(n);
                     }
@@ -484,10 +651,22 @@ impl Annotator {
                         fr.payload.extend_from_slice(&raw.payload);
                     }
                     if let Some(u) = fr.utf8.as_mut() {
-                        let res = if raw.skipped { Ok(()) } else if h.fin { u.push(&raw.payload).and_then(|_| u.finish()) } else { u.push(&raw.payload) };
+                        let res = if raw.skipped {
+                            Ok(())
+                        } else if h.fin {
+                            u.push(&raw.payload).and_then(|_| u.finish())
+                        } else {
+                            u.push(&raw.payload)
+                        };
                         if let Err(pos) = res {
                             if !fr.notes.iter().any(|n| n.code == "text-invalid-utf8") {
-                                let n = Note::error("text-invalid-utf8", "RFC 6455 8.1", format!("text message is not valid UTF-8 at message byte {pos}"));
+                                let n = Note::error(
+                                    "text-invalid-utf8",
+                                    "RFC 6455 8.1",
+                                    format!(
+                                        "text message is not valid UTF-8 at message byte {pos}"
+                                    ),
+                                );
                                 notes.push(n.clone());
                                 fr.notes.push(n);
                             }
@@ -495,14 +674,29 @@ impl Annotator {
                     }
                     if h.fin {
                         let fr = st.frag.take().expect("fragment open");
-                        message = Some((fr.offset, finish_message(fr, dir, cfg, &mut st.pending_json)));
+                        message = Some((
+                            fr.offset,
+                            finish_message(fr, dir, cfg, &mut st.pending_json),
+                        ));
                     }
                 }
                 st.last_data_final = h.fin;
             }
             OpCode::Reserved(_) => {}
         }
-        (FrameEvent { header: h, head: raw.head, payload: raw.payload, skipped: raw.skipped, fields, close, notes, index }, message)
+        (
+            FrameEvent {
+                header: h,
+                head: raw.head,
+                payload: raw.payload,
+                skipped: raw.skipped,
+                fields,
+                close,
+                notes,
+                index,
+            },
+            message,
+        )
     }
 
     /// Both directions have ended: report what is left and the connection-level notes.
@@ -513,14 +707,37 @@ impl Annotator {
         self.finished = true;
         let mut notes = Vec::new();
         for dir in [Direction::C2S, Direction::S2C] {
-            let who = if dir == Direction::C2S { "device" } else { "server" };
+            let st = match dir {
+                Direction::C2S => &mut self.c2s,
+                Direction::S2C => &mut self.s2c,
+            };
+            if st.phase == Phase::Detect && !st.head_buf.is_empty() {
+                // Too short to tell: it cannot be a whole HTTP head, so try frames.
+                st.phase = Phase::Frames;
+                let buf = std::mem::take(&mut st.head_buf);
+                self.feed(dir, &buf, time, out);
+            }
+        }
+        for dir in [Direction::C2S, Direction::S2C] {
+            let who = if dir == Direction::C2S {
+                "device"
+            } else {
+                "server"
+            };
             let st = match dir {
                 Direction::C2S => &mut self.c2s,
                 Direction::S2C => &mut self.s2c,
             };
             match &st.phase {
                 Phase::Http if !st.head_buf.is_empty() => {
-                    notes.push(Note::error("truncated-handshake", "RFC 9112 2.1", format!("{who} stream ended inside its HTTP head after {} bytes", st.head_buf.len())));
+                    notes.push(Note::error(
+                        "truncated-handshake",
+                        "RFC 9112 2.1",
+                        format!(
+                            "{who} stream ended inside its HTTP head after {} bytes",
+                            st.head_buf.len()
+                        ),
+                    ));
                 }
                 Phase::Frames => {
                     let pending = st.decoder.pending().len();
@@ -528,13 +745,33 @@ impl Annotator {
                         notes.push(Note::error("truncated-frame", "RFC 6455 5.2", format!("{who} stream ended with {} bytes of an oversized payload still to come", st.decoder.skipping())));
                     } else if pending > 0 {
                         let need = match frame::parse_header(st.decoder.pending()) {
-                            frame::HeaderParse::Need(n) => format!("its header needs {n} more bytes"),
-                            frame::HeaderParse::Header(h) => format!("header says {} payload bytes, {} arrived", h.payload_len, pending - h.header_len),
+                            frame::HeaderParse::Need(n) => {
+                                format!("its header needs {n} more bytes")
+                            }
+                            frame::HeaderParse::Header(h) => format!(
+                                "header says {} payload bytes, {} arrived",
+                                h.payload_len,
+                                pending - h.header_len
+                            ),
                         };
-                        notes.push(Note::error("truncated-frame", "RFC 6455 5.2", format!("{who} stream ended inside a frame at byte {}: {need}", st.decoder.offset())));
+                        notes.push(Note::error(
+                            "truncated-frame",
+                            "RFC 6455 5.2",
+                            format!(
+                                "{who} stream ended inside a frame at byte {}: {need}",
+                                st.decoder.offset()
+                            ),
+                        ));
                     }
                     if let Some(f) = &st.frag {
-                        notes.push(Note::warning("message-unfinished", "RFC 6455 5.4", format!("{who} stream ended inside a fragmented message started at byte {}", f.offset)));
+                        notes.push(Note::warning(
+                            "message-unfinished",
+                            "RFC 6455 5.4",
+                            format!(
+                                "{who} stream ended inside a fragmented message started at byte {}",
+                                f.offset
+                            ),
+                        ));
                     }
                 }
                 _ => {}
@@ -549,7 +786,11 @@ impl Annotator {
                     dir,
                     offset: st.raw_offset,
                     time,
-                    kind: EventKind::Unparsed { bytes: st.raw_bytes, preview: st.raw_preview.clone(), why },
+                    kind: EventKind::Unparsed {
+                        bytes: st.raw_bytes,
+                        preview: st.raw_preview.clone(),
+                        why,
+                    },
                 });
             }
         }
@@ -575,11 +816,25 @@ impl Annotator {
             }
             for (st, who) in [(&self.c2s, "device"), (&self.s2c, "server")] {
                 if let Some(p) = st.pings_unanswered.first() {
-                    notes.push(Note::warning("ping-not-answered", "RFC 6455 5.5.2", format!("the {who}'s ping at byte {p} was never answered with a pong")));
+                    notes.push(Note::warning(
+                        "ping-not-answered",
+                        "RFC 6455 5.5.2",
+                        format!("the {who}'s ping at byte {p} was never answered with a pong"),
+                    ));
                 }
             }
         }
-        out.push(Event { conn: self.conn, dir: Direction::C2S, offset: 0, time, kind: EventKind::End { frames_c2s: self.c2s.frames, frames_s2c: self.s2c.frames, notes } });
+        out.push(Event {
+            conn: self.conn,
+            dir: Direction::C2S,
+            offset: 0,
+            time,
+            kind: EventKind::End {
+                frames_c2s: self.c2s.frames,
+                frames_s2c: self.s2c.frames,
+                notes,
+            },
+        });
     }
 }
 
@@ -588,44 +843,61 @@ fn skip_offset(d: &mut Decoder, n: u64) {
     *d = Decoder::with_offset(d, n);
 }
 
-fn finish_message(fr: Fragment, dir: Direction, cfg: Config, pending_json: &mut Option<String>) -> MessageEvent {
+fn finish_message(
+    fr: Fragment,
+    dir: Direction,
+    cfg: Config,
+    pending_json: &mut Option<String>,
+) -> MessageEvent {
     let mut notes = fr.notes;
     let mut text = None;
     let mut km = None;
-    if fr.opcode == OpCode::Text && !notes.iter().any(|n| n.code == "text-invalid-utf8") && fr.len <= cfg.max_message {
+    if fr.opcode == OpCode::Text
+        && !notes.iter().any(|n| n.code == "text-invalid-utf8")
+        && fr.len <= cfg.max_message
+    {
         let s = String::from_utf8(fr.payload.clone()).unwrap_or_default();
         if cfg.kinetid {
-            let d = kinetid::decode(&s, dir);
-            match pending_json.take() {
-                Some(prev) if d.msg.is_none() || prev.len() + s.len() < kinetid::MAX_MESSAGE => {
-                    let joined = format!("{prev}{s}");
-                    let j = kinetid::decode(&joined, dir);
-                    if j.msg.is_some() {
-                        notes.push(Note::info(
-                            "hint-fin-every-fragment",
-                            "RFC 6455 5.4",
-                            "this message completes the JSON of the previous one: the sender set FIN on every fragment and repeated the opcode instead of using continuation frames (a firmware bug)",
-                        ));
-                        notes.extend(d.notes);
-                        km = j.msg;
-                    } else {
-                        if j.incomplete_json && joined.len() < kinetid::MAX_MESSAGE {
-                            *pending_json = Some(joined);
-                        }
-                        notes.extend(d.notes);
-                        km = d.msg;
+            // Text that is not a JSON object at all is someone else's protocol:
+            // shown as text, not judged. The exception is the tail of a JSON
+            // object that an earlier message left open.
+            let looks_json = s.trim_start().starts_with('{');
+            let joined = pending_json.take().map(|prev| format!("{prev}{s}"));
+            let j = joined.as_ref().map(|t| (t, kinetid::decode(t, dir)));
+            match j {
+                Some((_, jd)) if jd.msg.is_some() => {
+                    notes.push(Note::info(
+                        "hint-fin-every-fragment",
+                        "RFC 6455 5.4",
+                        "this message completes the JSON of the previous one: the sender set FIN on every fragment and repeated the opcode instead of using continuation frames (a firmware bug)",
+                    ));
+                    km = jd.msg;
+                }
+                Some((t, jd)) if jd.incomplete_json && !looks_json => {
+                    if t.len() < kinetid::MAX_MESSAGE {
+                        *pending_json = Some(t.clone());
                     }
                 }
-                _ => {
+                _ if looks_json => {
+                    let d = kinetid::decode(&s, dir);
                     if d.incomplete_json && s.len() < kinetid::MAX_MESSAGE {
                         *pending_json = Some(s.clone());
                     }
                     notes.extend(d.notes);
                     km = d.msg;
                 }
+                _ => {}
             }
         }
         text = Some(s);
     }
-    MessageEvent { opcode: fr.opcode, len: fr.len, frames: fr.frames, payload: fr.payload, text, kinetid: km, notes }
+    MessageEvent {
+        opcode: fr.opcode,
+        len: fr.len,
+        frames: fr.frames,
+        payload: fr.payload,
+        text,
+        kinetid: km,
+        notes,
+    }
 }

@@ -1,8 +1,8 @@
 //! Command entry points: turn flags into config and run.
 
 use crate::annotate::Config;
-use crate::cli::{ColorChoice, DirArg, EmulateArgs, LimitArgs, ListenArgs, OutputArgs, ReplayArgs};
 use crate::capture::{Chunk, ChunkKind};
+use crate::cli::{ColorChoice, DirArg, EmulateArgs, LimitArgs, ListenArgs, OutputArgs, ReplayArgs};
 use crate::frame::Direction;
 use crate::handshake::Limits;
 use crate::render::Printer;
@@ -51,9 +51,16 @@ pub fn printer(o: &OutputArgs) -> Printer {
     let color = match o.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        ColorChoice::Auto => {
+            std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
     };
-    Printer { format: o.format, color, max_dump: o.max_dump }
+    Printer {
+        format: o.format,
+        color,
+        max_dump: o.max_dump,
+    }
 }
 
 /// Build the annotator config from flags.
@@ -61,9 +68,12 @@ pub fn config(l: &LimitArgs, kinetid: bool) -> Config {
     Config {
         max_frame: l.max_frame,
         max_message: l.max_message,
-        limits: Limits { max_head_bytes: l.max_head, max_headers: l.max_headers },
+        limits: Limits {
+            max_head_bytes: l.max_head,
+            max_headers: l.max_headers,
+        },
         kinetid,
-        handshake: true,
+        handshake: crate::annotate::HandshakeMode::Expect,
     }
 }
 
@@ -79,8 +89,19 @@ pub fn replay(a: ReplayArgs) -> Result<u8, AppError> {
         let name = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| AppError::Io(name.clone(), e))?;
         let parsed = if a.raw {
-            let dir = if a.dir == DirArg::C2s { Direction::C2S } else { Direction::S2C };
-            replay::Parsed { chunks: vec![Chunk { time: None, conn: 1, kind: ChunkKind::Data(dir, bytes) }], error: None }
+            let dir = if a.dir == DirArg::C2s {
+                Direction::C2S
+            } else {
+                Direction::S2C
+            };
+            replay::Parsed {
+                chunks: vec![Chunk {
+                    time: None,
+                    conn: 1,
+                    kind: ChunkKind::Data(dir, bytes),
+                }],
+                error: None,
+            }
         } else {
             match std::str::from_utf8(&bytes) {
                 Ok(t) => replay::parse_text(t),
@@ -94,18 +115,27 @@ pub fn replay(a: ReplayArgs) -> Result<u8, AppError> {
         };
         let mut r = Replayer::new(cfg);
         let mut events = Vec::new();
-        let emit = |events: &mut Vec<_>, out: &mut dyn Write, total: &mut Stats| -> Result<(), AppError> {
-            for e in events.drain(..) {
-                total.add(&e);
-                p.event(out, &e).map_err(|e| AppError::Io("stdout".into(), e))?;
-            }
-            Ok(())
-        };
+        let emit =
+            |events: &mut Vec<_>, out: &mut dyn Write, total: &mut Stats| -> Result<(), AppError> {
+                for e in events.drain(..) {
+                    total.add(&e);
+                    p.event(out, &e)
+                        .map_err(|e| AppError::Io("stdout".into(), e))?;
+                }
+                Ok(())
+            };
         for c in &parsed.chunks {
             match (&c.kind, a.chunk) {
                 (ChunkKind::Data(d, b), Some(n)) if n > 0 => {
                     for piece in b.chunks(n) {
-                        r.chunk(&Chunk { time: c.time, conn: c.conn, kind: ChunkKind::Data(*d, piece.to_vec()) }, &mut events);
+                        r.chunk(
+                            &Chunk {
+                                time: c.time,
+                                conn: c.conn,
+                                kind: ChunkKind::Data(*d, piece.to_vec()),
+                            },
+                            &mut events,
+                        );
                     }
                 }
                 _ => r.chunk(c, &mut events),
@@ -124,7 +154,10 @@ pub fn replay(a: ReplayArgs) -> Result<u8, AppError> {
         return Ok(2);
     }
     if a.strict && total.errors > 0 {
-        eprintln!("kinetid-wsdump: --strict: {} error notes, {} warnings", total.errors, total.warnings);
+        eprintln!(
+            "kinetid-wsdump: --strict: {} error notes, {} warnings",
+            total.errors, total.warnings
+        );
         return Ok(1);
     }
     Ok(0)

@@ -53,7 +53,11 @@ pub struct FileError {
 
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}, byte {}: {}", self.line, self.offset, self.reason)
+        write!(
+            f,
+            "line {}, byte {}: {}",
+            self.line, self.offset, self.reason
+        )
     }
 }
 
@@ -79,7 +83,9 @@ fn parse_hex(s: &str, out: &mut Vec<u8>) -> Result<(), (usize, String)> {
             continue;
         }
         let start = i;
-        while i < bytes.len() && !(bytes[i].is_ascii_whitespace() || bytes[i] == b',' || bytes[i] == b':') {
+        while i < bytes.len()
+            && !(bytes[i].is_ascii_whitespace() || bytes[i] == b',' || bytes[i] == b':')
+        {
             i += 1;
         }
         let mut tok = &s[start..i];
@@ -92,7 +98,13 @@ fn parse_hex(s: &str, out: &mut Vec<u8>) -> Result<(), (usize, String)> {
             return Err((start, "empty hex token".into()));
         }
         if let Some(p) = tok.bytes().position(|b| !b.is_ascii_hexdigit()) {
-            return Err((col + p, format!("{:?} is not hex", &tok[p..p + tok[p..].chars().next().map_or(1, char::len_utf8)])));
+            return Err((
+                col + p,
+                format!(
+                    "{:?} is not hex",
+                    &tok[p..p + tok[p..].chars().next().map_or(1, char::len_utf8)]
+                ),
+            ));
         }
         if tok.len() % 2 != 0 {
             return Err((col, format!("{tok:?} has an odd number of hex digits")));
@@ -107,7 +119,10 @@ fn parse_hex(s: &str, out: &mut Vec<u8>) -> Result<(), (usize, String)> {
 fn is_request_line(l: &str) -> bool {
     let mut it = l.splitn(3, ' ');
     let m = it.next().unwrap_or("");
-    !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) && it.next().is_some() && it.next().is_some_and(|v| v.starts_with("HTTP/"))
+    !m.is_empty()
+        && m.bytes().all(|b| b.is_ascii_uppercase())
+        && it.next().is_some()
+        && it.next().is_some_and(|v| v.starts_with("HTTP/"))
 }
 
 /// Parse a hex text fixture.
@@ -125,7 +140,11 @@ pub fn parse_hex_fixture(text: &str) -> Parsed {
             buf.extend_from_slice(b"\r\n");
             if line.is_empty() {
                 let (dir, buf) = (*dir, std::mem::take(buf));
-                p.chunks.push(Chunk { time: None, conn: 1, kind: ChunkKind::Data(dir, buf) });
+                p.chunks.push(Chunk {
+                    time: None,
+                    conn: 1,
+                    kind: ChunkKind::Data(dir, buf),
+                });
                 block = None;
             }
             continue;
@@ -155,16 +174,34 @@ pub fn parse_hex_fixture(text: &str) -> Parsed {
         let body = rest.split('#').next().unwrap_or("");
         let mut bytes = Vec::new();
         if let Err((col, why)) = parse_hex(body, &mut bytes) {
-            p.error = Some(FileError { line: line_no, offset: line_off + lead + 1 + col, reason: why });
+            p.error = Some(FileError {
+                line: line_no,
+                offset: line_off + lead + 1 + col,
+                reason: why,
+            });
             return p;
         }
-        if !bytes.is_empty() {
-            p.chunks.push(Chunk { time: None, conn: 1, kind: ChunkKind::Data(dir, bytes) });
+        // Consecutive lines of one direction are one stretch of bytes.
+        match p.chunks.last_mut() {
+            Some(Chunk {
+                kind: ChunkKind::Data(d, prev),
+                ..
+            }) if *d == dir => prev.extend_from_slice(&bytes),
+            _ if bytes.is_empty() => {}
+            _ => p.chunks.push(Chunk {
+                time: None,
+                conn: 1,
+                kind: ChunkKind::Data(dir, bytes),
+            }),
         }
     }
     if let Some((_, buf)) = block {
         // An HTTP head left open at the end of the file: keep what is there.
-        p.error = Some(FileError { line: text.lines().count(), offset: text.len(), reason: "file ends inside an HTTP head (no blank line)".into() });
+        p.error = Some(FileError {
+            line: text.lines().count(),
+            offset: text.len(),
+            reason: "file ends inside an HTTP head (no blank line)".into(),
+        });
         let _ = buf;
     }
     p
@@ -181,7 +218,11 @@ pub fn parse_capture(text: &str) -> Parsed {
         let line = raw_line.trim_end_matches(['\n', '\r']);
         if n == 0 {
             if line != CAPTURE_MAGIC {
-                p.error = Some(FileError { line: 1, offset: 0, reason: format!("capture must start with {CAPTURE_MAGIC:?}") });
+                p.error = Some(FileError {
+                    line: 1,
+                    offset: 0,
+                    reason: format!("capture must start with {CAPTURE_MAGIC:?}"),
+                });
                 return p;
             }
             continue;
@@ -190,11 +231,20 @@ pub fn parse_capture(text: &str) -> Parsed {
             continue;
         }
         if !raw_line.ends_with('\n') {
-            p.error = Some(FileError { line: line_no, offset: line_off + line.len(), reason: "last line is cut short (no line end): the recording was interrupted".into() });
+            p.error = Some(FileError {
+                line: line_no,
+                offset: line_off + line.len(),
+                reason: "last line is cut short (no line end): the recording was interrupted"
+                    .into(),
+            });
             return p;
         }
         let fields: Vec<&str> = line.splitn(4, ' ').collect();
-        let err = |col: usize, reason: String| FileError { line: line_no, offset: line_off + col, reason };
+        let err = |col: usize, reason: String| FileError {
+            line: line_no,
+            offset: line_off + col,
+            reason,
+        };
         let time = match fields.first().map(|t| t.parse::<f64>()) {
             Some(Ok(t)) if t.is_finite() => t,
             _ => {
@@ -218,14 +268,31 @@ pub fn parse_capture(text: &str) -> Parsed {
                     p.error = Some(err(kind_col + 4 + col, why));
                     return p;
                 }
-                ChunkKind::Data(if d == "c2s" { Direction::C2S } else { Direction::S2C }, bytes)
+                ChunkKind::Data(
+                    if d == "c2s" {
+                        Direction::C2S
+                    } else {
+                        Direction::S2C
+                    },
+                    bytes,
+                )
             }
             other => {
-                p.error = Some(err(kind_col, format!("expected open, c2s, s2c or eof, found {:?}", other.unwrap_or(""))));
+                p.error = Some(err(
+                    kind_col,
+                    format!(
+                        "expected open, c2s, s2c or eof, found {:?}",
+                        other.unwrap_or("")
+                    ),
+                ));
                 return p;
             }
         };
-        p.chunks.push(Chunk { time: Some(time), conn, kind });
+        p.chunks.push(Chunk {
+            time: Some(time),
+            conn,
+            kind,
+        });
     }
     p
 }
@@ -246,13 +313,25 @@ mod tests {
 
     #[test]
     fn hex_spellings() {
-        let p = parse_hex_fixture("> 81 AB\n>0x81,0xab\n< 81ab # comment\n");
+        let p = parse_hex_fixture("> 81 AB\n<0x81,0xab\n> 81ab # comment\n");
         assert_eq!(p.error, None);
         assert_eq!(p.chunks.len(), 3);
         for c in &p.chunks {
-            let ChunkKind::Data(_, b) = &c.kind else { panic!() };
+            let ChunkKind::Data(_, b) = &c.kind else {
+                panic!()
+            };
             assert_eq!(b, &[0x81, 0xab]);
         }
+        // Consecutive lines of one direction join.
+        let p = parse_hex_fixture("> 81\n# c\n> 00\n");
+        assert_eq!(
+            p.chunks,
+            vec![Chunk {
+                time: None,
+                conn: 1,
+                kind: ChunkKind::Data(Direction::C2S, vec![0x81, 0])
+            }]
+        );
     }
 
     #[test]
@@ -269,18 +348,44 @@ mod tests {
 
     #[test]
     fn http_blocks() {
-        let p = parse_hex_fixture("GET / HTTP/1.1\nHost: a\n\nHTTP/1.1 101 Switching Protocols\n\n> 81 00\n");
+        let p = parse_hex_fixture(
+            "GET / HTTP/1.1\nHost: a\n\nHTTP/1.1 101 Switching Protocols\n\n> 81 00\n",
+        );
         assert_eq!(p.error, None);
-        assert_eq!(p.chunks[0].kind, ChunkKind::Data(Direction::C2S, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()));
-        assert_eq!(p.chunks[1].kind, ChunkKind::Data(Direction::S2C, b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec()));
+        assert_eq!(
+            p.chunks[0].kind,
+            ChunkKind::Data(
+                Direction::C2S,
+                b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()
+            )
+        );
+        assert_eq!(
+            p.chunks[1].kind,
+            ChunkKind::Data(
+                Direction::S2C,
+                b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec()
+            )
+        );
     }
 
     #[test]
     fn capture_roundtrip_and_truncation() {
         let chunks = vec![
-            Chunk { time: Some(1.5), conn: 3, kind: ChunkKind::Open("127.0.0.1:5".into()) },
-            Chunk { time: Some(1.75), conn: 3, kind: ChunkKind::Data(Direction::C2S, vec![1, 2, 255]) },
-            Chunk { time: Some(2.0), conn: 3, kind: ChunkKind::Eof },
+            Chunk {
+                time: Some(1.5),
+                conn: 3,
+                kind: ChunkKind::Open("127.0.0.1:5".into()),
+            },
+            Chunk {
+                time: Some(1.75),
+                conn: 3,
+                kind: ChunkKind::Data(Direction::C2S, vec![1, 2, 255]),
+            },
+            Chunk {
+                time: Some(2.0),
+                conn: 3,
+                kind: ChunkKind::Eof,
+            },
         ];
         let mut text = format!("{CAPTURE_MAGIC}\n");
         for c in &chunks {

@@ -232,7 +232,10 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     } else {
         (s, 1.0)
     };
-    let v: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 1s, 2m)"))?;
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 1s, 2m)"))?;
     if !(v.is_finite() && v >= 0.0) {
         return Err(format!("{s:?} is not a duration"));
     }

@@ -318,7 +318,13 @@ pub fn parse_header(buf: &[u8]) -> HeaderParse {
 /// `rsv_allowed` is the set of RSV bits an extension negotiated (bit 0x4 =
 /// RSV1, as in byte 0 shifted right by 4). `max_payload` is the configured
 /// per-frame limit.
-pub fn header_notes(h: &FrameHeader, raw: &[u8], sender: Role, rsv_allowed: u8, max_payload: u64) -> Vec<Note> {
+pub fn header_notes(
+    h: &FrameHeader,
+    raw: &[u8],
+    sender: Role,
+    rsv_allowed: u8,
+    max_payload: u64,
+) -> Vec<Note> {
     let mut notes = Vec::new();
     if let OpCode::Reserved(r) = h.opcode {
         notes.push(Note::error(
@@ -334,11 +340,18 @@ pub fn header_notes(h: &FrameHeader, raw: &[u8], sender: Role, rsv_allowed: u8, 
             .filter(|(b, _)| *b)
             .map(|(_, n)| *n)
             .collect();
-        let hint = if h.rsv1 { " (RSV1 means a compressed frame, but permessage-deflate was not negotiated)" } else { "" };
+        let hint = if h.rsv1 {
+            " (RSV1 means a compressed frame, but permessage-deflate was not negotiated)"
+        } else {
+            ""
+        };
         notes.push(Note::error(
             "rsv-without-extension",
             "RFC 6455 5.2",
-            format!("{} set without a negotiated extension{hint}", names.join(", ")),
+            format!(
+                "{} set without a negotiated extension{hint}",
+                names.join(", ")
+            ),
         ));
     }
     if h.opcode.is_control() {
@@ -346,14 +359,20 @@ pub fn header_notes(h: &FrameHeader, raw: &[u8], sender: Role, rsv_allowed: u8, 
             notes.push(Note::error(
                 "control-too-long",
                 "RFC 6455 5.5",
-                format!("{} frame carries {} bytes; control frames may carry at most 125", h.opcode, h.payload_len),
+                format!(
+                    "{} frame carries {} bytes; control frames may carry at most 125",
+                    h.opcode, h.payload_len
+                ),
             ));
         }
         if !h.fin {
             notes.push(Note::error(
                 "control-fragmented",
                 "RFC 6455 5.5",
-                format!("{} frame has FIN clear; control frames must not be fragmented", h.opcode),
+                format!(
+                    "{} frame has FIN clear; control frames must not be fragmented",
+                    h.opcode
+                ),
             ));
         }
     }
@@ -390,7 +409,10 @@ pub fn header_notes(h: &FrameHeader, raw: &[u8], sender: Role, rsv_allowed: u8, 
         notes.push(Note::error(
             "length-top-bit",
             "RFC 6455 5.2",
-            format!("64-bit payload length 0x{:016X} has its most significant bit set; it must be 0", h.payload_len),
+            format!(
+                "64-bit payload length 0x{:016X} has its most significant bit set; it must be 0",
+                h.payload_len
+            ),
         ));
     }
     if h.len_encoding != LenEncoding::minimal_for(h.payload_len) && h.payload_len >> 63 == 0 {
@@ -458,17 +480,59 @@ pub fn fields(h: &FrameHeader, raw: &[u8], offset: u64) -> Vec<Field> {
     let b0 = raw[0];
     let b1 = raw[1];
     let bit = |b: bool| if b { "1" } else { "0" }.to_string();
-    f.push(Field { offset, len: 1, name: "FIN", raw: bit(h.fin), meaning: if h.fin { "final fragment".into() } else { "more fragments follow".into() } });
-    f.push(Field { offset, len: 1, name: "RSV1", raw: bit(h.rsv1), meaning: if h.rsv1 { "set (compression?)".into() } else { "clear".into() } });
-    f.push(Field { offset, len: 1, name: "RSV2", raw: bit(h.rsv2), meaning: if h.rsv2 { "set".into() } else { "clear".into() } });
-    f.push(Field { offset, len: 1, name: "RSV3", raw: bit(h.rsv3), meaning: if h.rsv3 { "set".into() } else { "clear".into() } });
-    f.push(Field { offset, len: 1, name: "opcode", raw: format!("0x{:X}", b0 & 0x0f), meaning: h.opcode.name().into() });
+    f.push(Field {
+        offset,
+        len: 1,
+        name: "FIN",
+        raw: bit(h.fin),
+        meaning: if h.fin {
+            "final fragment".into()
+        } else {
+            "more fragments follow".into()
+        },
+    });
+    f.push(Field {
+        offset,
+        len: 1,
+        name: "RSV1",
+        raw: bit(h.rsv1),
+        meaning: if h.rsv1 {
+            "set (compression?)".into()
+        } else {
+            "clear".into()
+        },
+    });
+    f.push(Field {
+        offset,
+        len: 1,
+        name: "RSV2",
+        raw: bit(h.rsv2),
+        meaning: if h.rsv2 { "set".into() } else { "clear".into() },
+    });
+    f.push(Field {
+        offset,
+        len: 1,
+        name: "RSV3",
+        raw: bit(h.rsv3),
+        meaning: if h.rsv3 { "set".into() } else { "clear".into() },
+    });
+    f.push(Field {
+        offset,
+        len: 1,
+        name: "opcode",
+        raw: format!("0x{:X}", b0 & 0x0f),
+        meaning: h.opcode.name().into(),
+    });
     f.push(Field {
         offset: offset + 1,
         len: 1,
         name: "MASK",
         raw: bit(b1 & 0x80 != 0),
-        meaning: if h.mask.is_some() { "payload is masked".into() } else { "payload is not masked".into() },
+        meaning: if h.mask.is_some() {
+            "payload is masked".into()
+        } else {
+            "payload is not masked".into()
+        },
     });
     let len7 = b1 & 0x7f;
     f.push(Field {
@@ -507,14 +571,24 @@ pub fn fields(h: &FrameHeader, raw: &[u8], offset: u64) -> Vec<Field> {
         }
     }
     if let Some(k) = h.mask {
-        f.push(Field { offset: offset + pos, len: 4, name: "masking key", raw: k.hex(), meaning: "XOR key for the payload".into() });
+        f.push(Field {
+            offset: offset + pos,
+            len: 4,
+            name: "masking key",
+            raw: k.hex(),
+            meaning: "XOR key for the payload".into(),
+        });
     }
     f.push(Field {
         offset: offset + h.header_len as u64,
         len: h.payload_len,
         name: "payload",
         raw: String::new(),
-        meaning: if h.mask.is_some() { format!("{} bytes, masked", h.payload_len) } else { format!("{} bytes", h.payload_len) },
+        meaning: if h.mask.is_some() {
+            format!("{} bytes, masked", h.payload_len)
+        } else {
+            format!("{} bytes", h.payload_len)
+        },
     });
     f
 }
@@ -565,13 +639,23 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder with a per-frame payload limit.
     pub fn new(max_payload: u64) -> Decoder {
-        Decoder { buf: Vec::new(), start: 0, offset: 0, max_payload, skip: 0, stuck: false }
+        Decoder {
+            buf: Vec::new(),
+            start: 0,
+            offset: 0,
+            max_payload,
+            skip: 0,
+            stuck: false,
+        }
     }
 
     /// A fresh decoder with the same limit whose stream starts at `offset`
     /// (frames that follow an HTTP head).
     pub fn with_offset(like: &Decoder, offset: u64) -> Decoder {
-        Decoder { offset, ..Decoder::new(like.max_payload) }
+        Decoder {
+            offset,
+            ..Decoder::new(like.max_payload)
+        }
     }
 
     /// Stream offset of the next unconsumed byte.
@@ -631,7 +715,13 @@ impl Decoder {
             let offset = self.offset;
             self.start += h.header_len;
             self.offset += h.header_len as u64;
-            return Decoded::Frame(RawFrame { offset, header: h, head, payload: Vec::new(), skipped: true });
+            return Decoded::Frame(RawFrame {
+                offset,
+                header: h,
+                head,
+                payload: Vec::new(),
+                skipped: true,
+            });
         }
         if h.payload_len > self.max_payload {
             // Report now, skip the payload as it streams in.
@@ -642,7 +732,13 @@ impl Decoder {
             self.start += h.header_len + take as usize;
             self.offset += h.header_len as u64 + take;
             self.skip = h.payload_len - take;
-            return Decoded::Frame(RawFrame { offset, header: h, head, payload: Vec::new(), skipped: true });
+            return Decoded::Frame(RawFrame {
+                offset,
+                header: h,
+                head,
+                payload: Vec::new(),
+                skipped: true,
+            });
         }
         let total = h.header_len + h.payload_len as usize;
         if avail.len() < total {
@@ -656,7 +752,13 @@ impl Decoder {
         let offset = self.offset;
         self.start += total;
         self.offset += total as u64;
-        Decoded::Frame(RawFrame { offset, header: h, head, payload, skipped: false })
+        Decoded::Frame(RawFrame {
+            offset,
+            header: h,
+            head,
+            payload,
+            skipped: false,
+        })
     }
 }
 
@@ -676,11 +778,21 @@ pub struct EncodeOptions {
 impl EncodeOptions {
     /// Final, unmasked, minimal length: what a server sends.
     pub fn server() -> EncodeOptions {
-        EncodeOptions { fin: true, rsv: 0, mask: None, len_encoding: None }
+        EncodeOptions {
+            fin: true,
+            rsv: 0,
+            mask: None,
+            len_encoding: None,
+        }
     }
     /// Final, masked with a fresh random key, minimal length: what a client sends.
     pub fn client() -> EncodeOptions {
-        EncodeOptions { fin: true, rsv: 0, mask: Some(MaskKey::random()), len_encoding: None }
+        EncodeOptions {
+            fin: true,
+            rsv: 0,
+            mask: Some(MaskKey::random()),
+            len_encoding: None,
+        }
     }
     /// Options for `role`.
     pub fn for_role(role: Role) -> EncodeOptions {
@@ -719,7 +831,13 @@ pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], o: Encode
 
 /// Append a message as one frame, or fragmented into frames of at most
 /// `frame_size` payload bytes. Client frames each get a fresh key.
-pub fn encode_message(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], role: Role, frame_size: Option<usize>) {
+pub fn encode_message(
+    out: &mut Vec<u8>,
+    opcode: OpCode,
+    payload: &[u8],
+    role: Role,
+    frame_size: Option<usize>,
+) {
     let size = frame_size.unwrap_or(usize::MAX).max(1);
     if payload.len() <= size {
         encode_frame(out, opcode, payload, EncodeOptions::for_role(role));
@@ -773,7 +891,12 @@ mod tests {
         let f = &decode_all(&[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f], 1 << 20)[0];
         assert_eq!(f.payload, b"Hello");
         assert!(f.header.fin);
-        let f = &decode_all(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58], 1 << 20)[0];
+        let f = &decode_all(
+            &[
+                0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+            ],
+            1 << 20,
+        )[0];
         assert_eq!(f.payload, b"Hello");
         assert_eq!(f.header.mask, Some(MaskKey([0x37, 0xfa, 0x21, 0x3d])));
     }
@@ -781,7 +904,9 @@ mod tests {
     #[test]
     fn oversized_is_skipped_without_allocation() {
         let mut d = Decoder::new(1024);
-        d.feed(&[0x82, 0x7f, 0x3f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3]);
+        d.feed(&[
+            0x82, 0x7f, 0x3f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3,
+        ]);
         match d.next_frame() {
             Decoded::Frame(f) => {
                 assert!(f.skipped);
@@ -795,7 +920,9 @@ mod tests {
 
     #[test]
     fn encode_decode_identity_across_length_boundaries() {
-        let sizes = [0usize, 1, 124, 125, 126, 127, 65534, 65535, 65536, 65537, 70000];
+        let sizes = [
+            0usize, 1, 124, 125, 126, 127, 65534, 65535, 65536, 65537, 70000,
+        ];
         for &n in &sizes {
             let payload: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
             for role in [Role::Client, Role::Server] {
@@ -827,7 +954,11 @@ mod tests {
             };
             let payload: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
             let mut out = Vec::new();
-            let size = if rng.gen_bool(0.5) { Some(rng.gen_range(1..2000)) } else { None };
+            let size = if rng.gen_bool(0.5) {
+                Some(rng.gen_range(1..2000))
+            } else {
+                None
+            };
             encode_message(&mut out, OpCode::Binary, &payload, Role::Client, size);
             let mut d = Decoder::new(1 << 24);
             let mut got = Vec::new();
@@ -849,7 +980,9 @@ mod tests {
         for c in [1000, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4999] {
             assert!(CloseCode(c).is_allowed(), "{c}");
         }
-        for c in [0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535] {
+        for c in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
+        ] {
             assert!(!CloseCode(c).is_allowed(), "{c}");
         }
     }
@@ -857,9 +990,18 @@ mod tests {
     #[test]
     fn four_byte_length_hint() {
         // 127, then a 32-bit length 300, then a key: what the buggy firmware sends.
-        let raw = [0x81, 0xff, 0x00, 0x00, 0x01, 0x2c, 0x11, 0x22, 0x33, 0x44, 0xaa, 0xbb, 0xcc, 0xdd];
-        let HeaderParse::Header(h) = parse_header(&raw) else { panic!() };
+        let raw = [
+            0x81, 0xff, 0x00, 0x00, 0x01, 0x2c, 0x11, 0x22, 0x33, 0x44, 0xaa, 0xbb, 0xcc, 0xdd,
+        ];
+        let HeaderParse::Header(h) = parse_header(&raw) else {
+            panic!()
+        };
         let notes = header_notes(&h, &raw, Role::Client, 0, 1 << 24);
-        assert!(notes.iter().any(|n| n.code == "hint-len127-4byte" && n.message.contains("(300)")), "{notes:?}");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.code == "hint-len127-4byte" && n.message.contains("(300)")),
+            "{notes:?}"
+        );
     }
 }

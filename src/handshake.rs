@@ -67,7 +67,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_head_bytes: 8 * 1024, max_headers: 100 }
+        Limits {
+            max_head_bytes: 8 * 1024,
+            max_headers: 100,
+        }
     }
 }
 
@@ -98,7 +101,10 @@ pub struct HttpHead {
 impl HttpHead {
     /// All values of a header (case-insensitive name).
     pub fn all<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
-        self.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
+        self.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
     }
     /// The first value of a header.
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -106,11 +112,17 @@ impl HttpHead {
     }
     /// Comma-separated tokens over all lines of a list header, trimmed.
     pub fn tokens(&self, name: &str) -> Vec<String> {
-        self.all(name).flat_map(|v| v.split(',')).map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect()
+        self.all(name)
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect()
     }
     /// Does a list header contain `token` (any case)?
     pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.tokens(name).iter().any(|t| t.eq_ignore_ascii_case(token))
+        self.tokens(name)
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(token))
     }
 }
 
@@ -127,7 +139,11 @@ pub struct HeadError {
 
 impl fmt::Display for HeadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "byte {}: {} (HTTP {})", self.offset, self.reason, self.status)
+        write!(
+            f,
+            "byte {}: {} (HTTP {})",
+            self.offset, self.reason, self.status
+        )
     }
 }
 
@@ -159,7 +175,10 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> HeadParse {
                 return HeadParse::Invalid(HeadError {
                     offset: limits.max_head_bytes as u64,
                     status: 431,
-                    reason: format!("request head exceeds {} bytes without a blank line", limits.max_head_bytes),
+                    reason: format!(
+                        "request head exceeds {} bytes without a blank line",
+                        limits.max_head_bytes
+                    ),
                 });
             }
             return HeadParse::Partial;
@@ -178,7 +197,10 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> HeadParse {
         } else {
             bare_lf = true;
         }
-        if let Some(i) = line.iter().position(|&b| b == b'\r' || b == 0 || (b < 0x20 && b != b'\t') || b == 0x7f) {
+        if let Some(i) = line
+            .iter()
+            .position(|&b| b == b'\r' || b == 0 || (b < 0x20 && b != b'\t') || b == 0x7f)
+        {
             return HeadParse::Invalid(HeadError {
                 offset: (pos + i) as u64,
                 status: 400,
@@ -196,7 +218,12 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> HeadParse {
                 start_line = Some(text);
             }
             Some(_) if line.is_empty() => {
-                return HeadParse::Complete(HttpHead { start_line: start_line.unwrap_or_default(), headers, len: end, bare_lf });
+                return HeadParse::Complete(HttpHead {
+                    start_line: start_line.unwrap_or_default(),
+                    headers,
+                    len: end,
+                    bare_lf,
+                });
             }
             Some(_) => {
                 if line[0] == b' ' || line[0] == b'\t' {
@@ -207,7 +234,11 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> HeadParse {
                     });
                 }
                 let Some(colon) = line.iter().position(|&b| b == b':') else {
-                    return HeadParse::Invalid(HeadError { offset: pos as u64, status: 400, reason: format!("header line without a colon: {text:?}") });
+                    return HeadParse::Invalid(HeadError {
+                        offset: pos as u64,
+                        status: 400,
+                        reason: format!("header line without a colon: {text:?}"),
+                    });
                 };
                 let name = &line[..colon];
                 if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
@@ -226,7 +257,9 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> HeadParse {
                 }
                 headers.push(Header {
                     name: String::from_utf8_lossy(name).into_owned(),
-                    value: String::from_utf8_lossy(&line[colon + 1..]).trim_matches(|c| c == ' ' || c == '\t').to_string(),
+                    value: String::from_utf8_lossy(&line[colon + 1..])
+                        .trim_matches(|c| c == ' ' || c == '\t')
+                        .to_string(),
                     offset: pos as u64,
                 });
             }
@@ -299,15 +332,25 @@ pub fn request_kind(head: &HttpHead) -> RequestKind {
 /// Check an upgrade request (section 4.2.1) and decide the answer.
 pub fn check_request(head: &HttpHead) -> ServerVerdict {
     let parts: Vec<&str> = head.start_line.split(' ').collect();
-    let (method, target, version) = if parts.len() == 3 { (parts[0], parts[1], parts[2]) } else { ("", "", "") };
+    let (method, target, version) = if parts.len() == 3 {
+        (parts[0], parts[1], parts[2])
+    } else {
+        ("", "", "")
+    };
     let mut checks = Vec::new();
     let mut first_fail: Option<(u16, String)> = None;
-    let mut check = |name: &'static str, ok: bool, detail: String, rfc: &'static str, status: u16| {
-        if !ok && first_fail.is_none() {
-            first_fail = Some((status, format!("{name}: {detail}")));
-        }
-        checks.push(Check { name, ok, detail, rfc });
-    };
+    let mut check =
+        |name: &'static str, ok: bool, detail: String, rfc: &'static str, status: u16| {
+            if !ok && first_fail.is_none() {
+                first_fail = Some((status, format!("{name}: {detail}")));
+            }
+            checks.push(Check {
+                name,
+                ok,
+                detail,
+                rfc,
+            });
+        };
     check(
         "request line",
         parts.len() == 3 && target.starts_with('/') || target.starts_with("http"),
@@ -315,7 +358,13 @@ pub fn check_request(head: &HttpHead) -> ServerVerdict {
         "RFC 9112 3",
         400,
     );
-    check("method", method == "GET", format!("{method} (must be GET)"), "RFC 6455 4.2.1 (1)", 405);
+    check(
+        "method",
+        method == "GET",
+        format!("{method} (must be GET)"),
+        "RFC 6455 4.2.1 (1)",
+        405,
+    );
     let v_ok = version.strip_prefix("HTTP/").and_then(|v| {
         let (a, b) = v.split_once('.')?;
         Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?))
@@ -343,7 +392,11 @@ pub fn check_request(head: &HttpHead) -> ServerVerdict {
     check(
         "Upgrade",
         upgrade.iter().any(|t| t.eq_ignore_ascii_case("websocket")),
-        if upgrade.is_empty() { "missing (must contain the token websocket)".into() } else { format!("{} (must contain the token websocket)", upgrade.join(", ")) },
+        if upgrade.is_empty() {
+            "missing (must contain the token websocket)".into()
+        } else {
+            format!("{} (must contain the token websocket)", upgrade.join(", "))
+        },
         "RFC 6455 4.2.1 (3)",
         400,
     );
@@ -351,7 +404,11 @@ pub fn check_request(head: &HttpHead) -> ServerVerdict {
     check(
         "Connection",
         conn.iter().any(|t| t.eq_ignore_ascii_case("upgrade")),
-        if conn.is_empty() { "missing (must contain the token Upgrade)".into() } else { format!("{} (must contain the token Upgrade)", conn.join(", ")) },
+        if conn.is_empty() {
+            "missing (must contain the token Upgrade)".into()
+        } else {
+            format!("{} (must contain the token Upgrade)", conn.join(", "))
+        },
         "RFC 6455 4.2.1 (4)",
         400,
     );
@@ -373,16 +430,35 @@ pub fn check_request(head: &HttpHead) -> ServerVerdict {
         [k] if k.is_empty() => (false, "empty".to_string()),
         [k] => match base64::engine::general_purpose::STANDARD.decode(k) {
             Ok(b) if b.len() == 16 => (true, format!("{k} (base64 of 16 bytes)")),
-            Ok(b) => (false, format!("{k} decodes to {} bytes; must be 16", b.len())),
+            Ok(b) => (
+                false,
+                format!("{k} decodes to {} bytes; must be 16", b.len()),
+            ),
             Err(e) => (false, format!("{k} is not valid base64 ({e})")),
         },
-        _ => (false, format!("sent {} times; must be sent once", keys.len())),
+        _ => (
+            false,
+            format!("sent {} times; must be sent once", keys.len()),
+        ),
     };
-    check("Sec-WebSocket-Key", key_ok, key_detail, "RFC 6455 4.2.1 (5)", 400);
+    check(
+        "Sec-WebSocket-Key",
+        key_ok,
+        key_detail,
+        "RFC 6455 4.2.1 (5)",
+        400,
+    );
     let offered_protocols = head.tokens("sec-websocket-protocol");
     let offered_extensions = head.tokens("sec-websocket-extensions");
-    let protocol = offered_protocols.iter().find(|p| p.as_str() == KINETID_PROTOCOL).cloned();
-    let accept = if key_ok { Some(accept_steps(keys[0])) } else { None };
+    let protocol = offered_protocols
+        .iter()
+        .find(|p| p.as_str() == KINETID_PROTOCOL)
+        .cloned();
+    let accept = if key_ok {
+        Some(accept_steps(keys[0]))
+    } else {
+        None
+    };
     let (status, failure) = match first_fail {
         Some((s, r)) => (s, Some(r)),
         None => (101, None),
@@ -426,7 +502,11 @@ pub fn reason_phrase(status: u16) -> &'static str {
 /// The exact bytes a server answers with for a verdict.
 pub fn server_response(v: &ServerVerdict) -> Vec<u8> {
     if v.accepted() {
-        let accept = v.accept.as_ref().map(|a| a.accept.as_str()).unwrap_or_default();
+        let accept = v
+            .accept
+            .as_ref()
+            .map(|a| a.accept.as_str())
+            .unwrap_or_default();
         let mut s = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n");
         if let Some(p) = &v.protocol {
             s.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
@@ -458,7 +538,10 @@ pub fn error_response(status: u16, extra_headers: &str, body: &str) -> Vec<u8> {
 pub fn client_request(host: &str, path: &str, key: &str, protocols: &[&str]) -> Vec<u8> {
     let mut s = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n");
     if !protocols.is_empty() {
-        s.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", protocols.join(", ")));
+        s.push_str(&format!(
+            "Sec-WebSocket-Protocol: {}\r\n",
+            protocols.join(", ")
+        ));
     }
     s.push_str("User-Agent: kinetid-wsdump\r\n\r\n");
     s.into_bytes()
@@ -491,15 +574,35 @@ pub enum ClientHandshakeError {
 impl fmt::Display for ClientHandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientHandshakeError::Status(s) => write!(f, "server did not switch protocols: {s:?} (RFC 6455 4.1: the status must be 101)"),
-            ClientHandshakeError::Upgrade(s) => write!(f, "response Upgrade is {s:?}; must be websocket (RFC 6455 4.1)"),
-            ClientHandshakeError::Connection(s) => write!(f, "response Connection is {s:?}; must contain Upgrade (RFC 6455 4.1)"),
-            ClientHandshakeError::MissingAccept => write!(f, "response has no Sec-WebSocket-Accept (RFC 6455 4.1)"),
-            ClientHandshakeError::AcceptMismatch { expected, got } => {
-                write!(f, "Sec-WebSocket-Accept is {got} but the key demands {expected} (RFC 6455 4.1)")
+            ClientHandshakeError::Status(s) => write!(
+                f,
+                "server did not switch protocols: {s:?} (RFC 6455 4.1: the status must be 101)"
+            ),
+            ClientHandshakeError::Upgrade(s) => write!(
+                f,
+                "response Upgrade is {s:?}; must be websocket (RFC 6455 4.1)"
+            ),
+            ClientHandshakeError::Connection(s) => write!(
+                f,
+                "response Connection is {s:?}; must contain Upgrade (RFC 6455 4.1)"
+            ),
+            ClientHandshakeError::MissingAccept => {
+                write!(f, "response has no Sec-WebSocket-Accept (RFC 6455 4.1)")
             }
-            ClientHandshakeError::Protocol(p) => write!(f, "server selected subprotocol {p:?}, which was not offered (RFC 6455 4.1)"),
-            ClientHandshakeError::Extension(e) => write!(f, "server selected extension {e:?}, which was not offered (RFC 6455 4.1)"),
+            ClientHandshakeError::AcceptMismatch { expected, got } => {
+                write!(
+                    f,
+                    "Sec-WebSocket-Accept is {got} but the key demands {expected} (RFC 6455 4.1)"
+                )
+            }
+            ClientHandshakeError::Protocol(p) => write!(
+                f,
+                "server selected subprotocol {p:?}, which was not offered (RFC 6455 4.1)"
+            ),
+            ClientHandshakeError::Extension(e) => write!(
+                f,
+                "server selected extension {e:?}, which was not offered (RFC 6455 4.1)"
+            ),
         }
     }
 }
@@ -531,27 +634,56 @@ pub fn check_response(head: &HttpHead, key: Option<&str>, offered: &[&str]) -> C
         }
     };
     let parts: Vec<&str> = head.start_line.splitn(3, ' ').collect();
-    let status = parts.get(1).and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+    let status = parts
+        .get(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .unwrap_or(0);
     let st_ok = parts.first().is_some_and(|v| v.starts_with("HTTP/1.")) && status == 101;
-    checks.push(Check { name: "status", ok: st_ok, detail: head.start_line.clone(), rfc: "RFC 6455 4.1" });
+    checks.push(Check {
+        name: "status",
+        ok: st_ok,
+        detail: head.start_line.clone(),
+        rfc: "RFC 6455 4.1",
+    });
     if !st_ok {
-        fail(ClientHandshakeError::Status(head.start_line.clone()), &mut error);
+        fail(
+            ClientHandshakeError::Status(head.start_line.clone()),
+            &mut error,
+        );
     }
     let up = head.tokens("upgrade");
     let up_ok = up.iter().any(|t| t.eq_ignore_ascii_case("websocket"));
-    checks.push(Check { name: "Upgrade", ok: up_ok, detail: up.join(", "), rfc: "RFC 6455 4.1" });
+    checks.push(Check {
+        name: "Upgrade",
+        ok: up_ok,
+        detail: up.join(", "),
+        rfc: "RFC 6455 4.1",
+    });
     if !up_ok && st_ok {
         fail(ClientHandshakeError::Upgrade(up.join(", ")), &mut error);
     }
     let conn = head.tokens("connection");
     let c_ok = conn.iter().any(|t| t.eq_ignore_ascii_case("upgrade"));
-    checks.push(Check { name: "Connection", ok: c_ok, detail: conn.join(", "), rfc: "RFC 6455 4.1" });
+    checks.push(Check {
+        name: "Connection",
+        ok: c_ok,
+        detail: conn.join(", "),
+        rfc: "RFC 6455 4.1",
+    });
     if !c_ok && st_ok {
-        fail(ClientHandshakeError::Connection(conn.join(", ")), &mut error);
+        fail(
+            ClientHandshakeError::Connection(conn.join(", ")),
+            &mut error,
+        );
     }
     match (head.get("sec-websocket-accept"), key) {
         (None, _) => {
-            checks.push(Check { name: "Sec-WebSocket-Accept", ok: !st_ok, detail: "missing".into(), rfc: "RFC 6455 4.1" });
+            checks.push(Check {
+                name: "Sec-WebSocket-Accept",
+                ok: !st_ok,
+                detail: "missing".into(),
+                rfc: "RFC 6455 4.1",
+            });
             if st_ok {
                 fail(ClientHandshakeError::MissingAccept, &mut error);
             }
@@ -562,30 +694,60 @@ pub fn check_response(head: &HttpHead, key: Option<&str>, offered: &[&str]) -> C
             checks.push(Check {
                 name: "Sec-WebSocket-Accept",
                 ok,
-                detail: if ok { format!("{got} (matches the key)") } else { format!("{got}; the key demands {expected}") },
+                detail: if ok {
+                    format!("{got} (matches the key)")
+                } else {
+                    format!("{got}; the key demands {expected}")
+                },
                 rfc: "RFC 6455 4.1",
             });
             if !ok {
-                fail(ClientHandshakeError::AcceptMismatch { expected, got: got.to_string() }, &mut error);
+                fail(
+                    ClientHandshakeError::AcceptMismatch {
+                        expected,
+                        got: got.to_string(),
+                    },
+                    &mut error,
+                );
             }
         }
         (Some(got), None) => {
-            checks.push(Check { name: "Sec-WebSocket-Accept", ok: true, detail: format!("{got} (request not seen: not verified)"), rfc: "RFC 6455 4.1" });
+            checks.push(Check {
+                name: "Sec-WebSocket-Accept",
+                ok: true,
+                detail: format!("{got} (request not seen: not verified)"),
+                rfc: "RFC 6455 4.1",
+            });
         }
     }
     let protocol = head.get("sec-websocket-protocol").map(str::to_string);
     if let Some(p) = &protocol {
         let ok = offered.iter().any(|o| o == p) || key.is_none();
-        checks.push(Check { name: "Sec-WebSocket-Protocol", ok, detail: p.clone(), rfc: "RFC 6455 4.1" });
+        checks.push(Check {
+            name: "Sec-WebSocket-Protocol",
+            ok,
+            detail: p.clone(),
+            rfc: "RFC 6455 4.1",
+        });
         if !ok {
             fail(ClientHandshakeError::Protocol(p.clone()), &mut error);
         }
     }
     if let Some(e) = head.get("sec-websocket-extensions") {
-        checks.push(Check { name: "Sec-WebSocket-Extensions", ok: false, detail: e.to_string(), rfc: "RFC 6455 4.1" });
+        checks.push(Check {
+            name: "Sec-WebSocket-Extensions",
+            ok: false,
+            detail: e.to_string(),
+            rfc: "RFC 6455 4.1",
+        });
         fail(ClientHandshakeError::Extension(e.to_string()), &mut error);
     }
-    ClientVerdict { status, checks, error, protocol }
+    ClientVerdict {
+        status,
+        checks,
+        error,
+        protocol,
+    }
 }
 
 #[cfg(test)]
@@ -603,7 +765,10 @@ mod tests {
     fn rfc_6455_section_1_3_example() {
         let s = accept_steps("dGhlIHNhbXBsZSBub25jZQ==");
         assert_eq!(s.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        assert_eq!(s.concatenated, "dGhlIHNhbXBsZSBub25jZQ==258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+        assert_eq!(
+            s.concatenated,
+            "dGhlIHNhbXBsZSBub25jZQ==258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+        );
         assert_eq!(s.sha1_hex, "b37a4f2cc0624f1690f64606cf385945b2bec4ea");
     }
 
@@ -622,7 +787,10 @@ mod tests {
         let cv = check_response(&rh, Some("dGhlIHNhbXBsZSBub25jZQ=="), &["kinetid.v1"]);
         assert_eq!(cv.error, None);
         let cv = check_response(&rh, Some("AAAAAAAAAAAAAAAAAAAAAA=="), &["kinetid.v1"]);
-        assert!(matches!(cv.error, Some(ClientHandshakeError::AcceptMismatch { .. })));
+        assert!(matches!(
+            cv.error,
+            Some(ClientHandshakeError::AcceptMismatch { .. })
+        ));
     }
 
     #[test]
@@ -630,7 +798,11 @@ mod tests {
         let mut bytes = GOOD.as_bytes().to_vec();
         bytes.extend_from_slice(&[0x81, 0x80, 1, 2, 3, 4]);
         for cut in 0..GOOD.len() {
-            assert_eq!(parse_head(&bytes[..cut], Limits::default()), HeadParse::Partial, "cut {cut}");
+            assert_eq!(
+                parse_head(&bytes[..cut], Limits::default()),
+                HeadParse::Partial,
+                "cut {cut}"
+            );
         }
         match parse_head(&bytes, Limits::default()) {
             HeadParse::Complete(h) => assert_eq!(h.len, GOOD.len()),
@@ -645,9 +817,15 @@ mod tests {
             (GOOD.replace("Version: 13", "Version: 8"), 426),
             (GOOD.replace("HTTP/1.1", "HTTP/1.0"), 400),
             (GOOD.replace("Host: server.example.com\r\n", ""), 400),
-            (GOOD.replace("Upgrade: websocket", "Upgrade: websocket2"), 400),
+            (
+                GOOD.replace("Upgrade: websocket", "Upgrade: websocket2"),
+                400,
+            ),
             (GOOD.replace("keep-alive, Upgrade", "keep-alive"), 400),
-            (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25j"), 400),
+            (
+                GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25j"),
+                400,
+            ),
             (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", ""), 400),
         ];
         for (req, status) in cases {
@@ -665,21 +843,43 @@ mod tests {
     #[test]
     fn limits_and_malformed_heads() {
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
-        assert!(matches!(parse_head(big.as_bytes(), Limits::default()), HeadParse::Invalid(HeadError { status: 431, .. })));
+        assert!(matches!(
+            parse_head(big.as_bytes(), Limits::default()),
+            HeadParse::Invalid(HeadError { status: 431, .. })
+        ));
         let many: String = (0..101).map(|i| format!("X{i}: y\r\n")).collect();
         let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
-        assert!(matches!(parse_head(req.as_bytes(), Limits::default()), HeadParse::Invalid(HeadError { status: 431, .. })));
+        assert!(matches!(
+            parse_head(req.as_bytes(), Limits::default()),
+            HeadParse::Invalid(HeadError { status: 431, .. })
+        ));
         let fold = "GET / HTTP/1.1\r\nHost: a\r\n b\r\n\r\n";
-        assert!(matches!(parse_head(fold.as_bytes(), Limits::default()), HeadParse::Invalid(HeadError { status: 400, offset: 25, .. })));
+        assert!(matches!(
+            parse_head(fold.as_bytes(), Limits::default()),
+            HeadParse::Invalid(HeadError {
+                status: 400,
+                offset: 25,
+                ..
+            })
+        ));
         let nocolon = "GET / HTTP/1.1\r\nHost a\r\n\r\n";
-        assert!(matches!(parse_head(nocolon.as_bytes(), Limits::default()), HeadParse::Invalid(HeadError { status: 400, .. })));
+        assert!(matches!(
+            parse_head(nocolon.as_bytes(), Limits::default()),
+            HeadParse::Invalid(HeadError { status: 400, .. })
+        ));
         let endless = "GET / HTTP/1.1\r\nHost: aaaa";
-        assert_eq!(parse_head(endless.as_bytes(), Limits::default()), HeadParse::Partial);
+        assert_eq!(
+            parse_head(endless.as_bytes(), Limits::default()),
+            HeadParse::Partial
+        );
     }
 
     #[test]
     fn duplicate_key_is_refused() {
-        let req = GOOD.replace("Origin", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin");
+        let req = GOOD.replace(
+            "Origin",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin",
+        );
         let v = check_request(&head(&req));
         assert_eq!(v.status, 400);
         assert!(v.failure.unwrap().contains("sent 2 times"));

@@ -16,7 +16,11 @@ pub const MAX_MESSAGE: usize = 16 * 1024;
 
 /// Is `s` a device id: `KN-` and 12 upper-case hex digits?
 pub fn is_device_id(s: &str) -> bool {
-    s.len() == 15 && s.starts_with("KN-") && s[3..].bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    s.len() == 15
+        && s.starts_with("KN-")
+        && s[3..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
 }
 
 /// A decoded Kinetid message.
@@ -83,18 +87,38 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
         Ok(v) => v,
         Err(e) => {
             let incomplete = e.is_eof();
-            notes.push(Note::error("kinetid-not-json", SPEC, format!("not valid JSON: {e} (the backend answers error bad_request)")));
-            return Decoded { msg: None, notes, incomplete_json: incomplete };
+            notes.push(Note::error(
+                "kinetid-not-json",
+                SPEC,
+                format!("not valid JSON: {e} (the backend answers error bad_request)"),
+            ));
+            return Decoded {
+                msg: None,
+                notes,
+                incomplete_json: incomplete,
+            };
         }
     };
     let Some(obj) = value.as_object() else {
-        notes.push(Note::error("kinetid-not-object", SPEC, "a Kinetid message is a JSON object"));
-        return Decoded { msg: None, notes, incomplete_json: false };
+        notes.push(Note::error(
+            "kinetid-not-object",
+            SPEC,
+            "a Kinetid message is a JSON object",
+        ));
+        return Decoded {
+            msg: None,
+            notes,
+            incomplete_json: false,
+        };
     };
     let t = match obj.get("t").and_then(Value::as_str) {
         Some(t) => t.to_string(),
         None => {
-            notes.push(Note::error("kinetid-no-type", SPEC, "object has no string field t (the backend answers error bad_request)"));
+            notes.push(Note::error(
+                "kinetid-no-type",
+                SPEC,
+                "object has no string field t (the backend answers error bad_request)",
+            ));
             String::new()
         }
     };
@@ -102,28 +126,51 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
     let re = obj.get("re").and_then(Value::as_u64);
     if let Some(v) = obj.get("id") {
         if !v.as_u64().is_some_and(|x| x <= u32::MAX as u64) {
-            notes.push(Note::error("kinetid-bad-id", SPEC, format!("id must be a u32, got {v}")));
+            notes.push(Note::error(
+                "kinetid-bad-id",
+                SPEC,
+                format!("id must be a u32, got {v}"),
+            ));
         }
     }
     let dev = obj.get("dev").and_then(Value::as_str).map(str::to_string);
     if let Some(d) = &dev {
         if !is_device_id(d) {
-            notes.push(Note::error("kinetid-bad-device-id", SPEC, format!("device id {d:?} is not KN- followed by 12 upper-case hex digits")));
+            notes.push(Note::error(
+                "kinetid-bad-device-id",
+                SPEC,
+                format!("device id {d:?} is not KN- followed by 12 upper-case hex digits"),
+            ));
         }
     }
     if let Some(v) = obj.get("via").and_then(Value::as_str) {
         if !is_device_id(v) {
-            notes.push(Note::error("kinetid-bad-device-id", SPEC, format!("via {v:?} is not a device id")));
+            notes.push(Note::error(
+                "kinetid-bad-device-id",
+                SPEC,
+                format!("via {v:?} is not a device id"),
+            ));
         }
     }
-    let allowed = if dir == Direction::C2S { DEVICE_TYPES } else { BACKEND_TYPES };
+    let allowed = if dir == Direction::C2S {
+        DEVICE_TYPES
+    } else {
+        BACKEND_TYPES
+    };
     if !t.is_empty() && !allowed.contains(&t.as_str()) {
         let known = DEVICE_TYPES.contains(&t.as_str()) || BACKEND_TYPES.contains(&t.as_str());
         notes.push(Note::error(
             "kinetid-unknown-type",
             SPEC,
             if known {
-                format!("type {t:?} is not sent by the {}", if dir == Direction::C2S { "device" } else { "backend" })
+                format!(
+                    "type {t:?} is not sent by the {}",
+                    if dir == Direction::C2S {
+                        "device"
+                    } else {
+                        "backend"
+                    }
+                )
             } else {
                 format!("unknown message type {t:?}")
             },
@@ -132,7 +179,11 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
     let need = |notes: &mut Vec<Note>, fields: &[&str]| {
         for f in fields {
             if !obj.contains_key(*f) {
-                notes.push(Note::error("kinetid-missing-field", SPEC, format!("{t} without field {f}")));
+                notes.push(Note::error(
+                    "kinetid-missing-field",
+                    SPEC,
+                    format!("{t} without field {f}"),
+                ));
             }
         }
     };
@@ -145,7 +196,11 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
     let summary = match t.as_str() {
         "hello" => {
             need(&mut notes, &["id", "dev", "fw", "role"]);
-            let passives = obj.get("passives").and_then(Value::as_array).map(|a| a.len()).unwrap_or(0);
+            let passives = obj
+                .get("passives")
+                .and_then(Value::as_array)
+                .map(|a| a.len())
+                .unwrap_or(0);
             format!(
                 "hello id={} dev={dev_s} fw={} role={} mains={}V/{}Hz period={}s passives={passives}",
                 id.map_or("-".into(), |x| x.to_string()),
@@ -157,9 +212,15 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
             )
         }
         "report" => {
-            need(&mut notes, &["id", "dev", "ts", "seq", "on", "power_w", "energy_wh"]);
+            need(
+                &mut notes,
+                &["id", "dev", "ts", "seq", "on", "power_w", "energy_wh"],
+            );
             let via = match obj.get("via").and_then(Value::as_str) {
-                Some(v) => format!(" via {v} ({})", obj.get("link").and_then(Value::as_str).unwrap_or("?")),
+                Some(v) => format!(
+                    " via {v} ({})",
+                    obj.get("link").and_then(Value::as_str).unwrap_or("?")
+                ),
                 None => String::new(),
             };
             format!(
@@ -178,11 +239,17 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
         "state" => {
             need(&mut notes, &["dev", "on"]);
             if id.is_none() && re.is_none() {
-                notes.push(Note::error("kinetid-no-id-or-re", SPEC, "state needs id (unsolicited) or re (answer to switch)"));
+                notes.push(Note::error(
+                    "kinetid-no-id-or-re",
+                    SPEC,
+                    "state needs id (unsolicited) or re (answer to switch)",
+                ));
             }
             format!(
                 "state {} dev={dev_s} {} (was {}) src={}",
-                re.map_or(id.map_or("".into(), |x| format!("id={x}")), |x| format!("re={x}")),
+                re.map_or(id.map_or("".into(), |x| format!("id={x}")), |x| format!(
+                    "re={x}"
+                )),
                 onoff("on"),
                 onoff("was_on"),
                 obj.get("src").and_then(Value::as_str).unwrap_or("?")
@@ -190,15 +257,30 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
         }
         "welcome" | "ack" => {
             if re.is_none() {
-                notes.push(Note::error("kinetid-reply-without-re", SPEC, format!("{t} is a reply and must carry re")));
+                notes.push(Note::error(
+                    "kinetid-reply-without-re",
+                    SPEC,
+                    format!("{t} is a reply and must carry re"),
+                ));
             }
-            let extra = if t == "welcome" { num(obj, "period_s").map_or(String::new(), |p| format!(" period={p}s")) } else { String::new() };
+            let extra = if t == "welcome" {
+                num(obj, "period_s").map_or(String::new(), |p| format!(" period={p}s"))
+            } else {
+                String::new()
+            };
             format!("{t} re={}{extra}", re.map_or("-".into(), |x| x.to_string()))
         }
         "switch" => {
             need(&mut notes, &["id", "dev"]);
-            let what = if obj.get("toggle").and_then(Value::as_bool) == Some(true) { "toggle".to_string() } else { onoff("on").to_string() };
-            format!("switch id={} dev={dev_s} {what}", id.map_or("-".into(), |x| x.to_string()))
+            let what = if obj.get("toggle").and_then(Value::as_bool) == Some(true) {
+                "toggle".to_string()
+            } else {
+                onoff("on").to_string()
+            };
+            format!(
+                "switch id={} dev={dev_s} {what}",
+                id.map_or("-".into(), |x| x.to_string())
+            )
         }
         "error" => {
             need(&mut notes, &["code"]);
@@ -213,7 +295,18 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
         "" => "(no type)".to_string(),
         other => format!("{other} (unknown type)"),
     };
-    Decoded { msg: Some(Message { t, id, re, dev, value: value.clone(), summary }), notes, incomplete_json: false }
+    Decoded {
+        msg: Some(Message {
+            t,
+            id,
+            re,
+            dev,
+            value: value.clone(),
+            summary,
+        }),
+        notes,
+        incomplete_json: false,
+    }
 }
 
 /// `welcome` for a `hello` with id `re`.
@@ -272,23 +365,46 @@ mod tests {
             let d = decode(m, Direction::C2S);
             assert!(d.notes.is_empty(), "{m}: {:?}", d.notes);
         }
-        let s2c = [r#"{"t":"welcome","re":1,"ts":1767225600,"period_s":60}"#, r#"{"t":"ack","re":2}"#, r#"{"t":"switch","id":9003,"dev":"KN-A4CF12F0E1B2","toggle":true}"#];
+        let s2c = [
+            r#"{"t":"welcome","re":1,"ts":1767225600,"period_s":60}"#,
+            r#"{"t":"ack","re":2}"#,
+            r#"{"t":"switch","id":9003,"dev":"KN-A4CF12F0E1B2","toggle":true}"#,
+        ];
         for m in s2c {
             let d = decode(m, Direction::S2C);
             assert!(d.notes.is_empty(), "{m}: {:?}", d.notes);
         }
         let d = decode(c2s[1], Direction::C2S);
-        assert_eq!(d.msg.unwrap().summary, "report id=2 dev=KN-A4CF12F0E1B2 seq=41 on 1432.6 W 231.4 V 6.19 A pf 1 123456.7 Wh");
+        assert_eq!(
+            d.msg.unwrap().summary,
+            "report id=2 dev=KN-A4CF12F0E1B2 seq=41 on 1432.6 W 231.4 V 6.19 A pf 1 123456.7 Wh"
+        );
     }
 
     #[test]
     fn violations() {
-        let codes = |s: &str, d| decode(s, d).notes.iter().map(|n| n.code).collect::<Vec<_>>();
+        let codes = |s: &str, d| {
+            decode(s, d)
+                .notes
+                .iter()
+                .map(|n| n.code)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(codes("{\"t\":\"hel", Direction::C2S), ["kinetid-not-json"]);
         assert!(decode("{\"t\":\"hel", Direction::C2S).incomplete_json);
         assert_eq!(codes("{}", Direction::C2S), ["kinetid-no-type"]);
-        assert_eq!(codes(r#"{"t":"ack"}"#, Direction::S2C), ["kinetid-reply-without-re"]);
-        assert_eq!(codes(r#"{"t":"dance"}"#, Direction::C2S), ["kinetid-unknown-type"]);
-        assert!(codes(r#"{"t":"state","id":3,"dev":"KN-1","on":true}"#, Direction::C2S).contains(&"kinetid-bad-device-id"));
+        assert_eq!(
+            codes(r#"{"t":"ack"}"#, Direction::S2C),
+            ["kinetid-reply-without-re"]
+        );
+        assert_eq!(
+            codes(r#"{"t":"dance"}"#, Direction::C2S),
+            ["kinetid-unknown-type"]
+        );
+        assert!(codes(
+            r#"{"t":"state","id":3,"dev":"KN-1","on":true}"#,
+            Direction::C2S
+        )
+        .contains(&"kinetid-bad-device-id"));
     }
 }

@@ -8,8 +8,8 @@
 
 pub mod annotate;
 pub mod app;
-pub mod cli;
 pub mod capture;
+pub mod cli;
 pub mod emulate;
 pub mod frame;
 pub mod handshake;

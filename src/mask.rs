@@ -16,7 +16,12 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
 /// Used when a payload is unmasked in pieces.
 pub fn apply_mask_offset(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let rot = offset & 3;
-    let k = [key[rot], key[(rot + 1) & 3], key[(rot + 2) & 3], key[(rot + 3) & 3]];
+    let k = [
+        key[rot],
+        key[(rot + 1) & 3],
+        key[(rot + 2) & 3],
+        key[(rot + 3) & 3],
+    ];
     let word = u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3]]);
     let mut chunks = buf.chunks_exact_mut(32);
     for c in &mut chunks {

@@ -88,7 +88,15 @@ impl Meter {
         let mut rng = StdRng::seed_from_u64(seed);
         let level = rng.gen_range(0.0..1.0);
         let energy_wh = round(rng.gen_range(0.0..50_000.0), 1);
-        Meter { rng, appliance, mains, volts: mains.volts(), energy_wh, t: 0.0, level }
+        Meter {
+            rng,
+            appliance,
+            mains,
+            volts: mains.volts(),
+            energy_wh,
+            t: 0.0,
+            level,
+        }
     }
 
     /// Energy so far.
@@ -128,7 +136,11 @@ impl Meter {
                 }
             }
         };
-        let noise = if p > 0.0 { 1.0 + self.rng.gen_range(-0.01..0.01) } else { 1.0 };
+        let noise = if p > 0.0 {
+            1.0 + self.rng.gen_range(-0.01..0.01)
+        } else {
+            1.0
+        };
         (p * noise, pf)
     }
 
@@ -137,11 +149,16 @@ impl Meter {
         self.t += dt;
         let nominal = self.mains.volts();
         // A slow random walk held within +-2 %.
-        self.volts = (self.volts + self.rng.gen_range(-0.004..0.004) * nominal).clamp(nominal * 0.98, nominal * 1.02);
+        self.volts = (self.volts + self.rng.gen_range(-0.004..0.004) * nominal)
+            .clamp(nominal * 0.98, nominal * 1.02);
         let freq = self.mains.hertz() + self.rng.gen_range(-0.05..0.05);
         let (power, pf) = self.load(on);
         self.energy_wh += power * dt / 3600.0;
-        let current = if power > 0.0 { power / (self.volts * pf) } else { 0.0 };
+        let current = if power > 0.0 {
+            power / (self.volts * pf)
+        } else {
+            0.0
+        };
         Reading {
             power_w: round(power, 1),
             voltage_v: round(self.volts, 1),

@@ -51,15 +51,30 @@ pub struct Note {
 impl Note {
     /// An error-severity note.
     pub fn error(code: &'static str, rfc: &'static str, message: impl Into<String>) -> Self {
-        Note { severity: Severity::Error, code, rfc, message: message.into() }
+        Note {
+            severity: Severity::Error,
+            code,
+            rfc,
+            message: message.into(),
+        }
     }
     /// A warning-severity note.
     pub fn warning(code: &'static str, rfc: &'static str, message: impl Into<String>) -> Self {
-        Note { severity: Severity::Warning, code, rfc, message: message.into() }
+        Note {
+            severity: Severity::Warning,
+            code,
+            rfc,
+            message: message.into(),
+        }
     }
     /// An info-severity note (hints).
     pub fn info(code: &'static str, rfc: &'static str, message: impl Into<String>) -> Self {
-        Note { severity: Severity::Info, code, rfc, message: message.into() }
+        Note {
+            severity: Severity::Info,
+            code,
+            rfc,
+            message: message.into(),
+        }
     }
 }
 

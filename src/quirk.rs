@@ -25,6 +25,7 @@ pub enum Quirk {
     /// Send a continuation frame after a final frame.
     ContAfterFin,
     /// Send a 130-byte ping after hello (control frames may carry 125).
+    #[value(name = "control-over-125")]
     ControlOver125,
     /// Send a ping split into two frames after hello.
     FragmentedControl,
@@ -72,7 +73,11 @@ impl FrameWriter {
         if fixed.0 == [0; 4] {
             fixed = MaskKey([0x4b, 0x4e, 0x31, 0x21]);
         }
-        FrameWriter { quirks: quirks.to_vec(), frame_size, fixed }
+        FrameWriter {
+            quirks: quirks.to_vec(),
+            frame_size,
+            fixed,
+        }
     }
 
     /// Does the writer commit this bug?
@@ -111,17 +116,35 @@ impl FrameWriter {
             return;
         }
         let len_encoding = if self.has(Quirk::LenNonMinimal) {
-            Some(if len <= 125 { LenEncoding::Bits16 } else { LenEncoding::Bits64 })
+            Some(if len <= 125 {
+                LenEncoding::Bits16
+            } else {
+                LenEncoding::Bits64
+            })
         } else {
             None
         };
-        encode_frame(out, opcode, payload, EncodeOptions { fin, rsv: 0, mask, len_encoding });
+        encode_frame(
+            out,
+            opcode,
+            payload,
+            EncodeOptions {
+                fin,
+                rsv: 0,
+                mask,
+                len_encoding,
+            },
+        );
     }
 
     /// Append a data message, fragmented to the frame size (or wrongly, per the bugs).
     pub fn message(&self, out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
         let buggy_frag = self.has(Quirk::FinEveryFragment) || self.has(Quirk::ContAfterFin);
-        let size = self.frame_size.or(if buggy_frag { Some(64) } else { None }).unwrap_or(usize::MAX).max(1);
+        let size = self
+            .frame_size
+            .or(if buggy_frag { Some(64) } else { None })
+            .unwrap_or(usize::MAX)
+            .max(1);
         if payload.len() <= size {
             self.frame(out, opcode, payload, true);
             return;
@@ -133,9 +156,19 @@ impl FrameWriter {
                 self.frame(out, opcode, c, true);
             } else if self.has(Quirk::ContAfterFin) {
                 // The first fragment already says FIN: the rest are continuations of nothing.
-                self.frame(out, if i == 0 { opcode } else { OpCode::Continuation }, c, true);
+                self.frame(
+                    out,
+                    if i == 0 { opcode } else { OpCode::Continuation },
+                    c,
+                    true,
+                );
             } else {
-                self.frame(out, if i == 0 { opcode } else { OpCode::Continuation }, c, i == last);
+                self.frame(
+                    out,
+                    if i == 0 { opcode } else { OpCode::Continuation },
+                    c,
+                    i == last,
+                );
             }
         }
     }

@@ -70,7 +70,15 @@ fn time_str(t: Option<f64>) -> String {
 
 /// Printable text of bytes: ASCII as is, the rest as dots.
 fn ascii(b: &[u8]) -> String {
-    b.iter().map(|&c| if (0x20..0x7f).contains(&c) { c as char } else { '.' }).collect()
+    b.iter()
+        .map(|&c| {
+            if (0x20..0x7f).contains(&c) {
+                c as char
+            } else {
+                '.'
+            }
+        })
+        .collect()
 }
 
 fn notes_json(notes: &[Note]) -> Value {
@@ -78,7 +86,11 @@ fn notes_json(notes: &[Note]) -> Value {
 }
 
 fn checks_json(c: &[Check]) -> Value {
-    Value::Array(c.iter().map(|c| json!({"name": c.name, "ok": c.ok, "detail": c.detail, "rfc": c.rfc})).collect())
+    Value::Array(
+        c.iter()
+            .map(|c| json!({"name": c.name, "ok": c.ok, "detail": c.detail, "rfc": c.rfc}))
+            .collect(),
+    )
 }
 
 fn head_json(h: &HttpHead) -> Value {
@@ -107,7 +119,11 @@ impl Printer {
     pub fn json(&self, e: &Event) -> Value {
         let mut v = match &e.kind {
             EventKind::Open { peer } => json!({"type": "open", "peer": peer}),
-            EventKind::Request { head, kind, verdict } => {
+            EventKind::Request {
+                head,
+                kind,
+                verdict,
+            } => {
                 let mut v = json!({"type": "request", "head": head_json(head), "websocket": matches!(kind, crate::handshake::RequestKind::WebSocket)});
                 if let Some(vd) = verdict {
                     v["status"] = json!(vd.status);
@@ -132,20 +148,38 @@ impl Printer {
                 "error": verdict.error.as_ref().map(|e| e.to_string()),
                 "protocol": verdict.protocol,
             }),
-            EventKind::HeadError(he) => json!({"type": "head_error", "status": he.status, "reason": he.reason}),
+            EventKind::HeadError(he) => {
+                json!({"type": "head_error", "status": he.status, "reason": he.reason})
+            }
             EventKind::Frame(f) => frame_json(f),
             EventKind::Message(m) => message_json(m),
-            EventKind::Unparsed { bytes, preview, why } => json!({"type": "unparsed", "bytes": bytes, "preview_hex": hex::encode(preview), "why": why}),
-            EventKind::End { frames_c2s, frames_s2c, notes } => json!({"type": "end", "frames_c2s": frames_c2s, "frames_s2c": frames_s2c, "notes": notes_json(notes)}),
+            EventKind::Unparsed {
+                bytes,
+                preview,
+                why,
+            } => {
+                json!({"type": "unparsed", "bytes": bytes, "preview_hex": hex::encode(preview), "why": why})
+            }
+            EventKind::End {
+                frames_c2s,
+                frames_s2c,
+                notes,
+            } => {
+                json!({"type": "end", "frames_c2s": frames_c2s, "frames_s2c": frames_s2c, "notes": notes_json(notes)})
+            }
         };
-        let o = v.as_object_mut().expect("object");
+        // Lead with what every event has, then the event's own fields.
+        let mut o = serde_json::Map::new();
+        let body = v.as_object_mut().expect("object");
+        o.insert("type".into(), body.remove("type").unwrap_or(Value::Null));
         o.insert("conn".into(), json!(e.conn));
         o.insert("dir".into(), json!(e.dir.as_str()));
         o.insert("offset".into(), json!(e.offset));
         if let Some(t) = e.time {
             o.insert("time".into(), json!(t));
         }
-        v
+        o.extend(std::mem::take(body));
+        Value::Object(o)
     }
 
     fn notes_text(&self, w: &mut dyn Write, notes: &[Note], indent: &str) -> io::Result<()> {
@@ -155,7 +189,15 @@ impl Printer {
                 Severity::Warning => "!",
                 Severity::Info => "i",
             };
-            writeln!(w, "{indent}{} {} [{}] {}: {}", mark.style(sev_style(self.color, n.severity)), n.severity.style(sev_style(self.color, n.severity)), n.code, n.rfc, n.message)?;
+            writeln!(
+                w,
+                "{indent}{} {} [{}] {}: {}",
+                mark.style(sev_style(self.color, n.severity)),
+                n.severity.style(sev_style(self.color, n.severity)),
+                n.code,
+                n.rfc,
+                n.message
+            )?;
         }
         Ok(())
     }
@@ -163,70 +205,184 @@ impl Printer {
     fn text(&self, w: &mut dyn Write, e: &Event) -> io::Result<()> {
         let c = self.color;
         let dim = st(c, Style::new().dimmed());
-        let arrow = st(c, if e.dir == Direction::C2S { Style::new().green().bold() } else { Style::new().blue().bold() });
+        let arrow = st(
+            c,
+            if e.dir == Direction::C2S {
+                Style::new().green().bold()
+            } else {
+                Style::new().blue().bold()
+            },
+        );
         let lead = format!("[{}] {}", e.conn, e.dir.arrow());
         match &e.kind {
-            EventKind::Open { peer } => writeln!(w, "{} connection opened from {peer}{}", format!("[{}] ==", e.conn).style(arrow), time_str(e.time).style(dim)),
+            EventKind::Open { peer } => writeln!(
+                w,
+                "{} connection opened from {peer}{}",
+                format!("[{}] ==", e.conn).style(arrow),
+                time_str(e.time).style(dim)
+            ),
             EventKind::Request { head, verdict, .. } => {
-                writeln!(w, "{} HTTP request, {} bytes{}", lead.style(arrow), head.len, time_str(e.time).style(dim))?;
-                writeln!(w, "    {}", head.start_line.bold())?;
+                writeln!(
+                    w,
+                    "{} HTTP request, {} bytes{}",
+                    lead.style(arrow),
+                    head.len,
+                    time_str(e.time).style(dim)
+                )?;
+                writeln!(
+                    w,
+                    "    {}",
+                    head.start_line.style(st(c, Style::new().bold()))
+                )?;
                 for h in &head.headers {
-                    writeln!(w, "    {}: {}", h.name.style(st(c, Style::new().cyan())), h.value)?;
+                    writeln!(
+                        w,
+                        "    {}: {}",
+                        h.name.style(st(c, Style::new().cyan())),
+                        h.value
+                    )?;
                 }
                 match verdict {
-                    None => writeln!(w, "    plain HTTP request (no Upgrade header): not a WebSocket handshake"),
+                    None => writeln!(
+                        w,
+                        "    plain HTTP request (no Upgrade header): not a WebSocket handshake"
+                    ),
                     Some(v) => {
                         writeln!(w, "  checks (RFC 6455 4.2.1):")?;
                         for ch in &v.checks {
-                            let mark = if ch.ok { "ok  ".style(st(c, Style::new().green())).to_string() } else { "FAIL".style(st(c, Style::new().red().bold())).to_string() };
+                            let mark = if ch.ok {
+                                "ok  ".style(st(c, Style::new().green())).to_string()
+                            } else {
+                                "FAIL".style(st(c, Style::new().red().bold())).to_string()
+                            };
                             writeln!(w, "    {mark} {:<22} {}", ch.name, ch.detail)?;
                         }
                         if !v.offered_protocols.is_empty() {
-                            writeln!(w, "    subprotocols offered: {}; selected: {}", v.offered_protocols.join(", "), v.protocol.as_deref().unwrap_or("none"))?;
+                            writeln!(
+                                w,
+                                "    subprotocols offered: {}; selected: {}",
+                                v.offered_protocols.join(", "),
+                                v.protocol.as_deref().unwrap_or("none")
+                            )?;
                         }
                         if !v.offered_extensions.is_empty() {
-                            writeln!(w, "    extensions offered: {} (none accepted)", v.offered_extensions.join(", "))?;
+                            writeln!(
+                                w,
+                                "    extensions offered: {} (none accepted)",
+                                v.offered_extensions.join(", ")
+                            )?;
                         }
                         if let Some(a) = &v.accept {
                             writeln!(w, "  accept key (RFC 6455 4.2.2):")?;
                             writeln!(w, "    key            {}", a.key)?;
                             writeln!(w, "    key + GUID     {}", a.concatenated)?;
                             writeln!(w, "    SHA-1          {}", a.sha1_hex)?;
-                            writeln!(w, "    base64         {}", a.accept.style(st(c, Style::new().bold())))?;
+                            writeln!(
+                                w,
+                                "    base64         {}",
+                                a.accept.style(st(c, Style::new().bold()))
+                            )?;
                         }
                         match &v.failure {
-                            None => writeln!(w, "  verdict: {}", "101 Switching Protocols".style(st(c, Style::new().green().bold()))),
-                            Some(f) => writeln!(w, "  verdict: {} {}", format!("{} {}", v.status, crate::handshake::reason_phrase(v.status)).style(st(c, Style::new().red().bold())), f),
+                            None => writeln!(
+                                w,
+                                "  verdict: {}",
+                                "101 Switching Protocols".style(st(c, Style::new().green().bold()))
+                            ),
+                            Some(f) => writeln!(
+                                w,
+                                "  verdict: {} {}",
+                                format!(
+                                    "{} {}",
+                                    v.status,
+                                    crate::handshake::reason_phrase(v.status)
+                                )
+                                .style(st(c, Style::new().red().bold())),
+                                f
+                            ),
                         }
                     }
                 }
             }
             EventKind::Response { head, verdict } => {
-                writeln!(w, "{} HTTP response, {} bytes{}", lead.style(arrow), head.len, time_str(e.time).style(dim))?;
-                writeln!(w, "    {}", head.start_line.bold())?;
+                writeln!(
+                    w,
+                    "{} HTTP response, {} bytes{}",
+                    lead.style(arrow),
+                    head.len,
+                    time_str(e.time).style(dim)
+                )?;
+                writeln!(
+                    w,
+                    "    {}",
+                    head.start_line.style(st(c, Style::new().bold()))
+                )?;
                 for h in &head.headers {
-                    writeln!(w, "    {}: {}", h.name.style(st(c, Style::new().cyan())), h.value)?;
+                    writeln!(
+                        w,
+                        "    {}: {}",
+                        h.name.style(st(c, Style::new().cyan())),
+                        h.value
+                    )?;
                 }
                 for ch in &verdict.checks {
-                    let mark = if ch.ok { "ok  ".style(st(c, Style::new().green())).to_string() } else { "FAIL".style(st(c, Style::new().red().bold())).to_string() };
+                    let mark = if ch.ok {
+                        "ok  ".style(st(c, Style::new().green())).to_string()
+                    } else {
+                        "FAIL".style(st(c, Style::new().red().bold())).to_string()
+                    };
                     writeln!(w, "    {mark} {:<22} {}", ch.name, ch.detail)?;
                 }
                 if let Some(err) = &verdict.error {
-                    writeln!(w, "  {} {err}", "client would refuse:".style(st(c, Style::new().red().bold())))?;
+                    writeln!(
+                        w,
+                        "  {} {err}",
+                        "client would refuse:".style(st(c, Style::new().red().bold()))
+                    )?;
                 }
                 Ok(())
             }
             EventKind::HeadError(he) => {
-                writeln!(w, "{} malformed HTTP head{}", lead.style(arrow), time_str(e.time).style(dim))?;
-                writeln!(w, "  {} byte {}: {} (answer: HTTP {})", "x error".style(sev_style(c, Severity::Error)), he.offset, he.reason, he.status)
+                writeln!(
+                    w,
+                    "{} malformed HTTP head{}",
+                    lead.style(arrow),
+                    time_str(e.time).style(dim)
+                )?;
+                writeln!(
+                    w,
+                    "  {} byte {}: {} (answer: HTTP {})",
+                    "x error".style(sev_style(c, Severity::Error)),
+                    he.offset,
+                    he.reason,
+                    he.status
+                )
             }
             EventKind::Frame(f) => self.frame_text(w, e, f),
             EventKind::Message(m) => self.message_text(w, e, m),
-            EventKind::Unparsed { bytes, preview, why } => {
-                writeln!(w, "{} {bytes} bytes not decoded from byte {} ({why})", lead.style(arrow), e.offset)?;
-                writeln!(w, "    first bytes: {} |{}|", hex_spaced(preview), ascii(preview))
+            EventKind::Unparsed {
+                bytes,
+                preview,
+                why,
+            } => {
+                writeln!(
+                    w,
+                    "{} {bytes} bytes not decoded from byte {} ({why})",
+                    lead.style(arrow),
+                    e.offset
+                )?;
+                writeln!(
+                    w,
+                    "    first bytes: {} |{}|",
+                    hex_spaced(preview),
+                    ascii(preview)
+                )
             }
-            EventKind::End { frames_c2s, frames_s2c, notes } => {
+            EventKind::End {
+                frames_c2s,
+                frames_s2c,
+                notes,
+            } => {
                 writeln!(w, "{} connection ended: {frames_c2s} frames device->server, {frames_s2c} frames server->device{}", format!("[{}] ==", e.conn).style(arrow), time_str(e.time).style(dim))?;
                 self.notes_text(w, notes, "  ")
             }
@@ -236,7 +392,14 @@ impl Printer {
     fn frame_text(&self, w: &mut dyn Write, e: &Event, f: &FrameEvent) -> io::Result<()> {
         let c = self.color;
         let h = &f.header;
-        let arrow = st(c, if e.dir == Direction::C2S { Style::new().green().bold() } else { Style::new().blue().bold() });
+        let arrow = st(
+            c,
+            if e.dir == Direction::C2S {
+                Style::new().green().bold()
+            } else {
+                Style::new().blue().bold()
+            },
+        );
         let dim = st(c, Style::new().dimmed());
         writeln!(
             w,
@@ -245,7 +408,7 @@ impl Printer {
             dir_name(e.dir),
             f.index,
             e.offset,
-            h.opcode.name().bold(),
+            h.opcode.name().style(st(c, Style::new().bold())),
             if h.fin { ", FIN" } else { ", not final" },
             if h.mask.is_some() { ", masked" } else { "" },
             h.payload_len,
@@ -262,7 +425,7 @@ impl Printer {
         writeln!(
             w,
             "    {} {}",
-            pad(format!("{:08b}", b0)).style(s0),
+            pad(format!("{:02x} = {:08b}", b0, b0)).style(s0),
             format!(
                 "FIN={} RSV1={} RSV2={} RSV3={} opcode=0x{:X} ({})",
                 h.fin as u8,
@@ -277,7 +440,7 @@ impl Printer {
         writeln!(
             w,
             "    {} MASK={} length={}{}",
-            pad(format!("{:08b}", b1)).style(s1),
+            pad(format!("{:02x} = {:08b}", b1, b1)).style(s1),
             (b1 >> 7),
             len7,
             match h.len_encoding {
@@ -290,19 +453,37 @@ impl Printer {
         match h.len_encoding {
             LenEncoding::Bits7 => {}
             LenEncoding::Bits16 => {
-                writeln!(w, "    {} extended length (16-bit) = {}", pad(hex_spaced(&f.head[2..4])).style(s2), h.payload_len)?;
+                writeln!(
+                    w,
+                    "    {} extended length (16-bit) = {}",
+                    pad(hex_spaced(&f.head[2..4])).style(s2),
+                    h.payload_len
+                )?;
                 pos = 4;
             }
             LenEncoding::Bits64 => {
-                writeln!(w, "    {} extended length (64-bit) = {}", pad(hex_spaced(&f.head[2..10])).style(s2), h.payload_len)?;
+                writeln!(
+                    w,
+                    "    {} extended length (64-bit) = {}",
+                    pad(hex_spaced(&f.head[2..10])).style(s2),
+                    h.payload_len
+                )?;
                 pos = 10;
             }
         }
         if h.mask.is_some() {
-            writeln!(w, "    {} masking key", pad(hex_spaced(&f.head[pos..pos + 4])).style(s3))?;
+            writeln!(
+                w,
+                "    {} masking key",
+                pad(hex_spaced(&f.head[pos..pos + 4])).style(s3)
+            )?;
         }
         if f.skipped {
-            writeln!(w, "    payload: {} bytes, over the limit: skipped, not stored", h.payload_len)?;
+            writeln!(
+                w,
+                "    payload: {} bytes, over the limit: skipped, not stored",
+                h.payload_len
+            )?;
         } else if !f.payload.is_empty() {
             let shown = f.payload.len().min(self.max_dump);
             if let Some(k) = h.mask {
@@ -316,11 +497,25 @@ impl Printer {
             }
             dump(w, &f.payload[..shown], "      ", true)?;
             if shown < f.payload.len() {
-                writeln!(w, "      ... {} more bytes (--max-dump)", f.payload.len() - shown)?;
+                writeln!(
+                    w,
+                    "      ... {} more bytes (--max-dump)",
+                    f.payload.len() - shown
+                )?;
             }
         }
         if let Some((code, reason)) = &f.close {
-            writeln!(w, "    close code {} ({}){}", code.0, code.meaning(), if reason.is_empty() { String::new() } else { format!(", reason {reason:?}") })?;
+            writeln!(
+                w,
+                "    close code {} ({}){}",
+                code.0,
+                code.meaning(),
+                if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(", reason {reason:?}")
+                }
+            )?;
         } else if h.opcode == OpCode::Close && f.payload.is_empty() {
             writeln!(w, "    close with no status code (the peer sees 1005)")?;
         }
@@ -329,14 +524,43 @@ impl Printer {
 
     fn message_text(&self, w: &mut dyn Write, e: &Event, m: &MessageEvent) -> io::Result<()> {
         let c = self.color;
-        let arrow = st(c, if e.dir == Direction::C2S { Style::new().green().bold() } else { Style::new().blue().bold() });
-        let what = if m.frames > 1 { format!("{} message, {} bytes reassembled from {} frames", m.opcode.name(), m.len, m.frames) } else { format!("{} message, {} bytes", m.opcode.name(), m.len) };
-        writeln!(w, "{} {what}", format!("[{}] {}", e.conn, e.dir.arrow()).style(arrow))?;
+        let arrow = st(
+            c,
+            if e.dir == Direction::C2S {
+                Style::new().green().bold()
+            } else {
+                Style::new().blue().bold()
+            },
+        );
+        let what = if m.frames > 1 {
+            format!(
+                "{} message, {} bytes reassembled from {} frames",
+                m.opcode.name(),
+                m.len,
+                m.frames
+            )
+        } else {
+            format!("{} message, {} bytes", m.opcode.name(), m.len)
+        };
+        writeln!(
+            w,
+            "{} {what}",
+            format!("[{}] {}", e.conn, e.dir.arrow()).style(arrow)
+        )?;
         if let Some(k) = &m.kinetid {
-            writeln!(w, "    {} {}", "kinetid:".style(st(c, Style::new().bold())), k.summary.style(st(c, Style::new().bold())))?;
+            writeln!(
+                w,
+                "    {} {}",
+                "kinetid:".style(st(c, Style::new().bold())),
+                k.summary.style(st(c, Style::new().bold()))
+            )?;
         } else if let Some(t) = &m.text {
             let shown: String = t.chars().take(self.max_dump).collect();
-            writeln!(w, "    text: {shown:?}{}", if shown.len() < t.len() { " ..." } else { "" })?;
+            writeln!(
+                w,
+                "    text: {shown:?}{}",
+                if shown.len() < t.len() { " ..." } else { "" }
+            )?;
         } else if m.opcode == OpCode::Binary && m.frames > 1 {
             let shown = m.payload.len().min(self.max_dump);
             dump(w, &m.payload[..shown], "    ", true)?;
@@ -349,17 +573,41 @@ impl Printer {
             if n.is_empty() {
                 String::new()
             } else {
-                format!(" [{}]", n.iter().map(|n| format!("{}:{}", n.severity, n.code)).collect::<Vec<_>>().join(" "))
+                format!(
+                    " [{}]",
+                    n.iter()
+                        .map(|n| format!("{}:{}", n.severity, n.code))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
             }
         };
         let p = format!("{} {} {:>8}", e.conn, e.dir.as_str(), e.offset);
         match &e.kind {
             EventKind::Open { peer } => writeln!(w, "{p} open {peer}"),
             EventKind::Request { head, verdict, .. } => match verdict {
-                Some(v) => writeln!(w, "{p} request {:?} -> {}{}", head.start_line, v.status, v.failure.as_ref().map(|f| format!(" ({f})")).unwrap_or_default()),
+                Some(v) => writeln!(
+                    w,
+                    "{p} request {:?} -> {}{}",
+                    head.start_line,
+                    v.status,
+                    v.failure
+                        .as_ref()
+                        .map(|f| format!(" ({f})"))
+                        .unwrap_or_default()
+                ),
                 None => writeln!(w, "{p} request {:?} (plain HTTP)", head.start_line),
             },
-            EventKind::Response { head, verdict } => writeln!(w, "{p} response {:?}{}", head.start_line, verdict.error.as_ref().map(|f| format!(" ({f})")).unwrap_or_default()),
+            EventKind::Response { head, verdict } => writeln!(
+                w,
+                "{p} response {:?}{}",
+                head.start_line,
+                verdict
+                    .error
+                    .as_ref()
+                    .map(|f| format!(" ({f})"))
+                    .unwrap_or_default()
+            ),
             EventKind::HeadError(he) => writeln!(w, "{p} head-error {} {}", he.status, he.reason),
             EventKind::Frame(f) => {
                 let h = &f.header;
@@ -370,7 +618,10 @@ impl Printer {
                     h.fin as u8,
                     h.mask.map_or("-".into(), |k| k.hex()),
                     h.payload_len,
-                    f.close.as_ref().map(|(c, r)| format!(" close={} {r:?}", c.0)).unwrap_or_default(),
+                    f.close
+                        .as_ref()
+                        .map(|(c, r)| format!(" close={} {r:?}", c.0))
+                        .unwrap_or_default(),
                     notes(&f.notes)
                 )
             }
@@ -380,17 +631,36 @@ impl Printer {
                     (None, Some(t)) => format!("{:?}", t.chars().take(80).collect::<String>()),
                     _ => format!("{} bytes", m.len),
                 };
-                writeln!(w, "{p} message {} {body}{}", m.opcode.name(), notes(&m.notes))
+                writeln!(
+                    w,
+                    "{p} message {} {body}{}",
+                    m.opcode.name(),
+                    notes(&m.notes)
+                )
             }
-            EventKind::Unparsed { bytes, why, .. } => writeln!(w, "{p} unparsed {bytes} bytes ({why})"),
-            EventKind::End { frames_c2s, frames_s2c, notes: n } => writeln!(w, "{p} end frames c2s={frames_c2s} s2c={frames_s2c}{}", notes(n)),
+            EventKind::Unparsed { bytes, why, .. } => {
+                writeln!(w, "{p} unparsed {bytes} bytes ({why})")
+            }
+            EventKind::End {
+                frames_c2s,
+                frames_s2c,
+                notes: n,
+            } => writeln!(
+                w,
+                "{p} end frames c2s={frames_c2s} s2c={frames_s2c}{}",
+                notes(n)
+            ),
         }
     }
 }
 
 fn frame_json(f: &FrameEvent) -> Value {
     let h = &f.header;
-    let text = if f.skipped { None } else { std::str::from_utf8(&f.payload).ok() };
+    let text = if f.skipped {
+        None
+    } else {
+        std::str::from_utf8(&f.payload).ok()
+    };
     let mut v = json!({
         "type": "frame",
         "index": f.index,
@@ -432,7 +702,8 @@ fn message_json(m: &MessageEvent) -> Value {
         v["payload_hex"] = json!(hex::encode(&m.payload));
     }
     if let Some(k) = &m.kinetid {
-        v["kinetid"] = json!({"t": k.t, "id": k.id, "re": k.re, "dev": k.dev, "summary": k.summary});
+        v["kinetid"] =
+            json!({"t": k.t, "id": k.id, "re": k.re, "dev": k.dev, "summary": k.summary});
     }
     v
 }

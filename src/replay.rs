@@ -1,9 +1,8 @@
 //! Replaying recorded or hand-written byte streams through the annotator.
 
-use crate::annotate::{Annotator, Config, Event, EventKind};
-use crate::capture::{self, Chunk, ChunkKind};
+use crate::annotate::{Annotator, Config, Event, EventKind, HandshakeMode};
 pub use crate::capture::Parsed;
-use crate::frame::Direction;
+use crate::capture::{self, Chunk, ChunkKind};
 use crate::note::Severity;
 use std::collections::BTreeMap;
 
@@ -29,7 +28,9 @@ impl Stats {
             EventKind::Frame(_) => self.frames += 1,
             EventKind::Message(_) => self.messages += 1,
             EventKind::HeadError(_) => self.errors += 1,
-            EventKind::Request { verdict: Some(v), .. } if !v.accepted() => self.errors += 1,
+            EventKind::Request {
+                verdict: Some(v), ..
+            } if !v.accepted() => self.errors += 1,
             EventKind::Response { verdict, .. } if verdict.error.is_some() => self.errors += 1,
             _ => {}
         }
@@ -39,17 +40,6 @@ impl Stats {
                 Severity::Warning => self.warnings += 1,
                 Severity::Info => self.infos += 1,
             }
-        }
-    }
-}
-
-/// Does this stream start with an HTTP head? (A request line or `HTTP/`.)
-pub fn looks_like_http(dir: Direction, b: &[u8]) -> bool {
-    match dir {
-        Direction::S2C => b.starts_with(b"HTTP/"),
-        Direction::C2S => {
-            let m = b.iter().take_while(|c| c.is_ascii_uppercase()).count();
-            m > 0 && b.get(m) == Some(&b' ')
         }
     }
 }
@@ -64,20 +54,37 @@ pub struct Replayer {
 impl Replayer {
     /// A replayer with annotator settings (`handshake` is decided per connection).
     pub fn new(cfg: Config) -> Self {
-        Replayer { cfg, anns: BTreeMap::new() }
+        Replayer {
+            cfg,
+            anns: BTreeMap::new(),
+        }
     }
 
     /// Process one chunk.
     pub fn chunk(&mut self, c: &Chunk, out: &mut Vec<Event>) {
         match &c.kind {
             ChunkKind::Open(peer) => {
-                let ann = Annotator::new(c.conn, Config { handshake: true, ..self.cfg });
+                let ann = Annotator::new(
+                    c.conn,
+                    Config {
+                        handshake: HandshakeMode::Expect,
+                        ..self.cfg
+                    },
+                );
                 ann.open(peer, c.time, out);
                 self.anns.insert(c.conn, ann);
             }
             ChunkKind::Data(dir, bytes) => {
                 let cfg = self.cfg;
-                let ann = self.anns.entry(c.conn).or_insert_with(|| Annotator::new(c.conn, Config { handshake: looks_like_http(*dir, bytes), ..cfg }));
+                let ann = self.anns.entry(c.conn).or_insert_with(|| {
+                    Annotator::new(
+                        c.conn,
+                        Config {
+                            handshake: HandshakeMode::Detect,
+                            ..cfg
+                        },
+                    )
+                });
                 ann.feed(*dir, bytes, c.time, out);
             }
             ChunkKind::Eof => {
@@ -113,7 +120,14 @@ pub fn annotate_all(chunks: &[Chunk], cfg: Config, split: Option<usize>) -> Vec<
         match (&c.kind, split) {
             (ChunkKind::Data(d, b), Some(n)) if n > 0 => {
                 for piece in b.chunks(n) {
-                    r.chunk(&Chunk { time: c.time, conn: c.conn, kind: ChunkKind::Data(*d, piece.to_vec()) }, &mut out);
+                    r.chunk(
+                        &Chunk {
+                            time: c.time,
+                            conn: c.conn,
+                            kind: ChunkKind::Data(*d, piece.to_vec()),
+                        },
+                        &mut out,
+                    );
                 }
             }
             _ => r.chunk(c, &mut out),
