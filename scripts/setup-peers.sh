@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the third-party peers the integration tests talk to:
+#   Python's `websockets` (a WebSocket client nobody here wrote) into a venv
+#   under target/, and Debian's chromium for the browser-page test.
+# Idempotent; tests that need a peer that could not be installed say so and fail.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+VENV=target/peers-venv
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import websockets' 2>/dev/null; then
+  python3 -m venv "$VENV" && "$VENV/bin/pip" install -q "websockets>=13" || echo "setup-peers: could not install python websockets" >&2
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "setup-peers: could not install chromium" >&2
+  else
+    echo "setup-peers: chromium missing and cannot apt-get install it here" >&2
+  fi
+fi
+exit 0
