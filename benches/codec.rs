@@ -37,7 +37,15 @@ fn decode_bench(size: usize) {
     let payload = vec![0x5au8; size];
     let mut stream = Vec::new();
     for _ in 0..frames {
-        encode_frame(&mut stream, OpCode::Binary, &payload, EncodeOptions { mask: Some(MaskKey([1, 2, 3, 4])), ..EncodeOptions::server() });
+        encode_frame(
+            &mut stream,
+            OpCode::Binary,
+            &payload,
+            EncodeOptions {
+                mask: Some(MaskKey([1, 2, 3, 4])),
+                ..EncodeOptions::server()
+            },
+        );
     }
     let secs = time(|| {
         let mut d = Decoder::new(16 << 20);

@@ -295,6 +295,8 @@ pub struct Annotator {
     s2c: DirState,
     key: Option<String>,
     protocols: Vec<String>,
+    /// Some(false) after a plain HTTP request: its response is not a handshake.
+    upgrade_asked: Option<bool>,
     finished: bool,
 }
 

@@ -148,6 +148,9 @@ pub struct ListenArgs {
     /// No per-frame output; counters on exit.
     #[arg(long, short)]
     pub quiet: bool,
+    /// How long a switch from the API or console waits for the device's answer.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub reply_timeout: std::time::Duration,
     /// Device ids refused at hello (error unknown_device, close 1008).
     #[arg(long = "refuse")]
     pub refuse: Vec<String>,

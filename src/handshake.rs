@@ -622,6 +622,22 @@ pub struct ClientVerdict {
     pub protocol: Option<String>,
 }
 
+/// The verdict for a response to a plain HTTP request: no handshake checks.
+pub fn plain_response(head: &HttpHead) -> ClientVerdict {
+    let status = head
+        .start_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    ClientVerdict {
+        status,
+        checks: Vec::new(),
+        error: None,
+        protocol: None,
+    }
+}
+
 /// Check a server's response against the key the client sent (section 4.1).
 /// `key` is `None` when the request was not seen (a capture starting late):
 /// the accept value is then shown but not verified.
