@@ -310,6 +310,7 @@ impl Annotator {
             s2c: DirState::new(&cfg),
             key: None,
             protocols: Vec::new(),
+            upgrade_asked: None,
             finished: false,
         }
     }
