@@ -417,6 +417,7 @@ impl Annotator {
                                     let kind = handshake::request_kind(&head);
                                     let verdict = (kind == RequestKind::WebSocket)
                                         .then(|| handshake::check_request(&head));
+                                    self.upgrade_asked = Some(kind == RequestKind::WebSocket);
                                     match &verdict {
                                         Some(v) if v.accepted() => {
                                             self.key = v.accept.as_ref().map(|a| a.key.clone());
@@ -445,11 +446,15 @@ impl Annotator {
                                 Direction::S2C => {
                                     let offered: Vec<&str> =
                                         self.protocols.iter().map(String::as_str).collect();
-                                    let verdict = handshake::check_response(
-                                        &head,
-                                        self.key.as_deref(),
-                                        &offered,
-                                    );
+                                    let verdict = if self.upgrade_asked == Some(false) {
+                                        handshake::plain_response(&head)
+                                    } else {
+                                        handshake::check_response(
+                                            &head,
+                                            self.key.as_deref(),
+                                            &offered,
+                                        )
+                                    };
                                     self.s2c.phase = if verdict.status == 101 {
                                         Phase::Frames
                                     } else {
