@@ -881,10 +881,10 @@ fn finish_message(
                     ));
                     km = jd.msg;
                 }
-                Some((t, jd)) if jd.incomplete_json && !looks_json => {
-                    if t.len() < kinetid::MAX_MESSAGE {
-                        *pending_json = Some(t.clone());
-                    }
+                Some((t, jd))
+                    if jd.incomplete_json && !looks_json && t.len() < kinetid::MAX_MESSAGE =>
+                {
+                    *pending_json = Some(t.clone());
                 }
                 _ if looks_json => {
                     let d = kinetid::decode(&s, dir);

@@ -427,7 +427,7 @@ pub fn check_request(head: &HttpHead) -> ServerVerdict {
     let keys: Vec<&str> = head.all("sec-websocket-key").collect();
     let (key_ok, key_detail) = match keys.as_slice() {
         [] => (false, "missing".to_string()),
-        [k] if k.is_empty() => (false, "empty".to_string()),
+        [""] => (false, "empty".to_string()),
         [k] => match base64::engine::general_purpose::STANDARD.decode(k) {
             Ok(b) if b.len() == 16 => (true, format!("{k} (base64 of 16 bytes)")),
             Ok(b) => (

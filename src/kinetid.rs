@@ -125,7 +125,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
     let id = obj.get("id").and_then(Value::as_u64);
     let re = obj.get("re").and_then(Value::as_u64);
     if let Some(v) = obj.get("id") {
-        if !v.as_u64().is_some_and(|x| x <= u32::MAX as u64) {
+        if v.as_u64().is_none_or(|x| x > u32::MAX as u64) {
             notes.push(Note::error(
                 "kinetid-bad-id",
                 SPEC,

@@ -79,6 +79,9 @@ pub enum ConnCmd {
     Close(u16, String),
 }
 
+/// Where a device's answer to a command goes: its `state` or its `error`.
+type Reply = oneshot::Sender<Result<Value, Value>>;
+
 /// One row of the device table.
 #[derive(Debug, Clone)]
 pub struct Device {
@@ -164,7 +167,7 @@ pub struct Hub {
     pub s: Settings,
     devices: Mutex<HashMap<String, Device>>,
     conns: Mutex<HashMap<u64, mpsc::Sender<ConnCmd>>>,
-    pending: Mutex<HashMap<(u64, u64), oneshot::Sender<Result<Value, Value>>>>,
+    pending: Mutex<HashMap<(u64, u64), Reply>>,
     next_conn: AtomicU64,
     next_cmd: AtomicU64,
     /// Counters.

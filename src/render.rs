@@ -424,17 +424,14 @@ impl Printer {
         let pad = |s: String| format!("{s:<col$}");
         writeln!(
             w,
-            "    {} {}",
+            "    {} FIN={} RSV1={} RSV2={} RSV3={} opcode=0x{:X} ({})",
             pad(format!("{:02x} = {:08b}", b0, b0)).style(s0),
-            format!(
-                "FIN={} RSV1={} RSV2={} RSV3={} opcode=0x{:X} ({})",
-                h.fin as u8,
-                h.rsv1 as u8,
-                h.rsv2 as u8,
-                h.rsv3 as u8,
-                b0 & 0x0f,
-                h.opcode.name()
-            )
+            h.fin as u8,
+            h.rsv1 as u8,
+            h.rsv2 as u8,
+            h.rsv3 as u8,
+            b0 & 0x0f,
+            h.opcode.name()
         )?;
         let len7 = b1 & 0x7f;
         writeln!(
