@@ -128,6 +128,7 @@ def main():
     f.c2s(frame(8, struct.pack(">H", 1005), KEYS[4]), "1005 must never be sent")
     f.c2s(frame(8, struct.pack(">H", 2999), KEYS[5]), "2999 is reserved")
     f.c2s(frame(8, struct.pack(">H", 1000) + b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80", KEYS[0]), "reason with invalid UTF-8 (a surrogate)")
+    f.c2s(frame(1, b"late", KEYS[1]), "a text frame after the Close frames: no data may follow a Close")
     f.write()
 
     f = Fixture("violations", "RFC 6455 violations a receiver must catch (device to server, masked)")

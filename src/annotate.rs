@@ -549,8 +549,14 @@ impl Annotator {
             }
             st.last_key = Some(k);
         }
-        if let Some(at) = st.close_at {
-            notes.push(Note::error("data-after-close", "RFC 6455 5.5.1", format!("frame sent after this side's Close frame (at byte {at}); nothing may follow a Close")));
+        // Only data is forbidden after a Close (RFC 6455 5.5.1): a pong answering
+        // a ping that crossed the Close is legal.
+        if let (Some(at), false) = (st.close_at, h.opcode.is_control()) {
+            notes.push(Note::error(
+                "data-after-close",
+                "RFC 6455 5.5.1",
+                format!("data frame sent after this side's Close frame (at byte {at}); no data may follow a Close"),
+            ));
         }
         let mut close = None;
         let mut message = None;

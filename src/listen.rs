@@ -305,13 +305,16 @@ pub fn run(a: ListenArgs) -> Result<u8, AppError> {
         .enable_all()
         .build()
         .map_err(|e| AppError::Io("tokio runtime".into(), e))?;
-    rt.block_on(serve(
+    let r = rt.block_on(serve(
         a.bind.clone(),
         a.max_connections,
         a.record.clone(),
         console,
         settings,
-    ))
+    ));
+    // The console's stdin read sits in a blocking thread that never ends by itself.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    r
 }
 
 async fn serve(
@@ -430,8 +433,14 @@ async fn serve(
         c.errors.load(Ordering::Relaxed),
         c.warnings.load(Ordering::Relaxed),
     );
-    // Dropping the hub closes the output and record channels; their writers flush and end.
-    drop(hub);
+    // An empty item tells each writer to flush and end (tasks still holding the
+    // hub, like the console, would keep the channels open forever).
+    if let Some(o) = &hub.out {
+        let _ = o.send(Vec::new()).await;
+    }
+    if let Some(r) = &hub.record {
+        let _ = r.send(String::new()).await;
+    }
     if let Some(w) = writer {
         let _ = w.await;
     }
@@ -475,6 +484,9 @@ fn stdout_writer(mut rx: mpsc::Receiver<Vec<u8>>) {
     let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut broken = false;
     while let Some(b) = rx.blocking_recv() {
+        if b.is_empty() {
+            break;
+        }
         if broken {
             continue;
         }
@@ -498,8 +510,8 @@ async fn record_writer(f: std::fs::File, mut rx: mpsc::Receiver<String>) {
     loop {
         tokio::select! {
             line = rx.recv() => match line {
-                Some(l) => { let _ = w.write_all(l.as_bytes()); }
-                None => break,
+                Some(l) if !l.is_empty() => { let _ = w.write_all(l.as_bytes()); }
+                _ => break,
             },
             _ = tick.tick() => { let _ = w.flush(); }
         }

@@ -44,3 +44,237 @@ pub fn cfg() -> Config {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kinetid-wsdump"))
 }
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running `listen` on an ephemeral loopback port.
+pub struct Listener {
+    pub child: Child,
+    pub port: u16,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    stderr_lines: mpsc::Receiver<String>,
+}
+
+impl Listener {
+    /// Start `listen --bind 127.0.0.1:0` with extra flags.
+    pub fn start(args: &[&str]) -> Listener {
+        Self::start_with_stdin(args, Stdio::null())
+    }
+
+    pub fn start_with_stdin(args: &[&str], stdin: Stdio) -> Listener {
+        let mut child = Command::new(bin())
+            .args(["listen", "--bind", "127.0.0.1:0", "--color", "never"])
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start listen");
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut s = String::new();
+            out.read_to_string(&mut s).ok();
+            s
+        });
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("listen printed nothing");
+        let addr = first
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        Listener {
+            child,
+            port,
+            stdout: Some(stdout),
+            stderr_lines: rx,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Wait for a stderr line containing `needle`.
+    pub fn stderr_until(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let end = std::time::Instant::now() + timeout;
+        while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return Some(l),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// SIGINT, wait for exit, return stdout.
+    pub fn stop(mut self) -> String {
+        Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                assert!(st.success(), "listen exited with {st}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "listen did not exit within 10 s of SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stdout.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// Parse JSON lines.
+pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// All note codes in JSON events.
+pub fn note_codes(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .flat_map(|e| e["notes"].as_array().cloned().unwrap_or_default())
+        .map(|n| n["code"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// A raw TCP connection with a read timeout.
+pub fn raw(addr: &str) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s
+}
+
+/// Read until EOF or timeout.
+pub fn read_all(s: &mut std::net::TcpStream) -> Vec<u8> {
+    let mut v = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return v,
+            Ok(n) => v.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A valid upgrade request.
+pub fn upgrade_request(extra: &str) -> String {
+    format!("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n")
+}
+
+/// Do a raw upgrade and return the socket positioned after the 101 head.
+pub fn raw_upgraded(addr: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = raw(addr);
+    s.write_all(upgrade_request("").as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "EOF in handshake response");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// A masked client frame.
+pub fn client_frame(op: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    kinetid_wsdump::frame::encode_frame(
+        &mut v,
+        kinetid_wsdump::frame::OpCode::from_u8(op),
+        payload,
+        kinetid_wsdump::frame::EncodeOptions {
+            fin,
+            rsv: 0,
+            mask: Some(kinetid_wsdump::frame::MaskKey([1, 2, 3, 4])),
+            len_encoding: None,
+        },
+    );
+    v
+}
+
+/// Read server frames until a Close arrives; return its code.
+pub fn read_close_code(s: &mut std::net::TcpStream) -> Option<u16> {
+    use kinetid_wsdump::frame::{Decoded, Decoder, OpCode};
+    let mut d = Decoder::new(1 << 20);
+    let mut buf = [0u8; 4096];
+    loop {
+        loop {
+            match d.next_frame() {
+                Decoded::Frame(f) if f.header.opcode == OpCode::Close => {
+                    return (f.payload.len() >= 2)
+                        .then(|| u16::from_be_bytes([f.payload[0], f.payload[1]]));
+                }
+                Decoded::Frame(_) => continue,
+                _ => break,
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => d.feed(&buf[..n]),
+        }
+    }
+}
+
+/// Hello for a device id.
+pub fn hello(dev: &str, passives: &[&str]) -> String {
+    serde_json::json!({"t":"hello","id":1,"dev":dev,"fw":"test","role":"active","mains_v":230,"mains_hz":50,"period_s":60,"passives":passives}).to_string()
+}
+
+/// A blocking HTTP request to the listener; returns (status, body).
+pub fn http(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = raw(addr);
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let r = String::from_utf8_lossy(&read_all(&mut s)).to_string();
+    let status = r
+        .split(' ')
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
+    let body = r.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
