@@ -1,4 +1,5 @@
 //! `emulate-device` against `listen` and against a tokio-tungstenite server.
+#![allow(clippy::result_large_err)]
 
 mod common;
 use common::*;
