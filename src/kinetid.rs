@@ -284,13 +284,20 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
         }
         "error" => {
             need(&mut notes, &["code"]);
-            format!(
-                "error{} {}{}: {}",
-                re.map_or(String::new(), |x| format!(" re={x}")),
-                obj.get("code").and_then(Value::as_str).unwrap_or("?"),
-                dev.as_ref().map_or(String::new(), |d| format!(" dev={d}")),
-                obj.get("msg").and_then(Value::as_str).unwrap_or("")
-            )
+            {
+                let msg = obj.get("msg").and_then(Value::as_str).unwrap_or("");
+                format!(
+                    "error{} {}{}{}",
+                    re.map_or(String::new(), |x| format!(" re={x}")),
+                    obj.get("code").and_then(Value::as_str).unwrap_or("?"),
+                    dev.as_ref().map_or(String::new(), |d| format!(" dev={d}")),
+                    if msg.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {msg}")
+                    }
+                )
+            }
         }
         "" => "(no type)".to_string(),
         other => format!("{other} (unknown type)"),
