@@ -900,7 +900,11 @@ impl Conn {
                     self.last_seen = Instant::now();
                     if self.failed {
                         // After failing the connection nothing more is processed (RFC 6455 7.1.7), but it is still shown.
-                        self.observe(Direction::C2S, &buf[..n]);
+                        let ev = self.observe(Direction::C2S, &buf[..n]);
+                        // Its Close ends the closing handshake: the server drops TCP first (RFC 6455 7.1.1).
+                        if ev.iter().any(|e| matches!(&e.kind, EventKind::Frame(f) if f.header.opcode == OpCode::Close)) {
+                            return;
+                        }
                         continue;
                     }
                     let ev = self.observe(Direction::C2S, &buf[..n]);
@@ -959,6 +963,10 @@ impl Conn {
                     if let (Some((code, why)), false) = (fail, self.hub.s.lenient) {
                         self.failed = true;
                         self.send_close(code.0, why).await.map_err(|_| ())?;
+                        if f.header.opcode == OpCode::Close {
+                            // The faulty frame was the peer's Close: the handshake is over.
+                            return Err(());
+                        }
                         // Failing the connection: give the peer a moment for its Close, then go.
                         return Ok(());
                     }

@@ -719,3 +719,78 @@ fn connection_limit_answers_503() {
     assert!(resp.starts_with("HTTP/1.1 503 "), "{resp}");
     l.stop();
 }
+
+/// The browser page in headless Chromium: it connects, sends a hello, and the
+/// listener shows Chromium's masked frame, the welcome, and the 101 whose
+/// accept key Chromium checked (it would not have opened otherwise).
+#[test]
+fn browser_page_in_headless_chromium() {
+    let chromium = ["chromium", "chromium-browser"].into_iter().find(|c| {
+        std::process::Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let chromium = chromium.expect("chromium is not installed: run scripts/setup-peers.sh as root");
+    let l = Listener::start(&["--format", "json", "--no-console"]);
+    let profile = std::env::temp_dir().join(format!("kwd-chromium-{}", std::process::id()));
+    let out = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--virtual-time-budget=5000", "--dump-dom"])
+        .arg(format!("http://127.0.0.1:{}/?autotest", l.port))
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&profile).ok();
+    let dom = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        dom.contains("received {\"t\":\"welcome\""),
+        "page did not get a welcome: {dom}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let ev = json_lines(&l.stop());
+    let req = ev
+        .iter()
+        .find(|e| e["type"] == "request" && e["websocket"] == true)
+        .expect("no upgrade request");
+    assert_eq!(req["status"], 101);
+    assert_eq!(req["protocol"], "kinetid.v1");
+    let accept = req["accept"]["accept"].as_str().unwrap();
+    let resp = ev
+        .iter()
+        .find(|e| e["type"] == "response" && e["conn"] == req["conn"])
+        .unwrap();
+    assert!(resp["head"]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h[0] == "Sec-WebSocket-Accept" && h[1] == accept));
+    let hello = ev
+        .iter()
+        .find(|e| {
+            e["type"] == "frame"
+                && e["dir"] == "c2s"
+                && e["conn"] == req["conn"]
+                && e["opcode_name"] == "text"
+        })
+        .unwrap();
+    assert_eq!(hello["masked"], true);
+    assert!(hello["payload_text"]
+        .as_str()
+        .unwrap()
+        .contains("\"t\":\"hello\""));
+    assert!(ev.iter().any(|e| e["type"] == "message"
+        && e["dir"] == "s2c"
+        && e["conn"] == req["conn"]
+        && e["kinetid"]["t"] == "welcome"));
+}
