@@ -12,6 +12,7 @@ pub mod capture;
 pub mod cli;
 pub mod emulate;
 pub mod frame;
+pub mod fuzzcheck;
 pub mod handshake;
 pub mod kinetid;
 pub mod listen;
