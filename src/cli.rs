@@ -205,7 +205,7 @@ pub struct EmulateArgs {
     /// Stop after this long (close 1000, then exit).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<std::time::Duration>,
-    /// Firmware bugs to commit on purpose (repeatable); see --help.
+    /// Firmware bugs to commit on purpose (repeatable).
     #[arg(long = "quirk", value_enum)]
     pub quirks: Vec<crate::quirk::Quirk>,
     /// Show the plug's own traffic through the annotator.

@@ -371,3 +371,37 @@ fn every_quirk_is_named_by_the_core_and_by_listen() {
     }
     assert!(missing.is_empty(), "{missing:#?}");
 }
+
+#[test]
+fn a_fleet_of_1000_plugs_connects_and_reports() {
+    let l = Listener::start(&["--quiet", "--no-console"]);
+    let stats = std::env::temp_dir().join(format!("kwd-fleet-{}.json", std::process::id()));
+    let st = emulator(&[
+        "--url",
+        &l.url(),
+        "--count",
+        "1000",
+        "--interval",
+        "1s",
+        "--ramp",
+        "2s",
+        "--duration",
+        "6s",
+        "--seed",
+        "11",
+        "--stats-json",
+        stats.to_str().unwrap(),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .status()
+    .unwrap();
+    assert!(st.success());
+    l.stop();
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    std::fs::remove_file(&stats).ok();
+    assert_eq!(s["connects"], 1000, "{s}");
+    assert_eq!(s["errors"], 0, "{s}");
+    // Each plug reports about once a second for about 4 s after the ramp.
+    assert!(s["reports_acked"].as_u64().unwrap() >= 2000, "{s}");
+}
