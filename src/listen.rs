@@ -575,12 +575,9 @@ impl Conn {
 
     fn record(&self, c: Chunk) {
         if let Some(r) = &self.hub.record {
-            // Never wait on the disk from a connection: a full queue is a bug to see, not a stall.
-            if r.try_send(capture_line(&c)).is_err() {
-                tracing::error!(
-                    "recording queue full: capture line for connection {} dropped",
-                    self.id
-                );
+            // A recording loses nothing: when the disk falls behind, connections wait.
+            if send_or_wait(r, capture_line(&c)).is_err() {
+                tracing::error!("recording closed: capture line for connection {} not written", self.id);
             }
         }
     }
@@ -614,8 +611,7 @@ impl Conn {
             }
             if !buf.is_empty() {
                 // Back-pressure: a slow terminal slows the connections, never loses output.
-                let out = out.clone();
-                let _ = futures_lite_block(out, buf);
+                let _ = send_or_wait(out, buf);
             }
         }
     }
@@ -1191,9 +1187,9 @@ impl Conn {
     }
 }
 
-/// Hand rendered output to the writer; waits (asynchronously impossible here,
-/// so by blocking in place) only when the terminal is far behind.
-fn futures_lite_block(out: mpsc::Sender<Vec<u8>>, buf: Vec<u8>) -> Result<(), ()> {
+/// Queue an item for a writer task; only when its queue is full (the terminal
+/// or the disk is far behind) does the connection wait, blocking in place.
+fn send_or_wait<T>(out: &mpsc::Sender<T>, buf: T) -> Result<(), ()> {
     match out.try_send(buf) {
         Ok(()) => Ok(()),
         Err(mpsc::error::TrySendError::Full(buf)) => {
