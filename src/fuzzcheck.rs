@@ -12,7 +12,7 @@ use crate::handshake::{self, HeadParse, Limits};
 use crate::render::{Format, Printer};
 
 /// Inputs are cut to this length (the limits below are scaled to match).
-const MAX_INPUT: usize = 16 * 1024;
+const MAX_INPUT: usize = 2 * 1024;
 
 fn render(ev: &[Event]) -> Vec<u8> {
     let p = Printer {
