@@ -577,7 +577,10 @@ impl Conn {
         if let Some(r) = &self.hub.record {
             // A recording loses nothing: when the disk falls behind, connections wait.
             if send_or_wait(r, capture_line(&c)).is_err() {
-                tracing::error!("recording closed: capture line for connection {} not written", self.id);
+                tracing::error!(
+                    "recording closed: capture line for connection {} not written",
+                    self.id
+                );
             }
         }
     }

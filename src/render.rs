@@ -171,7 +171,10 @@ impl Printer {
         // Lead with what every event has, then the event's own fields.
         let mut o = serde_json::Map::new();
         let body = v.as_object_mut().expect("object");
-        o.insert("type".into(), body.shift_remove("type").unwrap_or(Value::Null));
+        o.insert(
+            "type".into(),
+            body.shift_remove("type").unwrap_or(Value::Null),
+        );
         o.insert("conn".into(), json!(e.conn));
         o.insert("dir".into(), json!(e.dir.as_str()));
         o.insert("offset".into(), json!(e.offset));
