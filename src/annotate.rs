@@ -646,9 +646,10 @@ impl Annotator {
                         });
                     }
                     let fr = st.frag.as_mut().expect("fragment just opened");
-                    fr.frames += 1;
+                    fr.frames = fr.frames.saturating_add(1);
                     let before = fr.len;
-                    fr.len += h.payload_len;
+                    // Declared lengths come from the wire: two of them can overflow a u64.
+                    fr.len = fr.len.saturating_add(h.payload_len);
                     if fr.len > cfg.max_message && before <= cfg.max_message && !raw.skipped {
                         let n = Note::error(
                             "message-too-big",
