@@ -125,21 +125,7 @@ pub fn replay(a: ReplayArgs) -> Result<u8, AppError> {
                 Ok(())
             };
         for c in &parsed.chunks {
-            match (&c.kind, a.chunk) {
-                (ChunkKind::Data(d, b), Some(n)) if n > 0 => {
-                    for piece in b.chunks(n) {
-                        r.chunk(
-                            &Chunk {
-                                time: c.time,
-                                conn: c.conn,
-                                kind: ChunkKind::Data(*d, piece.to_vec()),
-                            },
-                            &mut events,
-                        );
-                    }
-                }
-                _ => r.chunk(c, &mut events),
-            }
+            r.chunk_split(c, a.chunk, &mut events);
             emit(&mut events, &mut out, &mut total)?;
         }
         r.finish(&mut events);

@@ -225,26 +225,8 @@ impl Printer {
                 time_str(e.time).style(dim)
             ),
             EventKind::Request { head, verdict, .. } => {
-                writeln!(
-                    w,
-                    "{} HTTP request, {} bytes{}",
-                    lead.style(arrow),
-                    head.len,
-                    time_str(e.time).style(dim)
-                )?;
-                writeln!(
-                    w,
-                    "    {}",
-                    head.start_line.style(st(c, Style::new().bold()))
-                )?;
-                for h in &head.headers {
-                    writeln!(
-                        w,
-                        "    {}: {}",
-                        h.name.style(st(c, Style::new().cyan())),
-                        h.value
-                    )?;
-                }
+                let title = format!("{} HTTP request, {} bytes", lead.style(arrow), head.len);
+                self.head_text(w, &title, head, e.time)?;
                 match verdict {
                     None => writeln!(
                         w,
@@ -308,26 +290,8 @@ impl Printer {
                 }
             }
             EventKind::Response { head, verdict } => {
-                writeln!(
-                    w,
-                    "{} HTTP response, {} bytes{}",
-                    lead.style(arrow),
-                    head.len,
-                    time_str(e.time).style(dim)
-                )?;
-                writeln!(
-                    w,
-                    "    {}",
-                    head.start_line.style(st(c, Style::new().bold()))
-                )?;
-                for h in &head.headers {
-                    writeln!(
-                        w,
-                        "    {}: {}",
-                        h.name.style(st(c, Style::new().cyan())),
-                        h.value
-                    )?;
-                }
+                let title = format!("{} HTTP response, {} bytes", lead.style(arrow), head.len);
+                self.head_text(w, &title, head, e.time)?;
                 for ch in &verdict.checks {
                     let mark = if ch.ok {
                         "ok  ".style(st(c, Style::new().green())).to_string()
@@ -390,6 +354,35 @@ impl Printer {
                 self.notes_text(w, notes, "  ")
             }
         }
+    }
+
+    fn head_text(
+        &self,
+        w: &mut dyn Write,
+        title: &str,
+        head: &HttpHead,
+        t: Option<f64>,
+    ) -> io::Result<()> {
+        let c = self.color;
+        writeln!(
+            w,
+            "{title}{}",
+            time_str(t).style(st(c, Style::new().dimmed()))
+        )?;
+        writeln!(
+            w,
+            "    {}",
+            head.start_line.style(st(c, Style::new().bold()))
+        )?;
+        for h in &head.headers {
+            writeln!(
+                w,
+                "    {}: {}",
+                h.name.style(st(c, Style::new().cyan())),
+                h.value
+            )?;
+        }
+        Ok(())
     }
 
     fn frame_text(&self, w: &mut dyn Write, e: &Event, f: &FrameEvent) -> io::Result<()> {

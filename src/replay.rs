@@ -112,26 +112,35 @@ pub fn parse_text(text: &str) -> Parsed {
     }
 }
 
+impl Replayer {
+    /// Process one chunk, re-split into pieces of `split` bytes when given
+    /// (the output must not change: that is what `--chunk` demonstrates).
+    pub fn chunk_split(&mut self, c: &Chunk, split: Option<usize>, out: &mut Vec<Event>) {
+        match (&c.kind, split) {
+            (ChunkKind::Data(d, b), Some(n)) if n > 0 => {
+                for piece in b.chunks(n) {
+                    let kind = ChunkKind::Data(*d, piece.to_vec());
+                    self.chunk(
+                        &Chunk {
+                            time: c.time,
+                            conn: c.conn,
+                            kind,
+                        },
+                        out,
+                    );
+                }
+            }
+            _ => self.chunk(c, out),
+        }
+    }
+}
+
 /// Annotate whole chunks, optionally re-split into pieces of `split` bytes.
 pub fn annotate_all(chunks: &[Chunk], cfg: Config, split: Option<usize>) -> Vec<Event> {
     let mut r = Replayer::new(cfg);
     let mut out = Vec::new();
     for c in chunks {
-        match (&c.kind, split) {
-            (ChunkKind::Data(d, b), Some(n)) if n > 0 => {
-                for piece in b.chunks(n) {
-                    r.chunk(
-                        &Chunk {
-                            time: c.time,
-                            conn: c.conn,
-                            kind: ChunkKind::Data(*d, piece.to_vec()),
-                        },
-                        &mut out,
-                    );
-                }
-            }
-            _ => r.chunk(c, &mut out),
-        }
+        r.chunk_split(c, split, &mut out);
     }
     r.finish(&mut out);
     out
