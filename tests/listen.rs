@@ -794,3 +794,47 @@ fn browser_page_in_headless_chromium() {
         && e["conn"] == req["conn"]
         && e["kinetid"]["t"] == "welcome"));
 }
+
+#[test]
+fn no_hello_and_unknown_devices_are_closed_with_1008() {
+    let l = Listener::start(&[
+        "--format",
+        "summary",
+        "--no-console",
+        "--hello-timeout",
+        "500ms",
+        "--refuse",
+        "KN-0000000BAD00",
+    ]);
+    // Silent after the upgrade: 1008 when the hello time runs out.
+    let mut s = raw_upgraded(&l.addr());
+    assert_eq!(read_close_code(&mut s), Some(1008));
+    // A refused device: error unknown_device, then 1008.
+    let mut s = raw_upgraded(&l.addr());
+    s.write_all(&client_frame(
+        1,
+        true,
+        hello("KN-0000000BAD00", &[]).as_bytes(),
+    ))
+    .unwrap();
+    let mut d = kinetid_wsdump::frame::Decoder::new(1 << 20);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    'read: loop {
+        let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+        assert!(n > 0, "closed early: {got:?}");
+        d.feed(&buf[..n]);
+        while let kinetid_wsdump::frame::Decoded::Frame(f) = d.next_frame() {
+            got.push((f.header.opcode.name(), f.payload.clone()));
+            if f.header.opcode == kinetid_wsdump::frame::OpCode::Close {
+                break 'read;
+            }
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&got[0].1).contains("unknown_device"),
+        "{got:?}"
+    );
+    assert_eq!(got.last().unwrap().1[..2], 1008u16.to_be_bytes());
+    l.stop();
+}
