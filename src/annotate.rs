@@ -161,6 +161,12 @@ pub enum EventKind {
         /// Why they were not decoded.
         why: String,
     },
+    /// A note the listener raised about the connection (its registry,
+    /// memory budget or timers), not derived from the bytes.
+    Notice {
+        /// The note.
+        note: Note,
+    },
     /// The connection ended; connection-level notes.
     End {
         /// Frames seen device to server.
@@ -194,6 +200,7 @@ impl Event {
             EventKind::Frame(f) => &f.notes,
             EventKind::Message(m) => &m.notes,
             EventKind::End { notes, .. } => notes,
+            EventKind::Notice { note } => std::slice::from_ref(note),
             _ => &[],
         }
     }
@@ -243,6 +250,10 @@ struct DirState {
     last_data_final: bool,
     close_at: Option<u64>,
     pings_unanswered: Vec<u64>,
+    /// The other side's frame count when the outstanding ping was sent.
+    other_frames_at_ping: u64,
+    /// `ping-not-answered` already raised for the outstanding run of pings.
+    ping_warned: bool,
     pending_json: Option<String>,
     raw_bytes: u64,
     raw_offset: u64,
@@ -266,6 +277,8 @@ impl DirState {
             last_data_final: true,
             close_at: None,
             pings_unanswered: Vec::new(),
+            other_frames_at_ping: 0,
+            ping_warned: false,
             pending_json: None,
             raw_bytes: 0,
             raw_offset: 0,
@@ -325,6 +338,26 @@ impl Annotator {
         self.state(dir).close_at.is_some()
     }
 
+    /// Bytes of memory this connection's buffers hold (decoders, HTTP heads,
+    /// messages being reassembled): what a global memory budget counts.
+    pub fn held_bytes(&self) -> usize {
+        [&self.c2s, &self.s2c]
+            .iter()
+            .map(|st| {
+                st.decoder.held_bytes()
+                    + st.head_buf.capacity()
+                    + st.frag.as_ref().map_or(0, |f| f.payload.capacity())
+            })
+            .sum()
+    }
+
+    /// Is a frame in direction `dir` started but not finished (header or
+    /// payload bytes still to come)?
+    pub fn mid_frame(&self, dir: Direction) -> bool {
+        let st = self.state(dir);
+        st.phase == Phase::Frames && (!st.decoder.pending().is_empty() || st.decoder.skipping() > 0)
+    }
+
     /// Payload bytes the decoder for `dir` is still skipping.
     pub fn skipping(&self, dir: Direction) -> u64 {
         self.state(dir).decoder.skipping()
@@ -347,6 +380,20 @@ impl Annotator {
             kind: EventKind::Open {
                 peer: peer.to_string(),
             },
+        });
+    }
+
+    /// A listener note about this connection, placed at the current end of
+    /// the `dir` stream.
+    pub fn notice(&self, dir: Direction, note: Note, time: Option<f64>, out: &mut Vec<Event>) {
+        let st = self.state(dir);
+        let offset = st.decoder.offset() + st.decoder.pending().len() as u64;
+        out.push(Event {
+            conn: self.conn,
+            dir,
+            offset,
+            time,
+            kind: EventKind::Notice { note },
         });
     }
 
@@ -469,6 +516,11 @@ impl Annotator {
                 Phase::Frames => {
                     st.decoder.feed(data);
                     self.drain_frames(dir, time, out);
+                    let st = match dir {
+                        Direction::C2S => &mut self.c2s,
+                        Direction::S2C => &mut self.s2c,
+                    };
+                    st.decoder.shrink();
                     return;
                 }
             }
@@ -603,15 +655,24 @@ impl Annotator {
                 }
             }
             OpCode::Ping => {
+                // RFC 6455 5.5.3 lets a peer answer only the latest of several
+                // pings, so a pipelined burst is legal. The peer is judged
+                // deaf only when it sent frames of its own since the previous
+                // ping and still no pong, and only once per unanswered run.
                 if let Some(prev) = st.pings_unanswered.first() {
-                    notes.push(Note::warning("ping-not-answered", "RFC 6455 5.5.2", format!("the ping at byte {prev} of this direction was never answered with a pong (a firmware that ignores pings)")));
+                    if other.frames > st.other_frames_at_ping && !st.ping_warned {
+                        st.ping_warned = true;
+                        notes.push(Note::warning("ping-not-answered", "RFC 6455 5.5.2", format!("the ping at byte {prev} of this direction was never answered with a pong although the peer sent other frames since (a firmware that ignores pings)")));
+                    }
                 }
                 st.pings_unanswered.clear();
                 st.pings_unanswered.push(raw.offset);
+                st.other_frames_at_ping = other.frames;
             }
             OpCode::Pong => {
                 // A pong answers the other side's pings; an unsolicited one is allowed (5.5.3).
                 other.pings_unanswered.clear();
+                other.ping_warned = false;
             }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 let cont = h.opcode == OpCode::Continuation;

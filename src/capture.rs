@@ -27,6 +27,8 @@ pub enum ChunkKind {
     Data(Direction, Vec<u8>),
     /// The connection ended.
     Eof,
+    /// The listener raised a note about the connection.
+    Note(Direction, crate::note::Note),
 }
 
 /// One record of a file.
@@ -262,6 +264,34 @@ pub fn parse_capture(text: &str) -> Parsed {
         let kind = match fields.get(2).copied() {
             Some("open") => ChunkKind::Open(rest.to_string()),
             Some("eof") => ChunkKind::Eof,
+            Some("note") => {
+                // DIR SEVERITY CODE MESSAGE
+                let mut it = rest.splitn(4, ' ');
+                let (d, sev, code, msg) = (
+                    it.next().unwrap_or(""),
+                    it.next().unwrap_or(""),
+                    it.next().unwrap_or(""),
+                    it.next().unwrap_or(""),
+                );
+                let dir = match d {
+                    "c2s" => Direction::C2S,
+                    "s2c" => Direction::S2C,
+                    _ => {
+                        p.error = Some(err(kind_col + 5, "expected c2s or s2c".into()));
+                        return p;
+                    }
+                };
+                match crate::note::listener_note(sev, code, msg) {
+                    Some(n) => ChunkKind::Note(dir, n),
+                    None => {
+                        p.error = Some(err(
+                            kind_col + 9,
+                            format!("unknown note {:?} {:?}", sev, code),
+                        ));
+                        return p;
+                    }
+                }
+            }
             Some(d @ ("c2s" | "s2c")) => {
                 let mut bytes = Vec::new();
                 if let Err((col, why)) = parse_hex(rest, &mut bytes) {
@@ -281,7 +311,7 @@ pub fn parse_capture(text: &str) -> Parsed {
                 p.error = Some(err(
                     kind_col,
                     format!(
-                        "expected open, c2s, s2c or eof, found {:?}",
+                        "expected open, c2s, s2c, note or eof, found {:?}",
                         other.unwrap_or("")
                     ),
                 ));
@@ -303,6 +333,14 @@ pub fn capture_line(c: &Chunk) -> String {
     match &c.kind {
         ChunkKind::Open(peer) => format!("{t:.6} {} open {peer}\n", c.conn),
         ChunkKind::Eof => format!("{t:.6} {} eof\n", c.conn),
+        ChunkKind::Note(d, n) => format!(
+            "{t:.6} {} note {} {} {} {}\n",
+            c.conn,
+            d.as_str(),
+            n.severity,
+            n.code,
+            n.message.replace(['\n', '\r'], " ")
+        ),
         ChunkKind::Data(d, b) => format!("{t:.6} {} {} {}\n", c.conn, d.as_str(), hex::encode(b)),
     }
 }

@@ -56,14 +56,14 @@ pub struct OutputArgs {
 /// Decoder limits shared by the commands.
 #[derive(Debug, Clone, Args)]
 pub struct LimitArgs {
-    /// Largest frame payload stored, in bytes; larger payloads are skipped and flagged.
-    #[arg(long, default_value_t = 16 << 20)]
+    /// Largest frame payload stored (bytes, or 64KiB, 16MiB, 1GB); larger payloads are skipped and flagged.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     pub max_frame: u64,
-    /// Largest reassembled message, in bytes.
-    #[arg(long, default_value_t = 16 << 20)]
+    /// Largest reassembled message (bytes, or with a unit: 16MiB).
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     pub max_message: u64,
-    /// Largest HTTP head, in bytes.
-    #[arg(long, default_value_t = 8192)]
+    /// Largest HTTP head (bytes, or with a unit: 8KiB).
+    #[arg(long, default_value = "8KiB", value_parser = parse_size_usize)]
     pub max_head: usize,
     /// Most HTTP header lines.
     #[arg(long, default_value_t = 100)]
@@ -115,7 +115,7 @@ pub struct ListenArgs {
     /// Connections served at once; beyond it new ones get 503.
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
-    /// Seconds between server pings (0: none).
+    /// Time between server pings (30s, 500ms, 2m; 0: none).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub ping_interval: std::time::Duration,
     /// A device silent this long is closed.
@@ -139,9 +139,29 @@ pub struct ListenArgs {
     /// Never read commands from stdin.
     #[arg(long, conflicts_with = "console")]
     pub no_console: bool,
-    /// Require `Authorization: Bearer TOKEN` on /api/ and allow non-loopback peers.
+    /// Require `Authorization: Bearer TOKEN` on /api/ and allow non-loopback peers
+    /// (also from KINETID_API_TOKEN or --api-token-file, which keep it out of `ps`).
     #[arg(long)]
     pub api_token: Option<String>,
+    /// Read the API token from this file (its first line).
+    #[arg(long, conflicts_with = "api_token")]
+    pub api_token_file: Option<PathBuf>,
+    /// A host name the page and API answer to, besides IP addresses and localhost (repeatable).
+    #[arg(long = "allow-host")]
+    pub allow_host: Vec<String>,
+    /// Bytes all connections together may hold in unfinished frames and messages;
+    /// a connection that would go over is closed with 1013.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    pub max_buffered: u64,
+    /// Time allowed for the rest of a frame once its first byte arrived (then close 1008).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub frame_timeout: std::time::Duration,
+    /// Time a write may wait for a device that stopped reading (then the connection is dropped).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub write_timeout: std::time::Duration,
+    /// Rows in the device table (offline devices make room first).
+    #[arg(long, default_value_t = 100_000)]
+    pub max_devices: usize,
     /// Write every byte both ways to this capture file.
     #[arg(long)]
     pub record: Option<PathBuf>,
@@ -221,6 +241,43 @@ pub struct EmulateArgs {
     pub output: OutputArgs,
 }
 
+/// Parse a size: a bare number of bytes, or a number with a unit
+/// (`B`, `kB`/`K`/`KiB`, `MB`/`M`/`MiB`, `GB`/`G`/`GiB`; the `i` forms and the
+/// single letters are powers of 1024, `kB`/`MB`/`GB` powers of 1000).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = (t[..split].trim(), t[split..].trim());
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "kb" => 1000,
+        "m" | "mib" => 1 << 20,
+        "mb" => 1_000_000,
+        "g" | "gib" => 1 << 30,
+        "gb" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a size (examples: 65536, 64KiB, 16MiB, 1GB)"
+            ))
+        }
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 65536, 64KiB, 16MiB, 1GB)"))?;
+    let bytes = v * mult as f64;
+    if !(bytes.is_finite() && bytes >= 0.0 && bytes < 2f64.powi(63)) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+fn parse_size_usize(s: &str) -> Result<usize, String> {
+    parse_size(s).and_then(|v| usize::try_from(v).map_err(|_| format!("{s:?} is too large")))
+}
+
 /// Parse `500ms`, `1s`, `2m`, `1h` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
@@ -258,6 +315,20 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("64 KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_size("1.5k"), Ok(1536));
+        assert!(parse_size("16 apples").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("1e30G").is_err());
     }
 
     #[test]

@@ -673,6 +673,29 @@ impl Decoder {
         self.skip
     }
 
+    /// Bytes of memory the decoder's buffer holds (its capacity).
+    pub fn held_bytes(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Give memory back after a big frame: once the buffer holds far less
+    /// than it has room for, move what is left into a small one. Without
+    /// this a connection that once received 16 MiB keeps 16 MiB for life.
+    pub fn shrink(&mut self) {
+        const KEEP: usize = 64 * 1024;
+        let live = self.buf.len() - self.start;
+        if live == 0 {
+            self.buf.clear();
+            self.start = 0;
+        }
+        if self.buf.capacity() > KEEP && live < self.buf.capacity() / 4 {
+            let mut small = Vec::with_capacity(live.max(4096));
+            small.extend_from_slice(&self.buf[self.start..]);
+            self.buf = small;
+            self.start = 0;
+        }
+    }
+
     /// True after [`Decoded::Stuck`].
     pub fn is_stuck(&self) -> bool {
         self.stuck

@@ -82,3 +82,47 @@ impl Note {
 pub fn worst(notes: &[Note]) -> Option<Severity> {
     notes.iter().map(|n| n.severity).max()
 }
+
+/// Notes that `listen` raises about a connection from what it knows beyond
+/// the connection's bytes (the device registry, memory, timers), with the
+/// rule each comes from. Captures record them, so a replay shows them too.
+pub const LISTENER_NOTES: &[(&str, &str)] = &[
+    ("device-id-duplicate", "kinetid v1"),
+    ("device-replaced", "kinetid v1"),
+    ("device-registry-full", "kinetid v1"),
+    ("memory-budget-exceeded", "RFC 6455 10.4"),
+    ("frame-timeout", "RFC 6455 10.4"),
+    ("write-timeout", "RFC 6455 10.4"),
+];
+
+/// A listener note from its recorded code, severity and message; `None`
+/// for a code this version does not know.
+pub fn listener_note(severity: &str, code: &str, message: &str) -> Option<Note> {
+    let &(code, rfc) = LISTENER_NOTES.iter().find(|(c, _)| *c == code)?;
+    let severity = match severity {
+        "error" => Severity::Error,
+        "warning" => Severity::Warning,
+        "info" => Severity::Info,
+        _ => return None,
+    };
+    Some(Note {
+        severity,
+        code,
+        rfc,
+        message: message.to_string(),
+    })
+}
+
+/// A listener note by code (which must be in [`LISTENER_NOTES`]).
+pub fn listener(severity: Severity, code: &'static str, message: impl Into<String>) -> Note {
+    let rfc = LISTENER_NOTES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or("kinetid v1", |(_, r)| r);
+    Note {
+        severity,
+        code,
+        rfc,
+        message: message.into(),
+    }
+}

@@ -4,6 +4,7 @@
 //! `Vec<u8>` without colour. Rendering never changes what is shown, only how.
 
 use crate::annotate::{Event, EventKind, FrameEvent, MessageEvent};
+use crate::escape::{esc, Esc};
 use crate::frame::{Direction, LenEncoding, OpCode};
 use crate::handshake::{Check, HttpHead};
 use crate::mask::apply_mask;
@@ -167,6 +168,9 @@ impl Printer {
             } => {
                 json!({"type": "end", "frames_c2s": frames_c2s, "frames_s2c": frames_s2c, "notes": notes_json(notes)})
             }
+            EventKind::Notice { note } => {
+                json!({"type": "note", "notes": notes_json(std::slice::from_ref(note))})
+            }
         };
         // Lead with what every event has, then the event's own fields.
         let mut o = serde_json::Map::new();
@@ -199,7 +203,7 @@ impl Printer {
                 n.severity.style(sev_style(self.color, n.severity)),
                 n.code,
                 n.rfc,
-                n.message
+                Esc(&n.message)
             )?;
         }
         Ok(())
@@ -220,8 +224,9 @@ impl Printer {
         match &e.kind {
             EventKind::Open { peer } => writeln!(
                 w,
-                "{} connection opened from {peer}{}",
+                "{} connection opened from {}{}",
                 format!("[{}] ==", e.conn).style(arrow),
+                Esc(peer),
                 time_str(e.time).style(dim)
             ),
             EventKind::Request { head, verdict, .. } => {
@@ -240,27 +245,27 @@ impl Printer {
                             } else {
                                 "FAIL".style(st(c, Style::new().red().bold())).to_string()
                             };
-                            writeln!(w, "    {mark} {:<22} {}", ch.name, ch.detail)?;
+                            writeln!(w, "    {mark} {:<22} {}", ch.name, Esc(&ch.detail))?;
                         }
                         if !v.offered_protocols.is_empty() {
                             writeln!(
                                 w,
                                 "    subprotocols offered: {}; selected: {}",
-                                v.offered_protocols.join(", "),
-                                v.protocol.as_deref().unwrap_or("none")
+                                Esc(&v.offered_protocols.join(", ")),
+                                Esc(v.protocol.as_deref().unwrap_or("none"))
                             )?;
                         }
                         if !v.offered_extensions.is_empty() {
                             writeln!(
                                 w,
                                 "    extensions offered: {} (none accepted)",
-                                v.offered_extensions.join(", ")
+                                Esc(&v.offered_extensions.join(", "))
                             )?;
                         }
                         if let Some(a) = &v.accept {
                             writeln!(w, "  accept key (RFC 6455 4.2.2):")?;
-                            writeln!(w, "    key            {}", a.key)?;
-                            writeln!(w, "    key + GUID     {}", a.concatenated)?;
+                            writeln!(w, "    key            {}", Esc(&a.key))?;
+                            writeln!(w, "    key + GUID     {}", Esc(&a.concatenated))?;
                             writeln!(w, "    SHA-1          {}", a.sha1_hex)?;
                             writeln!(
                                 w,
@@ -283,7 +288,7 @@ impl Printer {
                                     crate::handshake::reason_phrase(v.status)
                                 )
                                 .style(st(c, Style::new().red().bold())),
-                                f
+                                Esc(&f.to_string())
                             ),
                         }
                     }
@@ -298,13 +303,14 @@ impl Printer {
                     } else {
                         "FAIL".style(st(c, Style::new().red().bold())).to_string()
                     };
-                    writeln!(w, "    {mark} {:<22} {}", ch.name, ch.detail)?;
+                    writeln!(w, "    {mark} {:<22} {}", ch.name, Esc(&ch.detail))?;
                 }
                 if let Some(err) = &verdict.error {
                     writeln!(
                         w,
-                        "  {} {err}",
-                        "client would refuse:".style(st(c, Style::new().red().bold()))
+                        "  {} {}",
+                        "client would refuse:".style(st(c, Style::new().red().bold())),
+                        Esc(&err.to_string())
                     )?;
                 }
                 Ok(())
@@ -321,7 +327,7 @@ impl Printer {
                     "  {} byte {}: {} (answer: HTTP {})",
                     "x error".style(sev_style(c, Severity::Error)),
                     he.offset,
-                    he.reason,
+                    Esc(&he.reason),
                     he.status
                 )
             }
@@ -353,6 +359,15 @@ impl Printer {
                 writeln!(w, "{} connection ended: {frames_c2s} frames device->server, {frames_s2c} frames server->device{}", format!("[{}] ==", e.conn).style(arrow), time_str(e.time).style(dim))?;
                 self.notes_text(w, notes, "  ")
             }
+            EventKind::Notice { note } => {
+                writeln!(
+                    w,
+                    "{} listener note{}",
+                    format!("[{}] ==", e.conn).style(arrow),
+                    time_str(e.time).style(dim)
+                )?;
+                self.notes_text(w, std::slice::from_ref(note), "  ")
+            }
         }
     }
 
@@ -372,14 +387,14 @@ impl Printer {
         writeln!(
             w,
             "    {}",
-            head.start_line.style(st(c, Style::new().bold()))
+            Esc(&head.start_line).style(st(c, Style::new().bold()))
         )?;
         for h in &head.headers {
             writeln!(
                 w,
                 "    {}: {}",
-                h.name.style(st(c, Style::new().cyan())),
-                h.value
+                Esc(&h.name).style(st(c, Style::new().cyan())),
+                Esc(&h.value)
             )?;
         }
         Ok(())
@@ -545,7 +560,7 @@ impl Printer {
                 w,
                 "    {} {}",
                 "kinetid:".style(st(c, Style::new().bold())),
-                k.summary.style(st(c, Style::new().bold()))
+                Esc(&k.summary).style(st(c, Style::new().bold()))
             )?;
         } else if let Some(t) = &m.text {
             let shown: String = t.chars().take(self.max_dump).collect();
@@ -577,7 +592,7 @@ impl Printer {
         };
         let p = format!("{} {} {:>8}", e.conn, e.dir.as_str(), e.offset);
         match &e.kind {
-            EventKind::Open { peer } => writeln!(w, "{p} open {peer}"),
+            EventKind::Open { peer } => writeln!(w, "{p} open {}", Esc(peer)),
             EventKind::Request { head, verdict, .. } => match verdict {
                 Some(v) => writeln!(
                     w,
@@ -586,7 +601,7 @@ impl Printer {
                     v.status,
                     v.failure
                         .as_ref()
-                        .map(|f| format!(" ({f})"))
+                        .map(|f| format!(" ({})", Esc(&f.to_string())))
                         .unwrap_or_default()
                 ),
                 None => writeln!(w, "{p} request {:?} (plain HTTP)", head.start_line),
@@ -598,10 +613,12 @@ impl Printer {
                 verdict
                     .error
                     .as_ref()
-                    .map(|f| format!(" ({f})"))
+                    .map(|f| format!(" ({})", Esc(&f.to_string())))
                     .unwrap_or_default()
             ),
-            EventKind::HeadError(he) => writeln!(w, "{p} head-error {} {}", he.status, he.reason),
+            EventKind::HeadError(he) => {
+                writeln!(w, "{p} head-error {} {}", he.status, Esc(&he.reason))
+            }
             EventKind::Frame(f) => {
                 let h = &f.header;
                 writeln!(
@@ -620,7 +637,7 @@ impl Printer {
             }
             EventKind::Message(m) => {
                 let body = match (&m.kinetid, &m.text) {
-                    (Some(k), _) => k.summary.clone(),
+                    (Some(k), _) => esc(&k.summary),
                     (None, Some(t)) => format!("{:?}", t.chars().take(80).collect::<String>()),
                     _ => format!("{} bytes", m.len),
                 };
@@ -642,6 +659,12 @@ impl Printer {
                 w,
                 "{p} end frames c2s={frames_c2s} s2c={frames_s2c}{}",
                 notes(n)
+            ),
+            EventKind::Notice { note } => writeln!(
+                w,
+                "{p} note{} {}",
+                notes(std::slice::from_ref(note)),
+                Esc(&note.message)
             ),
         }
     }

@@ -87,6 +87,11 @@ impl Replayer {
                 });
                 ann.feed(*dir, bytes, c.time, out);
             }
+            ChunkKind::Note(dir, n) => {
+                if let Some(a) = self.anns.get(&c.conn) {
+                    a.notice(*dir, n.clone(), c.time, out);
+                }
+            }
             ChunkKind::Eof => {
                 if let Some(mut a) = self.anns.remove(&c.conn) {
                     a.finish(c.time, out);

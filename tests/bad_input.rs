@@ -428,7 +428,16 @@ fn run_case(addr: &str, case: &Case) {
         raw(addr)
     };
     if case.upgrade && matches!(case.want, Want::StaysOpen) {
-        s.write_all(&masked(1, true, hello("KN-0000000BAD01", &[]).as_bytes()))
+        // One id per case: two connections saying hello with one id is
+        // itself a finding (the newer replaces the older with 4001).
+        let id = format!(
+            "KN-{:012X}",
+            case.name
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
+                & 0xffff_ffff_ffff
+        );
+        s.write_all(&masked(1, true, hello(&id, &[]).as_bytes()))
             .unwrap();
     }
     let _ = s.write_all(&case.bytes);

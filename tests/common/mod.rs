@@ -263,9 +263,15 @@ pub fn hello(dev: &str, passives: &[&str]) -> String {
 pub fn http(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
     use std::io::Write;
     let mut s = raw(addr);
+    // What the page's fetch() sends; a test that wants otherwise says so.
+    let ctype = if method == "POST" && !headers.to_ascii_lowercase().contains("content-type:") {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}{ctype}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

@@ -1,0 +1,172 @@
+//! The console: commands typed on the listener's standard input.
+//!
+//! Outcomes go to stderr (through the hub's non-blocking notice sink) so
+//! stdout stays the annotation alone. Device-supplied strings are escaped
+//! before they are printed.
+
+use super::hub::{ConnCmd, Hub, SwitchError};
+use crate::escape::Esc;
+use crate::frame::CloseCode;
+use std::sync::Arc;
+use tokio::io::AsyncBufReadExt;
+
+/// The console's help line.
+pub const HELP: &str = "commands: devices | on ID | off ID | toggle ID | send ID TEXT | ping ID | close ID [CODE [REASON]] | help";
+
+/// Read commands from stdin until it ends.
+pub async fn run(hub: Arc<Hub>) {
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
+    hub.notice(format!("kinetid-wsdump: console ready; {HELP}"));
+    loop {
+        let line = match lines.next_segment().await {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(e) => {
+                hub.notice(format!("kinetid-wsdump: console stopped: {e}"));
+                break;
+            }
+        };
+        let line = match String::from_utf8(line) {
+            Ok(l) => l,
+            Err(e) => {
+                hub.notice(format!(
+                    "console: line ignored: not valid UTF-8 at byte {}",
+                    e.utf8_error().valid_up_to()
+                ));
+                continue;
+            }
+        };
+        let hub = hub.clone();
+        // Each command runs on its own so a slow device does not block the console.
+        tokio::spawn(async move {
+            let out = command(&hub, line.trim()).await;
+            if !out.is_empty() {
+                hub.notice(out);
+            }
+        });
+    }
+}
+
+/// Run one console command and return what to print.
+pub async fn command(hub: &Hub, line: &str) -> String {
+    let mut it = line.splitn(2, ' ');
+    let cmd = it.next().unwrap_or("");
+    let rest = it.next().unwrap_or("").trim();
+    match cmd {
+        "" => String::new(),
+        "help" | "?" => HELP.to_string(),
+        "devices" | "ls" => devices(hub),
+        "on" => switch(hub, rest, Some(true)).await,
+        "off" => switch(hub, rest, Some(false)).await,
+        "toggle" => switch(hub, rest, None).await,
+        "send" => {
+            let mut p = rest.splitn(2, ' ');
+            let (id, text) = (p.next().unwrap_or(""), p.next().unwrap_or(""));
+            match hub.command(id, ConnCmd::Text(text.to_string())).await {
+                Ok(()) => format!("{}: sent {} bytes", Esc(id), text.len()),
+                Err(e) => Esc(&e).to_string(),
+            }
+        }
+        "ping" => match hub.command(rest, ConnCmd::Ping(b"console".to_vec())).await {
+            Ok(()) => format!("{}: ping sent", Esc(rest)),
+            Err(e) => Esc(&e).to_string(),
+        },
+        "close" => close(hub, rest).await,
+        other => format!("unknown command {:?}; {HELP}", other),
+    }
+}
+
+fn devices(hub: &Hub) -> String {
+    let rows: Vec<String> = hub
+        .devices()
+        .iter()
+        .map(|d| {
+            let opt = |v: Option<f64>| v.map_or("-".to_string(), |x| x.to_string());
+            format!(
+                "  {} {:<7} {} via={} on={} power={} W energy={} Wh peer={}",
+                d.id,
+                d.role,
+                if d.online { "online " } else { "offline" },
+                Esc(d.via.as_deref().unwrap_or("-")),
+                d.on.map_or("-".to_string(), |b| b.to_string()),
+                opt(d.power_w),
+                opt(d.energy_wh),
+                Esc(&d.peer)
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        "no devices".into()
+    } else {
+        format!("{} devices:\n{}", rows.len(), rows.join("\n"))
+    }
+}
+
+async fn switch(hub: &Hub, id: &str, on: Option<bool>) -> String {
+    let shown = Esc(id);
+    match hub.switch(id, on).await {
+        Ok(v) => format!("{shown}: state {}", Esc(&v.to_string())),
+        Err(SwitchError::NotFound(m)) | Err(SwitchError::Busy(m)) => {
+            format!("{shown}: {}", Esc(&m))
+        }
+        Err(SwitchError::Device(e)) => {
+            format!("{shown}: device answered error {}", Esc(&e.to_string()))
+        }
+        Err(SwitchError::Timeout) => format!(
+            "{shown}: no answer within {} s",
+            hub.s.reply_timeout.as_secs_f64()
+        ),
+    }
+}
+
+/// Parse `CODE [REASON]` for a Close the console sends.
+pub fn close_args(rest: &str) -> Result<(u16, String), String> {
+    let mut p = rest.splitn(2, ' ');
+    let code = match p.next().filter(|c| !c.is_empty()) {
+        None => 1000,
+        Some(c) => match c.parse::<u16>() {
+            Ok(n) if CloseCode(n).is_allowed() => n,
+            _ => {
+                return Err(format!(
+                    "close code {c:?} cannot be sent: a Close frame carries 1000-1003, 1007-1014 or 3000-4999 (RFC 6455 7.4)"
+                ))
+            }
+        },
+    };
+    let reason = p.next().unwrap_or("closed from the console").to_string();
+    if reason.len() > 123 {
+        return Err(format!(
+            "close reason is {} bytes; a control frame leaves room for 123 (RFC 6455 5.5)",
+            reason.len()
+        ));
+    }
+    Ok((code, reason))
+}
+
+async fn close(hub: &Hub, rest: &str) -> String {
+    let mut p = rest.splitn(2, ' ');
+    let id = p.next().unwrap_or("");
+    let (code, reason) = match close_args(p.next().unwrap_or("").trim()) {
+        Ok(x) => x,
+        Err(e) => return format!("{}: {e}", Esc(id)),
+    };
+    match hub.command(id, ConnCmd::Close(code, reason)).await {
+        Ok(()) => format!("{}: close {code} sent", Esc(id)),
+        Err(e) => Esc(&e).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_codes_are_checked() {
+        assert_eq!(close_args(""), Ok((1000, "closed from the console".into())));
+        assert_eq!(close_args("4001 bye now"), Ok((4001, "bye now".into())));
+        assert!(close_args("99999").is_err());
+        assert!(close_args("1005").is_err());
+        assert!(close_args("abc").is_err());
+        assert!(close_args(&format!("1000 {}", "x".repeat(124))).is_err());
+    }
+}

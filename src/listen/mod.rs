@@ -1,0 +1,348 @@
+//! `kinetid-wsdump listen`: a raw TCP listener that performs the upgrade by
+//! hand, annotates every byte both ways through the same core as `replay`,
+//! plays the Kinetid backend, and forwards on/off commands to devices.
+//!
+//! * [`conn`]: one task per connection owns its socket and its annotator.
+//! * [`hub`]: the device registry, pending commands, counters and sinks.
+//! * [`api`]: the page and the REST API, with the checks that keep other
+//!   web pages out.
+//! * [`console`]: commands typed on stdin.
+//!
+//! Output never stalls the network path (a full stdout queue drops lines
+//! and counts them), the recording is written before the bytes it holds
+//! are acted on, and SIGINT/SIGTERM are watched on a thread of their own so
+//! they end the process within the shutdown grace whatever else is stuck.
+
+pub mod api;
+pub mod conn;
+pub mod console;
+pub mod hub;
+
+use crate::annotate::Config;
+use crate::app::{config, printer, AppError};
+use crate::capture::CAPTURE_MAGIC;
+use crate::cli::ListenArgs;
+use crate::handshake::error_response;
+use crate::render::Printer;
+use crate::sink::{LineSink, Recorder};
+use hub::Hub;
+use std::io::IsTerminal;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch, Semaphore};
+
+/// How long connections get to finish their closing handshakes at shutdown.
+const GRACE: Duration = Duration::from_millis(2500);
+
+/// Unix time in seconds, rounded to the microsecond (what a capture stores).
+pub fn now() -> f64 {
+    let us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0) as u64;
+    us as f64 / 1e6
+}
+
+/// Settings of a running listener (built from the flags).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Annotator config.
+    pub cfg: Config,
+    /// Renderer.
+    pub printer: Printer,
+    /// No per-event output.
+    pub quiet: bool,
+    /// Keep connections open on violations.
+    pub lenient: bool,
+    /// Echo mode (no Kinetid layer).
+    pub echo: bool,
+    /// Ping period (zero: none).
+    pub ping_interval: Duration,
+    /// Close a device silent this long.
+    pub idle_timeout: Duration,
+    /// Time allowed for hello.
+    pub hello_timeout: Duration,
+    /// Time allowed for the HTTP head.
+    pub head_timeout: Duration,
+    /// Time allowed for the rest of a started frame.
+    pub frame_timeout: Duration,
+    /// Time a write may wait for a peer that does not read.
+    pub write_timeout: Duration,
+    /// API bearer token.
+    pub api_token: Option<String>,
+    /// Host names (besides IP literals and localhost) the page and API answer to.
+    pub allow_hosts: Vec<String>,
+    /// Devices refused at hello.
+    pub refuse: Vec<String>,
+    /// How long a switch waits for the device.
+    pub reply_timeout: Duration,
+    /// Bytes all connections may hold in unfinished frames and messages.
+    pub max_buffered: usize,
+    /// Rows in the device table.
+    pub max_devices: usize,
+}
+
+/// The API token from the flag, the environment or a file; an empty one is
+/// refused (it would lock the API, or open it, depending on the reader).
+fn api_token(a: &ListenArgs) -> Result<Option<String>, AppError> {
+    let tok = if let Some(t) = &a.api_token {
+        Some(t.clone())
+    } else if let Some(p) = &a.api_token_file {
+        let t = std::fs::read_to_string(p).map_err(|e| AppError::Io(p.display().to_string(), e))?;
+        Some(t.trim_end_matches(['\n', '\r']).to_string())
+    } else {
+        std::env::var("KINETID_API_TOKEN").ok()
+    };
+    match tok {
+        Some(t) if t.trim().is_empty() => Err(AppError::Usage(
+            "the API token is empty: give a non-empty token (--api-token, --api-token-file or KINETID_API_TOKEN)".into(),
+        )),
+        Some(t) if t.chars().any(|c| c.is_whitespace() || c.is_control()) => Err(AppError::Usage(
+            "the API token must not contain spaces or control characters".into(),
+        )),
+        t => Ok(t),
+    }
+}
+
+/// Run `listen` from flags.
+pub fn run(a: ListenArgs) -> Result<u8, AppError> {
+    let settings = Settings {
+        cfg: config(&a.limits, !a.echo),
+        printer: printer(&a.output),
+        quiet: a.quiet,
+        lenient: a.lenient,
+        echo: a.echo,
+        ping_interval: a.ping_interval,
+        idle_timeout: a.idle_timeout,
+        hello_timeout: a.hello_timeout,
+        head_timeout: a.head_timeout,
+        frame_timeout: a.frame_timeout,
+        write_timeout: a.write_timeout,
+        api_token: api_token(&a)?,
+        allow_hosts: a.allow_host.clone(),
+        refuse: a.refuse.clone(),
+        reply_timeout: a.reply_timeout,
+        max_buffered: a.max_buffered as usize,
+        max_devices: a.max_devices,
+    };
+    crate::memory::return_freed_memory();
+    let console = !a.no_console && (a.console || std::io::stdin().is_terminal());
+    let stop = watch_signals();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Io("tokio runtime".into(), e))?;
+    let r = rt.block_on(serve(
+        a.bind.clone(),
+        a.max_connections,
+        a.record.clone(),
+        console,
+        settings,
+        stop,
+    ));
+    // The console's stdin read sits in a blocking thread that never ends by itself.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    r
+}
+
+/// Watch SIGINT and SIGTERM on a thread with a runtime of its own, so a
+/// signal is seen even when every worker of the main runtime is stuck. The
+/// first one starts the graceful shutdown and a watchdog that ends the
+/// process if it takes longer than the grace; a second one ends it at once.
+fn watch_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let mut term = signal_term();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                let _ = tx.send(true);
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => std::process::exit(130),
+                    _ = term.recv() => std::process::exit(143),
+                    _ = tokio::time::sleep(GRACE + Duration::from_millis(1500)) => {
+                        // Something (a stalled stdout or stderr) holds the
+                        // shutdown up: what was recorded is on disk already.
+                        std::process::exit(0)
+                    }
+                }
+            });
+        });
+    if spawned.is_err() {
+        tracing::warn!(
+            "no thread for signals: Ctrl-C ends the process without a graceful shutdown"
+        );
+    }
+    rx
+}
+
+async fn serve(
+    bind: String,
+    max_conns: usize,
+    record: Option<std::path::PathBuf>,
+    console: bool,
+    s: Settings,
+    mut stop: watch::Receiver<bool>,
+) -> Result<u8, AppError> {
+    let listener = TcpListener::bind(&bind)
+        .await
+        .map_err(|e| AppError::Failed(format!("cannot listen on {bind}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| AppError::Io("local address".into(), e))?;
+    // The first line on stderr says where we are: tests and scripts read it.
+    eprintln!("kinetid-wsdump: listening on {local} (ws://{local}/ws, page http://{local}/, API http://{local}/api/devices)");
+
+    let out = (!s.quiet).then(|| LineSink::spawn("stdout", Box::new(std::io::stdout()), 16 << 20));
+    let err = LineSink::spawn("stderr", Box::new(std::io::stderr()), 1 << 20);
+    let rec = match &record {
+        Some(path) => Some(
+            Recorder::create(path, format!("{CAPTURE_MAGIC}\n").as_bytes())
+                .map_err(|e| AppError::Io(path.display().to_string(), e))?,
+        ),
+        None => None,
+    };
+    let hub = Arc::new(Hub::new(s, out, err, rec));
+    let (shutdown_tx, _) = broadcast::channel::<()>(1);
+    let sem = Arc::new(Semaphore::new(max_conns));
+    let tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+    if console {
+        tokio::spawn(console::run(hub.clone()));
+    }
+    tokio::spawn(housekeeping(hub.clone()));
+    loop {
+        tokio::select! {
+            acc = listener.accept() => {
+                let (sock, peer) = match acc {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = sock.set_nodelay(true);
+                let hub = hub.clone();
+                match sem.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let id = hub.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+                        hub.counters.connections.fetch_add(1, Ordering::Relaxed);
+                        let sd = shutdown_tx.subscribe();
+                        let t = tokio::spawn(async move {
+                            let mut c = conn::Conn::new(id, peer, sock, hub);
+                            c.run(sd).await;
+                            drop(permit);
+                        });
+                        let mut t0 = tasks.lock().expect("tasks");
+                        t0.push(t);
+                        if t0.len() > 1024 {
+                            t0.retain(|h| !h.is_finished());
+                        }
+                    }
+                    Err(_) => {
+                        hub.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        tokio::spawn(async move {
+                            let mut sock = sock;
+                            let r = error_response(503, "Retry-After: 5\r\n", "connection limit reached");
+                            let _ = tokio::time::timeout(Duration::from_secs(2), sock.write_all(&r)).await;
+                            let _ = sock.shutdown().await;
+                        });
+                    }
+                }
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    hub.notice("kinetid-wsdump: shutting down: close 1001 to every device (up to 2 s; Ctrl-C again to quit now)");
+    let _ = shutdown_tx.send(());
+    let handles: Vec<_> = std::mem::take(&mut *tasks.lock().expect("tasks"));
+    let _ = tokio::time::timeout(GRACE, async {
+        for h in handles {
+            let _ = h.await;
+        }
+    })
+    .await;
+    finish(&hub);
+    Ok(0)
+}
+
+/// Periodic chores: fsync the recording, say when output is being dropped.
+async fn housekeeping(hub: Arc<Hub>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut dropped_told = 0;
+    loop {
+        tick.tick().await;
+        if let Some(r) = hub.record.clone() {
+            let _ = tokio::task::spawn_blocking(move || r.sync()).await;
+        }
+        let dropped = hub.out.as_ref().map_or(0, LineSink::dropped_lines);
+        if dropped > dropped_told {
+            dropped_told = dropped;
+            hub.notice(format!("kinetid-wsdump: stdout is not keeping up: {dropped} output lines dropped so far (devices are not slowed; --quiet, --format summary or --record keep up)"));
+        }
+    }
+}
+
+/// Flush what can be flushed, within bounds, and print the summary.
+fn finish(hub: &Hub) {
+    if let Some(r) = &hub.record {
+        r.sync();
+    }
+    let stdout_ok = hub
+        .out
+        .as_ref()
+        .is_none_or(|o| o.close(Duration::from_millis(1000)));
+    let c = &hub.counters;
+    let dropped = hub.out.as_ref().map_or(0, LineSink::dropped_lines);
+    hub.notice(format!(
+        "kinetid-wsdump: {} connections ({} refused), {} frames in, {} frames out, {} messages in, {} bytes in, {} bytes out, {} error notes, {} warnings, {} output lines dropped{}",
+        c.connections.load(Ordering::Relaxed),
+        c.refused.load(Ordering::Relaxed),
+        c.frames_in.load(Ordering::Relaxed),
+        c.frames_out.load(Ordering::Relaxed),
+        c.messages_in.load(Ordering::Relaxed),
+        c.bytes_in.load(Ordering::Relaxed),
+        c.bytes_out.load(Ordering::Relaxed),
+        c.errors.load(Ordering::Relaxed),
+        c.warnings.load(Ordering::Relaxed),
+        dropped,
+        if stdout_ok { "" } else { " (stdout stalled: its last lines were not written)" },
+    ));
+    hub.err.close(Duration::from_millis(500));
+}
+
+#[cfg(unix)]
+fn signal_term() -> SigTerm {
+    SigTerm(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok())
+}
+#[cfg(not(unix))]
+fn signal_term() -> SigTerm {
+    SigTerm(())
+}
+#[cfg(unix)]
+struct SigTerm(Option<tokio::signal::unix::Signal>);
+#[cfg(not(unix))]
+struct SigTerm(());
+impl SigTerm {
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = self.0.as_mut() {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    }
+}
