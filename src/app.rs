@@ -3,9 +3,10 @@
 use crate::annotate::Config;
 use crate::capture::{Chunk, ChunkKind};
 use crate::cli::{ColorChoice, DirArg, EmulateArgs, LimitArgs, ListenArgs, OutputArgs, ReplayArgs};
+use crate::escape::Esc;
 use crate::frame::Direction;
 use crate::handshake::Limits;
-use crate::render::Printer;
+use crate::render::{Format, Printer};
 use crate::replay::{self, Replayer, Stats};
 use std::fmt;
 use std::io::{IsTerminal, Write};
@@ -85,9 +86,41 @@ pub fn replay(a: ReplayArgs) -> Result<u8, AppError> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut total = Stats::default();
     let mut file_error = false;
+    let several = a.files.len() > 1;
+    // Connections are numbered across files, so "conn 3" names one connection.
+    let mut conn_base = 0u64;
     for path in &a.files {
-        let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| AppError::Io(name.clone(), e))?;
+        let stdin = path.as_os_str() == "-";
+        let name = if stdin {
+            "standard input".to_string()
+        } else {
+            path.display().to_string()
+        };
+        let bytes = if stdin {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut b)
+                .map_err(|e| AppError::Io(name.clone(), e))?;
+            b
+        } else {
+            std::fs::read(path).map_err(|e| AppError::Io(name.clone(), e))?
+        };
+        if bytes.is_empty() {
+            eprintln!(
+                "kinetid-wsdump: {}: empty file: nothing to replay",
+                Esc(&name)
+            );
+            file_error = true;
+            continue;
+        }
+        if several {
+            let line = match p.format {
+                Format::Json => format!("{}\n", serde_json::json!({"type": "file", "path": name})),
+                Format::Text => format!("=== {} ===\n", Esc(&name)),
+                Format::Summary => format!("# {}\n", Esc(&name)),
+            };
+            out.write_all(line.as_bytes())
+                .map_err(|e| AppError::Io("stdout".into(), e))?;
+        }
         let parsed = if a.raw {
             let dir = if a.dir == DirArg::C2s {
                 Direction::C2S
@@ -124,15 +157,23 @@ pub fn replay(a: ReplayArgs) -> Result<u8, AppError> {
                 }
                 Ok(())
             };
+        let mut last_conn = conn_base;
         for c in &parsed.chunks {
-            r.chunk_split(c, a.chunk, &mut events);
+            let mut c = c.clone();
+            c.conn += conn_base;
+            last_conn = last_conn.max(c.conn);
+            r.chunk_split(&c, a.chunk, &mut events);
             emit(&mut events, &mut out, &mut total)?;
         }
+        conn_base = last_conn;
         r.finish(&mut events);
         emit(&mut events, &mut out, &mut total)?;
         out.flush().map_err(|e| AppError::Io("stdout".into(), e))?;
         if let Some(err) = parsed.error {
-            eprintln!("kinetid-wsdump: {name}: {err} (everything before it is shown above)");
+            eprintln!(
+                "kinetid-wsdump: {}: {err} (everything before it is shown above)",
+                Esc(&name)
+            );
             file_error = true;
         }
     }

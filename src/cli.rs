@@ -73,7 +73,7 @@ pub struct LimitArgs {
 /// `replay` flags.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// Files: hex fixtures, `listen --record` captures, or raw bytes with --raw.
+    /// Files: hex fixtures, `listen --record` captures, or raw bytes with --raw; `-` reads standard input.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Treat the files as raw binary bytes of one direction.

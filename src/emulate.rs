@@ -304,6 +304,13 @@ pub fn run(a: EmulateArgs) -> Result<u8, AppError> {
         std::fs::write(p, format!("{summary}\n"))
             .map_err(|e| AppError::Io(p.display().to_string(), e))?;
     }
+    if stats.connects.load(Ordering::Relaxed) == 0 {
+        return Err(AppError::Failed(format!(
+            "no plug ever connected to {} ({} connection attempts failed; is a backend listening there?)",
+            a.url,
+            stats.errors.load(Ordering::Relaxed)
+        )));
+    }
     Ok(0)
 }
 

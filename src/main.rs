@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use kinetid_wsdump::cli::{Cli, Command};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -16,6 +17,11 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KINETID_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        // No colour codes in a redirected stderr (a log file, a CI log).
+        .with_ansi(
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -34,6 +34,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch, Semaphore};
 
+/// Annotated output waiting for a slow stdout, at most (then lines are
+/// dropped and counted, as tcpdump drops packets).
+const STDOUT_QUEUE: usize = 4 << 20;
+
 /// How long connections get to finish their closing handshakes at shutdown.
 const GRACE: Duration = Duration::from_millis(2500);
 
@@ -206,7 +210,8 @@ async fn serve(
     // The first line on stderr says where we are: tests and scripts read it.
     eprintln!("kinetid-wsdump: listening on {local} (ws://{local}/ws, page http://{local}/, API http://{local}/api/devices)");
 
-    let out = (!s.quiet).then(|| LineSink::spawn("stdout", Box::new(std::io::stdout()), 16 << 20));
+    let out =
+        (!s.quiet).then(|| LineSink::spawn("stdout", Box::new(std::io::stdout()), STDOUT_QUEUE));
     let err = LineSink::spawn("stderr", Box::new(std::io::stderr()), 1 << 20);
     let rec = match &record {
         Some(path) => Some(
@@ -283,8 +288,15 @@ async fn serve(
 async fn housekeeping(hub: Arc<Hub>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut dropped_told = 0;
+    let mut was_high = false;
     loop {
         tick.tick().await;
+        // After a burst of big frames has drained, give the pages back.
+        let held = hub.buffered.load(Ordering::Relaxed);
+        if was_high && held < (1 << 20) {
+            crate::memory::trim();
+        }
+        was_high = held >= (16 << 20) || (was_high && held >= (1 << 20));
         if let Some(r) = hub.record.clone() {
             let _ = tokio::task::spawn_blocking(move || r.sync()).await;
         }

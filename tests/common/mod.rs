@@ -65,9 +65,19 @@ impl Listener {
     }
 
     pub fn start_with_stdin(args: &[&str], stdin: Stdio) -> Listener {
+        Self::spawn(args, stdin, &[])
+    }
+
+    /// Start with extra environment variables.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Listener {
+        Self::spawn(args, Stdio::null(), env)
+    }
+
+    fn spawn(args: &[&str], stdin: Stdio, env: &[(&str, &str)]) -> Listener {
         let mut child = Command::new(bin())
             .args(["listen", "--bind", "127.0.0.1:0", "--color", "never"])
             .args(args)
+            .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -283,4 +293,58 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> 
         .unwrap_or(0);
     let body = r.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
+}
+
+/// Headless Chromium, if installed. Absent: the calling test skips with a
+/// printed reason, except under CI=true, where a skipped peer test fails.
+pub fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser"].into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "chromium is missing under CI: scripts/setup-peers.sh must install it"
+        );
+        eprintln!("SKIPPED: chromium is not installed (scripts/setup-peers.sh installs it)");
+    }
+    found
+}
+
+/// Run headless Chromium on a URL and return the DOM after `budget_ms` of virtual time.
+pub fn chromium_dom(chromium: &str, url: &str, budget_ms: u32) -> String {
+    let profile =
+        std::env::temp_dir().join(format!("kwd-chromium-{}-{}", std::process::id(), url.len()));
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&profile).ok();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
+pub fn proc_kib(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
