@@ -250,9 +250,12 @@ impl Printer {
                         if !v.offered_protocols.is_empty() {
                             writeln!(
                                 w,
-                                "    subprotocols offered: {}; selected: {}",
+                                "    subprotocols offered: {}; listen would select: {}",
                                 Esc(&v.offered_protocols.join(", ")),
-                                Esc(v.protocol.as_deref().unwrap_or("none"))
+                                Esc(v
+                                    .protocol
+                                    .as_deref()
+                                    .unwrap_or("none (it speaks kinetid.v1)"))
                             )?;
                         }
                         if !v.offered_extensions.is_empty() {
