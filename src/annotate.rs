@@ -977,3 +977,55 @@ fn finish_message(
         notes,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{encode_frame, EncodeOptions};
+
+    fn frame(op: OpCode, payload: &[u8], role: Role) -> Vec<u8> {
+        let mut v = Vec::new();
+        encode_frame(&mut v, op, payload, EncodeOptions::for_role(role));
+        v
+    }
+
+    fn ping_notes(script: &[(Direction, OpCode)]) -> usize {
+        let mut a = Annotator::new(
+            1,
+            Config {
+                handshake: HandshakeMode::None,
+                ..Config::default()
+            },
+        );
+        let mut ev = Vec::new();
+        for (dir, op) in script {
+            let role = dir.sender();
+            a.feed(*dir, &frame(*op, b"p", role), None, &mut ev);
+        }
+        ev.iter()
+            .flat_map(|e| e.notes())
+            .filter(|n| n.code == "ping-not-answered")
+            .count()
+    }
+
+    #[test]
+    fn a_pipelined_ping_burst_answered_once_is_legal() {
+        use Direction::*;
+        // Five pings in a row, one pong for the latest (RFC 6455 5.5.3).
+        let mut s = vec![(S2C, OpCode::Ping); 5];
+        s.push((C2S, OpCode::Pong));
+        assert_eq!(ping_notes(&s), 0);
+    }
+
+    #[test]
+    fn a_peer_that_talks_but_never_pongs_is_named_once() {
+        use Direction::*;
+        let mut s = Vec::new();
+        for _ in 0..4 {
+            s.push((S2C, OpCode::Ping));
+            s.push((C2S, OpCode::Text));
+        }
+        // Named once while the connection runs, not on every ping.
+        assert_eq!(ping_notes(&s), 1);
+    }
+}
