@@ -15,7 +15,7 @@ use crate::handshake::{
     self, ClientVerdict, HeadError, HeadParse, HttpHead, Limits, RequestKind, ServerVerdict,
 };
 use crate::kinetid;
-use crate::note::{Note, Severity};
+use crate::note::{Code, Note, Severity};
 use crate::utf8::Utf8Stream;
 
 /// Annotator settings.
@@ -212,13 +212,7 @@ pub fn close_code_for(note: &Note) -> Option<CloseCode> {
     if note.severity != Severity::Error {
         return None;
     }
-    match note.code {
-        "text-invalid-utf8" | "close-reason-invalid-utf8" => Some(CloseCode::INVALID_DATA),
-        "payload-too-big" | "message-too-big" => Some(CloseCode::TOO_BIG),
-        c if c.starts_with("kinetid-") => None,
-        "truncated-frame" | "closed-without-close-frame" | "close-not-answered" => None,
-        _ => Some(CloseCode::PROTOCOL),
-    }
+    note.code.close_code()
 }
 
 #[derive(Debug, PartialEq, Eq, Clone)]
@@ -586,7 +580,7 @@ impl Annotator {
             && h.opcode.is_control()
             && st.masked_data_seen
         {
-            notes.push(Note::info("hint-unmasked-control", "RFC 6455 5.1", "data frames on this connection were masked but this control frame is not: the firmware masks only data frames"));
+            notes.push(Note::info(Code::HintUnmaskedControl, "RFC 6455 5.1", "data frames on this connection were masked but this control frame is not: the firmware masks only data frames"));
         }
         if let Some(k) = h.mask {
             if !h.opcode.is_control() {
@@ -594,7 +588,7 @@ impl Annotator {
             }
             if st.last_key == Some(k) && k.0 != [0; 4] {
                 notes.push(Note::warning(
-                    "mask-key-repeated",
+                    Code::MaskKeyRepeated,
                     "RFC 6455 5.3",
                     format!("masking key {} is the same as on the previous frame; each frame needs a fresh unpredictable key", k.hex()),
                 ));
@@ -605,7 +599,7 @@ impl Annotator {
         // a ping that crossed the Close is legal.
         if let (Some(at), false) = (st.close_at, h.opcode.is_control()) {
             notes.push(Note::error(
-                "data-after-close",
+                Code::DataAfterClose,
                 "RFC 6455 5.5.1",
                 format!("data frame sent after this side's Close frame (at byte {at}); no data may follow a Close"),
             ));
@@ -620,7 +614,7 @@ impl Annotator {
                 let p = &raw.payload;
                 if p.len() == 1 {
                     notes.push(Note::error(
-                        "close-payload-one-byte",
+                        Code::ClosePayloadOneByte,
                         "RFC 6455 5.5.1",
                         "close payload of 1 byte: a status code needs 2",
                     ));
@@ -628,7 +622,7 @@ impl Annotator {
                     let code = CloseCode(u16::from_be_bytes([p[0], p[1]]));
                     if !code.is_allowed() {
                         notes.push(Note::error(
-                            "close-code-invalid",
+                            Code::CloseCodeInvalid,
                             "RFC 6455 7.4.1",
                             format!(
                                 "close code {} ({}) must not be sent in a Close frame",
@@ -641,7 +635,7 @@ impl Annotator {
                         Ok(s) => s.to_string(),
                         Err(e) => {
                             notes.push(Note::error(
-                                "close-reason-invalid-utf8",
+                                Code::CloseReasonInvalidUtf8,
                                 "RFC 6455 5.5.1",
                                 format!(
                                     "close reason is not valid UTF-8 (at reason byte {})",
@@ -662,7 +656,7 @@ impl Annotator {
                 if let Some(prev) = st.pings_unanswered.first() {
                     if other.frames > st.other_frames_at_ping && !st.ping_warned {
                         st.ping_warned = true;
-                        notes.push(Note::warning("ping-not-answered", "RFC 6455 5.5.2", format!("the ping at byte {prev} of this direction was never answered with a pong although the peer sent other frames since (a firmware that ignores pings)")));
+                        notes.push(Note::warning(Code::PingNotAnswered, "RFC 6455 5.5.2", format!("the ping at byte {prev} of this direction was never answered with a pong although the peer sent other frames since (a firmware that ignores pings)")));
                     }
                 }
                 st.pings_unanswered.clear();
@@ -678,17 +672,17 @@ impl Annotator {
                 let cont = h.opcode == OpCode::Continuation;
                 if cont && st.frag.is_none() {
                     notes.push(Note::error(
-                        "continuation-without-start",
+                        Code::ContinuationWithoutStart,
                         "RFC 6455 5.4",
                         "continuation frame but no fragmented message is open",
                     ));
                     if st.last_data_final && index > 0 {
-                        notes.push(Note::info("hint-cont-after-fin", "RFC 6455 5.4", "the previous data frame had FIN set: the sender finished the message and then continued it (a common firmware bug)"));
+                        notes.push(Note::info(Code::HintContAfterFin, "RFC 6455 5.4", "the previous data frame had FIN set: the sender finished the message and then continued it (a common firmware bug)"));
                     }
                 } else if !cont && st.frag.is_some() {
                     let started = st.frag.as_ref().map(|f| f.offset).unwrap_or(0);
                     notes.push(Note::error(
-                        "data-frame-in-fragmented-message",
+                        Code::DataFrameInFragmentedMessage,
                         "RFC 6455 5.4",
                         format!("new {} frame while the fragmented message started at byte {started} is still open; expected a continuation frame", h.opcode),
                     ));
@@ -713,7 +707,7 @@ impl Annotator {
                     fr.len = fr.len.saturating_add(h.payload_len);
                     if fr.len > cfg.max_message && before <= cfg.max_message && !raw.skipped {
                         let n = Note::error(
-                            "message-too-big",
+                            Code::MessageTooBig,
                             "RFC 6455 10.4",
                             format!(
                                 "message reached {} bytes, over the {}-byte limit",
@@ -735,9 +729,9 @@ impl Annotator {
                             u.push(&raw.payload)
                         };
                         if let Err(pos) = res {
-                            if !fr.notes.iter().any(|n| n.code == "text-invalid-utf8") {
+                            if !fr.notes.iter().any(|n| n.code == Code::TextInvalidUtf8) {
                                 let n = Note::error(
-                                    "text-invalid-utf8",
+                                    Code::TextInvalidUtf8,
                                     "RFC 6455 8.1",
                                     format!(
                                         "text message is not valid UTF-8 at message byte {pos}"
@@ -807,7 +801,7 @@ impl Annotator {
             match &st.phase {
                 Phase::Http if !st.head_buf.is_empty() => {
                     notes.push(Note::error(
-                        "truncated-handshake",
+                        Code::TruncatedHandshake,
                         "RFC 9112 2.1",
                         format!(
                             "{who} stream ended inside its HTTP head after {} bytes",
@@ -818,7 +812,7 @@ impl Annotator {
                 Phase::Frames => {
                     let pending = st.decoder.pending().len();
                     if st.decoder.skipping() > 0 {
-                        notes.push(Note::error("truncated-frame", "RFC 6455 5.2", format!("{who} stream ended with {} bytes of an oversized payload still to come", st.decoder.skipping())));
+                        notes.push(Note::error(Code::TruncatedFrame, "RFC 6455 5.2", format!("{who} stream ended with {} bytes of an oversized payload still to come", st.decoder.skipping())));
                     } else if pending > 0 {
                         let need = match frame::parse_header(st.decoder.pending()) {
                             frame::HeaderParse::Need(n) => {
@@ -831,7 +825,7 @@ impl Annotator {
                             ),
                         };
                         notes.push(Note::error(
-                            "truncated-frame",
+                            Code::TruncatedFrame,
                             "RFC 6455 5.2",
                             format!(
                                 "{who} stream ended inside a frame at byte {}: {need}",
@@ -841,7 +835,7 @@ impl Annotator {
                     }
                     if let Some(f) = &st.frag {
                         notes.push(Note::warning(
-                            "message-unfinished",
+                            Code::MessageUnfinished,
                             "RFC 6455 5.4",
                             format!(
                                 "{who} stream ended inside a fragmented message started at byte {}",
@@ -874,17 +868,17 @@ impl Annotator {
         if upgraded {
             match (self.c2s.close_at, self.s2c.close_at) {
                 (None, None) => notes.push(Note::warning(
-                    "closed-without-close-frame",
+                    Code::ClosedWithoutCloseFrame,
                     "RFC 6455 7.1.5",
                     "TCP closed with no Close frame from either side: the close code is 1006 (abnormal); a firmware that drops the link without closing does this",
                 )),
                 (Some(_), None) => notes.push(Note::warning(
-                    "close-not-answered",
+                    Code::CloseNotAnswered,
                     "RFC 6455 5.5.1",
                     "the device sent a Close frame that the server never answered",
                 )),
                 (None, Some(_)) => notes.push(Note::warning(
-                    "close-not-answered",
+                    Code::CloseNotAnswered,
                     "RFC 6455 5.5.1",
                     "the server sent a Close frame that the device never answered (a firmware that closes silently does this)",
                 )),
@@ -893,7 +887,7 @@ impl Annotator {
             for (st, who) in [(&self.c2s, "device"), (&self.s2c, "server")] {
                 if let Some(p) = st.pings_unanswered.first() {
                     notes.push(Note::warning(
-                        "ping-not-answered",
+                        Code::PingNotAnswered,
                         "RFC 6455 5.5.2",
                         format!("the {who}'s ping at byte {p} was never answered with a pong"),
                     ));
@@ -929,7 +923,7 @@ fn finish_message(
     let mut text = None;
     let mut km = None;
     if fr.opcode == OpCode::Text
-        && !notes.iter().any(|n| n.code == "text-invalid-utf8")
+        && !notes.iter().any(|n| n.code == Code::TextInvalidUtf8)
         && fr.len <= cfg.max_message
     {
         let s = String::from_utf8(fr.payload.clone()).unwrap_or_default();
@@ -943,7 +937,7 @@ fn finish_message(
             match j {
                 Some((_, jd)) if jd.msg.is_some() => {
                     notes.push(Note::info(
-                        "hint-fin-every-fragment",
+                        Code::HintFinEveryFragment,
                         "RFC 6455 5.4",
                         "this message completes the JSON of the previous one: the sender set FIN on every fragment and repeated the opcode instead of using continuation frames (a firmware bug)",
                     ));
@@ -1004,7 +998,7 @@ mod tests {
         }
         ev.iter()
             .flat_map(|e| e.notes())
-            .filter(|n| n.code == "ping-not-answered")
+            .filter(|n| n.code == Code::PingNotAnswered)
             .count()
     }
 

@@ -8,7 +8,7 @@
 //! parser, so the same header can be judged from either side.
 
 use crate::mask::apply_mask;
-use crate::note::Note;
+use crate::note::{Code, Note};
 use std::fmt;
 
 /// Which side of the connection sent something.
@@ -328,7 +328,7 @@ pub fn header_notes(
     let mut notes = Vec::new();
     if let OpCode::Reserved(r) = h.opcode {
         notes.push(Note::error(
-            "reserved-opcode",
+            Code::ReservedOpcode,
             "RFC 6455 5.2",
             format!("opcode 0x{r:X} is reserved; no extension defines it, so the receiver must fail the connection"),
         ));
@@ -346,7 +346,7 @@ pub fn header_notes(
             ""
         };
         notes.push(Note::error(
-            "rsv-without-extension",
+            Code::RsvWithoutExtension,
             "RFC 6455 5.2",
             format!(
                 "{} set without a negotiated extension{hint}",
@@ -357,7 +357,7 @@ pub fn header_notes(
     if h.opcode.is_control() {
         if h.payload_len > 125 {
             notes.push(Note::error(
-                "control-too-long",
+                Code::ControlTooLong,
                 "RFC 6455 5.5",
                 format!(
                     "{} frame carries {} bytes; control frames may carry at most 125",
@@ -367,7 +367,7 @@ pub fn header_notes(
         }
         if !h.fin {
             notes.push(Note::error(
-                "control-fragmented",
+                Code::ControlFragmented,
                 "RFC 6455 5.5",
                 format!(
                     "{} frame has FIN clear; control frames must not be fragmented",
@@ -384,13 +384,13 @@ pub fn header_notes(
                 ""
             };
             notes.push(Note::error(
-                "client-frame-unmasked",
+                Code::ClientFrameUnmasked,
                 "RFC 6455 5.1",
                 format!("a client must mask every frame it sends; MASK is 0{hint}"),
             ));
         }
         (Role::Server, Some(_)) => notes.push(Note::error(
-            "server-frame-masked",
+            Code::ServerFrameMasked,
             "RFC 6455 5.1",
             "a server must not mask frames it sends; MASK is 1",
         )),
@@ -399,7 +399,7 @@ pub fn header_notes(
     if let Some(k) = h.mask {
         if k.0 == [0; 4] {
             notes.push(Note::warning(
-                "mask-key-zero",
+                Code::MaskKeyZero,
                 "RFC 6455 5.3",
                 "masking key is 00000000: the payload goes out in clear; the key must come from a strong random source",
             ));
@@ -407,7 +407,7 @@ pub fn header_notes(
     }
     if h.len_encoding == LenEncoding::Bits64 && h.payload_len >> 63 != 0 {
         notes.push(Note::error(
-            "length-top-bit",
+            Code::LengthTopBit,
             "RFC 6455 5.2",
             format!(
                 "64-bit payload length 0x{:016X} has its most significant bit set; it must be 0",
@@ -418,7 +418,7 @@ pub fn header_notes(
     if h.len_encoding != LenEncoding::minimal_for(h.payload_len) && h.payload_len >> 63 == 0 {
         let min = LenEncoding::minimal_for(h.payload_len);
         notes.push(Note::warning(
-            "length-non-minimal",
+            Code::LengthNonMinimal,
             "RFC 6455 5.2",
             format!(
                 "length {} written in the {}-bit form; the minimal number of bytes must be used ({}-bit form){}",
@@ -440,7 +440,7 @@ pub fn header_notes(
         let as32 = u32::from_be_bytes([raw[2], raw[3], raw[4], raw[5]]) as u64;
         if h.payload_len > max_payload && as32 >= 126 && as32 <= max_payload {
             notes.push(Note::info(
-                "hint-len127-4byte",
+                Code::HintLen1274byte,
                 "RFC 6455 5.2",
                 format!(
                     "127 followed by what looks like a 4-byte length ({as32}) instead of the 8-byte one: a common firmware bug; the next 4 bytes were probably meant as the {}",
@@ -451,7 +451,7 @@ pub fn header_notes(
     }
     if h.payload_len > max_payload && h.payload_len >> 63 == 0 {
         notes.push(Note::error(
-            "payload-too-big",
+            Code::PayloadTooBig,
             "RFC 6455 10.4",
             format!("declares a {}-byte payload, over the {max_payload}-byte limit; the payload is skipped, not stored", h.payload_len),
         ));
@@ -958,7 +958,10 @@ mod tests {
                     assert_eq!(f[0].header.len_encoding, LenEncoding::minimal_for(n as u64));
                     assert_eq!(f[0].header.mask.is_some(), role == Role::Client);
                     let notes = header_notes(&f[0].header, &f[0].head, role, 0, 1 << 24);
-                    assert!(notes.iter().all(|n| n.code == "mask-key-zero"), "{notes:?}");
+                    assert!(
+                        notes.iter().all(|n| n.code == Code::MaskKeyZero),
+                        "{notes:?}"
+                    );
                 }
             }
         }
@@ -1023,7 +1026,7 @@ mod tests {
         assert!(
             notes
                 .iter()
-                .any(|n| n.code == "hint-len127-4byte" && n.message.contains("(300)")),
+                .any(|n| n.code == Code::HintLen1274byte && n.message.contains("(300)")),
             "{notes:?}"
         );
     }

@@ -5,7 +5,7 @@
 //! contract itself is described in `docs/protocol.md`.
 
 use crate::frame::Direction;
-use crate::note::Note;
+use crate::note::{Code, Note};
 use serde_json::{json, Map, Value};
 
 /// Where contract notes point.
@@ -88,7 +88,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
         Err(e) => {
             let incomplete = e.is_eof();
             notes.push(Note::error(
-                "kinetid-not-json",
+                Code::KinetidNotJson,
                 SPEC,
                 format!("not valid JSON: {e} (the backend answers error bad_request)"),
             ));
@@ -101,7 +101,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
     };
     let Some(obj) = value.as_object() else {
         notes.push(Note::error(
-            "kinetid-not-object",
+            Code::KinetidNotObject,
             SPEC,
             "a Kinetid message is a JSON object",
         ));
@@ -115,7 +115,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
         Some(t) => t.to_string(),
         None => {
             notes.push(Note::error(
-                "kinetid-no-type",
+                Code::KinetidNoType,
                 SPEC,
                 "object has no string field t (the backend answers error bad_request)",
             ));
@@ -127,7 +127,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
     if let Some(v) = obj.get("id") {
         if v.as_u64().is_none_or(|x| x > u32::MAX as u64) {
             notes.push(Note::error(
-                "kinetid-bad-id",
+                Code::KinetidBadId,
                 SPEC,
                 format!("id must be a u32, got {v}"),
             ));
@@ -137,7 +137,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
     if let Some(d) = &dev {
         if !is_device_id(d) {
             notes.push(Note::error(
-                "kinetid-bad-device-id",
+                Code::KinetidBadDeviceId,
                 SPEC,
                 format!("device id {d:?} is not KN- followed by 12 upper-case hex digits"),
             ));
@@ -146,7 +146,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
     if let Some(v) = obj.get("via").and_then(Value::as_str) {
         if !is_device_id(v) {
             notes.push(Note::error(
-                "kinetid-bad-device-id",
+                Code::KinetidBadDeviceId,
                 SPEC,
                 format!("via {v:?} is not a device id"),
             ));
@@ -160,7 +160,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
     if !t.is_empty() && !allowed.contains(&t.as_str()) {
         let known = DEVICE_TYPES.contains(&t.as_str()) || BACKEND_TYPES.contains(&t.as_str());
         notes.push(Note::error(
-            "kinetid-unknown-type",
+            Code::KinetidUnknownType,
             SPEC,
             if known {
                 format!(
@@ -180,7 +180,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
         for f in fields {
             if !obj.contains_key(*f) {
                 notes.push(Note::error(
-                    "kinetid-missing-field",
+                    Code::KinetidMissingField,
                     SPEC,
                     format!("{t} without field {f}"),
                 ));
@@ -240,7 +240,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
             need(&mut notes, &["dev", "on"]);
             if id.is_none() && re.is_none() {
                 notes.push(Note::error(
-                    "kinetid-no-id-or-re",
+                    Code::KinetidNoIdOrRe,
                     SPEC,
                     "state needs id (unsolicited) or re (answer to switch)",
                 ));
@@ -258,7 +258,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
         "welcome" | "ack" => {
             if re.is_none() {
                 notes.push(Note::error(
-                    "kinetid-reply-without-re",
+                    Code::KinetidReplyWithoutRe,
                     SPEC,
                     format!("{t} is a reply and must carry re"),
                 ));
@@ -412,6 +412,6 @@ mod tests {
             r#"{"t":"state","id":3,"dev":"KN-1","on":true}"#,
             Direction::C2S
         )
-        .contains(&"kinetid-bad-device-id"));
+        .contains(&Code::KinetidBadDeviceId));
     }
 }

@@ -5,6 +5,7 @@
 //! sentence a firmware developer can act on. What to do about it (close with
 //! 1002? keep going?) is the caller's policy.
 
+use crate::frame::CloseCode;
 use std::fmt;
 
 /// How bad a note is.
@@ -41,7 +42,7 @@ pub struct Note {
     /// How bad it is.
     pub severity: Severity,
     /// Stable identifier, kebab-case (for example `client-frame-unmasked`).
-    pub code: &'static str,
+    pub code: Code,
     /// Where the rule comes from, for example `RFC 6455 5.2` or `kinetid v1`.
     pub rfc: &'static str,
     /// A sentence saying what is wrong and, where we can tell, why.
@@ -50,7 +51,7 @@ pub struct Note {
 
 impl Note {
     /// An error-severity note.
-    pub fn error(code: &'static str, rfc: &'static str, message: impl Into<String>) -> Self {
+    pub fn error(code: Code, rfc: &'static str, message: impl Into<String>) -> Self {
         Note {
             severity: Severity::Error,
             code,
@@ -59,7 +60,7 @@ impl Note {
         }
     }
     /// A warning-severity note.
-    pub fn warning(code: &'static str, rfc: &'static str, message: impl Into<String>) -> Self {
+    pub fn warning(code: Code, rfc: &'static str, message: impl Into<String>) -> Self {
         Note {
             severity: Severity::Warning,
             code,
@@ -68,7 +69,7 @@ impl Note {
         }
     }
     /// An info-severity note (hints).
-    pub fn info(code: &'static str, rfc: &'static str, message: impl Into<String>) -> Self {
+    pub fn info(code: Code, rfc: &'static str, message: impl Into<String>) -> Self {
         Note {
             severity: Severity::Info,
             code,
@@ -83,22 +84,290 @@ pub fn worst(notes: &[Note]) -> Option<Severity> {
     notes.iter().map(|n| n.severity).max()
 }
 
+/// Every note's stable code. The string form (`as_str`) is what JSON, text
+/// and CI logs show; the enum lets the compiler check every mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Code {
+    /// `client-frame-unmasked`
+    ClientFrameUnmasked,
+    /// `close-code-invalid`
+    CloseCodeInvalid,
+    /// `close-not-answered`
+    CloseNotAnswered,
+    /// `close-payload-one-byte`
+    ClosePayloadOneByte,
+    /// `close-reason-invalid-utf8`
+    CloseReasonInvalidUtf8,
+    /// `closed-without-close-frame`
+    ClosedWithoutCloseFrame,
+    /// `continuation-without-start`
+    ContinuationWithoutStart,
+    /// `control-fragmented`
+    ControlFragmented,
+    /// `control-too-long`
+    ControlTooLong,
+    /// `data-after-close`
+    DataAfterClose,
+    /// `data-frame-in-fragmented-message`
+    DataFrameInFragmentedMessage,
+    /// `device-id-duplicate`
+    DeviceIdDuplicate,
+    /// `device-registry-full`
+    DeviceRegistryFull,
+    /// `device-replaced`
+    DeviceReplaced,
+    /// `frame-timeout`
+    FrameTimeout,
+    /// `hint-cont-after-fin`
+    HintContAfterFin,
+    /// `hint-fin-every-fragment`
+    HintFinEveryFragment,
+    /// `hint-len127-4byte`
+    HintLen1274byte,
+    /// `hint-unmasked-control`
+    HintUnmaskedControl,
+    /// `kinetid-bad-device-id`
+    KinetidBadDeviceId,
+    /// `kinetid-bad-id`
+    KinetidBadId,
+    /// `kinetid-missing-field`
+    KinetidMissingField,
+    /// `kinetid-no-id-or-re`
+    KinetidNoIdOrRe,
+    /// `kinetid-no-type`
+    KinetidNoType,
+    /// `kinetid-not-json`
+    KinetidNotJson,
+    /// `kinetid-not-object`
+    KinetidNotObject,
+    /// `kinetid-reply-without-re`
+    KinetidReplyWithoutRe,
+    /// `kinetid-unknown-type`
+    KinetidUnknownType,
+    /// `length-non-minimal`
+    LengthNonMinimal,
+    /// `length-top-bit`
+    LengthTopBit,
+    /// `mask-key-repeated`
+    MaskKeyRepeated,
+    /// `mask-key-zero`
+    MaskKeyZero,
+    /// `memory-budget-exceeded`
+    MemoryBudgetExceeded,
+    /// `message-too-big`
+    MessageTooBig,
+    /// `message-unfinished`
+    MessageUnfinished,
+    /// `payload-too-big`
+    PayloadTooBig,
+    /// `ping-not-answered`
+    PingNotAnswered,
+    /// `reserved-opcode`
+    ReservedOpcode,
+    /// `rsv-without-extension`
+    RsvWithoutExtension,
+    /// `server-frame-masked`
+    ServerFrameMasked,
+    /// `text-invalid-utf8`
+    TextInvalidUtf8,
+    /// `truncated-frame`
+    TruncatedFrame,
+    /// `truncated-handshake`
+    TruncatedHandshake,
+    /// `write-timeout`
+    WriteTimeout,
+}
+
+impl Code {
+    /// Every code, for tables and parsers.
+    pub const ALL: &'static [Code] = &[
+        Code::ClientFrameUnmasked,
+        Code::CloseCodeInvalid,
+        Code::CloseNotAnswered,
+        Code::ClosePayloadOneByte,
+        Code::CloseReasonInvalidUtf8,
+        Code::ClosedWithoutCloseFrame,
+        Code::ContinuationWithoutStart,
+        Code::ControlFragmented,
+        Code::ControlTooLong,
+        Code::DataAfterClose,
+        Code::DataFrameInFragmentedMessage,
+        Code::DeviceIdDuplicate,
+        Code::DeviceRegistryFull,
+        Code::DeviceReplaced,
+        Code::FrameTimeout,
+        Code::HintContAfterFin,
+        Code::HintFinEveryFragment,
+        Code::HintLen1274byte,
+        Code::HintUnmaskedControl,
+        Code::KinetidBadDeviceId,
+        Code::KinetidBadId,
+        Code::KinetidMissingField,
+        Code::KinetidNoIdOrRe,
+        Code::KinetidNoType,
+        Code::KinetidNotJson,
+        Code::KinetidNotObject,
+        Code::KinetidReplyWithoutRe,
+        Code::KinetidUnknownType,
+        Code::LengthNonMinimal,
+        Code::LengthTopBit,
+        Code::MaskKeyRepeated,
+        Code::MaskKeyZero,
+        Code::MemoryBudgetExceeded,
+        Code::MessageTooBig,
+        Code::MessageUnfinished,
+        Code::PayloadTooBig,
+        Code::PingNotAnswered,
+        Code::ReservedOpcode,
+        Code::RsvWithoutExtension,
+        Code::ServerFrameMasked,
+        Code::TextInvalidUtf8,
+        Code::TruncatedFrame,
+        Code::TruncatedHandshake,
+        Code::WriteTimeout,
+    ];
+
+    /// The kebab-case code shown in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::ClientFrameUnmasked => "client-frame-unmasked",
+            Code::CloseCodeInvalid => "close-code-invalid",
+            Code::CloseNotAnswered => "close-not-answered",
+            Code::ClosePayloadOneByte => "close-payload-one-byte",
+            Code::CloseReasonInvalidUtf8 => "close-reason-invalid-utf8",
+            Code::ClosedWithoutCloseFrame => "closed-without-close-frame",
+            Code::ContinuationWithoutStart => "continuation-without-start",
+            Code::ControlFragmented => "control-fragmented",
+            Code::ControlTooLong => "control-too-long",
+            Code::DataAfterClose => "data-after-close",
+            Code::DataFrameInFragmentedMessage => "data-frame-in-fragmented-message",
+            Code::DeviceIdDuplicate => "device-id-duplicate",
+            Code::DeviceRegistryFull => "device-registry-full",
+            Code::DeviceReplaced => "device-replaced",
+            Code::FrameTimeout => "frame-timeout",
+            Code::HintContAfterFin => "hint-cont-after-fin",
+            Code::HintFinEveryFragment => "hint-fin-every-fragment",
+            Code::HintLen1274byte => "hint-len127-4byte",
+            Code::HintUnmaskedControl => "hint-unmasked-control",
+            Code::KinetidBadDeviceId => "kinetid-bad-device-id",
+            Code::KinetidBadId => "kinetid-bad-id",
+            Code::KinetidMissingField => "kinetid-missing-field",
+            Code::KinetidNoIdOrRe => "kinetid-no-id-or-re",
+            Code::KinetidNoType => "kinetid-no-type",
+            Code::KinetidNotJson => "kinetid-not-json",
+            Code::KinetidNotObject => "kinetid-not-object",
+            Code::KinetidReplyWithoutRe => "kinetid-reply-without-re",
+            Code::KinetidUnknownType => "kinetid-unknown-type",
+            Code::LengthNonMinimal => "length-non-minimal",
+            Code::LengthTopBit => "length-top-bit",
+            Code::MaskKeyRepeated => "mask-key-repeated",
+            Code::MaskKeyZero => "mask-key-zero",
+            Code::MemoryBudgetExceeded => "memory-budget-exceeded",
+            Code::MessageTooBig => "message-too-big",
+            Code::MessageUnfinished => "message-unfinished",
+            Code::PayloadTooBig => "payload-too-big",
+            Code::PingNotAnswered => "ping-not-answered",
+            Code::ReservedOpcode => "reserved-opcode",
+            Code::RsvWithoutExtension => "rsv-without-extension",
+            Code::ServerFrameMasked => "server-frame-masked",
+            Code::TextInvalidUtf8 => "text-invalid-utf8",
+            Code::TruncatedFrame => "truncated-frame",
+            Code::TruncatedHandshake => "truncated-handshake",
+            Code::WriteTimeout => "write-timeout",
+        }
+    }
+
+    /// The code from its string form.
+    pub fn parse(s: &str) -> Option<Code> {
+        Code::ALL.iter().copied().find(|c| c.as_str() == s)
+    }
+
+    /// The close code an endpoint fails the connection with when a note of
+    /// severity error with this code is raised about its peer's bytes
+    /// (RFC 6455 7.1.7), or `None` when the rule broken does not call for
+    /// closing (contract notes, hints, what only shows at the end).
+    pub fn close_code(self) -> Option<CloseCode> {
+        match self {
+            Code::ClientFrameUnmasked
+            | Code::CloseCodeInvalid
+            | Code::ClosePayloadOneByte
+            | Code::ContinuationWithoutStart
+            | Code::ControlFragmented
+            | Code::ControlTooLong
+            | Code::DataAfterClose
+            | Code::DataFrameInFragmentedMessage
+            | Code::LengthTopBit
+            | Code::ReservedOpcode
+            | Code::RsvWithoutExtension
+            | Code::ServerFrameMasked => Some(CloseCode::PROTOCOL),
+            Code::CloseNotAnswered
+            | Code::ClosedWithoutCloseFrame
+            | Code::DeviceIdDuplicate
+            | Code::DeviceRegistryFull
+            | Code::DeviceReplaced
+            | Code::FrameTimeout
+            | Code::HintContAfterFin
+            | Code::HintFinEveryFragment
+            | Code::HintLen1274byte
+            | Code::HintUnmaskedControl
+            | Code::KinetidBadDeviceId
+            | Code::KinetidBadId
+            | Code::KinetidMissingField
+            | Code::KinetidNoIdOrRe
+            | Code::KinetidNoType
+            | Code::KinetidNotJson
+            | Code::KinetidNotObject
+            | Code::KinetidReplyWithoutRe
+            | Code::KinetidUnknownType
+            | Code::LengthNonMinimal
+            | Code::MaskKeyRepeated
+            | Code::MaskKeyZero
+            | Code::MemoryBudgetExceeded
+            | Code::MessageUnfinished
+            | Code::PingNotAnswered
+            | Code::TruncatedFrame
+            | Code::TruncatedHandshake
+            | Code::WriteTimeout => None,
+            Code::CloseReasonInvalidUtf8 | Code::TextInvalidUtf8 => Some(CloseCode::INVALID_DATA),
+            Code::MessageTooBig | Code::PayloadTooBig => Some(CloseCode::TOO_BIG),
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Code {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl serde::Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// Notes that `listen` raises about a connection from what it knows beyond
 /// the connection's bytes (the device registry, memory, timers), with the
 /// rule each comes from. Captures record them, so a replay shows them too.
-pub const LISTENER_NOTES: &[(&str, &str)] = &[
-    ("device-id-duplicate", "kinetid v1"),
-    ("device-replaced", "kinetid v1"),
-    ("device-registry-full", "kinetid v1"),
-    ("memory-budget-exceeded", "RFC 6455 10.4"),
-    ("frame-timeout", "RFC 6455 10.4"),
-    ("write-timeout", "RFC 6455 10.4"),
+pub const LISTENER_NOTES: &[(Code, &str)] = &[
+    (Code::DeviceIdDuplicate, "kinetid v1"),
+    (Code::DeviceReplaced, "kinetid v1"),
+    (Code::DeviceRegistryFull, "kinetid v1"),
+    (Code::MemoryBudgetExceeded, "RFC 6455 10.4"),
+    (Code::FrameTimeout, "RFC 6455 10.4"),
+    (Code::WriteTimeout, "RFC 6455 10.4"),
 ];
 
 /// A listener note from its recorded code, severity and message; `None`
-/// for a code this version does not know.
+/// for a code that is not a listener's.
 pub fn listener_note(severity: &str, code: &str, message: &str) -> Option<Note> {
-    let &(code, rfc) = LISTENER_NOTES.iter().find(|(c, _)| *c == code)?;
+    let &(code, rfc) = LISTENER_NOTES.iter().find(|(c, _)| c.as_str() == code)?;
     let severity = match severity {
         "error" => Severity::Error,
         "warning" => Severity::Warning,
@@ -113,8 +382,8 @@ pub fn listener_note(severity: &str, code: &str, message: &str) -> Option<Note> 
     })
 }
 
-/// A listener note by code (which must be in [`LISTENER_NOTES`]).
-pub fn listener(severity: Severity, code: &'static str, message: impl Into<String>) -> Note {
+/// A listener note by code (one of [`LISTENER_NOTES`]).
+pub fn listener(severity: Severity, code: Code, message: impl Into<String>) -> Note {
     let rfc = LISTENER_NOTES
         .iter()
         .find(|(c, _)| *c == code)
@@ -124,5 +393,33 @@ pub fn listener(severity: Severity, code: &'static str, message: impl Into<Strin
         code,
         rfc,
         message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for c in Code::ALL {
+            assert!(seen.insert(c.as_str()), "{c} twice");
+            assert_eq!(Code::parse(c.as_str()), Some(*c));
+        }
+    }
+
+    #[test]
+    fn close_codes_follow_rfc_6455_7_4_1() {
+        assert_eq!(
+            Code::TextInvalidUtf8.close_code(),
+            Some(CloseCode::INVALID_DATA)
+        );
+        assert_eq!(Code::MessageTooBig.close_code(), Some(CloseCode::TOO_BIG));
+        assert_eq!(
+            Code::ClientFrameUnmasked.close_code(),
+            Some(CloseCode::PROTOCOL)
+        );
+        assert_eq!(Code::KinetidNotJson.close_code(), None);
     }
 }

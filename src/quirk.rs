@@ -3,6 +3,7 @@
 
 use crate::frame::{encode_frame, EncodeOptions, LenEncoding, MaskKey, OpCode, Role};
 use crate::mask::apply_mask;
+use crate::note::Code;
 
 /// A firmware bug from the Kinetid protocol contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -39,21 +40,21 @@ pub enum Quirk {
 
 impl Quirk {
     /// The note code the annotator raises for this bug (what a test looks for).
-    pub fn note_code(self) -> &'static str {
+    pub fn note_code(self) -> Code {
         match self {
-            Quirk::Len127FourByte => "hint-len127-4byte",
-            Quirk::LenNonMinimal => "length-non-minimal",
-            Quirk::ZeroMask => "mask-key-zero",
-            Quirk::FixedMask => "mask-key-repeated",
-            Quirk::Unmasked => "client-frame-unmasked",
-            Quirk::UnmaskedControl => "hint-unmasked-control",
-            Quirk::FinEveryFragment => "hint-fin-every-fragment",
-            Quirk::ContAfterFin => "hint-cont-after-fin",
-            Quirk::ControlOver125 => "control-too-long",
-            Quirk::FragmentedControl => "control-fragmented",
-            Quirk::DropWithoutClose => "closed-without-close-frame",
-            Quirk::NoPong => "ping-not-answered",
-            Quirk::SilentClose => "close-not-answered",
+            Quirk::Len127FourByte => Code::HintLen1274byte,
+            Quirk::LenNonMinimal => Code::LengthNonMinimal,
+            Quirk::ZeroMask => Code::MaskKeyZero,
+            Quirk::FixedMask => Code::MaskKeyRepeated,
+            Quirk::Unmasked => Code::ClientFrameUnmasked,
+            Quirk::UnmaskedControl => Code::HintUnmaskedControl,
+            Quirk::FinEveryFragment => Code::HintFinEveryFragment,
+            Quirk::ContAfterFin => Code::HintContAfterFin,
+            Quirk::ControlOver125 => Code::ControlTooLong,
+            Quirk::FragmentedControl => Code::ControlFragmented,
+            Quirk::DropWithoutClose => Code::ClosedWithoutCloseFrame,
+            Quirk::NoPong => Code::PingNotAnswered,
+            Quirk::SilentClose => Code::CloseNotAnswered,
         }
     }
 }

@@ -356,8 +356,8 @@ fn every_quirk_is_named_by_the_core_and_by_listen() {
                 (
                     name,
                     q.note_code(),
-                    core.iter().any(|c| c == q.note_code()),
-                    listen.iter().any(|c| c == q.note_code()),
+                    core.iter().any(|c| c == q.note_code().as_str()),
+                    listen.iter().any(|c| c == q.note_code().as_str()),
                 )
             })
         })

@@ -14,7 +14,7 @@ use crate::capture::{capture_line, Chunk, ChunkKind};
 use crate::frame::{close_payload, CloseCode, Direction, OpCode};
 use crate::handshake::{self, error_response, RequestKind};
 use crate::kinetid;
-use crate::note::{self, Note, Severity};
+use crate::note::{self, Code, Note, Severity};
 use crate::quirk::server_frame;
 use crate::replay::Stats;
 use serde_json::Value;
@@ -177,7 +177,7 @@ impl Conn {
             Err(_) => {
                 self.notice(note::listener(
                     Severity::Error,
-                    "write-timeout",
+                    Code::WriteTimeout,
                     format!(
                         "the device read nothing for {} s while the server had {} bytes to send: it stopped reading; connection dropped",
                         limit.as_secs_f64(),
@@ -399,7 +399,7 @@ impl Conn {
                 }
                 _ = sleep_opt(frame_deadline), if !self.close_sent => {
                     frame_deadline = None;
-                    self.notice(note::listener(Severity::Error, "frame-timeout", format!(
+                    self.notice(note::listener(Severity::Error, Code::FrameTimeout, format!(
                         "a frame started but was not finished within --frame-timeout {} s: closed with 1008",
                         s.frame_timeout.as_secs_f64()
                     )));
@@ -426,7 +426,7 @@ impl Conn {
         let total = self.hub.buffered.load(Ordering::Relaxed);
         self.notice(note::listener(
             Severity::Error,
-            "memory-budget-exceeded",
+            Code::MemoryBudgetExceeded,
             format!(
                 "this connection holds {} bytes of unfinished frames and messages; all connections together hold {total}, over --max-buffered {}: closed with 1013 (try again later)",
                 self.held, self.hub.s.max_buffered
@@ -463,7 +463,7 @@ impl Conn {
             ConnCmd::Replaced { dev, by, peer } => {
                 self.notice(note::listener(
                     Severity::Warning,
-                    "device-replaced",
+                    Code::DeviceReplaced,
                     format!("connection {by} from {peer} said hello as {dev}, which this connection carried: the newer connection wins (kinetid v1), this one is closed with 4001 replaced"),
                 ));
                 self.send_close(4001, "replaced").await
@@ -490,7 +490,9 @@ impl Conn {
                         .find_map(|n| close_code_for(n).map(|c| (c, n.code)));
                     if let (Some((code, why)), false) = (fail, self.hub.s.lenient) {
                         self.failed = true;
-                        self.send_close(code.0, why).await.map_err(|_| ())?;
+                        self.send_close(code.0, why.as_str())
+                            .await
+                            .map_err(|_| ())?;
                         if f.header.opcode == OpCode::Close {
                             // The faulty frame was the peer's Close: the handshake is over.
                             return Err(());
@@ -547,14 +549,14 @@ impl Conn {
             Claim::Replaced { conn, peer: old } => {
                 self.notice(note::listener(
                     Severity::Warning,
-                    "device-id-duplicate",
+                    Code::DeviceIdDuplicate,
                     format!("{id} is already connected on connection {conn} from {old}: this newer connection takes it over (as after a reboot); the older one is closed with 4001 replaced"),
                 ));
                 self.hub.replace(conn, id, self.id, &peer);
             }
             Claim::Kept { conn } => self.notice(note::listener(
                 Severity::Warning,
-                "device-id-duplicate",
+                Code::DeviceIdDuplicate,
                 format!(
                     "a relayed message names {id}, which connection {conn} carries: not taken over"
                 ),
@@ -563,7 +565,7 @@ impl Conn {
                 self.registry_full_noted = true;
                 self.notice(note::listener(
                     Severity::Warning,
-                    "device-registry-full",
+                    Code::DeviceRegistryFull,
                     format!(
                         "the device table is full ({} devices online, --max-devices): {id} is served but not registered",
                         self.hub.s.max_devices
