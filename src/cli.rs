@@ -1,8 +1,8 @@
 //! Command-line flags (clap derive). Only flags live here; the commands take
 //! plain config structs built from them.
 
-use crate::render::Format;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kinetid_wsdump::render::Format;
 use std::path::PathBuf;
 
 /// kinetid-wsdump: see every byte of a WebSocket, judged against RFC 6455 and the Kinetid device protocol.
@@ -196,11 +196,11 @@ pub struct EmulateArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// What is plugged in.
-    #[arg(long, value_enum, default_value_t = crate::meter::Appliance::Kettle)]
-    pub appliance: crate::meter::Appliance,
+    #[arg(long, value_enum, default_value_t = kinetid_wsdump::meter::Appliance::Kettle)]
+    pub appliance: kinetid_wsdump::meter::Appliance,
     /// Mains grid.
-    #[arg(long, value_enum, default_value_t = crate::meter::Mains::Eu)]
-    pub mains: crate::meter::Mains,
+    #[arg(long, value_enum, default_value_t = kinetid_wsdump::meter::Mains::Eu)]
+    pub mains: kinetid_wsdump::meter::Mains,
     /// Fragment messages larger than this many bytes (1024 emulates esp_websocket_client).
     #[arg(long)]
     pub frame_size: Option<usize>,
@@ -227,7 +227,7 @@ pub struct EmulateArgs {
     pub duration: Option<std::time::Duration>,
     /// Firmware bugs to commit on purpose (repeatable).
     #[arg(long = "quirk", value_enum)]
-    pub quirks: Vec<crate::quirk::Quirk>,
+    pub quirks: Vec<kinetid_wsdump::quirk::Quirk>,
     /// Show the plug's own traffic through the annotator.
     #[arg(long)]
     pub dump: bool,

@@ -7,22 +7,16 @@
 //! file and a live socket are annotated identically.
 
 pub mod annotate;
-pub mod app;
 pub mod capture;
-pub mod cli;
-pub mod emulate;
 pub mod escape;
 pub mod frame;
 pub mod fuzzcheck;
 pub mod handshake;
 pub mod kinetid;
-pub mod listen;
 pub mod mask;
-pub mod memory;
 pub mod meter;
 pub mod note;
 pub mod quirk;
 pub mod render;
 pub mod replay;
-pub mod sink;
 pub mod utf8;

@@ -1,7 +1,10 @@
 //! The `kinetid-wsdump` binary: parse flags, run a command, map errors to an exit code.
 
 use clap::Parser;
-use kinetid_wsdump::cli::{Cli, Command};
+mod cli;
+mod cmd;
+
+use cli::{Cli, Command};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -26,9 +29,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Replay(a) => kinetid_wsdump::app::replay(a),
-        Command::Listen(a) => kinetid_wsdump::app::listen(a),
-        Command::EmulateDevice(a) => kinetid_wsdump::app::emulate(a),
+        Command::Replay(a) => cmd::replay(a),
+        Command::Listen(a) => cmd::listen(a),
+        Command::EmulateDevice(a) => cmd::emulate(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

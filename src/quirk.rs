@@ -6,10 +6,11 @@ use crate::mask::apply_mask;
 use crate::note::Code;
 
 /// A firmware bug from the Kinetid protocol contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Quirk {
     /// Write 127 and then a 4-byte length instead of the 8-byte one.
-    #[value(name = "len127-4byte")]
+    #[cfg_attr(feature = "cli", value(name = "len127-4byte"))]
     Len127FourByte,
     /// Non-minimal lengths: small payloads in the 16-bit form, up to 65535 in the 64-bit form.
     LenNonMinimal,
@@ -26,7 +27,7 @@ pub enum Quirk {
     /// Send a continuation frame after a final frame.
     ContAfterFin,
     /// Send a 130-byte ping after hello (control frames may carry 125).
-    #[value(name = "control-over-125")]
+    #[cfg_attr(feature = "cli", value(name = "control-over-125"))]
     ControlOver125,
     /// Send a ping split into two frames after hello.
     FragmentedControl,

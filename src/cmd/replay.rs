@@ -1,85 +1,16 @@
-//! Command entry points: turn flags into config and run.
+//! `kinetid-wsdump replay`: files (or standard input) through the annotator.
 
-use crate::annotate::Config;
-use crate::capture::{Chunk, ChunkKind};
-use crate::cli::{ColorChoice, DirArg, EmulateArgs, LimitArgs, ListenArgs, OutputArgs, ReplayArgs};
-use crate::escape::Esc;
-use crate::frame::Direction;
-use crate::handshake::Limits;
-use crate::render::{Format, Printer};
-use crate::replay::{self, Replayer, Stats};
-use std::fmt;
-use std::io::{IsTerminal, Write};
+use super::{config, printer, AppError};
+use crate::cli::{DirArg, ReplayArgs};
+use kinetid_wsdump::capture::{Chunk, ChunkKind};
+use kinetid_wsdump::escape::Esc;
+use kinetid_wsdump::frame::Direction;
+use kinetid_wsdump::render::Format;
+use kinetid_wsdump::replay::{self, Replayer, Stats};
+use std::io::Write;
 
-/// Errors a command ends with.
-#[derive(Debug)]
-pub enum AppError {
-    /// Reading or writing failed.
-    Io(String, std::io::Error),
-    /// The user asked for something that cannot work.
-    Usage(String),
-    /// A runtime failure (network, handshake).
-    Failed(String),
-}
-
-impl AppError {
-    /// Writing to a closed pipe (`| head`) is not an error.
-    pub fn is_broken_pipe(&self) -> bool {
-        matches!(self, AppError::Io(_, e) if e.kind() == std::io::ErrorKind::BrokenPipe)
-    }
-    /// Exit status: 2 for usage and input problems, 3 for runtime failures.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            AppError::Usage(_) | AppError::Io(..) => 2,
-            AppError::Failed(_) => 3,
-        }
-    }
-}
-
-impl fmt::Display for AppError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AppError::Io(what, e) => write!(f, "{what}: {e}"),
-            AppError::Usage(s) | AppError::Failed(s) => f.write_str(s),
-        }
-    }
-}
-
-impl std::error::Error for AppError {}
-
-/// Build a printer from flags.
-pub fn printer(o: &OutputArgs) -> Printer {
-    let color = match o.color {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            std::io::stdout().is_terminal()
-                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-        }
-    };
-    Printer {
-        format: o.format,
-        color,
-        max_dump: o.max_dump,
-    }
-}
-
-/// Build the annotator config from flags.
-pub fn config(l: &LimitArgs, kinetid: bool) -> Config {
-    Config {
-        max_frame: l.max_frame,
-        max_message: l.max_message,
-        limits: Limits {
-            max_head_bytes: l.max_head,
-            max_headers: l.max_headers,
-        },
-        kinetid,
-        handshake: crate::annotate::HandshakeMode::Expect,
-    }
-}
-
-/// `replay`.
-pub fn replay(a: ReplayArgs) -> Result<u8, AppError> {
+/// Run `replay` from flags.
+pub fn run(a: ReplayArgs) -> Result<u8, AppError> {
     let p = printer(&a.output);
     let cfg = config(&a.limits, !a.no_kinetid);
     let stdout = std::io::stdout();
@@ -188,14 +119,4 @@ pub fn replay(a: ReplayArgs) -> Result<u8, AppError> {
         return Ok(1);
     }
     Ok(0)
-}
-
-/// `listen`.
-pub fn listen(a: ListenArgs) -> Result<u8, AppError> {
-    crate::listen::run(a)
-}
-
-/// `emulate-device`.
-pub fn emulate(a: EmulateArgs) -> Result<u8, AppError> {
-    crate::emulate::run(a)
 }

@@ -5,8 +5,8 @@
 //! before they are printed.
 
 use super::hub::{ConnCmd, Hub, SwitchError};
-use crate::escape::Esc;
-use crate::frame::CloseCode;
+use kinetid_wsdump::escape::Esc;
+use kinetid_wsdump::frame::CloseCode;
 use std::sync::Arc;
 use tokio::io::AsyncBufReadExt;
 

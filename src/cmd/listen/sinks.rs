@@ -100,11 +100,6 @@ impl LineSink {
         self.s.dropped_lines.load(Ordering::Relaxed)
     }
 
-    /// Did writing fail (a closed pipe, a full disk)?
-    pub fn is_broken(&self) -> bool {
-        self.s.broken.load(Ordering::Relaxed)
-    }
-
     /// Stop taking lines, let the writer drain what is queued, and wait for
     /// it up to `timeout`. Returns false if the writer is still stuck (its
     /// reader stalled); the process may then exit without it.
@@ -195,11 +190,6 @@ impl Recorder {
                 tracing::error!("recording {} stopped: {e}", self.path);
             }
         }
-    }
-
-    /// Has writing failed?
-    pub fn failed(&self) -> bool {
-        self.failed.load(Ordering::Relaxed)
     }
 
     /// Push what the kernel holds to the disk.

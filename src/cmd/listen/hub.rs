@@ -7,8 +7,8 @@
 //! device is online a new one is not registered (a note says so).
 
 use super::Settings;
-use crate::kinetid;
-use crate::sink::{LineSink, Recorder};
+use crate::cmd::listen::sinks::{LineSink, Recorder};
+use kinetid_wsdump::kinetid;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -6,15 +6,15 @@
 //! reads the server through the same [`Annotator`] that `listen` and `replay`
 //! use, so `--dump` shows its traffic exactly as the listener would.
 
-use crate::annotate::{Annotator, Config, Event, EventKind, HandshakeMode};
-use crate::app::{printer, AppError};
 use crate::cli::EmulateArgs;
-use crate::frame::{close_payload, CloseCode, Direction, OpCode};
-use crate::handshake::{self, HeadParse, Limits, KINETID_PROTOCOL};
-use crate::kinetid;
-use crate::meter::{Appliance, Mains, Meter};
-use crate::quirk::{FrameWriter, Quirk};
-use crate::render::Printer;
+use crate::cmd::{printer, AppError};
+use kinetid_wsdump::annotate::{Annotator, Config, Event, EventKind, HandshakeMode};
+use kinetid_wsdump::frame::{close_payload, CloseCode, Direction, OpCode};
+use kinetid_wsdump::handshake::{self, HeadParse, Limits, KINETID_PROTOCOL};
+use kinetid_wsdump::kinetid;
+use kinetid_wsdump::meter::{Appliance, Mains, Meter};
+use kinetid_wsdump::quirk::{FrameWriter, Quirk};
+use kinetid_wsdump::render::Printer;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};

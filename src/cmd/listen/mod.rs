@@ -17,15 +17,17 @@ pub mod api;
 pub mod conn;
 pub mod console;
 pub mod hub;
+pub mod memory;
+pub mod sinks;
 
-use crate::annotate::Config;
-use crate::app::{config, printer, AppError};
-use crate::capture::CAPTURE_MAGIC;
 use crate::cli::ListenArgs;
-use crate::handshake::error_response;
-use crate::render::Printer;
-use crate::sink::{LineSink, Recorder};
+use crate::cmd::listen::sinks::{LineSink, Recorder};
+use crate::cmd::{config, printer, AppError};
 use hub::Hub;
+use kinetid_wsdump::annotate::Config;
+use kinetid_wsdump::capture::CAPTURE_MAGIC;
+use kinetid_wsdump::handshake::error_response;
+use kinetid_wsdump::render::Printer;
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -132,7 +134,7 @@ pub fn run(a: ListenArgs) -> Result<u8, AppError> {
         max_buffered: a.max_buffered as usize,
         max_devices: a.max_devices,
     };
-    crate::memory::return_freed_memory();
+    memory::return_freed_memory();
     let console = !a.no_console && (a.console || std::io::stdin().is_terminal());
     let stop = watch_signals();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -294,7 +296,7 @@ async fn housekeeping(hub: Arc<Hub>) {
         // After a burst of big frames has drained, give the pages back.
         let held = hub.buffered.load(Ordering::Relaxed);
         if was_high && held < (1 << 20) {
-            crate::memory::trim();
+            memory::trim();
         }
         was_high = held >= (16 << 20) || (was_high && held >= (1 << 20));
         if let Some(r) = hub.record.clone() {

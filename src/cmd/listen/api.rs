@@ -16,11 +16,11 @@
 //!   loopback included) reach the API.
 
 use super::hub::{Hub, SwitchError};
-use crate::handshake::{self, error_response, HttpHead};
+use kinetid_wsdump::handshake::{self, error_response, HttpHead};
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 
-const PAGE: &str = include_str!("../page.html");
+const PAGE: &str = include_str!("page.html");
 
 /// The host name of a `Host` header value (port and IPv6 brackets removed).
 fn host_name(host: &str) -> &str {
@@ -150,7 +150,7 @@ pub async fn respond(hub: &Hub, r: &Request<'_>) -> Vec<u8> {
     let is_page = r.path == "/" || r.path == "/index.html";
     let is_api = r.path.starts_with("/api/");
     if !is_page && !is_api {
-        return error_response(404, "", &format!("nothing at {}: the page is /, devices connect to any path with an Upgrade, the API is under /api/", crate::escape::esc(r.path)));
+        return error_response(404, "", &format!("nothing at {}: the page is /, devices connect to any path with an Upgrade, the API is under /api/", kinetid_wsdump::escape::esc(r.path)));
     }
     if let Err((status, why)) = check_browser(r.head, &hub.s.allow_hosts) {
         return if is_api {
@@ -273,7 +273,7 @@ pub fn check_upgrade(head: &HttpHead, allow: &[String]) -> Result<(), (u16, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handshake::{parse_head, HeadParse, Limits};
+    use kinetid_wsdump::handshake::{parse_head, HeadParse, Limits};
 
     fn head(extra: &str) -> HttpHead {
         let raw = format!("POST /api/devices HTTP/1.1\r\n{extra}\r\n");

@@ -1,0 +1,99 @@
+//! The commands (binary-private): each turns its flags into the library's
+//! config structs and drives the library.
+//!
+//! * [`replay`]: files through the annotator.
+//! * [`listen`]: the listener, its connections, API, console and sinks.
+//! * [`emulate`]: the plug, home and fleet emulator.
+
+pub mod emulate;
+pub mod listen;
+pub mod replay;
+
+use crate::cli::{ColorChoice, EmulateArgs, LimitArgs, ListenArgs, OutputArgs, ReplayArgs};
+use kinetid_wsdump::annotate::Config;
+use kinetid_wsdump::handshake::Limits;
+use kinetid_wsdump::render::Printer;
+use std::fmt;
+use std::io::IsTerminal;
+
+/// Errors a command ends with.
+#[derive(Debug)]
+pub enum AppError {
+    /// Reading or writing failed.
+    Io(String, std::io::Error),
+    /// The user asked for something that cannot work.
+    Usage(String),
+    /// A runtime failure (network, handshake).
+    Failed(String),
+}
+
+impl AppError {
+    /// Writing to a closed pipe (`| head`) is not an error.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, AppError::Io(_, e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+    /// Exit status: 2 for usage and input problems, 3 for runtime failures.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Usage(_) | AppError::Io(..) => 2,
+            AppError::Failed(_) => 3,
+        }
+    }
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Io(what, e) => write!(f, "{what}: {e}"),
+            AppError::Usage(s) | AppError::Failed(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::error::Error for AppError {}
+
+/// Build a printer from flags.
+pub fn printer(o: &OutputArgs) -> Printer {
+    let color = match o.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    };
+    Printer {
+        format: o.format,
+        color,
+        max_dump: o.max_dump,
+    }
+}
+
+/// Build the annotator config from flags.
+pub fn config(l: &LimitArgs, kinetid: bool) -> Config {
+    Config {
+        max_frame: l.max_frame,
+        max_message: l.max_message,
+        limits: Limits {
+            max_head_bytes: l.max_head,
+            max_headers: l.max_headers,
+        },
+        kinetid,
+        handshake: kinetid_wsdump::annotate::HandshakeMode::Expect,
+    }
+}
+
+/// `replay`.
+pub fn replay(a: ReplayArgs) -> Result<u8, AppError> {
+    replay::run(a)
+}
+
+/// `listen`.
+pub fn listen(a: ListenArgs) -> Result<u8, AppError> {
+    crate::cmd::listen::run(a)
+}
+
+/// `emulate-device`.
+pub fn emulate(a: EmulateArgs) -> Result<u8, AppError> {
+    crate::cmd::emulate::run(a)
+}
