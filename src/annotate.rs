@@ -104,7 +104,7 @@ pub struct FrameEvent {
 }
 
 /// A reassembled data message.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MessageEvent {
     /// Text or binary.
     pub opcode: OpCode,

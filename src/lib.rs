@@ -1,13 +1,24 @@
 //! kinetid-wsdump: a byte-by-byte WebSocket (RFC 6455) annotator, a stand-in
 //! for the Kinetid backend and an emulator of Kinetid smart plugs.
 //!
-//! The core is sans-IO: [`handshake`], [`frame`] and [`annotate`] take byte
-//! slices and return decoded values, never touching a socket. The commands
-//! (`listen`, `emulate-device`, `replay`) feed that one core, so a captured
-//! file and a live socket are annotated identically.
+//! Everything here is sans-IO: it takes byte slices, events and the clock
+//! and returns values, never touching a socket.
+//!
+//! * The RFC 6455 core: [`handshake`], [`frame`], [`mask`], [`utf8`], and
+//!   [`annotate`], which turns a connection's bytes into events and notes.
+//! * The Kinetid layer: [`kinetid`] (decoding and typed messages), [`meter`].
+//! * Output: [`render`] (text, JSON, summary), [`escape`].
+//! * Files: [`capture`], [`replay`].
+//! * The engine: [`engine`] (session, backend, device state machines).
+//! * Firmware bugs on purpose: [`quirk`]; fuzz properties: [`fuzzcheck`].
+//!
+//! The commands (`listen`, `emulate-device`, `replay`) live in the binary
+//! and feed this one core, so a captured file and a live socket are
+//! annotated identically.
 
 pub mod annotate;
 pub mod capture;
+pub mod engine;
 pub mod escape;
 pub mod frame;
 pub mod fuzzcheck;

@@ -4,9 +4,11 @@
 //! notes, and builds the messages the backend and the emulator send. The
 //! contract itself is described in `docs/protocol.md`.
 
+pub mod msg;
+
 use crate::frame::Direction;
 use crate::note::{Code, Note};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// Where contract notes point.
 pub const SPEC: &str = "kinetid v1";
@@ -36,6 +38,8 @@ pub struct Message {
     pub dev: Option<String>,
     /// The whole object.
     pub value: Value,
+    /// The object read as a typed message (`None` for an unknown `t`).
+    pub typed: Option<msg::Msg>,
     /// One line for humans.
     pub summary: String,
 }
@@ -308,6 +312,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
             id,
             re,
             dev,
+            typed: msg::Msg::from_value(&value),
             value: value.clone(),
             summary,
         }),
@@ -318,34 +323,33 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
 
 /// `welcome` for a `hello` with id `re`.
 pub fn welcome(re: u64, ts: u64, period_s: u64) -> String {
-    json!({"t":"welcome","re":re,"ts":ts,"period_s":period_s}).to_string()
+    msg::Msg::Welcome(msg::Welcome {
+        re: Some(re),
+        ts: Some(ts),
+        period_s: Some(period_s),
+    })
+    .to_json()
 }
 
 /// `ack` for a request with id `re`.
 pub fn ack(re: u64) -> String {
-    json!({"t":"ack","re":re}).to_string()
+    msg::Msg::Ack(msg::Ack { re: Some(re) }).to_json()
 }
 
-/// A `switch` command.
+/// A `switch` command: `Some(on)`, or `None` to toggle.
 pub fn switch(id: u64, dev: &str, on: Option<bool>) -> String {
-    match on {
-        Some(on) => json!({"t":"switch","id":id,"dev":dev,"on":on}).to_string(),
-        None => json!({"t":"switch","id":id,"dev":dev,"toggle":true}).to_string(),
-    }
+    msg::Msg::Switch(msg::Switch {
+        id: Some(id),
+        dev: Some(dev.to_string()),
+        on,
+        toggle: on.is_none().then_some(true),
+    })
+    .to_json()
 }
 
 /// An `error`, optionally answering a request.
 pub fn error(re: Option<u64>, dev: Option<&str>, code: &str, msg: &str) -> String {
-    let mut v = json!({"t":"error"});
-    if let Some(r) = re {
-        v["re"] = json!(r);
-    }
-    if let Some(d) = dev {
-        v["dev"] = json!(d);
-    }
-    v["code"] = json!(code);
-    v["msg"] = json!(msg);
-    v.to_string()
+    msg::Msg::error(re, dev, code, msg).to_json()
 }
 
 #[cfg(test)]

@@ -1,0 +1,447 @@
+//! Every message of the Kinetid v1 contract as a typed struct.
+//!
+//! The backend, the device emulator and the decoder share these: what the
+//! tools send is built from them (never from JSON literals), and what they
+//! receive is read into them. Reading is lenient, field by field: a field
+//! of the wrong type reads as absent, so a buggy device's message still
+//! yields everything that is usable, while the annotator names what is
+//! wrong. Field order is the contract's, so the bytes on the wire read like
+//! its examples.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+/// A field that reads as `None` when it is missing or of the wrong type.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
+}
+
+/// One Kinetid message; `t` is the tag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "lowercase")]
+pub enum Msg {
+    /// Device: first message of a connection.
+    Hello(Hello),
+    /// Device: a meter reading (its own, or a passive's it relays).
+    Report(Report),
+    /// Device: the relay state (answering a switch, or after a button).
+    State(State),
+    /// Either side: a failure, answering a request or not.
+    Error(ErrorMsg),
+    /// Backend: the answer to hello.
+    Welcome(Welcome),
+    /// Backend: the answer to a report or an unsolicited state.
+    Ack(Ack),
+    /// Backend: switch a relay.
+    Switch(Switch),
+}
+
+/// `hello`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Request id.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub id: Option<u64>,
+    /// The device id.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dev: Option<String>,
+    /// Firmware version.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub fw: Option<String>,
+    /// `active` or `passive`.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub role: Option<String>,
+    /// Nominal mains voltage.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mains_v: Option<f64>,
+    /// Nominal mains frequency.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mains_hz: Option<f64>,
+    /// Report period in seconds.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub period_s: Option<u64>,
+    /// Passive plugs behind this one.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub passives: Option<Vec<String>>,
+}
+
+/// `report`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Request id.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub id: Option<u64>,
+    /// The plug the reading is of.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dev: Option<String>,
+    /// For a relayed reading: the active plug relaying it.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub via: Option<String>,
+    /// For a relayed reading: how it reached the active plug (`plc`).
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub link: Option<String>,
+    /// Unix seconds of the reading.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ts: Option<u64>,
+    /// Per-plug sequence number.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub seq: Option<u64>,
+    /// Relay on?
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub on: Option<bool>,
+    /// Power, W.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub power_w: Option<f64>,
+    /// Voltage, V.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub voltage_v: Option<f64>,
+    /// Current, A.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub current_a: Option<f64>,
+    /// Power factor.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pf: Option<f64>,
+    /// Frequency, Hz.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub freq_hz: Option<f64>,
+    /// Energy counter, Wh.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub energy_wh: Option<f64>,
+}
+
+/// `state`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Request id (an unsolicited state).
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub id: Option<u64>,
+    /// The switch this answers.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub re: Option<u64>,
+    /// The plug.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dev: Option<String>,
+    /// Relay on now?
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub on: Option<bool>,
+    /// Relay on before?
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub was_on: Option<bool>,
+    /// What switched it: `backend` or `button`.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub src: Option<String>,
+    /// Unix seconds.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ts: Option<u64>,
+}
+
+/// `error`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ErrorMsg {
+    /// The request this answers.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub re: Option<u64>,
+    /// The plug it is about.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dev: Option<String>,
+    /// `bad_request`, `unknown_device`, `not_found`, `unreachable`.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub code: Option<String>,
+    /// For people.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub msg: Option<String>,
+}
+
+/// `welcome`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The hello's id.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub re: Option<u64>,
+    /// Backend time, Unix seconds.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ts: Option<u64>,
+    /// Report period the backend wants.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub period_s: Option<u64>,
+}
+
+/// `ack`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The request acknowledged.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub re: Option<u64>,
+}
+
+/// `switch`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Switch {
+    /// Command id.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub id: Option<u64>,
+    /// The plug.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dev: Option<String>,
+    /// Switch on or off...
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub on: Option<bool>,
+    /// ...or toggle.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub toggle: Option<bool>,
+}
+
+impl Msg {
+    /// The message as one line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Read a message; `None` for anything that is not an object with a
+    /// known `t`.
+    pub fn from_value(v: &Value) -> Option<Msg> {
+        Msg::deserialize(v).ok()
+    }
+
+    /// An `error` (for `bad_request` and the like).
+    pub fn error(re: Option<u64>, dev: Option<&str>, code: &str, msg: &str) -> Msg {
+        Msg::Error(ErrorMsg {
+            re,
+            dev: dev.map(str::to_string),
+            code: Some(code.to_string()),
+            msg: Some(msg.to_string()),
+        })
+    }
+}
+
+impl Switch {
+    /// What the command asks: `Some(Some(on))`, `Some(None)` for toggle,
+    /// or `None` when it asks neither.
+    pub fn target(&self) -> Option<Option<bool>> {
+        match (self.toggle, self.on) {
+            (Some(true), _) => Some(None),
+            (_, Some(on)) => Some(Some(on)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_examples_round_trip_byte_for_byte() {
+        for m in [
+            r#"{"t":"hello","id":1,"dev":"KN-A4CF12F0E1B2","fw":"1.4.2","role":"active","mains_v":230.0,"mains_hz":50.0,"period_s":60,"passives":["KN-00A1B2C3D4E5"]}"#,
+            r#"{"t":"report","id":3,"dev":"KN-00A1B2C3D4E5","via":"KN-A4CF12F0E1B2","link":"plc","ts":1767225662,"seq":7,"on":true,"power_w":3.1,"voltage_v":230.9,"current_a":0.02,"pf":0.55,"freq_hz":50.0,"energy_wh":88.2}"#,
+            r#"{"t":"state","re":9001,"dev":"KN-A4CF12F0E1B2","on":false,"was_on":true,"src":"backend","ts":1767225671}"#,
+            r#"{"t":"state","id":4,"dev":"KN-A4CF12F0E1B2","on":true,"was_on":false,"src":"button","ts":1767225700}"#,
+            r#"{"t":"error","re":9002,"dev":"KN-00A1B2C3D4E5","code":"unreachable","msg":"PLC timeout"}"#,
+            r#"{"t":"welcome","re":1,"ts":1767225600,"period_s":60}"#,
+            r#"{"t":"ack","re":2}"#,
+            r#"{"t":"switch","id":9001,"dev":"KN-A4CF12F0E1B2","on":false}"#,
+            r#"{"t":"switch","id":9003,"dev":"KN-A4CF12F0E1B2","toggle":true}"#,
+            r#"{"t":"error","code":"bad_request","msg":"expected a JSON object with field t"}"#,
+        ] {
+            let v: Value = serde_json::from_str(m).unwrap();
+            let msg = Msg::from_value(&v).unwrap_or_else(|| panic!("{m}"));
+            assert_eq!(msg.to_json(), m);
+        }
+    }
+
+    #[test]
+    fn wrong_types_read_as_absent() {
+        let v: Value = serde_json::from_str(
+            r#"{"t":"hello","id":"one","dev":"KN-A4CF12F0E1B2","period_s":"60","passives":[1,2]}"#,
+        )
+        .unwrap();
+        let Some(Msg::Hello(h)) = Msg::from_value(&v) else {
+            panic!()
+        };
+        assert_eq!((h.id, h.period_s, h.passives), (None, None, None));
+        assert_eq!(h.dev.as_deref(), Some("KN-A4CF12F0E1B2"));
+        for bad in [r#"{"t":"dance"}"#, r#"[1]"#, r#"{"id":1}"#] {
+            let v: Value = serde_json::from_str(bad).unwrap();
+            assert_eq!(Msg::from_value(&v), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn switch_targets() {
+        let s = |on, toggle| Switch {
+            id: Some(1),
+            dev: None,
+            on,
+            toggle,
+        };
+        assert_eq!(s(Some(true), None).target(), Some(Some(true)));
+        assert_eq!(s(None, Some(true)).target(), Some(None));
+        assert_eq!(s(None, None).target(), None);
+    }
+}
