@@ -1,4 +1,7 @@
-//! One device connection: the task that owns its socket and its annotator.
+//! One device connection: the task that owns its socket and its annotator,
+//! and drives the engine's [`Session`] (RFC 6455) and [`Backend`] (Kinetid)
+//! for it. It moves bytes and applies what the engine says; the rules live
+//! in the engine.
 //!
 //! Every byte read or written goes through [`Conn::observe`], which records
 //! it (before it is acted on), feeds the annotator, renders the events and
@@ -7,17 +10,18 @@
 //! all connections hold together by `--max-buffered`.
 
 use super::api::{self, Request};
-use super::hub::{role_of, Claim, Cmd, ConnCmd, Hub};
+use super::hub::{Claim, Cmd, ConnCmd, Hub};
 use super::now;
-use kinetid_wsdump::annotate::{close_code_for, Annotator, Event, EventKind, MessageEvent};
+use kinetid_wsdump::annotate::{Annotator, Event, EventKind};
 use kinetid_wsdump::capture::{capture_line, Chunk, ChunkKind};
-use kinetid_wsdump::frame::{close_payload, CloseCode, Direction, OpCode};
+use kinetid_wsdump::engine::backend::{Backend, BackendConfig, Effect};
+use kinetid_wsdump::engine::session::{Output, Session, SessionConfig};
+use kinetid_wsdump::frame::{Direction, OpCode, Role};
 use kinetid_wsdump::handshake::{self, error_response, RequestKind};
-use kinetid_wsdump::kinetid;
 use kinetid_wsdump::note::{self, Code, Note, Severity};
 use kinetid_wsdump::quirk::server_frame;
 use kinetid_wsdump::replay::Stats;
-use serde_json::Value;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,7 +29,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc};
-use tokio::time::Instant as TInstant;
 
 /// Below this, a connection is never the one closed for the global budget.
 const BUDGET_FLOOR: usize = 64 * 1024;
@@ -41,12 +44,6 @@ pub struct Conn {
     hub: Arc<Hub>,
     ann: Annotator,
     stats: Stats,
-    hello: Option<String>,
-    close_sent: bool,
-    close_received: bool,
-    failed: bool,
-    last_seen: Instant,
-    ping_seq: u64,
     /// Bytes this connection counts in the hub's budget.
     held: usize,
     registry_full_noted: bool,
@@ -69,12 +66,6 @@ impl Conn {
             hub,
             ann,
             stats: Stats::default(),
-            hello: None,
-            close_sent: false,
-            close_received: false,
-            failed: false,
-            last_seen: Instant::now(),
-            ping_seq: 0,
             held: 0,
             registry_full_noted: false,
         }
@@ -199,15 +190,6 @@ impl Conn {
         self.send_frame(OpCode::Text, text.as_bytes()).await
     }
 
-    async fn send_close(&mut self, code: u16, reason: &str) -> std::io::Result<()> {
-        if self.close_sent {
-            return Ok(());
-        }
-        self.close_sent = true;
-        self.send_frame(OpCode::Close, &close_payload(Some(CloseCode(code)), reason))
-            .await
-    }
-
     /// Serve the connection to its end.
     pub async fn run(&mut self, mut shutdown: broadcast::Receiver<()>) {
         let t = now();
@@ -240,7 +222,7 @@ impl Conn {
     /// Read and answer the HTTP head. Returns the handshake's outcome: for an
     /// upgrade, the events the frames after the head already produced.
     async fn handshake(&mut self) -> Option<Vec<Event>> {
-        let deadline = TInstant::now() + self.hub.s.head_timeout;
+        let deadline = tokio::time::Instant::now() + self.hub.s.head_timeout;
         let mut raw: Vec<u8> = Vec::new();
         let mut buf = vec![0u8; 4096];
         loop {
@@ -311,7 +293,7 @@ impl Conn {
             error_response(413, "", "request bodies are at most 64 KiB")
         } else {
             let mut buf = vec![0u8; 4096];
-            let deadline = TInstant::now() + Duration::from_secs(10);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             while body.len() < want {
                 match tokio::time::timeout_at(deadline, self.sock.read(&mut buf)).await {
                     Ok(Ok(n)) if n > 0 => {
@@ -341,88 +323,161 @@ impl Conn {
         shutdown: &mut broadcast::Receiver<()>,
     ) {
         let s = self.hub.s.clone();
-        let start = TInstant::now();
-        let period = s.ping_interval.max(Duration::from_millis(1));
-        let mut ping = tokio::time::interval_at(start + period, period);
-        let hello_deadline = start + s.hello_timeout;
-        let mut close_deadline: Option<TInstant> = None;
-        let mut frame_deadline: Option<TInstant> = None;
+        let now = Instant::now();
+        let mut sess = Session::new(
+            SessionConfig {
+                ping_interval: Some(s.ping_interval).filter(|p| !p.is_zero()),
+                idle_timeout: Some(s.idle_timeout),
+                lenient: s.lenient,
+                ..SessionConfig::new(Role::Server)
+            },
+            now,
+        );
+        let mut backend = (!s.echo).then(|| {
+            let cfg = BackendConfig {
+                hello_timeout: s.hello_timeout,
+                refuse: s.refuse.clone(),
+            };
+            Backend::new(cfg, now)
+        });
+        let mut frame_deadline: Option<Instant> = None;
         let mut buf = vec![0u8; 64 * 1024];
-        if self.handle(first).await.is_err() {
+        let outs = sess.on_peer(first, now);
+        if self.apply(&mut sess, &mut backend, outs).await.is_err() {
             return;
         }
         loop {
-            if self.close_sent && self.close_received {
-                return;
-            }
-            let idle_at = TInstant::from_std(self.last_seen + s.idle_timeout);
-            let hello_wait = self.hello.is_none() && !s.echo && !self.close_sent;
-            tokio::select! {
+            let deadline = [
+                sess.next_deadline(),
+                backend.as_ref().and_then(Backend::next_deadline),
+                frame_deadline,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let step = tokio::select! {
                 r = self.sock.read(&mut buf) => {
                     let n = match r { Ok(0) | Err(_) => return, Ok(n) => n };
-                    self.last_seen = Instant::now();
                     let ev = self.observe(Direction::C2S, &buf[..n]);
                     if self.over_budget() {
-                        self.fail_budget().await;
+                        self.fail_budget(&mut sess).await;
                         return;
                     }
                     // A frame must make progress: the deadline is set when one starts.
                     frame_deadline = match (self.ann.mid_frame(Direction::C2S), frame_deadline) {
                         (false, _) => None,
-                        (true, None) => Some(TInstant::now() + s.frame_timeout),
+                        (true, None) => Some(Instant::now() + s.frame_timeout),
                         (true, d) => d,
                     };
-                    if self.failed {
-                        // After failing the connection nothing more is processed
-                        // (RFC 6455 7.1.7), but it is still shown. Its Close ends
-                        // the closing handshake: the server drops TCP first (7.1.1).
-                        if ev.iter().any(|e| matches!(&e.kind, EventKind::Frame(f) if f.header.opcode == OpCode::Close)) {
-                            return;
-                        }
-                        continue;
-                    }
-                    if self.handle(ev).await.is_err() { return; }
+                    let outs = sess.on_peer(ev, Instant::now());
+                    self.apply(&mut sess, &mut backend, outs).await
                 }
-                Some(cmd) = rx.recv() => {
-                    if self.command(cmd, &mut close_deadline).await.is_err() { return; }
+                Some(cmd) = rx.recv() => self.command(cmd, &mut sess, &mut backend).await,
+                _ = sleep_opt(deadline) => self.tick(&mut sess, &mut backend, &mut frame_deadline).await,
+                _ = shutdown.recv(), if sess.is_open() => {
+                    let outs = sess.close(1001, "server shutting down", Instant::now());
+                    self.apply(&mut sess, &mut backend, outs).await
                 }
-                _ = ping.tick(), if !s.ping_interval.is_zero() && !self.close_sent => {
-                    self.ping_seq += 1;
-                    let p = self.ping_seq.to_string();
-                    if self.send_frame(OpCode::Ping, p.as_bytes()).await.is_err() { return; }
-                }
-                _ = tokio::time::sleep_until(hello_deadline), if hello_wait => {
-                    if self.send_close(1008, "no hello within the time allowed").await.is_err() { return; }
-                }
-                _ = tokio::time::sleep_until(idle_at), if !self.close_sent => {
-                    if self.send_close(1001, "nothing heard for too long").await.is_err() { return; }
-                }
-                _ = sleep_opt(frame_deadline), if !self.close_sent => {
-                    frame_deadline = None;
-                    self.notice(note::listener(Severity::Error, Code::FrameTimeout, format!(
-                        "a frame started but was not finished within --frame-timeout {} s: closed with 1008",
-                        s.frame_timeout.as_secs_f64()
-                    )));
-                    self.failed = true;
-                    if self.send_close(1008, "frame not finished in time").await.is_err() { return; }
-                }
-                _ = sleep_opt(close_deadline) => {
-                    // The peer never answered our Close: drop TCP.
-                    return;
-                }
-                _ = shutdown.recv(), if !self.close_sent => {
-                    if self.send_close(1001, "server shutting down").await.is_err() { return; }
-                }
-            }
-            if self.close_sent && close_deadline.is_none() {
-                close_deadline = Some(TInstant::now() + Duration::from_secs(2));
+            };
+            if step.is_err() || sess.is_done() {
+                return;
             }
         }
     }
 
+    /// The timers of the session, the backend and the frame in progress.
+    async fn tick(
+        &mut self,
+        sess: &mut Session,
+        backend: &mut Option<Backend>,
+        frame_deadline: &mut Option<Instant>,
+    ) -> Result<(), Stop> {
+        let now = Instant::now();
+        if frame_deadline.is_some_and(|d| now >= d) {
+            *frame_deadline = None;
+            if sess.is_open() {
+                self.notice(note::listener(
+                    Severity::Error,
+                    Code::FrameTimeout,
+                    format!(
+                        "a frame started but was not finished within --frame-timeout {} s: closed with 1008",
+                        self.hub.s.frame_timeout.as_secs_f64()
+                    ),
+                ));
+                let outs = sess.fail(1008, "frame not finished in time", now);
+                self.apply(sess, backend, outs).await?;
+            }
+        }
+        let mut work: VecDeque<Work> = sess.on_tick(now).into_iter().map(Work::Out).collect();
+        if let Some(b) = backend.as_mut() {
+            work.extend(b.on_tick(now).into_iter().map(Work::Effect));
+        }
+        self.run_work(sess, backend, work).await
+    }
+
+    /// Apply what the session said.
+    async fn apply(
+        &mut self,
+        sess: &mut Session,
+        backend: &mut Option<Backend>,
+        outs: Vec<Output>,
+    ) -> Result<(), Stop> {
+        let work = outs.into_iter().map(Work::Out).collect();
+        self.run_work(sess, backend, work).await
+    }
+
+    /// Carry out session outputs and backend effects until none is left
+    /// (a delivered message yields effects, an effect may close the session).
+    async fn run_work(
+        &mut self,
+        sess: &mut Session,
+        backend: &mut Option<Backend>,
+        mut work: VecDeque<Work>,
+    ) -> Result<(), Stop> {
+        while let Some(w) = work.pop_front() {
+            match w {
+                Work::Out(Output::Frame { opcode, payload }) => {
+                    self.send_frame(opcode, &payload).await.map_err(|_| ())?
+                }
+                Work::Out(Output::CloseTcp) => return Err(()),
+                Work::Out(Output::Deliver(m)) => match backend.as_mut() {
+                    // Echo mode: every data message goes back as it came.
+                    None => self
+                        .send_frame(m.opcode, &m.payload)
+                        .await
+                        .map_err(|_| ())?,
+                    Some(b) => {
+                        work.extend(b.on_message(&m, now_unix()).into_iter().map(Work::Effect))
+                    }
+                },
+                Work::Effect(Effect::Send(text)) if sess.is_open() => {
+                    self.send_text(&text).await.map_err(|_| ())?
+                }
+                Work::Effect(Effect::Send(_)) => {}
+                Work::Effect(Effect::Close(code, reason)) => work.extend(
+                    sess.close(code, reason, Instant::now())
+                        .into_iter()
+                        .map(Work::Out),
+                ),
+                Work::Effect(Effect::Claim {
+                    dev,
+                    role,
+                    via,
+                    take_over,
+                }) => self.claim(&dev, role, via.as_deref(), now_unix(), take_over),
+                Work::Effect(Effect::Reading(r)) => self.hub.reading(self.id, &r, now_unix()),
+                Work::Effect(Effect::Relay { dev, on }) => {
+                    self.hub.relay(self.id, &dev, on, now_unix())
+                }
+                Work::Effect(Effect::Answer { re, result }) => self.hub.answer(self.id, re, result),
+            }
+        }
+        Ok(())
+    }
+
     /// Over the global memory budget: say so, send 1013 and drop TCP at once
     /// (the peer's Close would be stuck behind the frame it is sending).
-    async fn fail_budget(&mut self) {
+    async fn fail_budget(&mut self, sess: &mut Session) {
         let total = self.hub.buffered.load(Ordering::Relaxed);
         self.notice(note::listener(
             Severity::Error,
@@ -432,20 +487,22 @@ impl Conn {
                 self.held, self.hub.s.max_buffered
             ),
         ));
-        self.failed = true;
-        let _ = self
-            .send_close(1013, "server memory budget exhausted")
-            .await;
+        for o in sess.fail(1013, "server memory budget exhausted", Instant::now()) {
+            if let Output::Frame { opcode, payload } = o {
+                let _ = self.send_frame(opcode, &payload).await;
+            }
+        }
     }
 
     /// A command from the API, the console or another connection.
     async fn command(
         &mut self,
         cmd: Cmd,
-        close_deadline: &mut Option<TInstant>,
+        sess: &mut Session,
+        backend: &mut Option<Backend>,
     ) -> Result<(), Stop> {
         let Cmd { kind, done } = cmd;
-        if self.close_sent {
+        if !sess.is_open() {
             if let Some(d) = done {
                 let _ = d.send(Err(
                     "the connection is closing (a Close was already sent)".into()
@@ -453,92 +510,31 @@ impl Conn {
             }
             return Ok(());
         }
-        let r = match kind {
-            ConnCmd::Text(t) => self.send_text(&t).await,
-            ConnCmd::Ping(p) => self.send_frame(OpCode::Ping, &p).await,
-            ConnCmd::Close(code, reason) => {
-                *close_deadline = Some(TInstant::now() + Duration::from_secs(2));
-                self.send_close(code, &reason).await
-            }
+        let now = Instant::now();
+        let outs = match kind {
+            ConnCmd::Text(t) => vec![Output::Frame {
+                opcode: OpCode::Text,
+                payload: t.into_bytes(),
+            }],
+            ConnCmd::Ping(p) => vec![Output::Frame {
+                opcode: OpCode::Ping,
+                payload: p,
+            }],
+            ConnCmd::Close(code, reason) => sess.close(code, &reason, now),
             ConnCmd::Replaced { dev, by, peer } => {
                 self.notice(note::listener(
                     Severity::Warning,
                     Code::DeviceReplaced,
                     format!("connection {by} from {peer} said hello as {dev}, which this connection carried: the newer connection wins (kinetid v1), this one is closed with 4001 replaced"),
                 ));
-                self.send_close(4001, "replaced").await
+                sess.close(4001, "replaced", now)
             }
         };
+        let r = self.apply(sess, backend, outs).await;
         if let Some(d) = done {
-            let _ = d.send(r.as_ref().map(|_| ()).map_err(|e| format!("not sent: {e}")));
+            let _ = d.send(r.map_err(|_| "not sent: the connection ended".to_string()));
         }
-        r.map_err(|_| ())
-    }
-
-    /// React to the annotator's events for bytes the device sent.
-    async fn handle(&mut self, ev: Vec<Event>) -> Result<(), Stop> {
-        for e in ev {
-            if e.dir != Direction::C2S || self.failed {
-                continue;
-            }
-            match e.kind {
-                EventKind::Frame(f) => {
-                    let fail = f
-                        .notes
-                        .iter()
-                        .filter(|n| n.severity == Severity::Error)
-                        .find_map(|n| close_code_for(n).map(|c| (c, n.code)));
-                    if let (Some((code, why)), false) = (fail, self.hub.s.lenient) {
-                        self.failed = true;
-                        self.send_close(code.0, why.as_str())
-                            .await
-                            .map_err(|_| ())?;
-                        if f.header.opcode == OpCode::Close {
-                            // The faulty frame was the peer's Close: the handshake is over.
-                            return Err(());
-                        }
-                        // Failing the connection: give the peer a moment for its Close, then go.
-                        return Ok(());
-                    }
-                    match f.header.opcode {
-                        OpCode::Ping if !self.close_sent => self
-                            .send_frame(OpCode::Pong, &f.payload)
-                            .await
-                            .map_err(|_| ())?,
-                        OpCode::Close => {
-                            self.close_received = true;
-                            if !self.close_sent {
-                                // Echo the code (RFC 6455 5.5.1); none if none was sent.
-                                let payload = match &f.close {
-                                    Some((c, _)) if c.is_allowed() => close_payload(Some(*c), ""),
-                                    Some(_) => close_payload(Some(CloseCode::PROTOCOL), ""),
-                                    None => Vec::new(),
-                                };
-                                self.close_sent = true;
-                                self.send_frame(OpCode::Close, &payload)
-                                    .await
-                                    .map_err(|_| ())?;
-                            }
-                            return Err(());
-                        }
-                        _ => {}
-                    }
-                }
-                EventKind::Message(m) if !self.close_sent => {
-                    if self.hub.s.echo {
-                        self.send_frame(m.opcode, &m.payload)
-                            .await
-                            .map_err(|_| ())?;
-                    } else {
-                        self.backend(*m, e.time.unwrap_or_else(now))
-                            .await
-                            .map_err(|_| ())?;
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        r
     }
 
     /// Register a device id for this connection, with the notes the outcome needs.
@@ -575,153 +571,21 @@ impl Conn {
             Claim::Full => {}
         }
     }
-
-    /// The Kinetid backend's answer to one device message.
-    async fn backend(&mut self, m: MessageEvent, t: f64) -> std::io::Result<()> {
-        const NEED_T: &str = "expected a JSON object with field t";
-        let Some(k) = m.kinetid else {
-            let why = if m.opcode == OpCode::Binary {
-                "binary messages are not part of kinetid.v1"
-            } else {
-                NEED_T
-            };
-            return self
-                .send_text(&kinetid::error(None, None, "bad_request", why))
-                .await;
-        };
-        if k.t.is_empty() {
-            return self
-                .send_text(&kinetid::error(None, None, "bad_request", NEED_T))
-                .await;
-        }
-        if self.hello.is_none() && k.t != "hello" {
-            let e = kinetid::error(k.id, None, "bad_request", "the first message must be hello");
-            self.send_text(&e).await?;
-            return self.send_close(1008, "first message was not hello").await;
-        }
-        match k.t.as_str() {
-            "hello" => self.on_hello(&k, t).await,
-            "report" => self.on_report(&k, t).await,
-            "state" => self.on_state(&k, t).await,
-            "error" => {
-                self.answer(k.re, Err(k.value.clone()));
-                Ok(())
-            }
-            "ack" | "welcome" => Ok(()),
-            other => {
-                let msg = format!("unknown message type {other:?}");
-                self.send_text(&kinetid::error(k.id, None, "bad_request", &msg))
-                    .await
-            }
-        }
-    }
-
-    async fn on_hello(&mut self, k: &kinetid::Message, t: f64) -> std::io::Result<()> {
-        let dev = k.dev.clone().unwrap_or_default();
-        if !kinetid::is_device_id(&dev) || self.hub.s.refuse.iter().any(|r| r == &dev) {
-            let e = kinetid::error(
-                k.id,
-                Some(&dev),
-                "unknown_device",
-                "this backend does not know the device",
-            );
-            self.send_text(&e).await?;
-            return self.send_close(1008, "unknown device").await;
-        }
-        self.claim(&dev, role_of(k.str("role")), None, t, true);
-        if let Some(ps) = k.value.get("passives").and_then(Value::as_array) {
-            for p in ps.iter().filter_map(Value::as_str) {
-                self.claim(p, "passive", Some(&dev), t, true);
-            }
-        }
-        self.hello = Some(dev);
-        let period = k.f64("period_s").filter(|p| *p >= 1.0).unwrap_or(60.0) as u64;
-        self.send_text(&kinetid::welcome(k.id.unwrap_or(0), t as u64, period))
-            .await
-    }
-
-    async fn on_report(&mut self, k: &kinetid::Message, t: f64) -> std::io::Result<()> {
-        if let Some(dev) = &k.dev {
-            // A relayed report registers its plug only through the active
-            // plug that said hello on this connection, and never takes an id
-            // another connection carries.
-            if let (Some(via), Some(me)) = (k.str("via"), self.hello.clone()) {
-                if via == me && dev != &me {
-                    self.claim(dev, "passive", Some(via), t, false);
-                }
-            }
-            self.count_report(dev, k, t);
-        }
-        match k.id {
-            Some(id) => self.send_text(&kinetid::ack(id)).await,
-            None => {
-                let e = kinetid::error(None, k.dev.as_deref(), "bad_request", "report without id");
-                self.send_text(&e).await
-            }
-        }
-    }
-
-    /// Update the device's row from a report, dropping duplicates by seq.
-    fn count_report(&self, dev: &str, k: &kinetid::Message, t: f64) {
-        let mut d = self.hub.devices.lock().expect("devices");
-        let Some(e) = d.get_mut(dev).filter(|e| e.conn == self.id) else {
-            return;
-        };
-        e.last_seen = t;
-        let seq = k.value.get("seq").and_then(Value::as_u64);
-        if seq.is_some_and(|s| e.recent_seqs.contains(&s)) {
-            e.duplicates += 1;
-            return;
-        }
-        if let Some(s) = seq {
-            e.recent_seqs.push_back(s);
-            if e.recent_seqs.len() > 1024 {
-                e.recent_seqs.pop_front();
-            }
-            e.seq = Some(s);
-        }
-        e.reports += 1;
-        e.on = k.bool("on").or(e.on);
-        e.power_w = k.f64("power_w");
-        e.energy_wh = k.f64("energy_wh");
-    }
-
-    async fn on_state(&mut self, k: &kinetid::Message, t: f64) -> std::io::Result<()> {
-        if let Some(dev) = &k.dev {
-            let mut d = self.hub.devices.lock().expect("devices");
-            if let Some(e) = d.get_mut(dev).filter(|e| e.conn == self.id) {
-                e.on = k.bool("on").or(e.on);
-                e.last_seen = t;
-            }
-        }
-        if k.re.is_some() {
-            self.answer(k.re, Ok(k.value.clone()));
-            Ok(())
-        } else if let Some(id) = k.id {
-            self.send_text(&kinetid::ack(id)).await
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Hand a device's answer to whoever sent the command it answers.
-    fn answer(&self, re: Option<u64>, v: Result<Value, Value>) {
-        let Some(re) = re else { return };
-        let tx = self
-            .hub
-            .pending
-            .lock()
-            .expect("pending")
-            .remove(&(self.id, re));
-        if let Some(tx) = tx {
-            let _ = tx.send(v);
-        }
-    }
 }
 
-async fn sleep_opt(d: Option<TInstant>) {
+/// One step of the work a read, a tick or a command produced.
+enum Work {
+    Out(Output),
+    Effect(Effect),
+}
+
+fn now_unix() -> f64 {
+    now()
+}
+
+async fn sleep_opt(d: Option<Instant>) {
     match d {
-        Some(d) => tokio::time::sleep_until(d).await,
+        Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
     }
 }

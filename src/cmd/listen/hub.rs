@@ -9,6 +9,7 @@
 use super::Settings;
 use crate::cmd::listen::sinks::{LineSink, Recorder};
 use kinetid_wsdump::kinetid;
+use kinetid_wsdump::kinetid::msg::Report;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -89,15 +90,6 @@ impl Device {
             "on": self.on, "power_w": self.power_w, "energy_wh": self.energy_wh, "seq": self.seq,
             "reports": self.reports, "duplicates": self.duplicates,
         })
-    }
-}
-
-/// The role a device claims, kept only when it is one the contract names.
-pub fn role_of(s: Option<&str>) -> &'static str {
-    match s {
-        Some("active") | None => "active",
-        Some("passive") => "passive",
-        Some(_) => "unknown",
     }
 }
 
@@ -402,6 +394,49 @@ impl Hub {
         e.online = true;
         e.last_seen = t;
         claim
+    }
+
+    /// A report for a device this connection carries: its row is updated,
+    /// a (dev, seq) seen recently is counted as a duplicate.
+    pub fn reading(&self, conn: u64, r: &Report, t: f64) {
+        let Some(dev) = r.dev.as_deref() else { return };
+        let mut d = self.devices.lock().expect("devices");
+        let Some(e) = d.get_mut(dev).filter(|e| e.conn == conn) else {
+            return;
+        };
+        e.last_seen = t;
+        if r.seq.is_some_and(|s| e.recent_seqs.contains(&s)) {
+            e.duplicates += 1;
+            return;
+        }
+        if let Some(s) = r.seq {
+            e.recent_seqs.push_back(s);
+            if e.recent_seqs.len() > 1024 {
+                e.recent_seqs.pop_front();
+            }
+            e.seq = Some(s);
+        }
+        e.reports += 1;
+        e.on = r.on.or(e.on);
+        e.power_w = r.power_w;
+        e.energy_wh = r.energy_wh;
+    }
+
+    /// A relay state for a device this connection carries.
+    pub fn relay(&self, conn: u64, dev: &str, on: bool, t: f64) {
+        let mut d = self.devices.lock().expect("devices");
+        if let Some(e) = d.get_mut(dev).filter(|e| e.conn == conn) {
+            e.on = Some(on);
+            e.last_seen = t;
+        }
+    }
+
+    /// A device's answer to command `re` sent on connection `conn`.
+    pub fn answer(&self, conn: u64, re: u64, result: Result<Value, Value>) {
+        let tx = self.pending.lock().expect("pending").remove(&(conn, re));
+        if let Some(tx) = tx {
+            let _ = tx.send(result);
+        }
     }
 
     /// A connection ended: its devices go offline, its pending commands fail.
