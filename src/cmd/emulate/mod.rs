@@ -1,0 +1,291 @@
+//! `kinetid-wsdump emulate-device`: one Kinetid plug, a home (an active plug
+//! with passive plugs behind it over PLC), or a fleet of independent plugs.
+//!
+//! This module holds the flags and the fleet (ids, seeds, ramp, status line,
+//! summary); [`plug`] drives one home's connections. What a home does is the
+//! engine's [`kinetid_wsdump::engine::device::Home`]; how it speaks RFC 6455
+//! is the engine's session.
+
+pub mod plug;
+
+use crate::cli::EmulateArgs;
+use crate::cmd::{printer, AppError};
+use kinetid_wsdump::engine::device::{Home, HomeConfig, Plug};
+use kinetid_wsdump::kinetid;
+use kinetid_wsdump::meter::Appliance;
+use kinetid_wsdump::quirk::Quirk;
+use kinetid_wsdump::render::Printer;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Counters over all emulated plugs.
+#[derive(Debug, Default)]
+pub struct FleetStats {
+    /// Plugs connected now.
+    pub connected: AtomicU64,
+    /// Successful handshakes.
+    pub connects: AtomicU64,
+    /// Handshakes after a lost connection.
+    pub reconnects: AtomicU64,
+    /// Reports sent (resends included).
+    pub reports_sent: AtomicU64,
+    /// Reports acknowledged.
+    pub reports_acked: AtomicU64,
+    /// Switch commands obeyed.
+    pub commands: AtomicU64,
+    /// Connection or handshake failures.
+    pub errors: AtomicU64,
+}
+
+impl FleetStats {
+    fn json(&self) -> Value {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        json!({
+            "connected": g(&self.connected), "connects": g(&self.connects), "reconnects": g(&self.reconnects),
+            "reports_sent": g(&self.reports_sent), "reports_acked": g(&self.reports_acked),
+            "commands": g(&self.commands), "errors": g(&self.errors),
+        })
+    }
+}
+
+/// A parsed `ws://host:port/path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsUrl {
+    /// host:port to connect to.
+    pub addr: String,
+    /// Host header.
+    pub host: String,
+    /// Request target.
+    pub path: String,
+}
+
+/// Parse a `ws://` URL (TLS is not supported: plugs on a bench speak plain TCP).
+pub fn parse_url(url: &str) -> Result<WsUrl, String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| format!("{url:?}: only ws:// URLs are supported"))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if hostport.is_empty() {
+        return Err(format!("{url:?}: no host"));
+    }
+    let addr = if hostport
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !hostport.ends_with(']')
+    {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    Ok(WsUrl {
+        addr,
+        host: hostport.to_string(),
+        path: path.to_string(),
+    })
+}
+
+/// Id `KN-` + 12 hex digits from a number.
+pub fn device_id(n: u64) -> String {
+    format!("KN-{:012X}", n & 0xFFFF_FFFF_FFFF)
+}
+
+fn parse_id(id: &str) -> Option<u64> {
+    if !kinetid::is_device_id(id) {
+        return None;
+    }
+    u64::from_str_radix(&id[3..], 16).ok()
+}
+
+/// Settings shared by all plugs.
+#[derive(Clone)]
+pub struct Shared {
+    /// Where to connect.
+    pub url: WsUrl,
+    /// Fragment messages larger than this.
+    pub frame_size: Option<usize>,
+    /// Firmware bugs to commit.
+    pub quirks: Vec<Quirk>,
+    /// What every home does.
+    pub home: HomeConfig,
+    /// Show the plug's traffic.
+    pub dump: Option<Printer>,
+    /// Counters.
+    pub stats: Arc<FleetStats>,
+}
+
+/// Run `emulate-device`.
+pub fn run(a: EmulateArgs) -> Result<u8, AppError> {
+    let url = parse_url(&a.url).map_err(AppError::Usage)?;
+    if a.count == 0 {
+        return Err(AppError::Usage("--count must be at least 1".into()));
+    }
+    if !(0.0..=1.0).contains(&a.plc_loss) {
+        return Err(AppError::Usage(
+            "--plc-loss is a fraction from 0.0 to 1.0".into(),
+        ));
+    }
+    if a.interval < Duration::from_millis(10) {
+        return Err(AppError::Usage("--interval must be at least 10ms".into()));
+    }
+    let seed = a.seed.unwrap_or_else(rand::random);
+    let base = match &a.id {
+        Some(id) => parse_id(id).ok_or_else(|| {
+            AppError::Usage(format!(
+                "--id {id:?} is not KN- followed by 12 upper-case hex digits"
+            ))
+        })?,
+        None => StdRng::seed_from_u64(seed).gen::<u64>() & 0xFFFF_FFFF_FFFF,
+    };
+    let stats = Arc::new(FleetStats::default());
+    let shared = Shared {
+        url,
+        frame_size: a.frame_size,
+        quirks: a.quirks.clone(),
+        home: HomeConfig {
+            interval: a.interval,
+            plc_latency: a.plc_latency,
+            plc_loss: a.plc_loss,
+            button_every: a.button_every,
+            mains: a.mains,
+            queue_max: a.queue.max(1),
+            fw: concat!("emu-", env!("CARGO_PKG_VERSION")).into(),
+        },
+        dump: a.dump.then(|| printer(&a.output)),
+        stats: stats.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Io("tokio runtime".into(), e))?;
+    let count = a.count;
+    let status = count > 1 && std::io::stderr().is_terminal();
+    let stats_run = stats.clone();
+    rt.block_on(async move {
+        let stats = stats_run;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::with_capacity(count);
+        for i in 0..count {
+            // Its own stream, distinct from the one the base id came from.
+            let mut rng = StdRng::seed_from_u64(seed.wrapping_add(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x4B4E_5EED);
+            let id = device_id(base.wrapping_add(i as u64));
+            let passives = (0..a.passive)
+                .map(|k| Plug::new(device_id(rng.gen::<u64>()), appliance_for(k), a.mains, rng.gen()))
+                .collect();
+            let active = Plug::new(id, a.appliance, a.mains, rng.gen());
+            let home = Home::new(shared.home.clone(), active, passives, rng, plug::next_boundary(a.interval));
+            let delay = if count > 1 { a.ramp.mul_f64(i as f64 / count as f64) } else { Duration::ZERO };
+            let sh = shared.clone();
+            let stop = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                plug::run(home, sh, stop, i as u64 + 1).await
+            }));
+        }
+        let st = stats.clone();
+        let status_task = status.then(|| {
+            tokio::spawn(async move {
+                let mut t = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    t.tick().await;
+                    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                    eprint!(
+                        "\rconnected {}/{count}  reports {} sent {} acked  commands {}  reconnects {}  errors {}   ",
+                        g(&st.connected),
+                        g(&st.reports_sent),
+                        g(&st.reports_acked),
+                        g(&st.commands),
+                        g(&st.reconnects),
+                        g(&st.errors)
+                    );
+                }
+            })
+        });
+        let stop_after = async {
+            match a.duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = stop_after => {}
+        }
+        let _ = stop_tx.send(true);
+        tokio::spawn(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        })
+        .await;
+        if let Some(t) = status_task {
+            t.abort();
+            eprintln!();
+        }
+    });
+    let summary = stats.json();
+    eprintln!("kinetid-wsdump: emulate-device summary: {summary}");
+    if let Some(p) = &a.stats_json {
+        std::fs::write(p, format!("{summary}\n"))
+            .map_err(|e| AppError::Io(p.display().to_string(), e))?;
+    }
+    if stats.connects.load(Ordering::Relaxed) == 0 {
+        return Err(AppError::Failed(format!(
+            "no plug ever connected to {} ({} connection attempts failed; is a backend listening there?)",
+            a.url,
+            stats.errors.load(Ordering::Relaxed)
+        )));
+    }
+    Ok(0)
+}
+
+fn appliance_for(k: usize) -> Appliance {
+    [
+        Appliance::Fridge,
+        Appliance::Tv,
+        Appliance::Laptop,
+        Appliance::Microwave,
+        Appliance::Heater,
+    ][k % 5]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("ws://127.0.0.1:8080/ws").unwrap(),
+            WsUrl {
+                addr: "127.0.0.1:8080".into(),
+                host: "127.0.0.1:8080".into(),
+                path: "/ws".into()
+            }
+        );
+        assert_eq!(parse_url("ws://example").unwrap().addr, "example:80");
+        assert_eq!(parse_url("ws://[::1]:9/x?y").unwrap().addr, "[::1]:9");
+        assert!(parse_url("wss://a/").is_err());
+        assert!(parse_url("http://a/").is_err());
+    }
+
+    #[test]
+    fn ids() {
+        assert_eq!(device_id(0xA4CF12F0E1B2), "KN-A4CF12F0E1B2");
+        assert_eq!(parse_id("KN-A4CF12F0E1B2"), Some(0xA4CF12F0E1B2));
+        assert!(kinetid::is_device_id(&device_id(u64::MAX)));
+    }
+}

@@ -1,0 +1,393 @@
+//! One emulated home's connections: connect, hand-made client handshake,
+//! then move bytes between the socket and the engine (a [`Session`] in the
+//! client role and the [`Home`]), reconnecting with back-off.
+
+use super::{FleetStats, Shared};
+use kinetid_wsdump::annotate::{Annotator, Config, Event, EventKind, HandshakeMode};
+use kinetid_wsdump::engine::device::{Home, Out};
+use kinetid_wsdump::engine::session::{Output, Session, SessionConfig};
+use kinetid_wsdump::frame::{Direction, OpCode, Role};
+use kinetid_wsdump::handshake::{self, KINETID_PROTOCOL};
+use kinetid_wsdump::quirk::{FrameWriter, Quirk};
+use kinetid_wsdump::render::Printer;
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Why a connection ended (other than being asked to stop).
+#[derive(Debug, Error)]
+pub enum LinkError {
+    /// TCP connect failed or timed out.
+    #[error("connect to {addr}: {why}")]
+    Connect {
+        /// Where.
+        addr: String,
+        /// What happened.
+        why: String,
+    },
+    /// The upgrade went wrong.
+    #[error("handshake: {0}")]
+    Handshake(String),
+    /// The server closed the WebSocket.
+    #[error("server closed the connection with {0}")]
+    Closed(u16),
+    /// The server closed and this plug answered nothing (the quirk).
+    #[error("server closed; answered with nothing (silent-close quirk)")]
+    SilentClose,
+    /// TCP ended or failed.
+    #[error("connection lost: {0}")]
+    Io(String),
+}
+
+/// How a connection ended.
+enum End {
+    Stopped,
+    Lost(LinkError),
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The next report boundary of the wall clock, as a monotonic instant.
+pub fn next_boundary(period: Duration) -> Instant {
+    let p = period.as_secs_f64();
+    let now = unix_now();
+    let next = (now / p).floor() * p + p;
+    Instant::now() + Duration::from_secs_f64((next - now).max(0.0))
+}
+
+/// Run one home until told to stop: connect, serve, back off, reconnect.
+pub async fn run(mut home: Home, sh: Shared, mut stop: watch::Receiver<bool>, conn_no: u64) {
+    let mut backoff = Duration::from_secs(1);
+    let mut first = true;
+    loop {
+        let r = connection(&mut home, &sh, &mut stop, conn_no, first).await;
+        if home.welcomed() {
+            backoff = Duration::from_secs(1);
+        }
+        let why = match r {
+            End::Stopped => return,
+            End::Lost(why) => why,
+        };
+        sh.stats.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            "{}: {why}; reconnecting in about {backoff:?}",
+            home.active.id
+        );
+        if sh.dump.is_some() {
+            eprintln!(
+                "kinetid-wsdump: {}: {why}; reconnecting in about {} ms",
+                home.active.id,
+                backoff.as_millis()
+            );
+        }
+        first = false;
+        let wait = backoff.mul_f64(1.0 + home.jitter());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        // Reports due while away are taken now, so none is skipped.
+        home.on_tick(Instant::now(), unix_now());
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// The live side of one connection: socket, annotator, frame writer.
+struct Link {
+    sock: TcpStream,
+    ann: Annotator,
+    writer: FrameWriter,
+    dump: Option<Printer>,
+}
+
+impl Link {
+    fn show(&self, ev: &[Event]) {
+        if let Some(p) = &self.dump {
+            let mut out = Vec::new();
+            for e in ev {
+                let _ = p.event(&mut out, e);
+            }
+            let stdout = std::io::stdout();
+            let mut l = stdout.lock();
+            let _ = l.write_all(&out);
+            let _ = l.flush();
+        }
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.sock
+            .write_all(bytes)
+            .await
+            .map_err(|e| LinkError::Io(e.to_string()))?;
+        let mut ev = Vec::new();
+        self.ann
+            .feed(Direction::C2S, bytes, Some(unix_now()), &mut ev);
+        self.show(&ev);
+        Ok(())
+    }
+
+    /// A frame the session asked for: control frames through the writer's
+    /// control path (where the control-frame quirks live).
+    async fn frame(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), LinkError> {
+        let mut b = Vec::new();
+        if opcode.is_control() {
+            self.writer.control(&mut b, opcode, payload);
+        } else {
+            self.writer.message(&mut b, opcode, payload);
+        }
+        self.send_raw(&b).await
+    }
+}
+
+/// Connect and upgrade. The annotator judges the server's response (the
+/// accept key, the subprotocol); its verdict is the one acted on.
+async fn handshake(
+    sh: &Shared,
+    conn_no: u64,
+) -> Result<(TcpStream, Annotator, Vec<Event>), LinkError> {
+    let addr = sh.url.addr.clone();
+    let connect_err = |why: String| LinkError::Connect {
+        addr: addr.clone(),
+        why,
+    };
+    let mut sock = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&addr))
+        .await
+        .map_err(|_| connect_err("timed out".into()))?
+        .map_err(|e| connect_err(e.to_string()))?;
+    let _ = sock.set_nodelay(true);
+    let key = handshake::random_key();
+    let req = handshake::client_request(&sh.url.host, &sh.url.path, &key, &[KINETID_PROTOCOL]);
+    let mut ann = Annotator::new(
+        conn_no,
+        Config {
+            handshake: HandshakeMode::Expect,
+            ..Config::default()
+        },
+    );
+    let hs = |why: String| LinkError::Handshake(why);
+    sock.write_all(&req)
+        .await
+        .map_err(|e| hs(format!("sending the upgrade request: {e}")))?;
+    let mut ev = Vec::new();
+    ann.feed(Direction::C2S, &req, Some(unix_now()), &mut ev);
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = tokio::time::timeout_at(deadline, sock.read(&mut buf))
+            .await
+            .map_err(|_| hs("no handshake response within 10 s".into()))?
+            .map_err(|e| hs(format!("reading the response: {e}")))?;
+        if n == 0 {
+            return Err(hs(
+                "server closed the connection during the handshake".into()
+            ));
+        }
+        let from = ev.len();
+        ann.feed(Direction::S2C, &buf[..n], Some(unix_now()), &mut ev);
+        for e in &ev[from..] {
+            match &e.kind {
+                EventKind::HeadError(he) => {
+                    return Err(hs(format!("malformed response: {}", he.reason)))
+                }
+                EventKind::Response { verdict, .. } => {
+                    return match &verdict.error {
+                        Some(err) => Err(hs(format!("refused: {err}"))),
+                        None => Ok((sock, ann, ev)),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn count(stats: &FleetStats, out: &Out) {
+    let c = match out {
+        Out::ReportSent => &stats.reports_sent,
+        Out::ReportAcked => &stats.reports_acked,
+        Out::Command => &stats.commands,
+        Out::Send(_) => return,
+    };
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+async fn connection(
+    home: &mut Home,
+    sh: &Shared,
+    stop: &mut watch::Receiver<bool>,
+    conn_no: u64,
+    first: bool,
+) -> End {
+    let (sock, ann, ev) = tokio::select! {
+        r = handshake(sh, conn_no) => match r {
+            Ok(x) => x,
+            Err(e) => return End::Lost(e),
+        },
+        _ = stop.changed() => return End::Stopped,
+    };
+    let mut link = Link {
+        sock,
+        ann,
+        writer: FrameWriter::new(&sh.quirks, sh.frame_size),
+        dump: sh.dump.clone(),
+    };
+    link.show(&ev);
+    sh.stats.connects.fetch_add(1, Ordering::Relaxed);
+    if !first {
+        sh.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+    sh.stats.connected.fetch_add(1, Ordering::Relaxed);
+    let r = serve(home, sh, stop, &mut link, ev).await;
+    home.on_disconnected();
+    sh.stats.connected.fetch_sub(1, Ordering::Relaxed);
+    let mut ev = Vec::new();
+    link.ann.finish(Some(unix_now()), &mut ev);
+    link.show(&ev);
+    r
+}
+
+/// Serve one upgraded connection until it ends.
+async fn serve(
+    home: &mut Home,
+    sh: &Shared,
+    stop: &mut watch::Receiver<bool>,
+    link: &mut Link,
+    first_events: Vec<Event>,
+) -> End {
+    let now = Instant::now();
+    let mut sess = Session::new(
+        SessionConfig {
+            // A plug that hears nothing for 90 s drops the link (kinetid v1).
+            idle_timeout: Some(Duration::from_secs(90)),
+            close_timeout: Duration::from_secs(1),
+            answer_pings: !link.writer.has(Quirk::NoPong),
+            answer_close: !link.writer.has(Quirk::SilentClose),
+            ..SessionConfig::new(Role::Client)
+        },
+        now,
+    );
+    let hello = home.on_connected(now);
+    if let Err(e) = apply_home(link, sh, &sess, hello).await {
+        return End::Lost(e);
+    }
+    let mut after = Vec::new();
+    link.writer.after_hello(&mut after);
+    if let Err(e) = link.send_raw(&after).await {
+        return End::Lost(e);
+    }
+    let mut pending = sess.on_peer(first_events, now);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if let Err(e) = apply_session(link, sh, home, &mut sess, std::mem::take(&mut pending)).await
+        {
+            return End::Lost(e);
+        }
+        if sess.is_done() {
+            return ended(&sess, stop, link);
+        }
+        let deadline = [sess.next_deadline(), home.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min();
+        tokio::select! {
+            r = link.sock.read(&mut buf) => {
+                let n = match r {
+                    Ok(0) => return ended(&sess, stop, link),
+                    Err(e) => return End::Lost(LinkError::Io(e.to_string())),
+                    Ok(n) => n,
+                };
+                let mut ev = Vec::new();
+                link.ann.feed(Direction::S2C, &buf[..n], Some(unix_now()), &mut ev);
+                link.show(&ev);
+                pending = sess.on_peer(ev, Instant::now());
+            }
+            _ = sleep_opt(deadline) => {
+                let now = Instant::now();
+                pending = sess.on_tick(now);
+                let outs = home.on_tick(now, unix_now());
+                if let Err(e) = apply_home(link, sh, &sess, outs).await {
+                    return End::Lost(e);
+                }
+            }
+            _ = stop.changed(), if sess.is_open() => {
+                if link.writer.has(Quirk::DropWithoutClose) {
+                    return End::Stopped;
+                }
+                pending = sess.close(1000, "emulator stopping", Instant::now());
+            }
+        }
+    }
+}
+
+/// How the connection ended, once TCP is gone or the session says so.
+fn ended(sess: &Session, stop: &watch::Receiver<bool>, link: &Link) -> End {
+    if *stop.borrow() {
+        return End::Stopped;
+    }
+    End::Lost(match sess.peer_close() {
+        Some(_) if link.writer.has(Quirk::SilentClose) => LinkError::SilentClose,
+        Some(code) => LinkError::Closed(code),
+        None if sess.close_sent() => LinkError::Io(
+            "this plug closed the link (nothing heard for 90 s, or a protocol violation)".into(),
+        ),
+        None => LinkError::Io("server closed TCP".into()),
+    })
+}
+
+/// Send what the home says (while the session is open) and count it.
+async fn apply_home(
+    link: &mut Link,
+    sh: &Shared,
+    sess: &Session,
+    outs: Vec<Out>,
+) -> Result<(), LinkError> {
+    for o in outs {
+        count(&sh.stats, &o);
+        if let Out::Send(m) = o {
+            if sess.is_open() {
+                link.frame(OpCode::Text, m.to_json().as_bytes()).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Carry out the session's outputs; delivered messages go to the home.
+async fn apply_session(
+    link: &mut Link,
+    sh: &Shared,
+    home: &mut Home,
+    sess: &mut Session,
+    outs: Vec<Output>,
+) -> Result<(), LinkError> {
+    for o in outs {
+        match o {
+            Output::Frame { opcode, payload } => link.frame(opcode, &payload).await?,
+            Output::Deliver(m) => {
+                let outs = home.on_message(&m, Instant::now(), unix_now());
+                apply_home(link, sh, sess, outs).await?;
+            }
+            Output::CloseTcp => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+async fn sleep_opt(d: Option<Instant>) {
+    match d {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
