@@ -1,21 +1,21 @@
 //! An echo client for the Autobahn|Testsuite's `fuzzingserver` mode, built on
-//! the same core as `emulate-device`: the hand-made client handshake, the
-//! annotator (decoder, fragment reassembly, UTF-8 checks, notes) and the
-//! client-side encoder. Used by `scripts/autobahn.sh`.
+//! the same engine as `emulate-device`: the hand-made client handshake, the
+//! annotator (decoder, fragment reassembly, UTF-8 checks, notes), the
+//! client-role [`Session`] (pings, closes, failing the connection) and the
+//! client-side encoder. Used by `scripts/autobahn.sh`; blocking I/O, so it
+//! also shows the engine needs no async runtime.
 //!
 //! Usage: autobahn_client ws://127.0.0.1:9001 AGENT
 
-use kinetid_wsdump::annotate::{
-    close_code_for, Annotator, Config, Event, EventKind, HandshakeMode,
-};
+use kinetid_wsdump::annotate::{Annotator, Config, Event, EventKind, HandshakeMode};
+use kinetid_wsdump::engine::session::{Output, Session, SessionConfig};
 use kinetid_wsdump::frame::{
     close_payload, encode_frame, encode_message, CloseCode, Direction, EncodeOptions, OpCode, Role,
 };
-use kinetid_wsdump::handshake::{self, HeadParse, Limits};
-use kinetid_wsdump::note::Severity;
-use std::io::{Read, Write};
+use kinetid_wsdump::handshake::{self, Limits};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Connect, do the handshake, return the socket and any bytes read past the head.
 fn open(base: &str, path: &str) -> Result<(TcpStream, Annotator, Vec<Event>), String> {
@@ -41,25 +41,25 @@ fn open(base: &str, path: &str) -> Result<(TcpStream, Annotator, Vec<Event>), St
     );
     let mut ev = Vec::new();
     ann.feed(Direction::C2S, &req, None, &mut ev);
-    let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         let n = s.read(&mut buf).map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("EOF during handshake".into());
         }
-        head.extend_from_slice(&buf[..n]);
-        match handshake::parse_head(&head, Limits::default()) {
-            HeadParse::Partial => continue,
-            HeadParse::Invalid(e) => return Err(e.to_string()),
-            HeadParse::Complete(h) => {
-                let v = handshake::check_response(&h, Some(&key), &[]);
-                if let Some(e) = v.error {
-                    return Err(e.to_string());
+        // The annotator judges the response; bytes after it are frames it keeps.
+        let from = ev.len();
+        ann.feed(Direction::S2C, &buf[..n], None, &mut ev);
+        for e in &ev[from..] {
+            match &e.kind {
+                EventKind::HeadError(he) => return Err(he.reason.clone()),
+                EventKind::Response { verdict, .. } => {
+                    return match &verdict.error {
+                        Some(err) => Err(err.to_string()),
+                        None => Ok((s, ann, ev)),
+                    }
                 }
-                // Bytes after the head are frames: the annotator keeps them.
-                ann.feed(Direction::S2C, &head, None, &mut ev);
-                return Ok((s, ann, ev));
+                _ => {}
             }
         }
     }
@@ -74,68 +74,48 @@ fn frame(op: OpCode, payload: &[u8]) -> Vec<u8> {
 /// Echo every message until the connection closes.
 fn run_case(base: &str, path: &str) -> Result<(), String> {
     let (mut s, mut ann, first) = open(base, path)?;
+    let mut sess = Session::new(SessionConfig::new(Role::Client), Instant::now());
     let mut buf = vec![0u8; 256 * 1024];
-    let mut close_sent = false;
-    let mut ev: Vec<Event> = first;
+    let mut pending = sess.on_peer(first, Instant::now());
     loop {
-        for e in ev.drain(..) {
-            if e.dir != Direction::S2C {
-                continue;
-            }
-            match e.kind {
-                EventKind::Frame(f) => {
-                    if let Some(code) = f
-                        .notes
-                        .iter()
-                        .filter(|n| n.severity == Severity::Error)
-                        .find_map(close_code_for)
-                    {
-                        // Fail the connection (RFC 6455 7.1.7): Close, then no more processing.
-                        if !close_sent {
-                            let _ =
-                                s.write_all(&frame(OpCode::Close, &close_payload(Some(code), "")));
-                        }
-                        let _ = s.shutdown(std::net::Shutdown::Write);
-                        drain(&mut s);
-                        return Ok(());
-                    }
-                    match f.header.opcode {
-                        OpCode::Ping if !close_sent => s
-                            .write_all(&frame(OpCode::Pong, &f.payload))
-                            .map_err(|e| e.to_string())?,
-                        OpCode::Close => {
-                            if !close_sent {
-                                let p = match f.close {
-                                    Some((c, _)) => close_payload(Some(c), ""),
-                                    None => Vec::new(),
-                                };
-                                let _ = s.write_all(&frame(OpCode::Close, &p));
-                            }
-                            // The server closes TCP first (RFC 6455 7.1.1).
-                            drain(&mut s);
-                            return Ok(());
-                        }
-                        _ => {}
-                    }
-                }
-                EventKind::Message(m) if !close_sent => {
-                    if m.notes.iter().any(|n| n.severity == Severity::Error) {
-                        continue;
-                    }
+        for o in pending.drain(..) {
+            let bytes = match o {
+                Output::Frame { opcode, payload } => frame(opcode, &payload),
+                Output::Deliver(m) => {
                     let mut out = Vec::with_capacity(m.payload.len() + 14);
                     encode_message(&mut out, m.opcode, &m.payload, Role::Client, None);
-                    if s.write_all(&out).is_err() {
-                        close_sent = true;
-                    }
+                    out
                 }
-                _ => {}
+                Output::CloseTcp => return Ok(()),
+            };
+            if s.write_all(&bytes).is_err() {
+                return Ok(());
             }
         }
-        let n = match s.read(&mut buf) {
-            Ok(0) | Err(_) => return Ok(()),
-            Ok(n) => n,
-        };
-        ann.feed(Direction::S2C, &buf[..n], None, &mut ev);
+        if sess.is_done() {
+            return Ok(());
+        }
+        // Read until the next deadline of the session, then tick it.
+        let now = Instant::now();
+        let wait = sess
+            .next_deadline()
+            .map_or(Duration::from_secs(120), |d| {
+                d.saturating_duration_since(now)
+            })
+            .max(Duration::from_millis(1));
+        s.set_read_timeout(Some(wait)).ok();
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                let mut ev = Vec::new();
+                ann.feed(Direction::S2C, &buf[..n], None, &mut ev);
+                pending = sess.on_peer(ev, Instant::now());
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                pending = sess.on_tick(Instant::now());
+            }
+            Err(_) => return Ok(()),
+        }
     }
 }
 
