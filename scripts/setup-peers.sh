@@ -2,7 +2,8 @@
 # Installs the third-party peers the integration tests talk to:
 #   Python's `websockets` (a WebSocket client nobody here wrote) into a venv
 #   under target/, and Debian's chromium for the browser-page test.
-# Idempotent; tests that need a peer that could not be installed say so and fail.
+# Idempotent. A test whose peer is missing skips with a printed reason, and
+# fails instead when CI=true (so CI never passes without its real peers).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=target/peers-venv

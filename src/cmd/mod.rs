@@ -13,17 +13,19 @@ use crate::cli::{ColorChoice, EmulateArgs, LimitArgs, ListenArgs, OutputArgs, Re
 use kinetid_wsdump::annotate::Config;
 use kinetid_wsdump::handshake::Limits;
 use kinetid_wsdump::render::Printer;
-use std::fmt;
 use std::io::IsTerminal;
 
 /// Errors a command ends with.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// Reading or writing failed.
-    Io(String, std::io::Error),
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
     /// The user asked for something that cannot work.
+    #[error("{0}")]
     Usage(String),
     /// A runtime failure (network, handshake).
+    #[error("{0}")]
     Failed(String),
 }
 
@@ -40,17 +42,6 @@ impl AppError {
         }
     }
 }
-
-impl fmt::Display for AppError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AppError::Io(what, e) => write!(f, "{what}: {e}"),
-            AppError::Usage(s) | AppError::Failed(s) => f.write_str(s),
-        }
-    }
-}
-
-impl std::error::Error for AppError {}
 
 /// Build a printer from flags.
 pub fn printer(o: &OutputArgs) -> Printer {

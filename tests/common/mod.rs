@@ -348,3 +348,19 @@ pub fn proc_kib(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// The Python interpreter of the venv that has `websockets`, if set up.
+/// Absent: the calling test skips with a printed reason, except under
+/// CI=true, where a skipped peer test fails.
+pub fn python_websockets() -> Option<PathBuf> {
+    let py = root().join("target/peers-venv/bin/python");
+    if py.exists() {
+        return Some(py);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "Python websockets is missing under CI: scripts/setup-peers.sh must install it"
+    );
+    eprintln!("SKIPPED: Python websockets is not set up (scripts/setup-peers.sh does it)");
+    None
+}

@@ -33,8 +33,16 @@ use tokio::sync::{broadcast, mpsc};
 /// Below this, a connection is never the one closed for the global budget.
 const BUDGET_FLOOR: usize = 64 * 1024;
 
-/// Why the connection task stops.
-type Stop = ();
+/// Why the connection task stops serving.
+#[derive(Debug, thiserror::Error)]
+enum Stop {
+    /// The session is over (closing handshake done, or TCP to be dropped).
+    #[error("the session ended")]
+    Ended,
+    /// A write failed or timed out.
+    #[error("write failed: {0}")]
+    Write(#[from] std::io::Error),
+}
 
 /// One connection.
 pub struct Conn {
@@ -437,22 +445,17 @@ impl Conn {
         while let Some(w) = work.pop_front() {
             match w {
                 Work::Out(Output::Frame { opcode, payload }) => {
-                    self.send_frame(opcode, &payload).await.map_err(|_| ())?
+                    self.send_frame(opcode, &payload).await?
                 }
-                Work::Out(Output::CloseTcp) => return Err(()),
+                Work::Out(Output::CloseTcp) => return Err(Stop::Ended),
                 Work::Out(Output::Deliver(m)) => match backend.as_mut() {
                     // Echo mode: every data message goes back as it came.
-                    None => self
-                        .send_frame(m.opcode, &m.payload)
-                        .await
-                        .map_err(|_| ())?,
+                    None => self.send_frame(m.opcode, &m.payload).await?,
                     Some(b) => {
                         work.extend(b.on_message(&m, now_unix()).into_iter().map(Work::Effect))
                     }
                 },
-                Work::Effect(Effect::Send(text)) if sess.is_open() => {
-                    self.send_text(&text).await.map_err(|_| ())?
-                }
+                Work::Effect(Effect::Send(text)) if sess.is_open() => self.send_text(&text).await?,
                 Work::Effect(Effect::Send(_)) => {}
                 Work::Effect(Effect::Close(code, reason)) => work.extend(
                     sess.close(code, reason, Instant::now())
@@ -532,7 +535,7 @@ impl Conn {
         };
         let r = self.apply(sess, backend, outs).await;
         if let Some(d) = done {
-            let _ = d.send(r.map_err(|_| "not sent: the connection ended".to_string()));
+            let _ = d.send(r.as_ref().map(|_| ()).map_err(|e| format!("not sent: {e}")));
         }
         r
     }

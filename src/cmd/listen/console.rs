@@ -64,12 +64,12 @@ pub async fn command(hub: &Hub, line: &str) -> String {
             let (id, text) = (p.next().unwrap_or(""), p.next().unwrap_or(""));
             match hub.command(id, ConnCmd::Text(text.to_string())).await {
                 Ok(()) => format!("{}: sent {} bytes", Esc(id), text.len()),
-                Err(e) => Esc(&e).to_string(),
+                Err(e) => Esc(&e.to_string()).to_string(),
             }
         }
         "ping" => match hub.command(rest, ConnCmd::Ping(b"console".to_vec())).await {
             Ok(()) => format!("{}: ping sent", Esc(rest)),
-            Err(e) => Esc(&e).to_string(),
+            Err(e) => Esc(&e.to_string()).to_string(),
         },
         "close" => close(hub, rest).await,
         other => format!("unknown command {:?}; {HELP}", other),
@@ -152,7 +152,7 @@ async fn close(hub: &Hub, rest: &str) -> String {
     };
     match hub.command(id, ConnCmd::Close(code, reason)).await {
         Ok(()) => format!("{}: close {code} sent", Esc(id)),
-        Err(e) => Esc(&e).to_string(),
+        Err(e) => Esc(&e.to_string()).to_string(),
     }
 }
 

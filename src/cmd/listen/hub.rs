@@ -94,16 +94,40 @@ impl Device {
 }
 
 /// Why a switch command did not produce a state.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SwitchError {
     /// No such device, or it is offline.
+    #[error("{0}")]
     NotFound(String),
     /// The device's connection has too many commands queued.
+    #[error("{0}")]
     Busy(String),
     /// The device answered `error`.
+    #[error("device answered error {0}")]
     Device(Value),
     /// No answer in time.
+    #[error("no answer in time")]
     Timeout,
+}
+
+/// Why a raw command (console `send`, `ping`, `close`) was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// No such device online.
+    #[error("no connected device {0}")]
+    NotConnected(String),
+    /// Its connection has too many commands queued.
+    #[error("device {0} has too many commands waiting (it is not reading); try again later")]
+    Busy(String),
+    /// Its connection ended before taking the command.
+    #[error("device {0} disconnected")]
+    Disconnected(String),
+    /// Its connection did not take the command in time.
+    #[error("device {0} did not take the command within 5 s")]
+    Timeout(String),
+    /// The connection refused it (closing, or the write failed).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What registering a device id did.
@@ -297,27 +321,24 @@ impl Hub {
 
     /// Send a raw command to the connection carrying a device and wait (at
     /// most a few seconds) until it is written or refused.
-    pub async fn command(&self, id: &str, c: ConnCmd) -> Result<(), String> {
+    pub async fn command(&self, id: &str, c: ConnCmd) -> Result<(), CommandError> {
+        let id_s = || id.to_string();
         let (_, tx) = self
             .conn_of(id)
-            .ok_or_else(|| format!("no connected device {id}"))?;
+            .ok_or_else(|| CommandError::NotConnected(id_s()))?;
         let (dtx, drx) = oneshot::channel();
-        Self::queue(
-            &tx,
-            id,
-            Cmd {
-                kind: c,
-                done: Some(dtx),
-            },
-        )
-        .map_err(|e| match e {
-            SwitchError::NotFound(m) | SwitchError::Busy(m) => m,
-            _ => "not sent".into(),
+        let cmd = Cmd {
+            kind: c,
+            done: Some(dtx),
+        };
+        tx.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => CommandError::Busy(id_s()),
+            mpsc::error::TrySendError::Closed(_) => CommandError::Disconnected(id_s()),
         })?;
         match tokio::time::timeout(std::time::Duration::from_secs(5), drx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(format!("device {id} disconnected")),
-            Err(_) => Err(format!("device {id} did not take the command within 5 s")),
+            Ok(Ok(r)) => r.map_err(CommandError::Refused),
+            Ok(Err(_)) => Err(CommandError::Disconnected(id_s())),
+            Err(_) => Err(CommandError::Timeout(id_s())),
         }
     }
 
