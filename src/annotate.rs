@@ -607,150 +607,15 @@ impl Annotator {
         let mut close = None;
         let mut message = None;
         match h.opcode {
-            OpCode::Close => {
-                if st.close_at.is_none() {
-                    st.close_at = Some(raw.offset);
-                }
-                let p = &raw.payload;
-                if p.len() == 1 {
-                    notes.push(Note::error(
-                        Code::ClosePayloadOneByte,
-                        "RFC 6455 5.5.1",
-                        "close payload of 1 byte: a status code needs 2",
-                    ));
-                } else if p.len() >= 2 {
-                    let code = CloseCode(u16::from_be_bytes([p[0], p[1]]));
-                    if !code.is_allowed() {
-                        notes.push(Note::error(
-                            Code::CloseCodeInvalid,
-                            "RFC 6455 7.4.1",
-                            format!(
-                                "close code {} ({}) must not be sent in a Close frame",
-                                code.0,
-                                code.meaning()
-                            ),
-                        ));
-                    }
-                    let reason = match std::str::from_utf8(&p[2..]) {
-                        Ok(s) => s.to_string(),
-                        Err(e) => {
-                            notes.push(Note::error(
-                                Code::CloseReasonInvalidUtf8,
-                                "RFC 6455 5.5.1",
-                                format!(
-                                    "close reason is not valid UTF-8 (at reason byte {})",
-                                    e.valid_up_to()
-                                ),
-                            ));
-                            String::from_utf8_lossy(&p[2..]).into_owned()
-                        }
-                    };
-                    close = Some((code, reason));
-                }
-            }
-            OpCode::Ping => {
-                // RFC 6455 5.5.3 lets a peer answer only the latest of several
-                // pings, so a pipelined burst is legal. The peer is judged
-                // deaf only when it sent frames of its own since the previous
-                // ping and still no pong, and only once per unanswered run.
-                if let Some(prev) = st.pings_unanswered.first() {
-                    if other.frames > st.other_frames_at_ping && !st.ping_warned {
-                        st.ping_warned = true;
-                        notes.push(Note::warning(Code::PingNotAnswered, "RFC 6455 5.5.2", format!("the ping at byte {prev} of this direction was never answered with a pong although the peer sent other frames since (a firmware that ignores pings)")));
-                    }
-                }
-                st.pings_unanswered.clear();
-                st.pings_unanswered.push(raw.offset);
-                st.other_frames_at_ping = other.frames;
-            }
+            OpCode::Close => close = judge_close(st, &raw, &mut notes),
+            OpCode::Ping => judge_ping(st, other, &raw, &mut notes),
             OpCode::Pong => {
                 // A pong answers the other side's pings; an unsolicited one is allowed (5.5.3).
                 other.pings_unanswered.clear();
                 other.ping_warned = false;
             }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                let cont = h.opcode == OpCode::Continuation;
-                if cont && st.frag.is_none() {
-                    notes.push(Note::error(
-                        Code::ContinuationWithoutStart,
-                        "RFC 6455 5.4",
-                        "continuation frame but no fragmented message is open",
-                    ));
-                    if st.last_data_final && index > 0 {
-                        notes.push(Note::info(Code::HintContAfterFin, "RFC 6455 5.4", "the previous data frame had FIN set: the sender finished the message and then continued it (a common firmware bug)"));
-                    }
-                } else if !cont && st.frag.is_some() {
-                    let started = st.frag.as_ref().map(|f| f.offset).unwrap_or(0);
-                    notes.push(Note::error(
-                        Code::DataFrameInFragmentedMessage,
-                        "RFC 6455 5.4",
-                        format!("new {} frame while the fragmented message started at byte {started} is still open; expected a continuation frame", h.opcode),
-                    ));
-                    st.frag = None;
-                }
-                if !(cont && st.frag.is_none()) {
-                    if st.frag.is_none() {
-                        st.frag = Some(Fragment {
-                            opcode: h.opcode,
-                            offset: raw.offset,
-                            payload: Vec::new(),
-                            len: 0,
-                            frames: 0,
-                            utf8: (h.opcode == OpCode::Text).then(Utf8Stream::new),
-                            notes: Vec::new(),
-                        });
-                    }
-                    let fr = st.frag.as_mut().expect("fragment just opened");
-                    fr.frames = fr.frames.saturating_add(1);
-                    let before = fr.len;
-                    // Declared lengths come from the wire: two of them can overflow a u64.
-                    fr.len = fr.len.saturating_add(h.payload_len);
-                    if fr.len > cfg.max_message && before <= cfg.max_message && !raw.skipped {
-                        let n = Note::error(
-                            Code::MessageTooBig,
-                            "RFC 6455 10.4",
-                            format!(
-                                "message reached {} bytes, over the {}-byte limit",
-                                fr.len, cfg.max_message
-                            ),
-                        );
-                        notes.push(n.clone());
-                        fr.notes.push(n);
-                    }
-                    if !raw.skipped && fr.len <= cfg.max_message {
-                        fr.payload.extend_from_slice(&raw.payload);
-                    }
-                    if let Some(u) = fr.utf8.as_mut() {
-                        let res = if raw.skipped {
-                            Ok(())
-                        } else if h.fin {
-                            u.push(&raw.payload).and_then(|_| u.finish())
-                        } else {
-                            u.push(&raw.payload)
-                        };
-                        if let Err(pos) = res {
-                            if !fr.notes.iter().any(|n| n.code == Code::TextInvalidUtf8) {
-                                let n = Note::error(
-                                    Code::TextInvalidUtf8,
-                                    "RFC 6455 8.1",
-                                    format!(
-                                        "text message is not valid UTF-8 at message byte {pos}"
-                                    ),
-                                );
-                                notes.push(n.clone());
-                                fr.notes.push(n);
-                            }
-                        }
-                    }
-                    if h.fin {
-                        let fr = st.frag.take().expect("fragment open");
-                        message = Some((
-                            fr.offset,
-                            finish_message(fr, dir, cfg, &mut st.pending_json),
-                        ));
-                    }
-                }
-                st.last_data_final = h.fin;
+                message = judge_data(st, &raw, cfg, dir, index, &mut notes)
             }
             OpCode::Reserved(_) => {}
         }
@@ -911,6 +776,167 @@ impl Annotator {
 /// Move a fresh decoder's offset forward (frames start after the HTTP head).
 fn skip_offset(d: &mut Decoder, n: u64) {
     *d = Decoder::with_offset(d, n);
+}
+
+/// A Close frame: its code and reason, checked (RFC 6455 5.5.1, 7.4).
+fn judge_close(
+    st: &mut DirState,
+    raw: &frame::RawFrame,
+    notes: &mut Vec<Note>,
+) -> Option<(CloseCode, String)> {
+    let mut close = None;
+    if st.close_at.is_none() {
+        st.close_at = Some(raw.offset);
+    }
+    let p = &raw.payload;
+    if p.len() == 1 {
+        notes.push(Note::error(
+            Code::ClosePayloadOneByte,
+            "RFC 6455 5.5.1",
+            "close payload of 1 byte: a status code needs 2",
+        ));
+    } else if p.len() >= 2 {
+        let code = CloseCode(u16::from_be_bytes([p[0], p[1]]));
+        if !code.is_allowed() {
+            notes.push(Note::error(
+                Code::CloseCodeInvalid,
+                "RFC 6455 7.4.1",
+                format!(
+                    "close code {} ({}) must not be sent in a Close frame",
+                    code.0,
+                    code.meaning()
+                ),
+            ));
+        }
+        let reason = match std::str::from_utf8(&p[2..]) {
+            Ok(s) => s.to_string(),
+            Err(e) => {
+                notes.push(Note::error(
+                    Code::CloseReasonInvalidUtf8,
+                    "RFC 6455 5.5.1",
+                    format!(
+                        "close reason is not valid UTF-8 (at reason byte {})",
+                        e.valid_up_to()
+                    ),
+                ));
+                String::from_utf8_lossy(&p[2..]).into_owned()
+            }
+        };
+        close = Some((code, reason));
+    }
+    close
+}
+
+/// A Ping frame: is the previous one still unanswered? (RFC 6455 5.5.2-3)
+fn judge_ping(st: &mut DirState, other: &DirState, raw: &frame::RawFrame, notes: &mut Vec<Note>) {
+    // RFC 6455 5.5.3 lets a peer answer only the latest of several
+    // pings, so a pipelined burst is legal. The peer is judged
+    // deaf only when it sent frames of its own since the previous
+    // ping and still no pong, and only once per unanswered run.
+    if let Some(prev) = st.pings_unanswered.first() {
+        if other.frames > st.other_frames_at_ping && !st.ping_warned {
+            st.ping_warned = true;
+            notes.push(Note::warning(Code::PingNotAnswered, "RFC 6455 5.5.2", format!("the ping at byte {prev} of this direction was never answered with a pong although the peer sent other frames since (a firmware that ignores pings)")));
+        }
+    }
+    st.pings_unanswered.clear();
+    st.pings_unanswered.push(raw.offset);
+    st.other_frames_at_ping = other.frames;
+}
+
+/// A data frame: fragmentation rules (RFC 6455 5.4), the message limit,
+/// incremental UTF-8, and the message it completes.
+fn judge_data(
+    st: &mut DirState,
+    raw: &frame::RawFrame,
+    cfg: Config,
+    dir: Direction,
+    index: u64,
+    notes: &mut Vec<Note>,
+) -> Option<(u64, MessageEvent)> {
+    let h = &raw.header;
+    let mut message = None;
+    let cont = h.opcode == OpCode::Continuation;
+    if cont && st.frag.is_none() {
+        notes.push(Note::error(
+            Code::ContinuationWithoutStart,
+            "RFC 6455 5.4",
+            "continuation frame but no fragmented message is open",
+        ));
+        if st.last_data_final && index > 0 {
+            notes.push(Note::info(Code::HintContAfterFin, "RFC 6455 5.4", "the previous data frame had FIN set: the sender finished the message and then continued it (a common firmware bug)"));
+        }
+    } else if !cont && st.frag.is_some() {
+        let started = st.frag.as_ref().map(|f| f.offset).unwrap_or(0);
+        notes.push(Note::error(
+                Code::DataFrameInFragmentedMessage,
+                "RFC 6455 5.4",
+                format!("new {} frame while the fragmented message started at byte {started} is still open; expected a continuation frame", h.opcode),
+            ));
+        st.frag = None;
+    }
+    if !(cont && st.frag.is_none()) {
+        if st.frag.is_none() {
+            st.frag = Some(Fragment {
+                opcode: h.opcode,
+                offset: raw.offset,
+                payload: Vec::new(),
+                len: 0,
+                frames: 0,
+                utf8: (h.opcode == OpCode::Text).then(Utf8Stream::new),
+                notes: Vec::new(),
+            });
+        }
+        let fr = st.frag.as_mut().expect("fragment just opened");
+        fr.frames = fr.frames.saturating_add(1);
+        let before = fr.len;
+        // Declared lengths come from the wire: two of them can overflow a u64.
+        fr.len = fr.len.saturating_add(h.payload_len);
+        if fr.len > cfg.max_message && before <= cfg.max_message && !raw.skipped {
+            let n = Note::error(
+                Code::MessageTooBig,
+                "RFC 6455 10.4",
+                format!(
+                    "message reached {} bytes, over the {}-byte limit",
+                    fr.len, cfg.max_message
+                ),
+            );
+            notes.push(n.clone());
+            fr.notes.push(n);
+        }
+        if !raw.skipped && fr.len <= cfg.max_message {
+            fr.payload.extend_from_slice(&raw.payload);
+        }
+        if let Some(u) = fr.utf8.as_mut() {
+            let res = if raw.skipped {
+                Ok(())
+            } else if h.fin {
+                u.push(&raw.payload).and_then(|_| u.finish())
+            } else {
+                u.push(&raw.payload)
+            };
+            if let Err(pos) = res {
+                if !fr.notes.iter().any(|n| n.code == Code::TextInvalidUtf8) {
+                    let n = Note::error(
+                        Code::TextInvalidUtf8,
+                        "RFC 6455 8.1",
+                        format!("text message is not valid UTF-8 at message byte {pos}"),
+                    );
+                    notes.push(n.clone());
+                    fr.notes.push(n);
+                }
+            }
+        }
+        if h.fin {
+            let fr = st.frag.take().expect("fragment open");
+            message = Some((
+                fr.offset,
+                finish_message(fr, dir, cfg, &mut st.pending_json),
+            ));
+        }
+    }
+    st.last_data_final = h.fin;
+    message
 }
 
 fn finish_message(

@@ -124,18 +124,8 @@ pub struct Shared {
 
 /// Run `emulate-device`.
 pub fn run(a: EmulateArgs) -> Result<u8, AppError> {
-    let url = parse_url(&a.url).map_err(AppError::Usage)?;
-    if a.count == 0 {
-        return Err(AppError::Usage("--count must be at least 1".into()));
-    }
-    if !(0.0..=1.0).contains(&a.plc_loss) {
-        return Err(AppError::Usage(
-            "--plc-loss is a fraction from 0.0 to 1.0".into(),
-        ));
-    }
-    if a.interval < Duration::from_millis(10) {
-        return Err(AppError::Usage("--interval must be at least 10ms".into()));
-    }
+    let shared = shared(&a)?;
+    let stats = shared.stats.clone();
     let seed = a.seed.unwrap_or_else(rand::random);
     let base = match &a.id {
         Some(id) => parse_id(id).ok_or_else(|| {
@@ -145,97 +135,11 @@ pub fn run(a: EmulateArgs) -> Result<u8, AppError> {
         })?,
         None => StdRng::seed_from_u64(seed).gen::<u64>() & 0xFFFF_FFFF_FFFF,
     };
-    let stats = Arc::new(FleetStats::default());
-    let shared = Shared {
-        url,
-        frame_size: a.frame_size,
-        quirks: a.quirks.clone(),
-        home: HomeConfig {
-            interval: a.interval,
-            plc_latency: a.plc_latency,
-            plc_loss: a.plc_loss,
-            button_every: a.button_every,
-            mains: a.mains,
-            queue_max: a.queue.max(1),
-            fw: concat!("emu-", env!("CARGO_PKG_VERSION")).into(),
-        },
-        dump: a.dump.then(|| printer(&a.output)),
-        stats: stats.clone(),
-    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| AppError::Io("tokio runtime".into(), e))?;
-    let count = a.count;
-    let status = count > 1 && std::io::stderr().is_terminal();
-    let stats_run = stats.clone();
-    rt.block_on(async move {
-        let stats = stats_run;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut tasks = Vec::with_capacity(count);
-        for i in 0..count {
-            // Its own stream, distinct from the one the base id came from.
-            let mut rng = StdRng::seed_from_u64(seed.wrapping_add(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x4B4E_5EED);
-            let id = device_id(base.wrapping_add(i as u64));
-            let passives = (0..a.passive)
-                .map(|k| Plug::new(device_id(rng.gen::<u64>()), appliance_for(k), a.mains, rng.gen()))
-                .collect();
-            let active = Plug::new(id, a.appliance, a.mains, rng.gen());
-            let home = Home::new(shared.home.clone(), active, passives, rng, plug::next_boundary(a.interval));
-            let delay = if count > 1 { a.ramp.mul_f64(i as f64 / count as f64) } else { Duration::ZERO };
-            let sh = shared.clone();
-            let stop = stop_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                plug::run(home, sh, stop, i as u64 + 1).await
-            }));
-        }
-        let st = stats.clone();
-        let status_task = status.then(|| {
-            tokio::spawn(async move {
-                let mut t = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    t.tick().await;
-                    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-                    eprint!(
-                        "\rconnected {}/{count}  reports {} sent {} acked  commands {}  reconnects {}  errors {}   ",
-                        g(&st.connected),
-                        g(&st.reports_sent),
-                        g(&st.reports_acked),
-                        g(&st.commands),
-                        g(&st.reconnects),
-                        g(&st.errors)
-                    );
-                }
-            })
-        });
-        let stop_after = async {
-            match a.duration {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = stop_after => {}
-        }
-        let _ = stop_tx.send(true);
-        tokio::spawn(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        });
-        let _ = tokio::time::timeout(Duration::from_secs(3), async {
-            for t in tasks {
-                let _ = t.await;
-            }
-        })
-        .await;
-        if let Some(t) = status_task {
-            t.abort();
-            eprintln!();
-        }
-    });
+    rt.block_on(fleet(&a, shared, seed, base));
     let summary = stats.json();
     eprintln!("kinetid-wsdump: emulate-device summary: {summary}");
     if let Some(p) = &a.stats_json {
@@ -250,6 +154,133 @@ pub fn run(a: EmulateArgs) -> Result<u8, AppError> {
         )));
     }
     Ok(0)
+}
+
+/// Check the flags and build what every plug shares.
+fn shared(a: &EmulateArgs) -> Result<Shared, AppError> {
+    let url = parse_url(&a.url).map_err(AppError::Usage)?;
+    if a.count == 0 {
+        return Err(AppError::Usage("--count must be at least 1".into()));
+    }
+    if !(0.0..=1.0).contains(&a.plc_loss) {
+        return Err(AppError::Usage(
+            "--plc-loss is a fraction from 0.0 to 1.0".into(),
+        ));
+    }
+    if a.interval < Duration::from_millis(10) {
+        return Err(AppError::Usage("--interval must be at least 10ms".into()));
+    }
+    Ok(Shared {
+        url,
+        frame_size: a.frame_size,
+        quirks: a.quirks.clone(),
+        home: HomeConfig {
+            interval: a.interval,
+            plc_latency: a.plc_latency,
+            plc_loss: a.plc_loss,
+            button_every: a.button_every,
+            mains: a.mains,
+            queue_max: a.queue.max(1),
+            fw: concat!("emu-", env!("CARGO_PKG_VERSION")).into(),
+        },
+        dump: a.dump.then(|| printer(&a.output)),
+        stats: Arc::new(FleetStats::default()),
+    })
+}
+
+/// Home `i` of the fleet: its id from the base, its plugs and random
+/// stream from the seed (distinct from the stream the base id came from).
+fn home(a: &EmulateArgs, sh: &Shared, seed: u64, base: u64, i: usize) -> Home {
+    let mut rng = StdRng::seed_from_u64(
+        seed.wrapping_add(i as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ 0x4B4E_5EED,
+    );
+    let id = device_id(base.wrapping_add(i as u64));
+    let passives = (0..a.passive)
+        .map(|k| {
+            Plug::new(
+                device_id(rng.gen::<u64>()),
+                appliance_for(k),
+                a.mains,
+                rng.gen(),
+            )
+        })
+        .collect();
+    let active = Plug::new(id, a.appliance, a.mains, rng.gen());
+    Home::new(
+        sh.home.clone(),
+        active,
+        passives,
+        rng,
+        plug::next_boundary(a.interval),
+    )
+}
+
+/// Run every home of the fleet until Ctrl-C or --duration.
+async fn fleet(a: &EmulateArgs, shared: Shared, seed: u64, base: u64) {
+    let count = a.count;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let home = home(a, &shared, seed, base, i);
+        let delay = if count > 1 {
+            a.ramp.mul_f64(i as f64 / count as f64)
+        } else {
+            Duration::ZERO
+        };
+        let (sh, stop) = (shared.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            plug::run(home, sh, stop, i as u64 + 1).await
+        }));
+    }
+    let status = (count > 1 && std::io::stderr().is_terminal())
+        .then(|| tokio::spawn(status_line(shared.stats.clone(), count)));
+    let stop_after = async {
+        match a.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = stop_after => {}
+    }
+    let _ = stop_tx.send(true);
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    })
+    .await;
+    if let Some(t) = status {
+        t.abort();
+        eprintln!();
+    }
+}
+
+/// The live status line of a fleet on a terminal.
+async fn status_line(st: Arc<FleetStats>, count: usize) {
+    let mut t = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        t.tick().await;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        eprint!(
+            "\rconnected {}/{count}  reports {} sent {} acked  commands {}  reconnects {}  errors {}   ",
+            g(&st.connected),
+            g(&st.reports_sent),
+            g(&st.reports_acked),
+            g(&st.commands),
+            g(&st.reconnects),
+            g(&st.errors)
+        );
+    }
 }
 
 fn appliance_for(k: usize) -> Appliance {

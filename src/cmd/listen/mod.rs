@@ -29,11 +29,12 @@ use kinetid_wsdump::capture::CAPTURE_MAGIC;
 use kinetid_wsdump::handshake::error_response;
 use kinetid_wsdump::render::Printer;
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, watch, Semaphore};
 
 /// Annotated output waiting for a slow stdout, at most (then lines are
@@ -225,51 +226,20 @@ async fn serve(
     let hub = Arc::new(Hub::new(s, out, err, rec));
     let (shutdown_tx, _) = broadcast::channel::<()>(1);
     let sem = Arc::new(Semaphore::new(max_conns));
-    let tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+    let tasks: Tasks = Arc::default();
     if console {
         tokio::spawn(console::run(hub.clone()));
     }
     tokio::spawn(housekeeping(hub.clone()));
     loop {
         tokio::select! {
-            acc = listener.accept() => {
-                let (sock, peer) = match acc {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = sock.set_nodelay(true);
-                let hub = hub.clone();
-                match sem.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        let id = hub.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
-                        hub.counters.connections.fetch_add(1, Ordering::Relaxed);
-                        let sd = shutdown_tx.subscribe();
-                        let t = tokio::spawn(async move {
-                            let mut c = conn::Conn::new(id, peer, sock, hub);
-                            c.run(sd).await;
-                            drop(permit);
-                        });
-                        let mut t0 = tasks.lock().expect("tasks");
-                        t0.push(t);
-                        if t0.len() > 1024 {
-                            t0.retain(|h| !h.is_finished());
-                        }
-                    }
-                    Err(_) => {
-                        hub.counters.refused.fetch_add(1, Ordering::Relaxed);
-                        tokio::spawn(async move {
-                            let mut sock = sock;
-                            let r = error_response(503, "Retry-After: 5\r\n", "connection limit reached");
-                            let _ = tokio::time::timeout(Duration::from_secs(2), sock.write_all(&r)).await;
-                            let _ = sock.shutdown().await;
-                        });
-                    }
+            acc = listener.accept() => match acc {
+                Ok((sock, peer)) => accept(&hub, &sem, &shutdown_tx, &tasks, sock, peer),
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-            }
+            },
             _ = stop.changed() => break,
         }
     }
@@ -284,6 +254,44 @@ async fn serve(
     .await;
     finish(&hub);
     Ok(0)
+}
+
+type Tasks = Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>;
+
+/// Serve a new connection in a task of its own, or answer 503 over the limit.
+fn accept(
+    hub: &Arc<Hub>,
+    sem: &Arc<Semaphore>,
+    shutdown: &broadcast::Sender<()>,
+    tasks: &Tasks,
+    sock: TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = sock.set_nodelay(true);
+    let hub = hub.clone();
+    let Ok(permit) = sem.clone().try_acquire_owned() else {
+        hub.counters.refused.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let mut sock = sock;
+            let r = error_response(503, "Retry-After: 5\r\n", "connection limit reached");
+            let _ = tokio::time::timeout(Duration::from_secs(2), sock.write_all(&r)).await;
+            let _ = sock.shutdown().await;
+        });
+        return;
+    };
+    let id = hub.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+    hub.counters.connections.fetch_add(1, Ordering::Relaxed);
+    let sd = shutdown.subscribe();
+    let t = tokio::spawn(async move {
+        let mut c = conn::Conn::new(id, peer, sock, hub);
+        c.run(sd).await;
+        drop(permit);
+    });
+    let mut t0 = tasks.lock().expect("tasks");
+    t0.push(t);
+    if t0.len() > 1024 {
+        t0.retain(|h| !h.is_finished());
+    }
 }
 
 /// Periodic chores: fsync the recording, say when output is being dropped.
