@@ -6,7 +6,7 @@
 use crate::annotate::{Event, EventKind, FrameEvent, MessageEvent};
 use crate::escape::{esc, Esc};
 use crate::frame::{Direction, LenEncoding, OpCode};
-use crate::handshake::{Check, HttpHead};
+use crate::handshake::{Check, HttpHead, ServerVerdict};
 use crate::mask::apply_mask;
 use crate::note::{Note, Severity};
 use owo_colors::{OwoColorize, Style};
@@ -233,70 +233,7 @@ impl Printer {
             EventKind::Request { head, verdict, .. } => {
                 let title = format!("{} HTTP request, {} bytes", lead.style(arrow), head.len);
                 self.head_text(w, &title, head, e.time)?;
-                match verdict {
-                    None => writeln!(
-                        w,
-                        "    plain HTTP request (no Upgrade header): not a WebSocket handshake"
-                    ),
-                    Some(v) => {
-                        writeln!(w, "  checks (RFC 6455 4.2.1):")?;
-                        for ch in &v.checks {
-                            let mark = if ch.ok {
-                                "ok  ".style(st(c, Style::new().green())).to_string()
-                            } else {
-                                "FAIL".style(st(c, Style::new().red().bold())).to_string()
-                            };
-                            writeln!(w, "    {mark} {:<22} {}", ch.name, Esc(&ch.detail))?;
-                        }
-                        if !v.offered_protocols.is_empty() {
-                            writeln!(
-                                w,
-                                "    subprotocols offered: {}; listen would select: {}",
-                                Esc(&v.offered_protocols.join(", ")),
-                                Esc(v
-                                    .protocol
-                                    .as_deref()
-                                    .unwrap_or("none (it speaks kinetid.v1)"))
-                            )?;
-                        }
-                        if !v.offered_extensions.is_empty() {
-                            writeln!(
-                                w,
-                                "    extensions offered: {} (none accepted)",
-                                Esc(&v.offered_extensions.join(", "))
-                            )?;
-                        }
-                        if let Some(a) = &v.accept {
-                            writeln!(w, "  accept key (RFC 6455 4.2.2):")?;
-                            writeln!(w, "    key            {}", Esc(&a.key))?;
-                            writeln!(w, "    key + GUID     {}", Esc(&a.concatenated))?;
-                            writeln!(w, "    SHA-1          {}", a.sha1_hex)?;
-                            writeln!(
-                                w,
-                                "    base64         {}",
-                                a.accept.style(st(c, Style::new().bold()))
-                            )?;
-                        }
-                        match &v.failure {
-                            None => writeln!(
-                                w,
-                                "  verdict: {}",
-                                "101 Switching Protocols".style(st(c, Style::new().green().bold()))
-                            ),
-                            Some(f) => writeln!(
-                                w,
-                                "  verdict: {} {}",
-                                format!(
-                                    "{} {}",
-                                    v.status,
-                                    crate::handshake::reason_phrase(v.status)
-                                )
-                                .style(st(c, Style::new().red().bold())),
-                                Esc(&f.to_string())
-                            ),
-                        }
-                    }
-                }
+                self.verdict_text(w, verdict)
             }
             EventKind::Response { head, verdict } => {
                 let title = format!("{} HTTP response, {} bytes", lead.style(arrow), head.len);
@@ -371,6 +308,71 @@ impl Printer {
                     time_str(e.time).style(dim)
                 )?;
                 self.notes_text(w, std::slice::from_ref(note), "  ")
+            }
+        }
+    }
+
+    /// The checks and the accept-key derivation of an upgrade request.
+    fn verdict_text(&self, w: &mut dyn Write, verdict: &Option<ServerVerdict>) -> io::Result<()> {
+        let c = self.color;
+        match verdict {
+            None => writeln!(
+                w,
+                "    plain HTTP request (no Upgrade header): not a WebSocket handshake"
+            ),
+            Some(v) => {
+                writeln!(w, "  checks (RFC 6455 4.2.1):")?;
+                for ch in &v.checks {
+                    let mark = if ch.ok {
+                        "ok  ".style(st(c, Style::new().green())).to_string()
+                    } else {
+                        "FAIL".style(st(c, Style::new().red().bold())).to_string()
+                    };
+                    writeln!(w, "    {mark} {:<22} {}", ch.name, Esc(&ch.detail))?;
+                }
+                if !v.offered_protocols.is_empty() {
+                    writeln!(
+                        w,
+                        "    subprotocols offered: {}; listen would select: {}",
+                        Esc(&v.offered_protocols.join(", ")),
+                        Esc(v
+                            .protocol
+                            .as_deref()
+                            .unwrap_or("none (it speaks kinetid.v1)"))
+                    )?;
+                }
+                if !v.offered_extensions.is_empty() {
+                    writeln!(
+                        w,
+                        "    extensions offered: {} (none accepted)",
+                        Esc(&v.offered_extensions.join(", "))
+                    )?;
+                }
+                if let Some(a) = &v.accept {
+                    writeln!(w, "  accept key (RFC 6455 4.2.2):")?;
+                    writeln!(w, "    key            {}", Esc(&a.key))?;
+                    writeln!(w, "    key + GUID     {}", Esc(&a.concatenated))?;
+                    writeln!(w, "    SHA-1          {}", a.sha1_hex)?;
+                    writeln!(
+                        w,
+                        "    base64         {}",
+                        a.accept.style(st(c, Style::new().bold()))
+                    )?;
+                }
+                match &v.failure {
+                    None => writeln!(
+                        w,
+                        "  verdict: {}",
+                        "101 Switching Protocols".style(st(c, Style::new().green().bold()))
+                    ),
+                    Some(f) => writeln!(
+                        w,
+                        "  verdict: {} {}",
+                        format!("{} {}", v.status, crate::handshake::reason_phrase(v.status))
+                            .style(st(c, Style::new().red().bold())),
+                        Esc(&f.to_string())
+                    ),
+                }
             }
         }
     }
@@ -490,6 +492,13 @@ impl Printer {
                 pad(hex_spaced(&f.head[pos..pos + 4])).style(s3)
             )?;
         }
+        self.payload_text(w, f)?;
+        self.notes_text(w, &f.notes, "  ")
+    }
+
+    /// The payload (masked as sent, unmasked) and the close code of a frame.
+    fn payload_text(&self, w: &mut dyn Write, f: &FrameEvent) -> io::Result<()> {
+        let h = &f.header;
         if f.skipped {
             writeln!(
                 w,
@@ -531,7 +540,7 @@ impl Printer {
         } else if h.opcode == OpCode::Close && f.payload.is_empty() {
             writeln!(w, "    close with no status code (the peer sees 1005)")?;
         }
-        self.notes_text(w, &f.notes, "  ")
+        Ok(())
     }
 
     fn message_text(&self, w: &mut dyn Write, e: &Event, m: &MessageEvent) -> io::Result<()> {
