@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the third-party peers the integration tests talk to:
 #   Python's `websockets` (a WebSocket client nobody here wrote) into a venv
-#   under target/, and Debian's chromium for the browser-page test.
+#   under target/, Debian's chromium for the browser tests and Debian's
+#   prometheus for promtool.
 # Idempotent. A test whose peer is missing skips with a printed reason, and
 # fails instead when CI=true (so CI never passes without its real peers).
 set -uo pipefail
@@ -10,11 +11,19 @@ VENV=target/peers-venv
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import websockets' 2>/dev/null; then
   python3 -m venv "$VENV" && "$VENV/bin/pip" install -q "websockets>=13" || echo "setup-peers: could not install python websockets" >&2
 fi
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages: chromium (browser tests), prometheus (promtool checks /metrics).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "setup-peers: could not install chromium" >&2
+    apt-get update -qq || true
+    for pkg in "${missing[@]}"; do
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null \
+        || echo "setup-peers: could not install $pkg" >&2
+    done
   else
-    echo "setup-peers: chromium missing and cannot apt-get install it here" >&2
+    echo "setup-peers: ${missing[*]} missing and cannot apt-get install here" >&2
   fi
 fi
 exit 0

@@ -237,8 +237,52 @@ pub struct EmulateArgs {
     /// Unacknowledged reports kept for resending.
     #[arg(long, default_value_t = 256)]
     pub queue: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (0.0.0.0:9100 in a pod).
+    #[arg(long)]
+    pub metrics_bind: Option<String>,
+    /// Be shard K of N (K from 0): N processes with the same --seed form one
+    /// fleet, with distinct plug ids and interleaved connects; --count is per
+    /// shard. `--shard N` takes K from JOB_COMPLETION_INDEX (a Kubernetes
+    /// Indexed Job).
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<Shard>,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// A shard of a fleet: index `k` of `n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This process's index, from 0.
+    pub k: u64,
+    /// How many shards form the fleet.
+    pub n: u64,
+}
+
+/// Parse `K/N`, or `N` with K from `JOB_COMPLETION_INDEX`.
+pub fn parse_shard(s: &str) -> Result<Shard, String> {
+    parse_shard_with(s, std::env::var("JOB_COMPLETION_INDEX").ok().as_deref())
+}
+
+fn parse_shard_with(s: &str, index: Option<&str>) -> Result<Shard, String> {
+    let num = |x: &str, what: &str| {
+        x.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("{what} {x:?} is not a whole number"))
+    };
+    let (k, n) = match s.split_once('/') {
+        Some((k, n)) => (num(k, "shard index")?, num(n, "shard count")?),
+        None => {
+            let k = index.ok_or_else(|| {
+                format!("--shard {s}: give K/N, or set JOB_COMPLETION_INDEX (as a Kubernetes Indexed Job does)")
+            })?;
+            (num(k, "JOB_COMPLETION_INDEX")?, num(s, "shard count")?)
+        }
+    };
+    if n == 0 || k >= n {
+        return Err(format!("shard {k}/{n}: need 0 <= K < N"));
+    }
+    Ok(Shard { k, n })
 }
 
 /// Parse a size: a bare number of bytes, or a number with a unit
@@ -329,6 +373,19 @@ mod tests {
         assert!(parse_size("-1").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("1e30G").is_err());
+    }
+
+    #[test]
+    fn shards() {
+        assert_eq!(parse_shard_with("2/4", None), Ok(Shard { k: 2, n: 4 }));
+        assert_eq!(
+            parse_shard_with("12", Some("11")),
+            Ok(Shard { k: 11, n: 12 })
+        );
+        assert!(parse_shard_with("12", None).is_err());
+        assert!(parse_shard_with("4/4", None).is_err());
+        assert!(parse_shard_with("0/0", None).is_err());
+        assert!(parse_shard_with("a/4", None).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod emulate;
 pub mod listen;
+pub mod metrics;
 pub mod replay;
 
 use crate::cli::{ColorChoice, EmulateArgs, LimitArgs, ListenArgs, OutputArgs, ReplayArgs};

@@ -155,6 +155,12 @@ impl Home {
         }
     }
 
+    /// Reports fall due from `at` on (the driver sets it when the home
+    /// starts, after any ramp delay, so a late start is no burst of readings).
+    pub fn set_next_report(&mut self, at: Instant) {
+        self.next_report = at;
+    }
+
     /// Unacknowledged reports waiting.
     pub fn queued(&self) -> usize {
         self.queue.len()
@@ -314,8 +320,19 @@ impl Home {
         match msg {
             Msg::Welcome(_) => {
                 self.welcomed = true;
-                // Resend what the backend has not acknowledged, with original seq and ts.
-                let queued: Vec<Report> = self.queue.iter().cloned().collect();
+                // Resend what the backend has not acknowledged, with original
+                // seq and ts; not what this connection already carries.
+                let inflight = &self.inflight;
+                let queued: Vec<Report> = self
+                    .queue
+                    .iter()
+                    .filter(|r| {
+                        !inflight.iter().any(|(_, d, q)| {
+                            r.dev.as_deref() == Some(d.as_str()) && r.seq == Some(*q)
+                        })
+                    })
+                    .cloned()
+                    .collect();
                 for r in queued {
                     self.send_report(r, &mut out);
                 }
@@ -525,6 +542,18 @@ mod tests {
                 .is_empty(),
             "acked once"
         );
+    }
+
+    #[test]
+    fn reports_already_sent_on_this_connection_are_not_resent_at_welcome() {
+        let t0 = Instant::now();
+        let mut h = home(t0, 0.0);
+        h.on_connected(t0);
+        // Due before the welcome arrives: sent at once.
+        assert_eq!(sent(&h.on_tick(t0 + Duration::from_secs(60), 1.0)).len(), 2);
+        let out = h.on_message(&message(r#"{"t":"welcome","re":1}"#), t0, 2.0);
+        assert!(sent(&out).is_empty(), "{out:?}");
+        assert_eq!(h.queued(), 2);
     }
 
     #[test]

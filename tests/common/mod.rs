@@ -364,3 +364,50 @@ pub fn python_websockets() -> Option<PathBuf> {
     eprintln!("SKIPPED: Python websockets is not set up (scripts/setup-peers.sh does it)");
     None
 }
+
+/// Prometheus's `promtool`, if installed. Absent: skip with a reason, or
+/// fail under CI=true (scripts/setup-peers.sh installs it).
+pub fn promtool() -> Option<&'static str> {
+    if Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Some("promtool");
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "promtool is missing under CI: scripts/setup-peers.sh must install it"
+    );
+    eprintln!("SKIPPED: promtool is not installed (scripts/setup-peers.sh installs it)");
+    None
+}
+
+/// Run `promtool check metrics` on a scrape; panics with its complaint.
+pub fn promtool_check(promtool: &str, text: &str) {
+    use std::io::Write;
+    let mut c = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A metric's value (summed over its label sets) in a scrape.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split([' ', '{']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

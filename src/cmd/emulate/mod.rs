@@ -8,7 +8,8 @@
 
 pub mod plug;
 
-use crate::cli::EmulateArgs;
+use crate::cli::{EmulateArgs, Shard};
+use crate::cmd::metrics::{fleet_text, FleetSnapshot};
 use crate::cmd::{printer, AppError};
 use kinetid_wsdump::engine::device::{Home, HomeConfig, Plug};
 use kinetid_wsdump::kinetid;
@@ -41,6 +42,27 @@ pub struct FleetStats {
     pub commands: AtomicU64,
     /// Connection or handshake failures.
     pub errors: AtomicU64,
+    /// Unacknowledged reports queued over all homes.
+    pub queued: AtomicU64,
+}
+
+impl FleetStats {
+    /// A snapshot for a metrics scrape.
+    fn snapshot(&self, plugs: u64, shard: Shard) -> FleetSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        FleetSnapshot {
+            connected: g(&self.connected),
+            connects: g(&self.connects),
+            reconnects: g(&self.reconnects),
+            reports_sent: g(&self.reports_sent),
+            reports_acked: g(&self.reports_acked),
+            commands: g(&self.commands),
+            errors: g(&self.errors),
+            queued: g(&self.queued),
+            plugs,
+            shard: (shard.k, shard.n),
+        }
+    }
 }
 
 impl FleetStats {
@@ -126,7 +148,13 @@ pub struct Shared {
 pub fn run(a: EmulateArgs) -> Result<u8, AppError> {
     let shared = shared(&a)?;
     let stats = shared.stats.clone();
-    let seed = a.seed.unwrap_or_else(rand::random);
+    let shard = a.shard.unwrap_or(Shard { k: 0, n: 1 });
+    // Shards must agree on the seed to form one fleet: a fixed one unless given.
+    let seed = match (a.seed, a.shard) {
+        (Some(s), _) => s,
+        (None, Some(_)) => 0x4B4E_5EED,
+        (None, None) => rand::random(),
+    };
     let base = match &a.id {
         Some(id) => parse_id(id).ok_or_else(|| {
             AppError::Usage(format!(
@@ -139,7 +167,24 @@ pub fn run(a: EmulateArgs) -> Result<u8, AppError> {
         .enable_all()
         .build()
         .map_err(|e| AppError::Io("tokio runtime".into(), e))?;
-    rt.block_on(fleet(&a, shared, seed, base));
+    let metrics = match &a.metrics_bind {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|_| l))
+                .map_err(|e| AppError::Failed(format!("--metrics-bind {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    rt.block_on(async {
+        if let Some(l) = metrics {
+            let l = tokio::net::TcpListener::from_std(l)
+                .map_err(|e| AppError::Io("metrics listener".into(), e))?;
+            let plugs = a.count as u64;
+            tokio::spawn(serve_metrics(l, stats.clone(), plugs, shard));
+        }
+        fleet(&a, shared, seed, base, shard).await;
+        Ok::<_, AppError>(())
+    })?;
     let summary = stats.json();
     eprintln!("kinetid-wsdump: emulate-device summary: {summary}");
     if let Some(p) = &a.stats_json {
@@ -188,15 +233,14 @@ fn shared(a: &EmulateArgs) -> Result<Shared, AppError> {
     })
 }
 
-/// Home `i` of the fleet: its id from the base, its plugs and random
-/// stream from the seed (distinct from the stream the base id came from).
-fn home(a: &EmulateArgs, sh: &Shared, seed: u64, base: u64, i: usize) -> Home {
+/// Home `i` of this shard: its fleet-wide index `g` gives its id (from the
+/// base) and its random stream (from the seed, distinct from the stream the
+/// base id came from), so shards with one seed never collide.
+fn home(a: &EmulateArgs, sh: &Shared, seed: u64, base: u64, g: u64) -> Home {
     let mut rng = StdRng::seed_from_u64(
-        seed.wrapping_add(i as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            ^ 0x4B4E_5EED,
+        seed.wrapping_add(g).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x4B4E_5EED,
     );
-    let id = device_id(base.wrapping_add(i as u64));
+    let id = device_id(base.wrapping_add(g));
     let passives = (0..a.passive)
         .map(|k| {
             Plug::new(
@@ -218,14 +262,20 @@ fn home(a: &EmulateArgs, sh: &Shared, seed: u64, base: u64, i: usize) -> Home {
 }
 
 /// Run every home of the fleet until Ctrl-C or --duration.
-async fn fleet(a: &EmulateArgs, shared: Shared, seed: u64, base: u64) {
+async fn fleet(a: &EmulateArgs, shared: Shared, seed: u64, base: u64, shard: Shard) {
     let count = a.count;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::with_capacity(count);
+    let fleet_size = count as u64 * shard.n;
     for i in 0..count {
-        let home = home(a, &shared, seed, base, i);
-        let delay = if count > 1 {
-            a.ramp.mul_f64(i as f64 / count as f64)
+        let g = shard.k * count as u64 + i as u64;
+        let home = home(a, &shared, seed, base, g);
+        // Interleaved over the whole fleet: shard K's plugs take the slots
+        // K, K+N, K+2N... of the ramp, so N shards started together never
+        // connect in one burst.
+        let slot = i as u64 * shard.n + shard.k;
+        let delay = if fleet_size > 1 {
+            a.ramp.mul_f64(slot as f64 / fleet_size as f64)
         } else {
             Duration::ZERO
         };
@@ -262,6 +312,58 @@ async fn fleet(a: &EmulateArgs, shared: Shared, seed: u64, base: u64) {
     if let Some(t) = status {
         t.abort();
         eprintln!();
+    }
+}
+
+/// Serve `/metrics` (read-only, no state) for Prometheus.
+async fn serve_metrics(
+    l: tokio::net::TcpListener,
+    stats: Arc<FleetStats>,
+    plugs: u64,
+    shard: Shard,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut s, _)) = l.accept().await else {
+            continue;
+        };
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            // A bounded read of the request head, then one answer.
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            let read = async {
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+            };
+            if tokio::time::timeout(Duration::from_secs(5), read)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let line = head.split(|&b| b == b'\r').next().unwrap_or(&[]);
+            let (status, ctype, body) = if line.starts_with(b"GET /metrics ") {
+                let text = fleet_text(&stats.snapshot(plugs, shard));
+                ("200 OK", crate::cmd::metrics::CONTENT_TYPE, text)
+            } else {
+                (
+                    "404 Not Found",
+                    "text/plain",
+                    "only /metrics is served here\n".into(),
+                )
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), s.write_all(resp.as_bytes())).await;
+        });
     }
 }
 

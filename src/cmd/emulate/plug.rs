@@ -66,10 +66,13 @@ pub fn next_boundary(period: Duration) -> Instant {
 
 /// Run one home until told to stop: connect, serve, back off, reconnect.
 pub async fn run(mut home: Home, sh: Shared, mut stop: watch::Receiver<bool>, conn_no: u64) {
+    home.set_next_report(next_boundary(sh.home.interval));
     let mut backoff = Duration::from_secs(1);
     let mut first = true;
+    let mut queued = 0;
     loop {
-        let r = connection(&mut home, &sh, &mut stop, conn_no, first).await;
+        let r = connection(&mut home, &sh, &mut stop, conn_no, first, &mut queued).await;
+        sync_queue(&home, &sh.stats, &mut queued);
         if home.welcomed() {
             backoff = Duration::from_secs(1);
         }
@@ -97,6 +100,7 @@ pub async fn run(mut home: Home, sh: Shared, mut stop: watch::Receiver<bool>, co
         }
         // Reports due while away are taken now, so none is skipped.
         home.on_tick(Instant::now(), unix_now());
+        sync_queue(&home, &sh.stats, &mut queued);
         backoff = (backoff * 2).min(Duration::from_secs(60));
     }
 }
@@ -213,6 +217,17 @@ async fn handshake(
     }
 }
 
+/// Keep the fleet's resend-queue gauge in step with this home's queue.
+fn sync_queue(home: &Home, stats: &FleetStats, seen: &mut u64) {
+    let now = home.queued() as u64;
+    if now >= *seen {
+        stats.queued.fetch_add(now - *seen, Ordering::Relaxed);
+    } else {
+        stats.queued.fetch_sub(*seen - now, Ordering::Relaxed);
+    }
+    *seen = now;
+}
+
 fn count(stats: &FleetStats, out: &Out) {
     let c = match out {
         Out::ReportSent => &stats.reports_sent,
@@ -229,6 +244,7 @@ async fn connection(
     stop: &mut watch::Receiver<bool>,
     conn_no: u64,
     first: bool,
+    queued: &mut u64,
 ) -> End {
     let (sock, ann, ev) = tokio::select! {
         r = handshake(sh, conn_no) => match r {
@@ -249,7 +265,7 @@ async fn connection(
         sh.stats.reconnects.fetch_add(1, Ordering::Relaxed);
     }
     sh.stats.connected.fetch_add(1, Ordering::Relaxed);
-    let r = serve(home, sh, stop, &mut link, ev).await;
+    let r = serve(home, sh, stop, &mut link, ev, queued).await;
     home.on_disconnected();
     sh.stats.connected.fetch_sub(1, Ordering::Relaxed);
     let mut ev = Vec::new();
@@ -265,6 +281,7 @@ async fn serve(
     stop: &mut watch::Receiver<bool>,
     link: &mut Link,
     first_events: Vec<Event>,
+    queued: &mut u64,
 ) -> End {
     let now = Instant::now();
     let mut sess = Session::new(
@@ -294,6 +311,7 @@ async fn serve(
         {
             return End::Lost(e);
         }
+        sync_queue(home, &sh.stats, queued);
         if sess.is_done() {
             return ended(&sess, stop, link);
         }

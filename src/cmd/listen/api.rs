@@ -148,9 +148,10 @@ pub struct Request<'a> {
 /// The answer to a plain HTTP request.
 pub async fn respond(hub: &Hub, r: &Request<'_>) -> Vec<u8> {
     let is_page = r.path == "/" || r.path == "/index.html";
-    let is_api = r.path.starts_with("/api/");
+    let is_metrics = r.path == "/metrics";
+    let is_api = r.path.starts_with("/api/") || is_metrics;
     if !is_page && !is_api {
-        return error_response(404, "", &format!("nothing at {}: the page is /, devices connect to any path with an Upgrade, the API is under /api/", kinetid_wsdump::escape::esc(r.path)));
+        return error_response(404, "", &format!("nothing at {}: the page is /, devices connect to any path with an Upgrade, the API is under /api/, metrics at /metrics", kinetid_wsdump::escape::esc(r.path)));
     }
     if let Err((status, why)) = check_browser(r.head, &hub.s.allow_hosts) {
         return if is_api {
@@ -179,6 +180,17 @@ pub async fn respond(hub: &Hub, r: &Request<'_>) -> Vec<u8> {
     }
     if let Some(deny) = authorize(hub, r) {
         return deny;
+    }
+    if is_metrics {
+        return match r.method {
+            "GET" | "HEAD" => http_response(
+                200,
+                crate::cmd::metrics::CONTENT_TYPE,
+                hub.metrics_text().as_bytes(),
+                r.method == "HEAD",
+            ),
+            _ => error_response(405, "Allow: GET, HEAD\r\n", "metrics are GET only"),
+        };
     }
     api(hub, r).await
 }

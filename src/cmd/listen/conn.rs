@@ -94,6 +94,11 @@ impl Conn {
             Direction::C2S => c.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed),
             Direction::S2C => c.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed),
         };
+        self.hub
+            .metrics
+            .bytes
+            .with_label_values(&[dir.as_str()])
+            .inc_by(bytes.len() as u64);
         self.emit(&ev);
         let held = self.ann.held_bytes();
         if held >= self.held {
@@ -107,6 +112,15 @@ impl Conn {
         }
         self.held = held;
         ev
+    }
+
+    /// Count the HTTP status a head got.
+    fn handshake_outcome(&self, status: u16) {
+        self.hub
+            .metrics
+            .handshakes
+            .with_label_values(&[&status.to_string()])
+            .inc();
     }
 
     /// Is the listener over its memory budget, with this connection holding
@@ -138,6 +152,7 @@ impl Conn {
     fn emit(&mut self, ev: &[Event]) {
         let c = &self.hub.counters;
         for e in ev {
+            self.hub.metrics.observe(e);
             let before = self.stats;
             self.stats.add(e);
             c.errors
@@ -240,6 +255,7 @@ impl Conn {
                         "request head not finished within {} s",
                         self.hub.s.head_timeout.as_secs_f64()
                     );
+                    self.handshake_outcome(408);
                     let _ = self.send(&error_response(408, "", &why)).await;
                     return None;
                 }
@@ -253,6 +269,7 @@ impl Conn {
             for (i, e) in ev.iter().enumerate() {
                 match &e.kind {
                     EventKind::HeadError(he) => {
+                        self.handshake_outcome(he.status);
                         let _ = self.send(&error_response(he.status, "", &he.reason)).await;
                         return None;
                     }
@@ -276,6 +293,11 @@ impl Conn {
                             Ok(()) => handshake::server_response(v),
                         };
                         let ok = v.accepted() && resp.starts_with(b"HTTP/1.1 101");
+                        let status = std::str::from_utf8(&resp[9..12.min(resp.len())])
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0);
+                        self.handshake_outcome(status);
                         if self.send(&resp).await.is_err() || !ok {
                             return None;
                         }

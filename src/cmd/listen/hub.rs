@@ -8,6 +8,7 @@
 
 use super::Settings;
 use crate::cmd::listen::sinks::{LineSink, Recorder};
+use crate::cmd::metrics::ListenMetrics;
 use kinetid_wsdump::kinetid;
 use kinetid_wsdump::kinetid::msg::Report;
 use serde_json::{json, Value};
@@ -195,6 +196,9 @@ pub struct Hub {
     pub record: Option<Arc<Recorder>>,
     /// Payload and buffer bytes held by all connections together.
     pub buffered: AtomicUsize,
+    /// Prometheus metrics (`/metrics`).
+    pub metrics: ListenMetrics,
+    dropped_seen: AtomicU64,
 }
 
 impl Hub {
@@ -217,6 +221,8 @@ impl Hub {
             err,
             record,
             buffered: AtomicUsize::new(0),
+            metrics: ListenMetrics::new(),
+            dropped_seen: AtomicU64::new(0),
         }
     }
 
@@ -225,6 +231,24 @@ impl Hub {
         let mut l = line.into();
         l.push('\n');
         self.err.push(l.into_bytes());
+    }
+
+    /// The metrics text, with the values only known at scrape time.
+    pub fn metrics_text(&self) -> String {
+        let online = self
+            .devices
+            .lock()
+            .expect("devices")
+            .values()
+            .filter(|d| d.online)
+            .count();
+        self.metrics.devices_online.set(online as i64);
+        let dropped = self.out.as_ref().map_or(0, LineSink::dropped_lines);
+        let seen = self.dropped_seen.swap(dropped, Ordering::Relaxed);
+        self.metrics
+            .output_dropped
+            .inc_by(dropped.saturating_sub(seen));
+        self.metrics.encode()
     }
 
     /// All devices as JSON.
@@ -306,8 +330,14 @@ impl Hub {
             self.pending.lock().expect("pending").remove(&(conn, cmd));
             return Err(e);
         }
+        let sent = std::time::Instant::now();
         match tokio::time::timeout(self.s.reply_timeout, rrx).await {
-            Ok(Ok(Ok(state))) => Ok(state),
+            Ok(Ok(Ok(state))) => {
+                self.metrics
+                    .switch_seconds
+                    .observe(sent.elapsed().as_secs_f64());
+                Ok(state)
+            }
             Ok(Ok(Err(err))) => Err(SwitchError::Device(err)),
             Ok(Err(_)) => Err(SwitchError::NotFound(format!(
                 "device {id} disconnected before answering"

@@ -271,6 +271,10 @@ fn accept(
     let hub = hub.clone();
     let Ok(permit) = sem.clone().try_acquire_owned() else {
         hub.counters.refused.fetch_add(1, Ordering::Relaxed);
+        hub.metrics
+            .refused
+            .with_label_values(&["connection_limit"])
+            .inc();
         tokio::spawn(async move {
             let mut sock = sock;
             let r = error_response(503, "Retry-After: 5\r\n", "connection limit reached");
@@ -281,10 +285,14 @@ fn accept(
     };
     let id = hub.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
     hub.counters.connections.fetch_add(1, Ordering::Relaxed);
+    hub.metrics.connections.inc();
+    hub.metrics.connections_open.inc();
     let sd = shutdown.subscribe();
     let t = tokio::spawn(async move {
-        let mut c = conn::Conn::new(id, peer, sock, hub);
+        let mut c = conn::Conn::new(id, peer, sock, hub.clone());
         c.run(sd).await;
+        drop(c);
+        hub.metrics.connections_open.dec();
         drop(permit);
     });
     let mut t0 = tasks.lock().expect("tasks");

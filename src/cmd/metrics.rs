@@ -1,0 +1,320 @@
+//! Prometheus metrics for `listen` and `emulate-device`, in the text
+//! exposition format (the `prometheus` crate's encoder), with names and
+//! units after the Prometheus naming conventions: a `kinetid_wsdump_`
+//! prefix, `_total` on counters, base units (`_seconds`, `_bytes`).
+//!
+//! Every label's values come from a bounded set (directions, opcode names,
+//! note codes, HTTP statuses, close codes a Close frame may carry), so a
+//! hostile peer cannot grow the series without bound.
+
+use kinetid_wsdump::annotate::{Event, EventKind};
+use kinetid_wsdump::frame::CloseCode;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+/// Encode a registry.
+pub fn encode(r: &Registry) -> String {
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&r.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// A close code as a label: the code itself when a Close frame may carry
+/// it, `none` for a Close without one, `invalid` otherwise.
+fn close_label(c: Option<CloseCode>) -> String {
+    match c {
+        None => "none".into(),
+        Some(c) if c.is_allowed() => c.0.to_string(),
+        Some(_) => "invalid".into(),
+    }
+}
+
+/// What `listen` measures.
+pub struct ListenMetrics {
+    registry: Registry,
+    /// Connections open now.
+    pub connections_open: IntGauge,
+    /// Connections accepted.
+    pub connections: IntCounter,
+    /// Connections refused, by reason.
+    pub refused: IntCounterVec,
+    /// Answers to upgrade requests, by HTTP status.
+    pub handshakes: IntCounterVec,
+    frames: IntCounterVec,
+    /// Bytes on the wire, by direction.
+    pub bytes: IntCounterVec,
+    notes: IntCounterVec,
+    closes: IntCounterVec,
+    /// Devices online (set at scrape time).
+    pub devices_online: IntGauge,
+    reports: IntCounter,
+    acks: IntCounter,
+    /// Switch commands from sending to the device's answer.
+    pub switch_seconds: Histogram,
+    /// Output lines dropped because stdout did not keep up.
+    pub output_dropped: IntCounter,
+}
+
+impl Default for ListenMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ListenMetrics {
+    /// All metrics, zero.
+    pub fn new() -> ListenMetrics {
+        let r = Registry::new();
+        let p = "kinetid_wsdump_";
+        let switch_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                format!("{p}switch_round_trip_seconds"),
+                "Time from sending a switch command to the device's state or error",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .expect("valid metric");
+        r.register(Box::new(switch_seconds.clone()))
+            .expect("unique metric");
+        ListenMetrics {
+            connections_open: gauge(
+                &r,
+                &format!("{p}connections_open"),
+                "TCP connections open now",
+            ),
+            connections: counter(
+                &r,
+                &format!("{p}connections_total"),
+                "TCP connections accepted",
+            ),
+            refused: counter_vec(
+                &r,
+                &format!("{p}connections_refused_total"),
+                "TCP connections refused, by reason",
+                &["reason"],
+            ),
+            handshakes: counter_vec(
+                &r,
+                &format!("{p}handshakes_total"),
+                "Answers to WebSocket upgrade requests, by HTTP status",
+                &["status"],
+            ),
+            frames: counter_vec(
+                &r,
+                &format!("{p}frames_total"),
+                "WebSocket frames, by direction and opcode",
+                &["dir", "opcode"],
+            ),
+            bytes: counter_vec(
+                &r,
+                &format!("{p}wire_bytes_total"),
+                "Bytes on the wire, by direction",
+                &["dir"],
+            ),
+            notes: counter_vec(
+                &r,
+                &format!("{p}notes_total"),
+                "Notes raised, by code and severity",
+                &["code", "severity"],
+            ),
+            closes: counter_vec(
+                &r,
+                &format!("{p}close_frames_total"),
+                "Close frames, by direction and close code",
+                &["dir", "code"],
+            ),
+            devices_online: gauge(
+                &r,
+                &format!("{p}devices_online"),
+                "Devices in the registry that are online",
+            ),
+            reports: counter(
+                &r,
+                &format!("{p}reports_received_total"),
+                "Kinetid reports received from devices",
+            ),
+            acks: counter(
+                &r,
+                &format!("{p}acks_sent_total"),
+                "Kinetid acks sent to devices",
+            ),
+            switch_seconds,
+            output_dropped: counter(
+                &r,
+                &format!("{p}output_lines_dropped_total"),
+                "Annotation lines dropped because stdout did not keep up",
+            ),
+            registry: r,
+        }
+    }
+
+    /// Count what an annotation event shows.
+    pub fn observe(&self, e: &Event) {
+        let dir = e.dir.as_str();
+        match &e.kind {
+            EventKind::Frame(f) => {
+                self.frames
+                    .with_label_values(&[dir, f.header.opcode.name()])
+                    .inc();
+                if f.header.opcode == kinetid_wsdump::frame::OpCode::Close {
+                    let code = close_label(f.close.as_ref().map(|(c, _)| *c));
+                    self.closes.with_label_values(&[dir, &code]).inc();
+                }
+            }
+            EventKind::Message(m) => match m.kinetid.as_ref().map(|k| k.t.as_str()) {
+                Some("report") if dir == "c2s" => self.reports.inc(),
+                Some("ack") if dir == "s2c" => self.acks.inc(),
+                _ => {}
+            },
+            _ => {}
+        }
+        for n in e.notes() {
+            self.notes
+                .with_label_values(&[n.code.as_str(), n.severity.as_str()])
+                .inc();
+        }
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        encode(&self.registry)
+    }
+}
+
+/// A snapshot of the emulator's counters, for one scrape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FleetSnapshot {
+    /// Plugs connected now.
+    pub connected: u64,
+    /// Successful handshakes.
+    pub connects: u64,
+    /// Handshakes after a lost connection.
+    pub reconnects: u64,
+    /// Reports sent (resends included).
+    pub reports_sent: u64,
+    /// Reports acknowledged.
+    pub reports_acked: u64,
+    /// Switch commands obeyed.
+    pub commands: u64,
+    /// Connection or handshake failures.
+    pub errors: u64,
+    /// Unacknowledged reports queued over all homes.
+    pub queued: u64,
+    /// Plugs in this process (active plugs).
+    pub plugs: u64,
+    /// This shard's index and the shard count.
+    pub shard: (u64, u64),
+}
+
+/// The emulator's metrics from a snapshot.
+pub fn fleet_text(s: &FleetSnapshot) -> String {
+    let r = Registry::new();
+    let p = "kinetid_wsdump_emulator_";
+    let set = |name: &str, help: &str, v: u64| counter(&r, &format!("{p}{name}"), help).inc_by(v);
+    set(
+        "connects_total",
+        "Successful WebSocket handshakes",
+        s.connects,
+    );
+    set(
+        "reconnects_total",
+        "Handshakes after a lost connection",
+        s.reconnects,
+    );
+    set(
+        "reports_sent_total",
+        "Reports sent, resends included",
+        s.reports_sent,
+    );
+    set(
+        "reports_acked_total",
+        "Reports acknowledged by the backend",
+        s.reports_acked,
+    );
+    set("commands_total", "Switch commands obeyed", s.commands);
+    set("errors_total", "Connection or handshake failures", s.errors);
+    let g = |name: &str, help: &str, v: u64| gauge(&r, &format!("{p}{name}"), help).set(v as i64);
+    g("plugs_connected", "Plugs connected now", s.connected);
+    g("plugs", "Active plugs this process emulates", s.plugs);
+    g(
+        "resend_queue_depth",
+        "Unacknowledged reports waiting, over all homes",
+        s.queued,
+    );
+    g(
+        "shard_index",
+        "This process's shard index (K of K/N)",
+        s.shard.0,
+    );
+    g("shards", "Shards in the fleet (N of K/N)", s.shard.1);
+    encode(&r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_conventions() {
+        let m = ListenMetrics::new();
+        m.connections.inc();
+        m.refused.with_label_values(&["connection_limit"]).inc();
+        let t = m.encode();
+        assert!(
+            t.contains("# TYPE kinetid_wsdump_connections_total counter"),
+            "{t}"
+        );
+        assert!(
+            t.contains("kinetid_wsdump_connections_refused_total{reason=\"connection_limit\"} 1")
+        );
+        for line in t.lines().filter(|l| l.starts_with("# TYPE")) {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f[3] == "counter" {
+                assert!(f[2].ends_with("_total"), "{line}");
+            }
+        }
+        let f = fleet_text(&FleetSnapshot {
+            reports_sent: 7,
+            shard: (2, 4),
+            ..Default::default()
+        });
+        assert!(
+            f.contains("kinetid_wsdump_emulator_reports_sent_total 7"),
+            "{f}"
+        );
+        assert!(f.contains("kinetid_wsdump_emulator_shards 4"));
+    }
+
+    #[test]
+    fn close_codes_are_a_bounded_label() {
+        assert_eq!(close_label(Some(CloseCode(1000))), "1000");
+        assert_eq!(close_label(Some(CloseCode(4001))), "4001");
+        assert_eq!(close_label(Some(CloseCode(65535))), "invalid");
+        assert_eq!(close_label(None), "none");
+    }
+}
