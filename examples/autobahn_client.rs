@@ -37,6 +37,7 @@ fn open(base: &str, path: &str) -> Result<(TcpStream, Annotator, Vec<Event>), St
             kinetid: false,
             handshake: HandshakeMode::Expect,
             limits: Limits::default(),
+            resync: false,
         },
     );
     let mut ev = Vec::new();

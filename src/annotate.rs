@@ -8,6 +8,7 @@
 //! the events do not depend on how the bytes were chunked, so a recording
 //! replays to exactly what was shown live.
 
+use crate::diagnose;
 use crate::frame::{
     self, CloseCode, Decoded, Decoder, Direction, Field, FrameHeader, MaskKey, OpCode, Role,
 };
@@ -15,6 +16,7 @@ use crate::handshake::{
     self, ClientVerdict, HeadError, HeadParse, HttpHead, Limits, RequestKind, ServerVerdict,
 };
 use crate::kinetid;
+use crate::mask::apply_mask;
 use crate::note::{Code, Note, Severity};
 use crate::utf8::Utf8Stream;
 
@@ -31,6 +33,9 @@ pub struct Config {
     pub kinetid: bool,
     /// Does the stream start with the HTTP handshake?
     pub handshake: HandshakeMode,
+    /// After a length that does not fit, decode on from the next plausible
+    /// frame header instead of skipping (or giving up).
+    pub resync: bool,
 }
 
 impl Default for Config {
@@ -41,6 +46,7 @@ impl Default for Config {
             limits: Limits::default(),
             kinetid: true,
             handshake: HandshakeMode::Expect,
+            resync: false,
         }
     }
 }
@@ -101,6 +107,8 @@ pub struct FrameEvent {
     pub notes: Vec<Note>,
     /// Index of the frame in its direction, from 0.
     pub index: u64,
+    /// The stream ended inside this frame: how many payload bytes never came.
+    pub truncated: Option<u64>,
 }
 
 /// A reassembled data message.
@@ -254,6 +262,8 @@ struct DirState {
     raw_preview: Vec<u8>,
     frames: u64,
     masked_data_seen: bool,
+    /// The frame the stream ended in was shown as a truncated frame event.
+    truncated_shown: bool,
 }
 
 impl DirState {
@@ -265,7 +275,7 @@ impl DirState {
                 HandshakeMode::Detect => Phase::Detect,
             },
             head_buf: Vec::new(),
-            decoder: Decoder::new(cfg.max_frame),
+            decoder: new_decoder(cfg),
             frag: None,
             last_key: None,
             last_data_final: true,
@@ -279,6 +289,7 @@ impl DirState {
             raw_preview: Vec::new(),
             frames: 0,
             masked_data_seen: false,
+            truncated_shown: false,
         }
     }
 
@@ -451,7 +462,7 @@ impl Annotator {
                             st.head_buf.clear();
                             data = &data[used..];
                             // Frames start right after the head.
-                            st.decoder = Decoder::new(cfg.max_frame);
+                            st.decoder = new_decoder(&cfg);
                             skip_offset(&mut st.decoder, head.len as u64);
                             match dir {
                                 Direction::C2S => {
@@ -537,7 +548,12 @@ impl Annotator {
                     return;
                 }
                 Decoded::Frame(raw) => {
-                    let (frame_ev, msg_ev) = self.judge_frame(dir, raw);
+                    let skipped =
+                        (raw.skipped && self.cfg.resync).then(|| (raw.header, raw.head.clone()));
+                    let (mut frame_ev, msg_ev) = self.judge_frame(dir, raw);
+                    if let Some((h, head)) = skipped {
+                        self.diagnose_length(dir, &h, &head, &mut frame_ev.notes);
+                    }
                     let offset = frame_ev.fields[0].offset;
                     out.push(Event {
                         conn: self.conn,
@@ -556,6 +572,163 @@ impl Annotator {
                         });
                     }
                 }
+            }
+        }
+    }
+
+    /// The stream in `dir` has ended: release held frames, then show the
+    /// frame it ended in (with its cause, and with `resync` decode on from
+    /// the real next frame).
+    fn finish_frames(&mut self, dir: Direction, time: Option<f64>, out: &mut Vec<Event>) {
+        for _ in 0..1024 {
+            let st = self.state_mut(dir);
+            if st.phase != Phase::Frames {
+                return;
+            }
+            st.decoder.set_eof();
+            self.drain_frames(dir, time, out);
+            let st = self.state_mut(dir);
+            if st.decoder.skipping() > 0 || st.decoder.is_stuck() {
+                return;
+            }
+            let pending = st.decoder.pending();
+            let frame::HeaderParse::Header(h) = frame::parse_header(pending) else {
+                return;
+            };
+            let head = pending[..h.header_len].to_vec();
+            let arrived = pending[h.header_len..].to_vec();
+            let offset = st.decoder.offset();
+            let cause = diagnose::length_cause(&h, &head, &arrived, true, dir.sender());
+            let resync = self.cfg.resync;
+            let mut ev = self.truncated_frame(dir, h, head, &arrived, offset);
+            if let Some(c) = &cause {
+                let k = match c {
+                    diagnose::LengthCause::ByteOrder { swapped } => *swapped,
+                    diagnose::LengthCause::NotALength { fits } => *fits,
+                };
+                let next_at = offset + h.header_len as u64 + k;
+                ev.notes.push(length_note(&h, c, next_at, resync));
+                out.push(Event {
+                    conn: self.conn,
+                    dir,
+                    offset,
+                    time,
+                    kind: EventKind::Frame(Box::new(ev)),
+                });
+                if resync {
+                    self.state_mut(dir)
+                        .decoder
+                        .discard(h.header_len + k as usize);
+                    continue;
+                }
+            } else {
+                out.push(Event {
+                    conn: self.conn,
+                    dir,
+                    offset,
+                    time,
+                    kind: EventKind::Frame(Box::new(ev)),
+                });
+            }
+            self.state_mut(dir).truncated_shown = true;
+            return;
+        }
+    }
+
+    /// The frame a stream ended inside: every header field and the payload
+    /// bytes that arrived, with how many never did.
+    fn truncated_frame(
+        &mut self,
+        dir: Direction,
+        h: FrameHeader,
+        head: Vec<u8>,
+        arrived: &[u8],
+        offset: u64,
+    ) -> FrameEvent {
+        let max_frame = self.cfg.max_frame;
+        let st = self.state_mut(dir);
+        let index = st.frames;
+        st.frames += 1;
+        let mut notes = frame::header_notes(&h, &head, dir.sender(), 0, max_frame);
+        let missing = h.payload_len - arrived.len() as u64;
+        notes.push(Note::error(
+            Code::TruncatedFrame,
+            "RFC 6455 5.2",
+            format!(
+                "the stream ended inside this frame: {} of its {} payload bytes arrived, {missing} never did (a connection cut mid-frame, or a wrong length)",
+                arrived.len(),
+                h.payload_len
+            ),
+        ));
+        let mut payload = arrived.to_vec();
+        if let Some(k) = h.mask {
+            apply_mask(&mut payload, k.0);
+        }
+        FrameEvent {
+            header: h,
+            fields: frame::fields(&h, &head, offset),
+            head,
+            payload,
+            skipped: false,
+            close: None,
+            notes,
+            index,
+            truncated: Some(missing),
+        }
+    }
+
+    fn state_mut(&mut self, dir: Direction) -> &mut DirState {
+        match dir {
+            Direction::C2S => &mut self.c2s,
+            Direction::S2C => &mut self.s2c,
+        }
+    }
+
+    /// A declared length that does not fit (over the limit, or the top bit
+    /// set): name its likely cause from the bytes that followed, and with
+    /// `resync` decode on from where the real next frame starts.
+    fn diagnose_length(
+        &mut self,
+        dir: Direction,
+        h: &FrameHeader,
+        head: &[u8],
+        notes: &mut Vec<Note>,
+    ) {
+        let resync = self.cfg.resync;
+        let st = match dir {
+            Direction::C2S => &mut self.c2s,
+            Direction::S2C => &mut self.s2c,
+        };
+        let stuck = st.decoder.is_stuck();
+        let after = if stuck {
+            st.decoder.pending()
+        } else {
+            st.decoder.skipped_bytes()
+        };
+        let at_end = st.decoder.at_eof() && after.len() < DIAG_WINDOW;
+        let after = &after[..after.len().min(DIAG_WINDOW)];
+        let Some(cause) = diagnose::length_cause(h, head, after, at_end, dir.sender()) else {
+            return;
+        };
+        let payload_at = if stuck {
+            st.decoder.offset()
+        } else {
+            st.decoder.offset() - st.decoder.skipped_bytes().len() as u64
+        };
+        let k = match cause {
+            diagnose::LengthCause::ByteOrder { swapped } => swapped,
+            diagnose::LengthCause::NotALength { fits } => fits,
+        };
+        notes.push(length_note(h, &cause, payload_at + k, resync));
+        if resync {
+            if stuck {
+                st.decoder.unstick();
+                st.decoder.discard(k as usize);
+                if let Phase::Raw(_) = st.phase {
+                    st.phase = Phase::Frames;
+                }
+            } else {
+                st.decoder.resync(k as usize);
             }
         }
     }
@@ -629,6 +802,7 @@ impl Annotator {
                 close,
                 notes,
                 index,
+                truncated: None,
             },
             message,
         )
@@ -652,6 +826,9 @@ impl Annotator {
                 let buf = std::mem::take(&mut st.head_buf);
                 self.feed(dir, &buf, time, out);
             }
+        }
+        for dir in [Direction::C2S, Direction::S2C] {
+            self.finish_frames(dir, time, out);
         }
         for dir in [Direction::C2S, Direction::S2C] {
             let who = if dir == Direction::C2S {
@@ -678,7 +855,7 @@ impl Annotator {
                     let pending = st.decoder.pending().len();
                     if st.decoder.skipping() > 0 {
                         notes.push(Note::error(Code::TruncatedFrame, "RFC 6455 5.2", format!("{who} stream ended with {} bytes of an oversized payload still to come", st.decoder.skipping())));
-                    } else if pending > 0 {
+                    } else if pending > 0 && !st.truncated_shown {
                         let need = match frame::parse_header(st.decoder.pending()) {
                             frame::HeaderParse::Need(n) => {
                                 format!("its header needs {n} more bytes")
@@ -771,6 +948,18 @@ impl Annotator {
             },
         });
     }
+}
+
+/// Bytes after a frame header looked at to explain a length that does not
+/// fit (with `resync`, such a frame is held until they have arrived).
+const DIAG_WINDOW: usize = 4096;
+
+fn new_decoder(cfg: &Config) -> Decoder {
+    let mut d = Decoder::new(cfg.max_frame);
+    if cfg.resync {
+        d.hold_unusable(DIAG_WINDOW);
+    }
+    d
 }
 
 /// Move a fresh decoder's offset forward (frames start after the HTTP head).
@@ -937,6 +1126,35 @@ fn judge_data(
     }
     st.last_data_final = h.fin;
     message
+}
+
+/// The note that names a bad length's cause; `next_at` is the stream offset
+/// where the real next frame starts.
+fn length_note(h: &FrameHeader, cause: &diagnose::LengthCause, next_at: u64, resync: bool) -> Note {
+    let then = if resync {
+        "; decoding resumes there (--resync)"
+    } else {
+        "; --resync decodes on from there"
+    };
+    match cause {
+        diagnose::LengthCause::ByteOrder { swapped } => Note::info(
+            Code::HintLengthByteOrder,
+            "RFC 6455 5.2",
+            format!(
+                "the {}-bit length reads {} but its bytes swapped give {swapped}, which fits what follows (the next frame starts at byte {next_at}): the firmware wrote the length little-endian where network byte order is required{then}",
+                h.len_encoding.bits(),
+                h.payload_len
+            ),
+        ),
+        diagnose::LengthCause::NotALength { fits } => Note::info(
+            Code::HintLengthNotALength,
+            "RFC 6455 5.2",
+            format!(
+                "the declared length {} does not fit what follows; a plausible frame header starts at byte {next_at}, {fits} bytes into the payload, so a length of {fits} would have fitted: the length field may hold a pointer, a buffer size or a miscounted length{then}",
+                h.payload_len
+            ),
+        ),
+    }
 }
 
 fn finish_message(

@@ -91,6 +91,10 @@ pub struct ReplayArgs {
     /// Do not decode text messages as Kinetid messages.
     #[arg(long)]
     pub no_kinetid: bool,
+    /// After a frame length that does not fit, decode on from the next
+    /// plausible frame header (named in a hint) instead of giving up.
+    #[arg(long)]
+    pub resync: bool,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
@@ -130,6 +134,10 @@ pub struct ListenArgs {
     /// Annotate violations but keep the connection open.
     #[arg(long)]
     pub lenient: bool,
+    /// With --lenient: after a frame length that does not fit, decode on
+    /// from the next plausible frame header.
+    #[arg(long, requires = "lenient")]
+    pub resync: bool,
     /// Echo every data message; no Kinetid layer (for conformance suites).
     #[arg(long)]
     pub echo: bool,

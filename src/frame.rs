@@ -629,6 +629,14 @@ pub enum Decoded {
 pub struct Decoder {
     buf: Vec<u8>,
     start: usize,
+    /// Where the buffered payload of the last skipped frame begins in `buf`.
+    skip_from: usize,
+    /// Hold a frame whose length cannot be used until this many bytes after
+    /// its header are buffered (or the stream has ended), so what is decided
+    /// about it does not depend on how the bytes were chunked.
+    hold: Option<usize>,
+    /// The stream has ended: nothing more will come.
+    eof: bool,
     /// Stream offset of `buf[start]`.
     offset: u64,
     max_payload: u64,
@@ -642,6 +650,9 @@ impl Decoder {
         Decoder {
             buf: Vec::new(),
             start: 0,
+            skip_from: 0,
+            hold: None,
+            eof: false,
             offset: 0,
             max_payload,
             skip: 0,
@@ -654,6 +665,7 @@ impl Decoder {
     pub fn with_offset(like: &Decoder, offset: u64) -> Decoder {
         Decoder {
             offset,
+            hold: like.hold,
             ..Decoder::new(like.max_payload)
         }
     }
@@ -696,6 +708,51 @@ impl Decoder {
         }
     }
 
+    /// Hold frames whose length cannot be used until `window` bytes after
+    /// their header have arrived (see [`Decoder::skipped_bytes`]).
+    pub fn hold_unusable(&mut self, window: usize) {
+        self.hold = Some(window);
+    }
+
+    /// The stream has ended: held frames are released with what arrived.
+    pub fn set_eof(&mut self) {
+        self.eof = true;
+    }
+
+    /// Has the stream ended?
+    pub fn at_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Right after [`Decoder::next_frame`] returned a skipped frame: the
+    /// bytes of its payload that were already buffered.
+    pub fn skipped_bytes(&self) -> &[u8] {
+        &self.buf[self.skip_from.min(self.start)..self.start]
+    }
+
+    /// Right after a skipped frame: stop skipping and decode on from `k`
+    /// bytes into its payload (where the real next frame starts).
+    pub fn resync(&mut self, k: usize) {
+        let avail = self.start - self.skip_from.min(self.start);
+        let k = k.min(avail);
+        self.offset -= (avail - k) as u64;
+        self.start = self.skip_from + k;
+        self.skip = 0;
+    }
+
+    /// Decode on after a length that could not be trusted (see
+    /// [`Decoded::Stuck`]), once the caller knows where the next frame is.
+    pub fn unstick(&mut self) {
+        self.stuck = false;
+    }
+
+    /// Drop `n` pending bytes (decode on after them).
+    pub fn discard(&mut self, n: usize) {
+        let n = n.min(self.buf.len() - self.start);
+        self.start += n;
+        self.offset += n as u64;
+    }
+
     /// True after [`Decoded::Stuck`].
     pub fn is_stuck(&self) -> bool {
         self.stuck
@@ -732,6 +789,14 @@ impl Decoder {
             HeaderParse::Need(n) => return Decoded::Need(n as u64),
             HeaderParse::Header(h) => h,
         };
+        let after = (avail.len() - h.header_len) as u64;
+        let unusable = h.payload_len >> 63 != 0 || h.payload_len > self.max_payload;
+        if let (true, Some(w), false) = (unusable, self.hold, self.eof) {
+            let want = (w as u64).min(h.payload_len);
+            if after < want {
+                return Decoded::Need(want - after);
+            }
+        }
         if h.payload_len >> 63 != 0 {
             self.stuck = true;
             let head = avail[..h.header_len].to_vec();
@@ -752,6 +817,7 @@ impl Decoder {
             let offset = self.offset;
             let have = (avail.len() - h.header_len) as u64;
             let take = have.min(h.payload_len);
+            self.skip_from = self.start + h.header_len;
             self.start += h.header_len + take as usize;
             self.offset += h.header_len as u64 + take;
             self.skip = h.payload_len - take;

@@ -86,6 +86,7 @@ pub fn frames(data: &[u8]) {
         limits: Limits::default(),
         kinetid: true,
         handshake: HandshakeMode::Detect,
+        resync: false,
     };
     for dir in [Direction::C2S, Direction::S2C] {
         let mut a = Annotator::new(1, cfg);

@@ -176,6 +176,10 @@ pub enum Code {
     TruncatedHandshake,
     /// `write-timeout`
     WriteTimeout,
+    /// `hint-length-byte-order`
+    HintLengthByteOrder,
+    /// `hint-length-not-a-length`
+    HintLengthNotALength,
 }
 
 impl Code {
@@ -225,6 +229,8 @@ impl Code {
         Code::TruncatedFrame,
         Code::TruncatedHandshake,
         Code::WriteTimeout,
+        Code::HintLengthByteOrder,
+        Code::HintLengthNotALength,
     ];
 
     /// The kebab-case code shown in output.
@@ -274,6 +280,8 @@ impl Code {
             Code::TruncatedFrame => "truncated-frame",
             Code::TruncatedHandshake => "truncated-handshake",
             Code::WriteTimeout => "write-timeout",
+            Code::HintLengthByteOrder => "hint-length-byte-order",
+            Code::HintLengthNotALength => "hint-length-not-a-length",
         }
     }
 
@@ -327,7 +335,9 @@ impl Code {
             | Code::PingNotAnswered
             | Code::TruncatedFrame
             | Code::TruncatedHandshake
-            | Code::WriteTimeout => None,
+            | Code::WriteTimeout
+            | Code::HintLengthByteOrder
+            | Code::HintLengthNotALength => None,
             Code::CloseReasonInvalidUtf8 | Code::TextInvalidUtf8 => Some(CloseCode::INVALID_DATA),
             Code::MessageTooBig | Code::PayloadTooBig => Some(CloseCode::TOO_BIG),
         }

@@ -420,7 +420,7 @@ impl Printer {
         let dim = st(c, Style::new().dimmed());
         writeln!(
             w,
-            "{} {} frame #{} at byte {}: {}{}{}, {} payload bytes{}",
+            "{} {} frame #{} at byte {}: {}{}{}, {} payload bytes{}{}",
             format!("[{}] {}", e.conn, e.dir.arrow()).style(arrow),
             dir_name(e.dir),
             f.index,
@@ -429,6 +429,9 @@ impl Printer {
             if h.fin { ", FIN" } else { ", not final" },
             if h.mask.is_some() { ", masked" } else { "" },
             h.payload_len,
+            f.truncated
+                .map(|m| format!(" (truncated: {m} never arrived)"))
+                .unwrap_or_default(),
             time_str(e.time).style(dim)
         )?;
         let s0 = st(c, Style::new().magenta());
@@ -713,6 +716,10 @@ fn frame_json(f: &FrameEvent) -> Value {
     if let Some((c, r)) = &f.close {
         v["close_code"] = json!(c.0);
         v["close_reason"] = json!(r);
+    }
+    if let Some(missing) = f.truncated {
+        v["truncated"] = json!(true);
+        v["missing_bytes"] = json!(missing);
     }
     v
 }

@@ -62,7 +62,7 @@ pub fn printer(o: &OutputArgs) -> Printer {
 }
 
 /// Build the annotator config from flags.
-pub fn config(l: &LimitArgs, kinetid: bool) -> Config {
+pub fn config(l: &LimitArgs, kinetid: bool, resync: bool) -> Config {
     Config {
         max_frame: l.max_frame,
         max_message: l.max_message,
@@ -72,6 +72,7 @@ pub fn config(l: &LimitArgs, kinetid: bool) -> Config {
         },
         kinetid,
         handshake: kinetid_wsdump::annotate::HandshakeMode::Expect,
+        resync,
     }
 }
 

@@ -117,7 +117,7 @@ fn api_token(a: &ListenArgs) -> Result<Option<String>, AppError> {
 /// Run `listen` from flags.
 pub fn run(a: ListenArgs) -> Result<u8, AppError> {
     let settings = Settings {
-        cfg: config(&a.limits, !a.echo),
+        cfg: config(&a.limits, !a.echo, a.resync),
         printer: printer(&a.output),
         quiet: a.quiet,
         lenient: a.lenient,

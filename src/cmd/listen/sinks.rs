@@ -232,8 +232,9 @@ mod tests {
             }
         }
         assert!(t0.elapsed() < Duration::from_secs(5));
-        // The first item may already sit in the blocked writer; the queue holds 9 more.
-        assert!((9..=10).contains(&accepted), "accepted {accepted}");
+        // The writer may have taken a batch (up to 9 items) before blocking
+        // in its first write; the queue then holds 9 more.
+        assert!((9..=18).contains(&accepted), "accepted {accepted}");
         assert_eq!(sink.dropped_lines(), 1000 - accepted);
         assert!(!sink.close(Duration::from_millis(50)), "writer is stalled");
         *gate.0.lock().unwrap() = true;
