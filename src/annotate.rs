@@ -234,6 +234,8 @@ enum Phase {
 #[derive(Debug)]
 struct Fragment {
     opcode: OpCode,
+    /// The first frame's masking key (a mask mistake is judged per frame).
+    mask: Option<MaskKey>,
     offset: u64,
     payload: Vec<u8>,
     len: u64,
@@ -1068,6 +1070,7 @@ fn judge_data(
         if st.frag.is_none() {
             st.frag = Some(Fragment {
                 opcode: h.opcode,
+                mask: h.mask,
                 offset: raw.offset,
                 payload: Vec::new(),
                 len: 0,
@@ -1166,6 +1169,12 @@ fn finish_message(
     let mut notes = fr.notes;
     let mut text = None;
     let mut km = None;
+    if fr.opcode == OpCode::Text && fr.len <= cfg.max_message {
+        let mask = fr.mask.filter(|_| fr.frames == 1);
+        if let Some(n) = diagnose_text(&fr.payload, mask, &notes, dir, cfg) {
+            notes.push(n);
+        }
+    }
     if fr.opcode == OpCode::Text
         && !notes.iter().any(|n| n.code == Code::TextInvalidUtf8)
         && fr.len <= cfg.max_message
@@ -1213,6 +1222,173 @@ fn finish_message(
         text,
         kinetid: km,
         notes,
+    }
+}
+
+/// Text that is what it is meant to be: valid UTF-8 and, for Kinetid,
+/// a JSON value when it looks like one.
+fn meant_ok(b: &[u8], kinetid_json: bool) -> bool {
+    match std::str::from_utf8(b) {
+        Err(_) => false,
+        Ok(t) => !kinetid_json || serde_json::from_str::<serde_json::Value>(t).is_ok(),
+    }
+}
+
+/// The Kinetid reading of text, for a hint ("it reads: ...").
+fn reading(t: &str, dir: Direction) -> String {
+    match kinetid::decode(t, dir).msg {
+        Some(m) if !m.t.is_empty() => format!(": {}", m.summary),
+        _ => String::new(),
+    }
+}
+
+/// Why a text message is not the text (or JSON) it should be: a mask
+/// applied wrongly, a C string, Latin-1, two JSON messages in one.
+/// `mask` is the key of a single-frame masked message.
+fn diagnose_text(
+    payload: &[u8],
+    mask: Option<MaskKey>,
+    notes: &[Note],
+    dir: Direction,
+    cfg: Config,
+) -> Option<Note> {
+    let utf8 = std::str::from_utf8(payload);
+    let looks_json = payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let json_err = match &utf8 {
+        Ok(t) if cfg.kinetid && looks_json => serde_json::from_str::<serde_json::Value>(t).err(),
+        _ => None,
+    };
+    let invalid_utf8 = notes.iter().any(|n| n.code == Code::TextInvalidUtf8);
+    if !invalid_utf8 && json_err.is_none() {
+        return None;
+    }
+    if let Some(key) = mask {
+        let mut masked = payload.to_vec();
+        apply_mask(&mut masked, key.0);
+        let bad_at = match (&utf8, &json_err) {
+            (Err(e), _) => e.valid_up_to(),
+            (Ok(_), Some(e)) => e.column().saturating_sub(1).min(payload.len()),
+            _ => payload.len(),
+        };
+        let kj = cfg.kinetid && (looks_json || masked.first() == Some(&b'{'));
+        if let Some(cause) = diagnose::mask_cause(&masked, key, bad_at, |b| meant_ok(b, kj)) {
+            return Some(mask_note(&masked, key, &cause, dir));
+        }
+    }
+    let nuls = diagnose::trailing_nuls(payload);
+    if let (Ok(t), true) = (&utf8, nuls > 0) {
+        let trimmed = &t[..t.len() - nuls];
+        if meant_ok(trimmed.as_bytes(), cfg.kinetid && looks_json) {
+            let what = if nuls == 1 {
+                "one NUL byte: the firmware sent strlen + 1 bytes, the C string's terminator included".to_string()
+            } else {
+                format!(
+                    "{nuls} NUL bytes: the firmware sent its whole {}-byte buffer instead of the string's length",
+                    payload.len()
+                )
+            };
+            return Some(Note::info(
+                Code::HintCString,
+                "RFC 6455 5.6",
+                format!(
+                    "the text ends in {what}; without them it reads{}",
+                    reading(trimmed, dir)
+                ),
+            ));
+        }
+    }
+    if invalid_utf8 {
+        if let Some(meant) = diagnose::as_latin1(payload) {
+            return Some(Note::info(
+                Code::HintLatin1,
+                "RFC 6455 8.1",
+                format!("the bytes that are not UTF-8 read as ISO-8859-1 / Windows-1252: the firmware sent a Latin-1 string (a degree sign, an umlaut) where UTF-8 is required; as meant: {meant:?}"),
+            ));
+        }
+    }
+    if let (Ok(t), Some(_)) = (&utf8, &json_err) {
+        if let Some(starts) = diagnose::json_concatenated(t) {
+            let mut cuts = vec![0];
+            cuts.extend(&starts);
+            cuts.push(t.len());
+            let parts: Vec<String> = cuts
+                .windows(2)
+                .map(|w| format!("byte {}{}", w[0], reading(t[w[0]..w[1]].trim(), dir)))
+                .collect();
+            return Some(Note::info(
+                Code::HintJsonConcat,
+                "kinetid v1",
+                format!(
+                    "{} JSON messages in one WebSocket message (each must be a message of its own; the firmware appended to its send buffer before sending): {}",
+                    parts.len(),
+                    parts.join("; ")
+                ),
+            ));
+        }
+    }
+    None
+}
+
+fn mask_note(masked: &[u8], key: MaskKey, cause: &diagnose::MaskCause, dir: Direction) -> Note {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match cause {
+        diagnose::MaskCause::NotApplied => Note::info(
+            Code::HintMaskNotApplied,
+            "RFC 6455 5.3",
+            format!(
+                "MASK is set with key {} but the payload went out unmasked: the bytes as sent are the text, which reads{}",
+                key.hex(),
+                reading(&text(masked), dir)
+            ),
+        ),
+        diagnose::MaskCause::Restart { at, periodic } => {
+            let every = if *periodic {
+                format!(" (and at every multiple of {at})")
+            } else {
+                String::new()
+            };
+            let meant: Vec<u8> = masked
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let j = if i < *at {
+                        i
+                    } else if *periodic {
+                        i % at
+                    } else {
+                        i - at
+                    };
+                    b ^ key.0[j % 4]
+                })
+                .collect();
+            Note::info(
+                Code::HintMaskRestart,
+                "RFC 6455 5.3",
+                format!(
+                    "the text goes wrong from payload byte {at}; unmasked with the key index starting again at 0 there{every}, it is valid and reads{}: the firmware masks each write buffer from key byte 0 instead of continuing the key across the frame",
+                    reading(&text(&meant), dir)
+                ),
+            )
+        }
+        diagnose::MaskCause::OtherKey { used } => {
+            let diff: Vec<u8> = (0..4).map(|i| used[i] ^ key.0[i]).collect();
+            let rot = diagnose::rotation_of(*used, key.0)
+                .map(|r| format!(" (the header's key rotated by {r} bytes)"))
+                .unwrap_or_default();
+            let mut fixed = masked.to_vec();
+            apply_mask(&mut fixed, *used);
+            Note::info(
+                Code::HintMaskKeyMismatch,
+                "RFC 6455 5.3",
+                format!(
+                    "the header says key {} but the payload was masked with {}{rot}, a constant XOR difference of {}; unmasked with it, it reads{}",
+                    key.hex(),
+                    MaskKey(*used).hex(),
+                    hex::encode(diff),
+                    reading(&text(&fixed), dir)
+                ),
+            )
+        }
     }
 }
 

@@ -208,9 +208,12 @@ pub fn as_latin1(b: &[u8]) -> Option<String> {
         };
         if c >= 0x80 {
             // A byte that continues or starts a UTF-8 sequence next to another
-            // high byte is more likely broken UTF-8 than Latin-1.
+            // high byte is more likely broken UTF-8 than Latin-1; and only
+            // what devices really write counts (a degree sign, a lower-case
+            // accented letter, an umlaut, a currency or unit sign).
             let next_high = b.get(i + 1).is_some_and(|&n| n >= 0x80);
-            if next_high || ch.is_control() {
+            let likely = ch.is_lowercase() || "°µ±²³§€£¥½¼¾·©®ÄÖÜ".contains(ch);
+            if next_high || !likely {
                 return None;
             }
         }

@@ -180,6 +180,18 @@ pub enum Code {
     HintLengthByteOrder,
     /// `hint-length-not-a-length`
     HintLengthNotALength,
+    /// `hint-mask-not-applied`
+    HintMaskNotApplied,
+    /// `hint-mask-restart`
+    HintMaskRestart,
+    /// `hint-mask-key-mismatch`
+    HintMaskKeyMismatch,
+    /// `hint-c-string`
+    HintCString,
+    /// `hint-latin1`
+    HintLatin1,
+    /// `hint-json-concat`
+    HintJsonConcat,
 }
 
 impl Code {
@@ -231,6 +243,12 @@ impl Code {
         Code::WriteTimeout,
         Code::HintLengthByteOrder,
         Code::HintLengthNotALength,
+        Code::HintMaskNotApplied,
+        Code::HintMaskRestart,
+        Code::HintMaskKeyMismatch,
+        Code::HintCString,
+        Code::HintLatin1,
+        Code::HintJsonConcat,
     ];
 
     /// The kebab-case code shown in output.
@@ -282,6 +300,12 @@ impl Code {
             Code::WriteTimeout => "write-timeout",
             Code::HintLengthByteOrder => "hint-length-byte-order",
             Code::HintLengthNotALength => "hint-length-not-a-length",
+            Code::HintMaskNotApplied => "hint-mask-not-applied",
+            Code::HintMaskRestart => "hint-mask-restart",
+            Code::HintMaskKeyMismatch => "hint-mask-key-mismatch",
+            Code::HintCString => "hint-c-string",
+            Code::HintLatin1 => "hint-latin1",
+            Code::HintJsonConcat => "hint-json-concat",
         }
     }
 
@@ -337,7 +361,13 @@ impl Code {
             | Code::TruncatedHandshake
             | Code::WriteTimeout
             | Code::HintLengthByteOrder
-            | Code::HintLengthNotALength => None,
+            | Code::HintLengthNotALength
+            | Code::HintMaskNotApplied
+            | Code::HintMaskRestart
+            | Code::HintMaskKeyMismatch
+            | Code::HintCString
+            | Code::HintLatin1
+            | Code::HintJsonConcat => None,
             Code::CloseReasonInvalidUtf8 | Code::TextInvalidUtf8 => Some(CloseCode::INVALID_DATA),
             Code::MessageTooBig | Code::PayloadTooBig => Some(CloseCode::TOO_BIG),
         }
