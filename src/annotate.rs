@@ -266,6 +266,8 @@ struct DirState {
     masked_data_seen: bool,
     /// The frame the stream ended in was shown as a truncated frame event.
     truncated_shown: bool,
+    /// When this side's latest ping was seen, while unanswered.
+    ping_time: Option<f64>,
 }
 
 impl DirState {
@@ -292,6 +294,7 @@ impl DirState {
             frames: 0,
             masked_data_seen: false,
             truncated_shown: false,
+            ping_time: None,
         }
     }
 
@@ -317,6 +320,8 @@ pub struct Annotator {
     protocols: Vec<String>,
     /// Some(false) after a plain HTTP request: its response is not a handshake.
     upgrade_asked: Option<bool>,
+    /// The Kinetid conversation over time.
+    track: kinetid::track::Tracker,
     finished: bool,
 }
 
@@ -331,6 +336,7 @@ impl Annotator {
             key: None,
             protocols: Vec::new(),
             upgrade_asked: None,
+            track: kinetid::track::Tracker::default(),
             finished: false,
         }
     }
@@ -487,6 +493,7 @@ impl Annotator {
                                                 .into(),
                                         ),
                                     }
+                                    let hints = head_hints(&head, None, None);
                                     out.push(ev(
                                         dir,
                                         0,
@@ -496,6 +503,9 @@ impl Annotator {
                                             verdict,
                                         },
                                     ));
+                                    for note in hints {
+                                        out.push(ev(dir, 0, EventKind::Notice { note }));
+                                    }
                                 }
                                 Direction::S2C => {
                                     let offered: Vec<&str> =
@@ -514,7 +524,12 @@ impl Annotator {
                                     } else {
                                         Phase::Raw("after a non-101 response (body)".into())
                                     };
+                                    let hints =
+                                        head_hints(&head, self.key.as_deref(), Some(&verdict));
                                     out.push(ev(dir, 0, EventKind::Response { head, verdict }));
+                                    for note in hints {
+                                        out.push(ev(dir, 0, EventKind::Notice { note }));
+                                    }
                                 }
                             }
                         }
@@ -556,6 +571,7 @@ impl Annotator {
                     if let Some((h, head)) = skipped {
                         self.diagnose_length(dir, &h, &head, &mut frame_ev.notes);
                     }
+                    self.ping_timing(dir, &mut frame_ev, time);
                     let offset = frame_ev.fields[0].offset;
                     out.push(Event {
                         conn: self.conn,
@@ -564,7 +580,10 @@ impl Annotator {
                         time,
                         kind: EventKind::Frame(Box::new(frame_ev)),
                     });
-                    if let Some((off, m)) = msg_ev {
+                    if let Some((off, mut m)) = msg_ev {
+                        if let Some(k) = m.kinetid.as_ref().filter(|_| self.cfg.kinetid) {
+                            m.notes.extend(self.track.observe(k, dir));
+                        }
                         out.push(Event {
                             conn: self.conn,
                             dir,
@@ -575,6 +594,29 @@ impl Annotator {
                     }
                 }
             }
+        }
+    }
+
+    /// Seconds a pong may take before it is named late.
+    const PONG_LATE_S: f64 = 5.0;
+
+    /// Pongs that come long after the ping they answer (needs times).
+    fn ping_timing(&mut self, dir: Direction, f: &mut FrameEvent, time: Option<f64>) {
+        let other = dir.reverse();
+        match f.header.opcode {
+            OpCode::Ping => self.state_mut(dir).ping_time = time,
+            OpCode::Pong => {
+                if let (Some(t0), Some(t)) = (self.state_mut(other).ping_time.take(), time) {
+                    if t - t0 > Self::PONG_LATE_S {
+                        f.notes.push(Note::warning(
+                            Code::PingAnsweredLate,
+                            "RFC 6455 5.5.2",
+                            format!("this pong came {:.1} s after the ping it answers; a pong is due as soon as practical (a firmware that answers pings only from its main loop or its report timer)", t - t0),
+                        ));
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -852,6 +894,13 @@ impl Annotator {
                             st.head_buf.len()
                         ),
                     ));
+                    if st.head_buf.ends_with(b"\n") && st.head_buf.contains(&b':') {
+                        notes.push(Note::info(
+                            Code::HintNoBlankLine,
+                            "RFC 9112 2.1",
+                            format!("the {who}'s head has whole header lines but no blank line after them: the firmware never sent the empty line (CRLF) that ends an HTTP head, so the other side waits for more headers"),
+                        ));
+                    }
                 }
                 Phase::Frames => {
                     let pending = st.decoder.pending().len();
@@ -950,6 +999,28 @@ impl Annotator {
             },
         });
     }
+}
+
+/// What an HTTP head's bytes tell about how it was written: bare LF line
+/// ends, and for a response whose accept does not match, how it was
+/// computed.
+fn head_hints(head: &HttpHead, key: Option<&str>, verdict: Option<&ClientVerdict>) -> Vec<Note> {
+    let mut notes = Vec::new();
+    if head.bare_lf {
+        notes.push(Note::warning(
+            Code::HintBareLf,
+            "RFC 9112 2.2",
+            "lines of this head end in a bare LF instead of CRLF: the firmware writes \"\\n\" where HTTP requires \"\\r\\n\" (tolerated here; strict servers refuse it)",
+        ));
+    }
+    if let (Some(k), Some(v)) = (key, verdict) {
+        if let Some(handshake::ClientHandshakeError::AcceptMismatch { got, .. }) = &v.error {
+            if let Some((code, why)) = diagnose::accept_cause(k, got) {
+                notes.push(Note::info(code, "RFC 6455 4.2.2", why));
+            }
+        }
+    }
+    notes
 }
 
 /// Bytes after a frame header looked at to explain a length that does not

@@ -246,6 +246,72 @@ pub fn json_concatenated(text: &str) -> Option<Vec<usize>> {
     (count >= 2).then_some(starts)
 }
 
+/// How a `Sec-WebSocket-Accept` that does not match was computed, when it
+/// is one of the usual mistakes: the code and a sentence.
+pub fn accept_cause(key: &str, got: &str) -> Option<(crate::note::Code, String)> {
+    use crate::note::Code;
+    use base64::Engine;
+    use sha1::{Digest, Sha1};
+    const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let sha = |s: &[u8]| Sha1::digest(s).to_vec();
+    let right = sha(format!("{key}{GUID}").as_bytes());
+    let got = got.trim();
+    if got.eq_ignore_ascii_case(&hex::encode(&right)) {
+        return Some((Code::HintAcceptHex, "the accept is the right SHA-1 written in hex: the server skipped the base64 step (RFC 6455 4.2.2 wants base64 of the 20 bytes)".into()));
+    }
+    if got == b64(&right).trim_end_matches('=') {
+        return Some((
+            Code::HintAcceptHex,
+            "the accept is the right value without its base64 padding (=)".into(),
+        ));
+    }
+    let guids: [(&str, &str); 3] = [
+        (&GUID.to_ascii_lowercase(), "the GUID in lower case"),
+        ("", "no GUID at all (SHA-1 of the key alone)"),
+        (
+            "258EAFA5-E914-47DA-95CA-C5AB0DC85B1",
+            "a GUID missing its last character",
+        ),
+    ];
+    for (g, what) in guids {
+        if got == b64(&sha(format!("{key}{g}").as_bytes())) {
+            return Some((Code::HintAcceptWrongGuid, format!("the accept was computed with {what} instead of 258EAFA5-E914-47DA-95CA-C5AB0DC85B11")));
+        }
+    }
+    if got == b64(&sha(format!("{GUID}{key}").as_bytes())) {
+        return Some((Code::HintAcceptWrongGuid, "the accept was computed from GUID + key, the wrong way round (RFC 6455 4.2.2: key, then GUID)".into()));
+    }
+    let trimmed = key.trim_end_matches('=');
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .unwrap_or_default();
+    let altered: [(Vec<u8>, &str); 4] = [
+        (
+            format!("{trimmed}{GUID}").into_bytes(),
+            "the key without its = padding",
+        ),
+        (
+            format!(" {key}{GUID}").into_bytes(),
+            "the key with the space after the colon kept",
+        ),
+        (
+            format!("{key}\r\n{GUID}").into_bytes(),
+            "the key with its line end kept",
+        ),
+        (
+            [raw.as_slice(), GUID.as_bytes()].concat(),
+            "the key's 16 decoded bytes instead of its base64 text",
+        ),
+    ];
+    for (input, what) in altered {
+        if got == b64(&sha(&input)) {
+            return Some((Code::HintAcceptAlteredKey, format!("the accept was computed from {what}: the server altered the key before hashing it")));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,5 +446,41 @@ mod tests {
         assert_eq!(json_concatenated(r#"{"a":1}"#), None);
         assert_eq!(json_concatenated(r#"{"a":1}x"#), None);
         assert_eq!(trailing_nuls(b"{}\0\0\0"), 3);
+    }
+
+    #[test]
+    fn accept_mistakes() {
+        use crate::note::Code;
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let cause = |got: &str| accept_cause(key, got).map(|c| c.0);
+        assert_eq!(
+            cause("b37a4f2cc0624f1690f64606cf385945b2bec4ea"),
+            Some(Code::HintAcceptHex)
+        );
+        assert_eq!(
+            cause("s3pPLMBiTxaQ9kYGzzhZRbK+xOo"),
+            Some(Code::HintAcceptHex)
+        );
+        use base64::Engine;
+        use sha1::{Digest, Sha1};
+        let b =
+            |s: &str| base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()));
+        assert_eq!(
+            cause(&b(&format!("{key}258eafa5-e914-47da-95ca-c5ab0dc85b11"))),
+            Some(Code::HintAcceptWrongGuid)
+        );
+        assert_eq!(cause(&b(key)), Some(Code::HintAcceptWrongGuid));
+        assert_eq!(
+            cause(&b(
+                "dGhlIHNhbXBsZSBub25jZQ258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+            )),
+            Some(Code::HintAcceptAlteredKey)
+        );
+        assert_eq!(
+            cause("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            None,
+            "the right accept is no mistake"
+        );
+        assert_eq!(cause("AAAA"), None);
     }
 }

@@ -192,6 +192,32 @@ pub enum Code {
     HintLatin1,
     /// `hint-json-concat`
     HintJsonConcat,
+    /// `hint-accept-hex`
+    HintAcceptHex,
+    /// `hint-accept-wrong-guid`
+    HintAcceptWrongGuid,
+    /// `hint-accept-altered-key`
+    HintAcceptAlteredKey,
+    /// `hint-bare-lf`
+    HintBareLf,
+    /// `hint-no-blank-line`
+    HintNoBlankLine,
+    /// `kinetid-report-off-boundary`
+    KinetidReportOffBoundary,
+    /// `kinetid-report-too-frequent`
+    KinetidReportTooFrequent,
+    /// `kinetid-seq-gap`
+    KinetidSeqGap,
+    /// `kinetid-seq-duplicate`
+    KinetidSeqDuplicate,
+    /// `kinetid-seq-reset`
+    KinetidSeqReset,
+    /// `kinetid-energy-backwards`
+    KinetidEnergyBackwards,
+    /// `kinetid-state-contradicts`
+    KinetidStateContradicts,
+    /// `ping-answered-late`
+    PingAnsweredLate,
 }
 
 impl Code {
@@ -249,6 +275,19 @@ impl Code {
         Code::HintCString,
         Code::HintLatin1,
         Code::HintJsonConcat,
+        Code::HintAcceptHex,
+        Code::HintAcceptWrongGuid,
+        Code::HintAcceptAlteredKey,
+        Code::HintBareLf,
+        Code::HintNoBlankLine,
+        Code::KinetidReportOffBoundary,
+        Code::KinetidReportTooFrequent,
+        Code::KinetidSeqGap,
+        Code::KinetidSeqDuplicate,
+        Code::KinetidSeqReset,
+        Code::KinetidEnergyBackwards,
+        Code::KinetidStateContradicts,
+        Code::PingAnsweredLate,
     ];
 
     /// The kebab-case code shown in output.
@@ -306,6 +345,19 @@ impl Code {
             Code::HintCString => "hint-c-string",
             Code::HintLatin1 => "hint-latin1",
             Code::HintJsonConcat => "hint-json-concat",
+            Code::HintAcceptHex => "hint-accept-hex",
+            Code::HintAcceptWrongGuid => "hint-accept-wrong-guid",
+            Code::HintAcceptAlteredKey => "hint-accept-altered-key",
+            Code::HintBareLf => "hint-bare-lf",
+            Code::HintNoBlankLine => "hint-no-blank-line",
+            Code::KinetidReportOffBoundary => "kinetid-report-off-boundary",
+            Code::KinetidReportTooFrequent => "kinetid-report-too-frequent",
+            Code::KinetidSeqGap => "kinetid-seq-gap",
+            Code::KinetidSeqDuplicate => "kinetid-seq-duplicate",
+            Code::KinetidSeqReset => "kinetid-seq-reset",
+            Code::KinetidEnergyBackwards => "kinetid-energy-backwards",
+            Code::KinetidStateContradicts => "kinetid-state-contradicts",
+            Code::PingAnsweredLate => "ping-answered-late",
         }
     }
 
@@ -367,7 +419,20 @@ impl Code {
             | Code::HintMaskKeyMismatch
             | Code::HintCString
             | Code::HintLatin1
-            | Code::HintJsonConcat => None,
+            | Code::HintJsonConcat
+            | Code::HintAcceptHex
+            | Code::HintAcceptWrongGuid
+            | Code::HintAcceptAlteredKey
+            | Code::HintBareLf
+            | Code::HintNoBlankLine
+            | Code::KinetidReportOffBoundary
+            | Code::KinetidReportTooFrequent
+            | Code::KinetidSeqGap
+            | Code::KinetidSeqDuplicate
+            | Code::KinetidSeqReset
+            | Code::KinetidEnergyBackwards
+            | Code::KinetidStateContradicts
+            | Code::PingAnsweredLate => None,
             Code::CloseReasonInvalidUtf8 | Code::TextInvalidUtf8 => Some(CloseCode::INVALID_DATA),
             Code::MessageTooBig | Code::PayloadTooBig => Some(CloseCode::TOO_BIG),
         }

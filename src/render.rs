@@ -303,7 +303,7 @@ impl Printer {
             EventKind::Notice { note } => {
                 writeln!(
                     w,
-                    "{} listener note{}",
+                    "{} note{}",
                     format!("[{}] ==", e.conn).style(arrow),
                     time_str(e.time).style(dim)
                 )?;

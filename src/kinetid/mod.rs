@@ -5,6 +5,7 @@
 //! contract itself is described in `docs/protocol.md`.
 
 pub mod msg;
+pub mod track;
 
 use crate::frame::Direction;
 use crate::note::{Code, Note};
