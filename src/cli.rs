@@ -138,6 +138,9 @@ pub struct ListenArgs {
     /// from the next plausible frame header.
     #[arg(long, requires = "lenient")]
     pub resync: bool,
+    /// Backend bugs to commit on purpose, for testing clients (repeatable).
+    #[arg(long = "quirk", value_enum)]
+    pub quirks: Vec<kinetid_wsdump::quirk::ServerQuirk>,
     /// Echo every data message; no Kinetid layer (for conformance suites).
     #[arg(long)]
     pub echo: bool,

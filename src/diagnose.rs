@@ -21,6 +21,12 @@ pub fn plausible_header(b: &[u8], sender: Role) -> Option<FrameHeader> {
         HeaderParse::Header(h) => h,
         HeaderParse::Need(_) => return None,
     };
+    let fits = h.payload_len <= (b.len() - h.header_len) as u64;
+    (fits && plausible_fields(&h, sender)).then_some(h)
+}
+
+/// The header fields a sane sender writes, whatever the length.
+fn plausible_fields(h: &FrameHeader, sender: Role) -> bool {
     let known = matches!(
         h.opcode,
         OpCode::Continuation
@@ -32,8 +38,20 @@ pub fn plausible_header(b: &[u8], sender: Role) -> Option<FrameHeader> {
     );
     let mask_ok = h.mask.is_some() == (sender == Role::Client);
     let control_ok = !h.opcode.is_control() || (h.fin && h.payload_len <= 125);
-    let fits = h.payload_len <= (b.len() - h.header_len) as u64;
-    (known && mask_ok && control_ok && !h.rsv1 && !h.rsv2 && !h.rsv3 && fits).then_some(h)
+    known && mask_ok && control_ok && !h.rsv1 && !h.rsv2 && !h.rsv3
+}
+
+/// Like [`plausible_header`], but the header's own length may be in the
+/// wrong byte order too (a firmware that swaps one length swaps them all).
+fn plausible_header_either_order(b: &[u8], sender: Role) -> bool {
+    if plausible_header(b, sender).is_some() {
+        return true;
+    }
+    let HeaderParse::Header(h) = parse_header(b) else {
+        return false;
+    };
+    let swapped_fits = swapped_length(&h, b).is_some_and(|s| s <= (b.len() - h.header_len) as u64);
+    swapped_fits && !h.opcode.is_control() && plausible_fields(&h, sender)
 }
 
 /// The declared length with its bytes in the other order.
@@ -77,7 +95,7 @@ pub fn length_cause(
     if let Some(s) = swapped_length(h, head) {
         if s != h.payload_len && s <= after.len() as u64 {
             let rest = &after[s as usize..];
-            if (rest.is_empty() && at_end) || plausible_header(rest, sender).is_some() {
+            if (rest.is_empty() && at_end) || plausible_header_either_order(rest, sender) {
                 return Some(LengthCause::ByteOrder { swapped: s });
             }
         }
@@ -363,6 +381,15 @@ mod tests {
             more.extend(client(OpCode::Ping, b"p"));
             assert_eq!(
                 length_cause(&h, &more, &more[h.header_len..], false, Role::Client),
+                Some(LengthCause::ByteOrder { swapped: n as u64 })
+            );
+            // Followed by a frame whose length is swapped as well.
+            let mut next = client(OpCode::Text, &vec![b'y'; n + 7]);
+            next.swap(2, 3);
+            let mut both = f.clone();
+            both.extend(&next);
+            assert_eq!(
+                length_cause(&h, &both, &both[h.header_len..], false, Role::Client),
                 Some(LengthCause::ByteOrder { swapped: n as u64 })
             );
         }

@@ -37,7 +37,58 @@ pub enum Quirk {
     NoPong,
     /// Answer the server's Close with nothing (just drop TCP).
     SilentClose,
+    /// Write 16-bit lengths little-endian.
+    LengthLe,
+    /// Mask each 50-byte write buffer from key byte 0 again.
+    MaskRestart,
+    /// Send text with its C string terminator (strlen + 1 bytes).
+    StrlenPlusOne,
+    /// Send text as ISO-8859-1, not UTF-8 (the firmware string has an umlaut).
+    Latin1,
+    /// Send two reports in one text message (each second report joins the one before).
+    JsonConcat,
 }
+
+/// A backend bug `listen --quirk` commits on purpose (for testing clients).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum ServerQuirk {
+    /// Answer the upgrade with Sec-WebSocket-Accept in hex, not base64.
+    BadAcceptHex,
+}
+
+impl ServerQuirk {
+    /// The note code a client's annotator raises for this bug.
+    pub fn note_code(self) -> Code {
+        match self {
+            ServerQuirk::BadAcceptHex => Code::HintAcceptHex,
+        }
+    }
+
+    /// Commit the bug on a handshake response (the exact bytes to send).
+    pub fn apply(self, response: &[u8]) -> Vec<u8> {
+        use base64::Engine;
+        let text = String::from_utf8_lossy(response);
+        match self {
+            ServerQuirk::BadAcceptHex => text
+                .split_inclusive("\r\n")
+                .map(|line| {
+                    let Some(v) = line.strip_prefix("Sec-WebSocket-Accept: ") else {
+                        return line.to_string();
+                    };
+                    match base64::engine::general_purpose::STANDARD.decode(v.trim_end()) {
+                        Ok(d) => format!("Sec-WebSocket-Accept: {}\r\n", hex::encode(d)),
+                        Err(_) => line.to_string(),
+                    }
+                })
+                .collect::<String>()
+                .into_bytes(),
+        }
+    }
+}
+
+/// The write buffer a `mask-restart` firmware masks from key byte 0.
+pub const MASK_RESTART_EVERY: usize = 50;
 
 impl Quirk {
     /// The note code the annotator raises for this bug (what a test looks for).
@@ -56,6 +107,11 @@ impl Quirk {
             Quirk::DropWithoutClose => Code::ClosedWithoutCloseFrame,
             Quirk::NoPong => Code::PingNotAnswered,
             Quirk::SilentClose => Code::CloseNotAnswered,
+            Quirk::LengthLe => Code::HintLengthByteOrder,
+            Quirk::MaskRestart => Code::HintMaskRestart,
+            Quirk::StrlenPlusOne => Code::HintCString,
+            Quirk::Latin1 => Code::HintLatin1,
+            Quirk::JsonConcat => Code::HintJsonConcat,
         }
     }
 }
@@ -117,6 +173,37 @@ impl FrameWriter {
             }
             return;
         }
+        if (self.has(Quirk::LengthLe) && (126..=0xffff).contains(&len))
+            || (self.has(Quirk::MaskRestart)
+                && mask.is_some()
+                && payload.len() > MASK_RESTART_EVERY)
+        {
+            let start = out.len();
+            encode_frame(
+                out,
+                opcode,
+                payload,
+                EncodeOptions {
+                    fin,
+                    rsv: 0,
+                    mask,
+                    len_encoding: None,
+                },
+            );
+            let hl = out.len() - start - payload.len();
+            if self.has(Quirk::LengthLe) && (126..=0xffff).contains(&len) {
+                out.swap(start + 2, start + 3);
+            }
+            if let (true, Some(k)) = (self.has(Quirk::MaskRestart), mask) {
+                // Each write buffer masked from key byte 0.
+                let body = &mut out[start + hl..];
+                body.copy_from_slice(payload);
+                for chunk in body.chunks_mut(MASK_RESTART_EVERY) {
+                    apply_mask(chunk, k.0);
+                }
+            }
+            return;
+        }
         let len_encoding = if self.has(Quirk::LenNonMinimal) {
             Some(if len <= 125 {
                 LenEncoding::Bits16
@@ -141,6 +228,25 @@ impl FrameWriter {
 
     /// Append a data message, fragmented to the frame size (or wrongly, per the bugs).
     pub fn message(&self, out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+        let mut text;
+        let payload = if opcode == OpCode::Text
+            && (self.has(Quirk::Latin1) || self.has(Quirk::StrlenPlusOne))
+        {
+            text = payload.to_vec();
+            if self.has(Quirk::Latin1) {
+                // Characters below 256 as one byte each: ISO-8859-1.
+                text = String::from_utf8_lossy(&text)
+                    .chars()
+                    .map(|c| if (c as u32) < 256 { c as u8 } else { b'?' })
+                    .collect();
+            }
+            if self.has(Quirk::StrlenPlusOne) {
+                text.push(0);
+            }
+            &text[..]
+        } else {
+            payload
+        };
         let buggy_frag = self.has(Quirk::FinEveryFragment) || self.has(Quirk::ContAfterFin);
         let size = self
             .frame_size

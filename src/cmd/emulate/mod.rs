@@ -226,7 +226,12 @@ fn shared(a: &EmulateArgs) -> Result<Shared, AppError> {
             button_every: a.button_every,
             mains: a.mains,
             queue_max: a.queue.max(1),
-            fw: concat!("emu-", env!("CARGO_PKG_VERSION")).into(),
+            fw: if a.quirks.contains(&Quirk::Latin1) {
+                // Something for the Latin-1 bug to show: a device name with an umlaut.
+                concat!("emu-", env!("CARGO_PKG_VERSION"), " Küche").into()
+            } else {
+                concat!("emu-", env!("CARGO_PKG_VERSION")).into()
+            },
         },
         dump: a.dump.then(|| printer(&a.output)),
         stats: Arc::new(FleetStats::default()),

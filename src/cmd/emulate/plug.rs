@@ -8,6 +8,7 @@ use kinetid_wsdump::engine::device::{Home, Out};
 use kinetid_wsdump::engine::session::{Output, Session, SessionConfig};
 use kinetid_wsdump::frame::{Direction, OpCode, Role};
 use kinetid_wsdump::handshake::{self, KINETID_PROTOCOL};
+use kinetid_wsdump::kinetid::msg::Msg;
 use kinetid_wsdump::quirk::{FrameWriter, Quirk};
 use kinetid_wsdump::render::Printer;
 use std::io::Write;
@@ -111,6 +112,8 @@ struct Link {
     ann: Annotator,
     writer: FrameWriter,
     dump: Option<Printer>,
+    /// With the json-concat quirk: a report waiting to share a message with the next.
+    held_report: Option<String>,
 }
 
 impl Link {
@@ -258,6 +261,7 @@ async fn connection(
         ann,
         writer: FrameWriter::new(&sh.quirks, sh.frame_size),
         dump: sh.dump.clone(),
+        held_report: None,
     };
     link.show(&ev);
     sh.stats.connects.fetch_add(1, Ordering::Relaxed);
@@ -373,11 +377,22 @@ async fn apply_home(
 ) -> Result<(), LinkError> {
     for o in outs {
         count(&sh.stats, &o);
-        if let Out::Send(m) = o {
-            if sess.is_open() {
-                link.frame(OpCode::Text, m.to_json().as_bytes()).await?;
+        let Out::Send(m) = o else { continue };
+        if !sess.is_open() {
+            continue;
+        }
+        let mut text = m.to_json();
+        if link.writer.has(Quirk::JsonConcat) && matches!(*m, Msg::Report(_)) {
+            // The bug: a report appended to the send buffer before the last one went out.
+            match link.held_report.take() {
+                None => {
+                    link.held_report = Some(text);
+                    continue;
+                }
+                Some(prev) => text = prev + &text,
             }
         }
+        link.frame(OpCode::Text, text.as_bytes()).await?;
     }
     Ok(())
 }

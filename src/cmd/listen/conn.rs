@@ -288,10 +288,13 @@ impl Conn {
                         verdict: Some(v),
                         ..
                     } => {
-                        let resp = match api::check_upgrade(head, &self.hub.s.allow_hosts) {
+                        let mut resp = match api::check_upgrade(head, &self.hub.s.allow_hosts) {
                             Err((status, why)) => error_response(status, "", &why),
                             Ok(()) => handshake::server_response(v),
                         };
+                        for q in &self.hub.s.quirks {
+                            resp = q.apply(&resp);
+                        }
                         let ok = v.accepted() && resp.starts_with(b"HTTP/1.1 101");
                         let status = std::str::from_utf8(&resp[9..12.min(resp.len())])
                             .ok()

@@ -90,6 +90,8 @@ pub struct Settings {
     pub max_buffered: usize,
     /// Rows in the device table.
     pub max_devices: usize,
+    /// Backend bugs committed on purpose.
+    pub quirks: Vec<kinetid_wsdump::quirk::ServerQuirk>,
 }
 
 /// The API token from the flag, the environment or a file; an empty one is
@@ -134,6 +136,7 @@ pub fn run(a: ListenArgs) -> Result<u8, AppError> {
         reply_timeout: a.reply_timeout,
         max_buffered: a.max_buffered as usize,
         max_devices: a.max_devices,
+        quirks: a.quirks.clone(),
     };
     memory::return_freed_memory();
     let console = !a.no_console && (a.console || std::io::stdin().is_terminal());
