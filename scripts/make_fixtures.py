@@ -253,6 +253,7 @@ def main():
     b.handshake()
     b.c2s(frame(1, HELLO, KEYS[0]))
     b.s2c(frame(9, b"1"), "ping")
+    b.c2s(frame(1, report(2, 1), KEYS[2]), "a report: the plug talks, but no pong")
     b.s2c(frame(9, b"2"), "another ping, 30 s later; the first was never answered")
     b.c2s(frame(8, struct.pack(">H", 1000), KEYS[1]))
     b.s2c(frame(8, struct.pack(">H", 1000)))
@@ -279,6 +280,111 @@ def main():
     s.c2s(frame(8, struct.pack(">H", 1000) + b"bye", s.key()), "close")
     s.s2c(frame(8, struct.pack(">H", 1000)), "close reply")
     s.write()
+
+    diagnosis_fixtures()
+
+
+def masked_restarting(payload, key, every):
+    """Mask each `every`-byte write buffer from key byte 0 (the mask-restart bug)."""
+    return bytes(c ^ key[(i % every) % 4] for i, c in enumerate(payload))
+
+
+def diagnosis_fixtures():
+    """One fixture per cause docs/diagnosis.md names, with other sizes and
+    offsets than the emulator's quirks use."""
+    d = Fixture("diag-truncated", "diagnosis: the stream ends inside a frame (a 200-byte binary frame, 120 bytes arrived)")
+    d.handshake()
+    d.c2s(frame(1, HELLO, KEYS[0]), "hello")
+    d.c2s(frame(2, bytes(range(200)), KEYS[1])[:8 + 120], "binary frame of 200 bytes, cut after 120")
+    d.write()
+
+    d = Fixture("diag-length-le", "diagnosis: a 16-bit length written little-endian (a 300-byte report)")
+    d.handshake()
+    d.c2s(frame(1, HELLO, KEYS[0]), "hello")
+    r = report(2, 5)[:-1] + b',"note":"' + b"n" * (300 - len(report(2, 5)) - 10) + b'"}'
+    bad = bytearray(frame(1, r, KEYS[1])); bad[2], bad[3] = bad[3], bad[2]
+    d.c2s(bytes(bad), f"report of {len(r)} bytes, its length bytes swapped")
+    d.c2s(frame(9, b"still here", KEYS[2]), "a ping after it")
+    d.write()
+
+    d = Fixture("diag-length-not-a-length", "diagnosis: a length that is a buffer size (4096) before a 73-byte payload")
+    d.handshake()
+    d.c2s(frame(1, HELLO, KEYS[0]), "hello")
+    body = (report(2, 6)[:73]).ljust(73, b" ")
+    k = KEYS[3]
+    d.c2s(bytes([0x81, 0x80 | 126]) + struct.pack(">H", 4096) + k + bytes(c ^ k[i % 4] for i, c in enumerate(body)),
+          "text frame declaring 4096 bytes, 73 follow")
+    d.c2s(frame(1, report(3, 7), KEYS[4]), "the next report, whole")
+    d.write()
+
+    d = Fixture("diag-mask-restart", "diagnosis: the mask key index restarts every 30-byte write buffer")
+    d.handshake()
+    k = KEYS[1]
+    d.c2s(bytes([0x81, 0x80 | 126]) + struct.pack(">H", len(HELLO)) + k + masked_restarting(HELLO, k, 30),
+          f"hello ({len(HELLO)} bytes), masked in 30-byte pieces each from key byte 0")
+    d.write()
+
+    d = Fixture("diag-mask-not-applied", "diagnosis: MASK set with a key, payload sent unmasked")
+    d.handshake()
+    d.c2s(bytes([0x81, 0x80 | 126]) + struct.pack(">H", len(HELLO)) + KEYS[2] + HELLO, "hello, not masked")
+    d.write()
+
+    d = Fixture("diag-mask-other-key", "diagnosis: the payload masked with another key than the header's (rotated by 2)")
+    d.handshake()
+    k = KEYS[4]; used = k[2:] + k[:2]
+    d.c2s(bytes([0x81, 0x80 | 126]) + struct.pack(">H", len(HELLO)) + k + bytes(c ^ used[i % 4] for i, c in enumerate(HELLO)),
+          f"hello, header key {k.hex()}, masked with {used.hex()}")
+    d.write()
+
+    d = Fixture("diag-c-string", "diagnosis: text sent as C strings (strlen + 1, and a whole 512-byte buffer)")
+    d.handshake()
+    d.c2s(frame(1, HELLO + b"\0", KEYS[0]), "hello with its NUL terminator")
+    d.c2s(frame(1, report(2, 8).ljust(512, b"\0"), KEYS[1]), "a report in its 512-byte buffer, NUL-padded")
+    d.write()
+
+    d = Fixture("diag-latin1", "diagnosis: a Latin-1 string where UTF-8 belongs")
+    d.handshake()
+    h = HELLO.replace(b'"fw":"1.4.2"', '"fw":"1.4.2 Wohnzimmer 21°C"'.encode("latin-1"))
+    d.c2s(frame(1, h, KEYS[0]), "hello whose fw string is ISO-8859-1")
+    d.write()
+
+    d = Fixture("diag-json-concat", "diagnosis: three reports in one text message")
+    d.handshake()
+    d.c2s(frame(1, HELLO, KEYS[0]), "hello")
+    d.c2s(frame(1, report(2, 9) + report(3, 10) + b"\n" + report(4, 11), KEYS[1]), "three reports back to back")
+    d.write()
+
+    d = Fixture("diag-accept", "diagnosis: a server that sends Sec-WebSocket-Accept in hex, then one that uses a lower-case GUID")
+    key = "x3JJHMbDL1EzLkh9GBhXDw=="
+    req = f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    d.http(req)
+    d.http("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           f"Sec-WebSocket-Accept: {hashlib.sha1((key + GUID).encode()).hexdigest()}\r\n\r\n")
+    d.write()
+    d = Fixture("diag-accept-guid", "diagnosis: a server that computes the accept with the GUID in lower case")
+    d.http(req)
+    acc = base64.b64encode(hashlib.sha1((key + GUID.lower()).encode()).digest()).decode()
+    d.http(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {acc}\r\n\r\n")
+    d.write()
+
+    d = Fixture("diag-bare-lf", "diagnosis: a request whose lines end in a bare LF")
+    d.c2s(req.replace("\r\n", "\n").encode(), "the upgrade request, LF line ends (as hex: the text block would add CRLF)")
+    d.write()
+
+    d = Fixture("diag-kinetid-sequence", "diagnosis: a plug's reports over time: off the boundary, a seq gap, a duplicate, a reset, energy going backwards, a state that contradicts its switch")
+    d.handshake()
+    d.c2s(frame(1, HELLO, KEYS[0]), "hello (period 60 s)")
+    def rep(i, seq, ts, e):
+        return j({"t": "report", "id": i, "dev": DEV, "ts": ts, "seq": seq, "on": True, "power_w": 5.0, "energy_wh": e})
+    d.c2s(frame(1, rep(2, 20, 1767225660, 500.0), KEYS[1]), "seq 20 on the boundary")
+    d.c2s(frame(1, rep(3, 21, 1767225737, 501.0), KEYS[2]), "seq 21, 17 s past the next boundary")
+    d.c2s(frame(1, rep(4, 25, 1767225780, 502.0), KEYS[3]), "seq 25: 22 to 24 never came")
+    d.c2s(frame(1, rep(5, 25, 1767225780, 502.0), KEYS[4]), "seq 25 again")
+    d.c2s(frame(1, rep(6, 26, 1767225840, 12.5), KEYS[5]), "seq 26: energy from 502 down to 12.5 Wh")
+    d.c2s(frame(1, rep(7, 1, 1767225900, 13.0), KEYS[0]), "seq 1: the counter restarted")
+    d.s2c(frame(1, j({"t": "switch", "id": 9100, "dev": DEV, "on": False})), "switch off")
+    d.c2s(frame(1, j({"t": "state", "re": 9100, "dev": DEV, "on": True, "was_on": True, "src": "backend", "ts": 1767225905}), KEYS[1]), "state: still on")
+    d.write()
 
 
 if __name__ == "__main__":

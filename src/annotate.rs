@@ -268,6 +268,9 @@ struct DirState {
     truncated_shown: bool,
     /// When this side's latest ping was seen, while unanswered.
     ping_time: Option<f64>,
+    /// The other side had already sent its Close when that ping was seen
+    /// (a closing peer that lets the ping go is no firmware bug).
+    ping_after_close: bool,
 }
 
 impl DirState {
@@ -295,6 +298,7 @@ impl DirState {
             masked_data_seen: false,
             truncated_shown: false,
             ping_time: None,
+            ping_after_close: false,
         }
     }
 
@@ -977,8 +981,16 @@ impl Annotator {
                 )),
                 _ => {}
             }
-            for (st, who) in [(&self.c2s, "device"), (&self.s2c, "server")] {
-                if let Some(p) = st.pings_unanswered.first() {
+            // A ping still out when the answering side closed crossed its Close
+            // (stacks stop answering once they close): only a peer that never
+            // closed is named here; one that talks and never pongs is named
+            // while the connection runs.
+            for (st, other, who) in [
+                (&self.c2s, &self.s2c, "device"),
+                (&self.s2c, &self.c2s, "server"),
+            ] {
+                let crossed = st.ping_after_close || other.close_at.is_some();
+                if let (Some(p), false) = (st.pings_unanswered.first(), crossed) {
                     notes.push(Note::warning(
                         Code::PingNotAnswered,
                         "RFC 6455 5.5.2",
@@ -1103,6 +1115,7 @@ fn judge_ping(st: &mut DirState, other: &DirState, raw: &frame::RawFrame, notes:
     }
     st.pings_unanswered.clear();
     st.pings_unanswered.push(raw.offset);
+    st.ping_after_close = other.close_at.is_some();
     st.other_frames_at_ping = other.frames;
 }
 

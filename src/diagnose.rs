@@ -100,11 +100,27 @@ pub fn length_cause(
             }
         }
     }
-    // The first offset after which a plausible header starts (a frame of
-    // at least a byte, so the search does not stop at byte 0).
+    // The first offset from which the bytes decode as plausible frames: to
+    // the very end of the stream, or at least two in a row (one plausible
+    // header alone turns up by chance in payload bytes).
     (1..after.len())
-        .find(|&k| plausible_header(&after[k..], sender).is_some())
+        .find(|&k| frames_follow(&after[k..], at_end, sender))
         .map(|k| LengthCause::NotALength { fits: k as u64 })
+}
+
+/// Do plausible frames follow one another from the start of `b`: all the
+/// way to its end when it is the end of the stream, else at least two?
+fn frames_follow(b: &[u8], at_end: bool, sender: Role) -> bool {
+    let mut pos = 0;
+    let mut count = 0;
+    while let Some(h) = plausible_header(&b[pos..], sender) {
+        pos += h.header_len + h.payload_len as usize;
+        count += 1;
+        if pos == b.len() {
+            return true;
+        }
+    }
+    !at_end && count >= 2
 }
 
 /// How a masked text payload went wrong, when unmasking it another way

@@ -204,7 +204,19 @@ fn every_firmware_bug_fixture_is_named() {
     use kinetid_wsdump::quirk::Quirk;
     for q in Quirk::value_variants() {
         let name = q.to_possible_value().unwrap().get_name().to_string();
-        let f = root().join(format!("fixtures/bug-{name}.hex"));
+        // The contract's bugs have bug-*.hex; the diagnosed causes diag-*.hex.
+        let diag = match name.as_str() {
+            "strlen-plus-one" => "c-string",
+            n => n,
+        };
+        let f = [
+            format!("fixtures/bug-{name}.hex"),
+            format!("fixtures/diag-{diag}.hex"),
+        ]
+        .into_iter()
+        .map(|p| root().join(p))
+        .find(|p| p.exists())
+        .unwrap_or_default();
         let parsed = parse_text(
             &std::fs::read_to_string(&f).unwrap_or_else(|_| panic!("no fixture for {name}")),
         );

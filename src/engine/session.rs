@@ -225,7 +225,9 @@ impl Session {
                         return out;
                     }
                     match f.header.opcode {
-                        OpCode::Ping if !self.close_sent && self.cfg.answer_pings => {
+                        // A ping is answered until a Close has been received
+                        // (RFC 6455 5.5.2), even after ours went out.
+                        OpCode::Ping if !self.close_received && self.cfg.answer_pings => {
                             out.push(Output::Frame {
                                 opcode: OpCode::Pong,
                                 payload: f.payload.clone(),
