@@ -292,3 +292,19 @@ asyncio.run(main())
     assert!(alarms.is_empty(), "{alarms:#?}");
     assert!(ev.iter().filter(|e| e["type"] == "open").count() >= 2);
 }
+
+#[test]
+fn a_head_without_its_blank_line_is_named() {
+    let req = b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: x3JJHMbDL1EzLkh9GBhXDw==\r\nSec-WebSocket-Version: 13\r\n";
+    let chunks = [Chunk {
+        time: None,
+        conn: 1,
+        kind: ChunkKind::Data(Direction::C2S, req.to_vec()),
+    }];
+    let ev = annotate_all(&chunks, cfg(), None);
+    assert!(
+        codes(&ev).contains(&"hint-no-blank-line".into()),
+        "{:?}",
+        codes(&ev)
+    );
+}
