@@ -85,6 +85,217 @@ fn fmt_num(v: &Map<String, Value>, k: &str, unit: &str) -> String {
 const DEVICE_TYPES: &[&str] = &["hello", "report", "state", "error"];
 const BACKEND_TYPES: &[&str] = &["welcome", "ack", "switch", "error"];
 
+/// A message being summarised: its object and the fields every type has.
+struct Ctx<'a> {
+    obj: &'a Map<String, Value>,
+    t: &'a str,
+    id: Option<u64>,
+    re: Option<u64>,
+    dev: Option<&'a str>,
+}
+
+impl Ctx<'_> {
+    /// A contract note for each required field that is missing.
+    fn need(&self, notes: &mut Vec<Note>, fields: &[&str]) {
+        for f in fields {
+            if !self.obj.contains_key(*f) {
+                notes.push(Note::error(
+                    Code::KinetidMissingField,
+                    SPEC,
+                    format!("{} without field {f}", self.t),
+                ));
+            }
+        }
+    }
+
+    fn onoff(&self, k: &str) -> &'static str {
+        match self.obj.get(k).and_then(Value::as_bool) {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "?",
+        }
+    }
+
+    fn str(&self, k: &str) -> &str {
+        self.obj.get(k).and_then(Value::as_str).unwrap_or("?")
+    }
+
+    fn id_s(&self) -> String {
+        self.id.map_or("-".into(), |x| x.to_string())
+    }
+
+    fn hello(&self, notes: &mut Vec<Note>) -> String {
+        self.need(notes, &["id", "dev", "fw", "role"]);
+        let passives = self
+            .obj
+            .get("passives")
+            .and_then(Value::as_array)
+            .map(|a| a.len())
+            .unwrap_or(0);
+        format!(
+            "hello id={} dev={} fw={} role={} mains={}V/{}Hz period={}s passives={passives}",
+            self.id_s(),
+            self.dev.unwrap_or("-"),
+            self.str("fw"),
+            self.str("role"),
+            num(self.obj, "mains_v").unwrap_or(0.0),
+            num(self.obj, "mains_hz").unwrap_or(0.0),
+            num(self.obj, "period_s").unwrap_or(0.0),
+        )
+    }
+
+    fn report(&self, notes: &mut Vec<Note>) -> String {
+        self.need(
+            notes,
+            &["id", "dev", "ts", "seq", "on", "power_w", "energy_wh"],
+        );
+        let via = match self.obj.get("via").and_then(Value::as_str) {
+            Some(v) => format!(" via {v} ({})", self.str("link")),
+            None => String::new(),
+        };
+        let o = self.obj;
+        format!(
+            "report id={} dev={} seq={} {}{}{}{}{}{}{}",
+            self.id_s(),
+            self.dev.unwrap_or("-"),
+            o.get("seq").map_or("-".into(), |v| v.to_string()),
+            self.onoff("on"),
+            fmt_num(o, "power_w", "W"),
+            fmt_num(o, "voltage_v", "V"),
+            fmt_num(o, "current_a", "A"),
+            num(o, "pf").map_or(String::new(), |x| format!(" pf {x}")),
+            fmt_num(o, "energy_wh", "Wh"),
+            via
+        )
+    }
+
+    fn state(&self, notes: &mut Vec<Note>) -> String {
+        self.need(notes, &["dev", "on"]);
+        if self.id.is_none() && self.re.is_none() {
+            notes.push(Note::error(
+                Code::KinetidNoIdOrRe,
+                SPEC,
+                "state needs id (unsolicited) or re (answer to switch)",
+            ));
+        }
+        let which = match (self.re, self.id) {
+            (Some(r), _) => format!("re={r}"),
+            (None, Some(i)) => format!("id={i}"),
+            (None, None) => String::new(),
+        };
+        format!(
+            "state {which} dev={} {} (was {}) src={}",
+            self.dev.unwrap_or("-"),
+            self.onoff("on"),
+            self.onoff("was_on"),
+            self.str("src")
+        )
+    }
+
+    fn reply(&self, notes: &mut Vec<Note>) -> String {
+        if self.re.is_none() {
+            notes.push(Note::error(
+                Code::KinetidReplyWithoutRe,
+                SPEC,
+                format!("{} is a reply and must carry re", self.t),
+            ));
+        }
+        let extra = if self.t == "welcome" {
+            num(self.obj, "period_s").map_or(String::new(), |p| format!(" period={p}s"))
+        } else {
+            String::new()
+        };
+        let re = self.re.map_or("-".into(), |x| x.to_string());
+        format!("{} re={re}{extra}", self.t)
+    }
+
+    fn switch(&self, notes: &mut Vec<Note>) -> String {
+        self.need(notes, &["id", "dev"]);
+        let what = if self.obj.get("toggle").and_then(Value::as_bool) == Some(true) {
+            "toggle"
+        } else {
+            self.onoff("on")
+        };
+        format!(
+            "switch id={} dev={} {what}",
+            self.id_s(),
+            self.dev.unwrap_or("-")
+        )
+    }
+
+    fn error(&self, notes: &mut Vec<Note>) -> String {
+        self.need(notes, &["code"]);
+        let msg = self.obj.get("msg").and_then(Value::as_str).unwrap_or("");
+        format!(
+            "error{} {}{}{}",
+            self.re.map_or(String::new(), |x| format!(" re={x}")),
+            self.str("code"),
+            self.dev.map_or(String::new(), |d| format!(" dev={d}")),
+            if msg.is_empty() {
+                String::new()
+            } else {
+                format!(": {msg}")
+            }
+        )
+    }
+}
+
+/// Contract notes on what every message carries: `id`, `dev`, `via`, and
+/// a type the sender may send.
+fn envelope_notes(obj: &Map<String, Value>, t: &str, dir: Direction, notes: &mut Vec<Note>) {
+    if let Some(v) = obj.get("id") {
+        if v.as_u64().is_none_or(|x| x > u32::MAX as u64) {
+            notes.push(Note::error(
+                Code::KinetidBadId,
+                SPEC,
+                format!("id must be a u32, got {v}"),
+            ));
+        }
+    }
+    if let Some(d) = obj.get("dev").and_then(Value::as_str) {
+        if !is_device_id(d) {
+            notes.push(Note::error(
+                Code::KinetidBadDeviceId,
+                SPEC,
+                format!("device id {d:?} is not KN- followed by 12 upper-case hex digits"),
+            ));
+        }
+    }
+    if let Some(v) = obj.get("via").and_then(Value::as_str) {
+        if !is_device_id(v) {
+            notes.push(Note::error(
+                Code::KinetidBadDeviceId,
+                SPEC,
+                format!("via {v:?} is not a device id"),
+            ));
+        }
+    }
+    let allowed = if dir == Direction::C2S {
+        DEVICE_TYPES
+    } else {
+        BACKEND_TYPES
+    };
+    if !t.is_empty() && !allowed.contains(&t) {
+        let known = DEVICE_TYPES.contains(&t) || BACKEND_TYPES.contains(&t);
+        notes.push(Note::error(
+            Code::KinetidUnknownType,
+            SPEC,
+            if known {
+                format!(
+                    "type {t:?} is not sent by the {}",
+                    if dir == Direction::C2S {
+                        "device"
+                    } else {
+                        "backend"
+                    }
+                )
+            } else {
+                format!("unknown message type {t:?}")
+            },
+        ));
+    }
+}
+
 /// Decode a text message sent in direction `dir` (c2s = device to backend).
 pub fn decode(text: &str, dir: Direction) -> Decoded {
     let mut notes = Vec::new();
@@ -129,181 +340,22 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
     };
     let id = obj.get("id").and_then(Value::as_u64);
     let re = obj.get("re").and_then(Value::as_u64);
-    if let Some(v) = obj.get("id") {
-        if v.as_u64().is_none_or(|x| x > u32::MAX as u64) {
-            notes.push(Note::error(
-                Code::KinetidBadId,
-                SPEC,
-                format!("id must be a u32, got {v}"),
-            ));
-        }
-    }
     let dev = obj.get("dev").and_then(Value::as_str).map(str::to_string);
-    if let Some(d) = &dev {
-        if !is_device_id(d) {
-            notes.push(Note::error(
-                Code::KinetidBadDeviceId,
-                SPEC,
-                format!("device id {d:?} is not KN- followed by 12 upper-case hex digits"),
-            ));
-        }
-    }
-    if let Some(v) = obj.get("via").and_then(Value::as_str) {
-        if !is_device_id(v) {
-            notes.push(Note::error(
-                Code::KinetidBadDeviceId,
-                SPEC,
-                format!("via {v:?} is not a device id"),
-            ));
-        }
-    }
-    let allowed = if dir == Direction::C2S {
-        DEVICE_TYPES
-    } else {
-        BACKEND_TYPES
+    envelope_notes(obj, &t, dir, &mut notes);
+    let c = Ctx {
+        obj,
+        t: &t,
+        id,
+        re,
+        dev: dev.as_deref(),
     };
-    if !t.is_empty() && !allowed.contains(&t.as_str()) {
-        let known = DEVICE_TYPES.contains(&t.as_str()) || BACKEND_TYPES.contains(&t.as_str());
-        notes.push(Note::error(
-            Code::KinetidUnknownType,
-            SPEC,
-            if known {
-                format!(
-                    "type {t:?} is not sent by the {}",
-                    if dir == Direction::C2S {
-                        "device"
-                    } else {
-                        "backend"
-                    }
-                )
-            } else {
-                format!("unknown message type {t:?}")
-            },
-        ));
-    }
-    let need = |notes: &mut Vec<Note>, fields: &[&str]| {
-        for f in fields {
-            if !obj.contains_key(*f) {
-                notes.push(Note::error(
-                    Code::KinetidMissingField,
-                    SPEC,
-                    format!("{t} without field {f}"),
-                ));
-            }
-        }
-    };
-    let onoff = |k: &str| match obj.get(k).and_then(Value::as_bool) {
-        Some(true) => "on",
-        Some(false) => "off",
-        None => "?",
-    };
-    let dev_s = dev.clone().unwrap_or_else(|| "-".into());
     let summary = match t.as_str() {
-        "hello" => {
-            need(&mut notes, &["id", "dev", "fw", "role"]);
-            let passives = obj
-                .get("passives")
-                .and_then(Value::as_array)
-                .map(|a| a.len())
-                .unwrap_or(0);
-            format!(
-                "hello id={} dev={dev_s} fw={} role={} mains={}V/{}Hz period={}s passives={passives}",
-                id.map_or("-".into(), |x| x.to_string()),
-                obj.get("fw").and_then(Value::as_str).unwrap_or("?"),
-                obj.get("role").and_then(Value::as_str).unwrap_or("?"),
-                num(obj, "mains_v").unwrap_or(0.0),
-                num(obj, "mains_hz").unwrap_or(0.0),
-                num(obj, "period_s").unwrap_or(0.0),
-            )
-        }
-        "report" => {
-            need(
-                &mut notes,
-                &["id", "dev", "ts", "seq", "on", "power_w", "energy_wh"],
-            );
-            let via = match obj.get("via").and_then(Value::as_str) {
-                Some(v) => format!(
-                    " via {v} ({})",
-                    obj.get("link").and_then(Value::as_str).unwrap_or("?")
-                ),
-                None => String::new(),
-            };
-            format!(
-                "report id={} dev={dev_s} seq={} {}{}{}{}{}{}{}",
-                id.map_or("-".into(), |x| x.to_string()),
-                obj.get("seq").map_or("-".into(), |v| v.to_string()),
-                onoff("on"),
-                fmt_num(obj, "power_w", "W"),
-                fmt_num(obj, "voltage_v", "V"),
-                fmt_num(obj, "current_a", "A"),
-                num(obj, "pf").map_or(String::new(), |x| format!(" pf {x}")),
-                fmt_num(obj, "energy_wh", "Wh"),
-                via
-            )
-        }
-        "state" => {
-            need(&mut notes, &["dev", "on"]);
-            if id.is_none() && re.is_none() {
-                notes.push(Note::error(
-                    Code::KinetidNoIdOrRe,
-                    SPEC,
-                    "state needs id (unsolicited) or re (answer to switch)",
-                ));
-            }
-            format!(
-                "state {} dev={dev_s} {} (was {}) src={}",
-                re.map_or(id.map_or("".into(), |x| format!("id={x}")), |x| format!(
-                    "re={x}"
-                )),
-                onoff("on"),
-                onoff("was_on"),
-                obj.get("src").and_then(Value::as_str).unwrap_or("?")
-            )
-        }
-        "welcome" | "ack" => {
-            if re.is_none() {
-                notes.push(Note::error(
-                    Code::KinetidReplyWithoutRe,
-                    SPEC,
-                    format!("{t} is a reply and must carry re"),
-                ));
-            }
-            let extra = if t == "welcome" {
-                num(obj, "period_s").map_or(String::new(), |p| format!(" period={p}s"))
-            } else {
-                String::new()
-            };
-            format!("{t} re={}{extra}", re.map_or("-".into(), |x| x.to_string()))
-        }
-        "switch" => {
-            need(&mut notes, &["id", "dev"]);
-            let what = if obj.get("toggle").and_then(Value::as_bool) == Some(true) {
-                "toggle".to_string()
-            } else {
-                onoff("on").to_string()
-            };
-            format!(
-                "switch id={} dev={dev_s} {what}",
-                id.map_or("-".into(), |x| x.to_string())
-            )
-        }
-        "error" => {
-            need(&mut notes, &["code"]);
-            {
-                let msg = obj.get("msg").and_then(Value::as_str).unwrap_or("");
-                format!(
-                    "error{} {}{}{}",
-                    re.map_or(String::new(), |x| format!(" re={x}")),
-                    obj.get("code").and_then(Value::as_str).unwrap_or("?"),
-                    dev.as_ref().map_or(String::new(), |d| format!(" dev={d}")),
-                    if msg.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {msg}")
-                    }
-                )
-            }
-        }
+        "hello" => c.hello(&mut notes),
+        "report" => c.report(&mut notes),
+        "state" => c.state(&mut notes),
+        "welcome" | "ack" => c.reply(&mut notes),
+        "switch" => c.switch(&mut notes),
+        "error" => c.error(&mut notes),
         "" => "(no type)".to_string(),
         other => format!("{other} (unknown type)"),
     };
