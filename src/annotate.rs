@@ -36,6 +36,9 @@ pub struct Config {
     /// After a length that does not fit, decode on from the next plausible
     /// frame header instead of skipping (or giving up).
     pub resync: bool,
+    /// What a listener answers to a permessage-deflate offer (`None`: it
+    /// declines); what is in force is read from the actual response.
+    pub deflate: Option<crate::deflate::ServerPolicy>,
 }
 
 impl Default for Config {
@@ -47,6 +50,7 @@ impl Default for Config {
             kinetid: true,
             handshake: HandshakeMode::Expect,
             resync: false,
+            deflate: Some(crate::deflate::ServerPolicy::default()),
         }
     }
 }
@@ -128,6 +132,9 @@ pub struct MessageEvent {
     pub kinetid: Option<kinetid::Message>,
     /// Notes.
     pub notes: Vec<Note>,
+    /// For a compressed message (permessage-deflate): its size on the
+    /// wire; `payload` and `len` are the inflated message.
+    pub compressed_len: Option<u64>,
 }
 
 /// What happened.
@@ -236,6 +243,8 @@ struct Fragment {
     opcode: OpCode,
     /// The first frame's masking key (a mask mistake is judged per frame).
     mask: Option<MaskKey>,
+    /// RSV1 on the first frame with permessage-deflate in force.
+    compressed: bool,
     offset: u64,
     payload: Vec<u8>,
     len: u64,
@@ -271,6 +280,8 @@ struct DirState {
     /// The other side had already sent its Close when that ping was seen
     /// (a closing peer that lets the ping go is no firmware bug).
     ping_after_close: bool,
+    /// permessage-deflate for what this side sends, when agreed.
+    inflater: Option<crate::deflate::Inflater>,
 }
 
 impl DirState {
@@ -299,6 +310,7 @@ impl DirState {
             truncated_shown: false,
             ping_time: None,
             ping_after_close: false,
+            inflater: None,
         }
     }
 
@@ -326,6 +338,10 @@ pub struct Annotator {
     upgrade_asked: Option<bool>,
     /// The Kinetid conversation over time.
     track: kinetid::track::Tracker,
+    /// Extensions the request offered.
+    offered_ext: Vec<String>,
+    /// permessage-deflate in force (from the response).
+    deflate: Option<crate::deflate::Agreed>,
     finished: bool,
 }
 
@@ -341,6 +357,8 @@ impl Annotator {
             protocols: Vec::new(),
             upgrade_asked: None,
             track: kinetid::track::Tracker::default(),
+            offered_ext: Vec::new(),
+            deflate: None,
             finished: false,
         }
     }
@@ -480,7 +498,10 @@ impl Annotator {
                                 Direction::C2S => {
                                     let kind = handshake::request_kind(&head);
                                     let verdict = (kind == RequestKind::WebSocket)
-                                        .then(|| handshake::check_request(&head));
+                                        .then(|| handshake::check_request_with(&head, cfg.deflate));
+                                    if let Some(v) = &verdict {
+                                        self.offered_ext = v.offered_extensions.clone();
+                                    }
                                     self.upgrade_asked = Some(kind == RequestKind::WebSocket);
                                     match &verdict {
                                         Some(v) if v.accepted() => {
@@ -517,12 +538,20 @@ impl Annotator {
                                     let verdict = if self.upgrade_asked == Some(false) {
                                         handshake::plain_response(&head)
                                     } else {
-                                        handshake::check_response(
+                                        handshake::check_response_with(
                                             &head,
                                             self.key.as_deref(),
                                             &offered,
+                                            &self.offered_ext,
                                         )
                                     };
+                                    if let (101, Some(a)) = (verdict.status, verdict.deflate) {
+                                        self.deflate = Some(a);
+                                        self.c2s.inflater =
+                                            Some(crate::deflate::Inflater::new(a.client));
+                                        self.s2c.inflater =
+                                            Some(crate::deflate::Inflater::new(a.server));
+                                    }
                                     self.s2c.phase = if verdict.status == 101 {
                                         Phase::Frames
                                     } else {
@@ -787,6 +816,7 @@ impl Annotator {
         raw: frame::RawFrame,
     ) -> (FrameEvent, Option<(u64, MessageEvent)>) {
         let cfg = self.cfg;
+        let pmd = self.deflate.is_some();
         let (st, other) = match dir {
             Direction::C2S => (&mut self.c2s, &mut self.s2c),
             Direction::S2C => (&mut self.s2c, &mut self.c2s),
@@ -794,7 +824,22 @@ impl Annotator {
         let h = raw.header;
         let index = st.frames;
         st.frames += 1;
-        let mut notes = frame::header_notes(&h, &raw.head, dir.sender(), 0, cfg.max_frame);
+        let starts_message = !h.opcode.is_control() && h.opcode != OpCode::Continuation;
+        let rsv_allowed = if pmd && starts_message { 0x4 } else { 0 };
+        let mut notes =
+            frame::header_notes(&h, &raw.head, dir.sender(), rsv_allowed, cfg.max_frame);
+        if pmd && h.rsv1 && !starts_message {
+            for n in notes
+                .iter_mut()
+                .filter(|n| n.code == Code::RsvWithoutExtension)
+            {
+                *n = Note::error(
+                    Code::DeflateRsv1Misplaced,
+                    "RFC 7692 6",
+                    format!("RSV1 set on a {} frame: with permessage-deflate only the first frame of a data message may set it", h.opcode),
+                );
+            }
+        }
         let fields = frame::fields(&h, &raw.head, raw.offset);
         if dir.sender() == Role::Client
             && h.mask.is_none()
@@ -836,7 +881,7 @@ impl Annotator {
                 other.ping_warned = false;
             }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                message = judge_data(st, &raw, cfg, dir, index, &mut notes)
+                message = judge_data(st, &raw, cfg, dir, index, pmd, &mut notes)
             }
             OpCode::Reserved(_) => {}
         }
@@ -1127,6 +1172,7 @@ fn judge_data(
     cfg: Config,
     dir: Direction,
     index: u64,
+    pmd: bool,
     notes: &mut Vec<Note>,
 ) -> Option<(u64, MessageEvent)> {
     let h = &raw.header;
@@ -1152,14 +1198,17 @@ fn judge_data(
     }
     if !(cont && st.frag.is_none()) {
         if st.frag.is_none() {
+            let compressed = pmd && h.rsv1;
             st.frag = Some(Fragment {
                 opcode: h.opcode,
                 mask: h.mask,
+                compressed,
                 offset: raw.offset,
                 payload: Vec::new(),
                 len: 0,
                 frames: 0,
-                utf8: (h.opcode == OpCode::Text).then(Utf8Stream::new),
+                // Compressed text is judged once inflated.
+                utf8: (h.opcode == OpCode::Text && !compressed).then(Utf8Stream::new),
                 notes: Vec::new(),
             });
         }
@@ -1207,7 +1256,7 @@ fn judge_data(
             let fr = st.frag.take().expect("fragment open");
             message = Some((
                 fr.offset,
-                finish_message(fr, dir, cfg, &mut st.pending_json),
+                finish_message(fr, dir, cfg, &mut st.pending_json, st.inflater.as_mut()),
             ));
         }
     }
@@ -1245,21 +1294,26 @@ fn length_note(h: &FrameHeader, cause: &diagnose::LengthCause, next_at: u64, res
 }
 
 fn finish_message(
-    fr: Fragment,
+    mut fr: Fragment,
     dir: Direction,
     cfg: Config,
     pending_json: &mut Option<String>,
+    inflater: Option<&mut crate::deflate::Inflater>,
 ) -> MessageEvent {
+    let compressed_len = inflate_message(&mut fr, cfg, inflater);
+    // A compressed message that did not inflate is no text to judge.
+    let readable = !fr.compressed || compressed_len.is_some();
     let mut notes = fr.notes;
     let mut text = None;
     let mut km = None;
-    if fr.opcode == OpCode::Text && fr.len <= cfg.max_message {
-        let mask = fr.mask.filter(|_| fr.frames == 1);
+    if fr.opcode == OpCode::Text && fr.len <= cfg.max_message && readable {
+        let mask = fr.mask.filter(|_| fr.frames == 1 && !fr.compressed);
         if let Some(n) = diagnose_text(&fr.payload, mask, &notes, dir, cfg) {
             notes.push(n);
         }
     }
     if fr.opcode == OpCode::Text
+        && readable
         && !notes.iter().any(|n| n.code == Code::TextInvalidUtf8)
         && fr.len <= cfg.max_message
     {
@@ -1306,6 +1360,53 @@ fn finish_message(
         text,
         kinetid: km,
         notes,
+        compressed_len,
+    }
+}
+
+/// A compressed message, inflated in place (bounded by the message limit);
+/// returns its size on the wire. Text is judged once inflated.
+fn inflate_message(
+    fr: &mut Fragment,
+    cfg: Config,
+    inflater: Option<&mut crate::deflate::Inflater>,
+) -> Option<u64> {
+    let inflater = inflater.filter(|_| fr.compressed && fr.len <= cfg.max_message)?;
+    match inflater.inflate(&fr.payload, cfg.max_message) {
+        Ok(p) => {
+            let wire = fr.len;
+            fr.payload = p;
+            fr.len = fr.payload.len() as u64;
+            if fr.opcode == OpCode::Text {
+                if let Err(e) = std::str::from_utf8(&fr.payload) {
+                    fr.notes.push(Note::error(
+                        Code::TextInvalidUtf8,
+                        "RFC 6455 8.1",
+                        format!(
+                            "text message is not valid UTF-8 at message byte {} (inflated)",
+                            e.valid_up_to()
+                        ),
+                    ));
+                }
+            }
+            Some(wire)
+        }
+        Err(crate::deflate::InflateError::Invalid { at, why }) => {
+            fr.notes.push(Note::error(
+                Code::DeflateInvalid,
+                "RFC 7692 7.2.2",
+                format!("the compressed message does not inflate: {why}, after {at} of its {} compressed bytes (a sender that compressed with another window or context than agreed, or not at all)", fr.len),
+            ));
+            None
+        }
+        Err(crate::deflate::InflateError::TooBig { limit }) => {
+            fr.notes.push(Note::error(
+                Code::MessageTooBig,
+                "RFC 6455 10.4",
+                format!("the message inflates past the {limit}-byte limit (inflating stopped there: a deflate bomb costs no more)"),
+            ));
+            None
+        }
     }
 }
 

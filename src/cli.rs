@@ -138,6 +138,14 @@ pub struct ListenArgs {
     /// from the next plausible frame header.
     #[arg(long, requires = "lenient")]
     pub resync: bool,
+    /// Decline permessage-deflate (RFC 7692) offers; by default they are accepted.
+    #[arg(long, conflicts_with = "deflate")]
+    pub no_deflate: bool,
+    /// The server's own permessage-deflate preferences when it accepts an
+    /// offer: server_no_context_takeover; client_no_context_takeover;
+    /// server_max_window_bits=N.
+    #[arg(long, value_parser = kinetid_wsdump::deflate::ServerPolicy::parse)]
+    pub deflate: Option<kinetid_wsdump::deflate::ServerPolicy>,
     /// Backend bugs to commit on purpose, for testing clients (repeatable).
     #[arg(long = "quirk", value_enum)]
     pub quirks: Vec<kinetid_wsdump::quirk::ServerQuirk>,
@@ -242,6 +250,10 @@ pub struct EmulateArgs {
     /// Show the plug's own traffic through the annotator.
     #[arg(long)]
     pub dump: bool,
+    /// Offer permessage-deflate (RFC 7692) and compress messages when the
+    /// backend accepts.
+    #[arg(long)]
+    pub deflate: bool,
     /// Write counters as JSON to this file at exit.
     #[arg(long)]
     pub stats_json: Option<PathBuf>,

@@ -87,6 +87,7 @@ pub fn frames(data: &[u8]) {
         kinetid: true,
         handshake: HandshakeMode::Detect,
         resync: false,
+        deflate: Some(crate::deflate::ServerPolicy::default()),
     };
     for dir in [Direction::C2S, Direction::S2C] {
         let mut a = Annotator::new(1, cfg);

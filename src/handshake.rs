@@ -309,8 +309,14 @@ pub struct ServerVerdict {
     pub offered_protocols: Vec<String>,
     /// Subprotocol selected (`kinetid.v1` when offered).
     pub protocol: Option<String>,
-    /// Extensions offered (none is accepted).
+    /// Extensions offered.
     pub offered_extensions: Vec<String>,
+    /// The `Sec-WebSocket-Extensions` the answer carries, if one was accepted.
+    pub extension: Option<String>,
+    /// What it agrees to (permessage-deflate).
+    pub deflate: Option<crate::deflate::Agreed>,
+    /// Why each other offer was declined.
+    pub declined_extensions: Vec<String>,
 }
 
 impl ServerVerdict {
@@ -331,6 +337,15 @@ pub fn request_kind(head: &HttpHead) -> RequestKind {
 
 /// Check an upgrade request (section 4.2.1) and decide the answer.
 pub fn check_request(head: &HttpHead) -> ServerVerdict {
+    check_request_with(head, Some(crate::deflate::ServerPolicy::default()))
+}
+
+/// [`check_request`] with a compression policy (`None`: decline every
+/// extension).
+pub fn check_request_with(
+    head: &HttpHead,
+    policy: Option<crate::deflate::ServerPolicy>,
+) -> ServerVerdict {
     let parts: Vec<&str> = head.start_line.split(' ').collect();
     let (method, target, version) = if parts.len() == 3 {
         (parts[0], parts[1], parts[2])
@@ -450,6 +465,20 @@ pub fn check_request(head: &HttpHead) -> ServerVerdict {
     );
     let offered_protocols = head.tokens("sec-websocket-protocol");
     let offered_extensions = head.tokens("sec-websocket-extensions");
+    let (negotiated, declined_extensions) = match policy {
+        Some(pol) => crate::deflate::negotiate(&offered_extensions, pol),
+        None => (
+            None,
+            offered_extensions
+                .iter()
+                .map(|e| format!("{e}: declined (compression is off)"))
+                .collect(),
+        ),
+    };
+    let (extension, deflate) = match negotiated {
+        Some((h, a)) => (Some(h), Some(a)),
+        None => (None, None),
+    };
     let protocol = offered_protocols
         .iter()
         .find(|p| p.as_str() == KINETID_PROTOCOL)
@@ -473,7 +502,30 @@ pub fn check_request(head: &HttpHead) -> ServerVerdict {
         offered_protocols,
         protocol,
         offered_extensions,
+        extension,
+        deflate,
+        declined_extensions,
     }
+}
+
+/// The agreed permessage-deflate parameters in words.
+pub fn describe(a: &crate::deflate::Agreed) -> String {
+    let side = |s: &crate::deflate::Side| {
+        format!(
+            "{}-bit window{}",
+            s.window_bits,
+            if s.no_context_takeover {
+                ", no context takeover"
+            } else {
+                ""
+            }
+        )
+    };
+    format!(
+        "device->server {}, server->device {}",
+        side(&a.client),
+        side(&a.server)
+    )
 }
 
 /// Standard reason phrase.
@@ -510,6 +562,9 @@ pub fn server_response(v: &ServerVerdict) -> Vec<u8> {
         let mut s = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n");
         if let Some(p) = &v.protocol {
             s.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+        }
+        if let Some(e) = &v.extension {
+            s.push_str(&format!("Sec-WebSocket-Extensions: {e}\r\n"));
         }
         s.push_str("\r\n");
         s.into_bytes()
@@ -620,6 +675,8 @@ pub struct ClientVerdict {
     pub error: Option<ClientHandshakeError>,
     /// Selected subprotocol.
     pub protocol: Option<String>,
+    /// permessage-deflate as agreed, when the response accepted it.
+    pub deflate: Option<crate::deflate::Agreed>,
 }
 
 /// The verdict for a response to a plain HTTP request: no handshake checks.
@@ -635,6 +692,7 @@ pub fn plain_response(head: &HttpHead) -> ClientVerdict {
         checks: Vec::new(),
         error: None,
         protocol: None,
+        deflate: None,
     }
 }
 
@@ -642,6 +700,16 @@ pub fn plain_response(head: &HttpHead) -> ClientVerdict {
 /// `key` is `None` when the request was not seen (a capture starting late):
 /// the accept value is then shown but not verified.
 pub fn check_response(head: &HttpHead, key: Option<&str>, offered: &[&str]) -> ClientVerdict {
+    check_response_with(head, key, offered, &[])
+}
+
+/// [`check_response`] knowing the extensions the request offered.
+pub fn check_response_with(
+    head: &HttpHead,
+    key: Option<&str>,
+    offered: &[&str],
+    offered_extensions: &[String],
+) -> ClientVerdict {
     let mut checks = Vec::new();
     let mut error = None;
     let fail = |e: ClientHandshakeError, error: &mut Option<ClientHandshakeError>| {
@@ -749,20 +817,37 @@ pub fn check_response(head: &HttpHead, key: Option<&str>, offered: &[&str]) -> C
             fail(ClientHandshakeError::Protocol(p.clone()), &mut error);
         }
     }
-    if let Some(e) = head.get("sec-websocket-extensions") {
-        checks.push(Check {
-            name: "Sec-WebSocket-Extensions",
-            ok: false,
-            detail: e.to_string(),
-            rfc: "RFC 6455 4.1",
-        });
-        fail(ClientHandshakeError::Extension(e.to_string()), &mut error);
+    let mut deflate = None;
+    let ext: Vec<&str> = head.all("sec-websocket-extensions").collect();
+    if !ext.is_empty() {
+        let value = ext.join(", ");
+        match crate::deflate::check_response(offered_extensions, &value) {
+            Ok(a) => {
+                checks.push(Check {
+                    name: "Sec-WebSocket-Extensions",
+                    ok: true,
+                    detail: format!("{value} (offered; agreed: {})", describe(&a)),
+                    rfc: "RFC 7692 5",
+                });
+                deflate = Some(a);
+            }
+            Err(why) => {
+                checks.push(Check {
+                    name: "Sec-WebSocket-Extensions",
+                    ok: false,
+                    detail: format!("{value}: {why}"),
+                    rfc: "RFC 6455 4.1",
+                });
+                fail(ClientHandshakeError::Extension(value.clone()), &mut error);
+            }
+        }
     }
     ClientVerdict {
         status,
         checks,
         error,
         protocol,
+        deflate,
     }
 }
 

@@ -18,6 +18,7 @@
 
 pub mod annotate;
 pub mod capture;
+pub mod deflate;
 pub mod diagnose;
 pub mod engine;
 pub mod escape;

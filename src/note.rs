@@ -218,6 +218,10 @@ pub enum Code {
     KinetidStateContradicts,
     /// `ping-answered-late`
     PingAnsweredLate,
+    /// `deflate-invalid`
+    DeflateInvalid,
+    /// `deflate-rsv1-misplaced`
+    DeflateRsv1Misplaced,
 }
 
 impl Code {
@@ -288,6 +292,8 @@ impl Code {
         Code::KinetidEnergyBackwards,
         Code::KinetidStateContradicts,
         Code::PingAnsweredLate,
+        Code::DeflateInvalid,
+        Code::DeflateRsv1Misplaced,
     ];
 
     /// The kebab-case code shown in output.
@@ -358,6 +364,8 @@ impl Code {
             Code::KinetidEnergyBackwards => "kinetid-energy-backwards",
             Code::KinetidStateContradicts => "kinetid-state-contradicts",
             Code::PingAnsweredLate => "ping-answered-late",
+            Code::DeflateInvalid => "deflate-invalid",
+            Code::DeflateRsv1Misplaced => "deflate-rsv1-misplaced",
         }
     }
 
@@ -383,7 +391,9 @@ impl Code {
             | Code::LengthTopBit
             | Code::ReservedOpcode
             | Code::RsvWithoutExtension
-            | Code::ServerFrameMasked => Some(CloseCode::PROTOCOL),
+            | Code::ServerFrameMasked
+            | Code::DeflateInvalid
+            | Code::DeflateRsv1Misplaced => Some(CloseCode::PROTOCOL),
             Code::CloseNotAnswered
             | Code::ClosedWithoutCloseFrame
             | Code::DeviceIdDuplicate

@@ -344,8 +344,9 @@ impl Printer {
                 if !v.offered_extensions.is_empty() {
                     writeln!(
                         w,
-                        "    extensions offered: {} (none accepted)",
-                        Esc(&v.offered_extensions.join(", "))
+                        "    extensions offered: {}; listen would accept: {}",
+                        Esc(&v.offered_extensions.join(", ")),
+                        Esc(v.extension.as_deref().unwrap_or("none"))
                     )?;
                 }
                 if let Some(a) = &v.accept {
@@ -556,6 +557,13 @@ impl Printer {
                 Style::new().blue().bold()
             },
         );
+        let inflated = match m.compressed_len {
+            Some(c) => format!(
+                " (inflated from {c} bytes, {:.0}% of its size)",
+                100.0 * c as f64 / (m.len.max(1)) as f64
+            ),
+            None => String::new(),
+        };
         let what = if m.frames > 1 {
             format!(
                 "{} message, {} bytes reassembled from {} frames",
@@ -568,7 +576,7 @@ impl Printer {
         };
         writeln!(
             w,
-            "{} {what}",
+            "{} {what}{inflated}",
             format!("[{}] {}", e.conn, e.dir.arrow()).style(arrow)
         )?;
         if let Some(k) = &m.kinetid {
@@ -736,6 +744,9 @@ fn message_json(m: &MessageEvent) -> Value {
     });
     if m.text.is_none() {
         v["payload_hex"] = json!(hex::encode(&m.payload));
+    }
+    if let Some(c) = m.compressed_len {
+        v["compressed_len"] = json!(c);
     }
     if let Some(k) = &m.kinetid {
         v["kinetid"] =

@@ -779,10 +779,32 @@ fn browser_page_in_headless_chromium() {
         })
         .unwrap();
     assert_eq!(hello["masked"], true);
-    assert!(hello["payload_text"]
-        .as_str()
+    // Chromium offers permessage-deflate and listen accepts it: the hello
+    // goes compressed (RSV1) and the annotation shows it inflated.
+    let offered = req["offered_extensions"].as_array().unwrap();
+    assert!(
+        offered
+            .iter()
+            .any(|o| o.as_str().unwrap().starts_with("permessage-deflate")),
+        "{offered:?}"
+    );
+    assert!(resp["head"]["headers"]
+        .as_array()
         .unwrap()
-        .contains("\"t\":\"hello\""));
+        .iter()
+        .any(|h| h[0] == "Sec-WebSocket-Extensions"
+            && h[1].as_str().unwrap().starts_with("permessage-deflate")));
+    assert_eq!(hello["rsv1"], true, "{hello}");
+    let msg = ev
+        .iter()
+        .find(|e| e["type"] == "message" && e["dir"] == "c2s" && e["conn"] == req["conn"])
+        .unwrap();
+    assert_eq!(msg["kinetid"]["t"], "hello", "{msg}");
+    assert!(
+        msg["compressed_len"].as_u64().unwrap() < msg["len"].as_u64().unwrap() + 10,
+        "{msg}"
+    );
+    assert!(msg["text"].as_str().unwrap().contains("\"t\":\"hello\""));
     assert!(ev.iter().any(|e| e["type"] == "message"
         && e["dir"] == "s2c"
         && e["conn"] == req["conn"]

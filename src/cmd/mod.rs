@@ -62,7 +62,12 @@ pub fn printer(o: &OutputArgs) -> Printer {
 }
 
 /// Build the annotator config from flags.
-pub fn config(l: &LimitArgs, kinetid: bool, resync: bool) -> Config {
+pub fn config(
+    l: &LimitArgs,
+    kinetid: bool,
+    resync: bool,
+    deflate: Option<kinetid_wsdump::deflate::ServerPolicy>,
+) -> Config {
     Config {
         max_frame: l.max_frame,
         max_message: l.max_message,
@@ -73,6 +78,7 @@ pub fn config(l: &LimitArgs, kinetid: bool, resync: bool) -> Config {
         kinetid,
         handshake: kinetid_wsdump::annotate::HandshakeMode::Expect,
         resync,
+        deflate,
     }
 }
 

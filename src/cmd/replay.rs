@@ -20,7 +20,12 @@ pub fn run(a: ReplayArgs) -> Result<u8, AppError> {
     let mut run = Run {
         a: &a,
         p,
-        cfg: config(&a.limits, !a.no_kinetid, a.resync),
+        cfg: config(
+            &a.limits,
+            !a.no_kinetid,
+            a.resync,
+            Some(kinetid_wsdump::deflate::ServerPolicy::default()),
+        ),
         total: Stats::default(),
         file_error: false,
         conn_base: 0,

@@ -256,7 +256,21 @@ impl Session {
                         _ => {}
                     }
                 }
-                EventKind::Message(m) if !self.close_sent => out.push(Output::Deliver(m)),
+                EventKind::Message(m) if !self.close_sent => {
+                    // Rules judged on the whole message (compressed text is
+                    // checked once inflated) fail the connection here.
+                    let broken = m
+                        .notes
+                        .iter()
+                        .find_map(|n| close_code_for(n).map(|c| (c, n.code)));
+                    match (broken, self.cfg.lenient) {
+                        (Some((code, why)), false) => {
+                            out.extend(self.fail(code.0, why.as_str(), now));
+                            return out;
+                        }
+                        _ => out.push(Output::Deliver(m)),
+                    }
+                }
                 _ => {}
             }
         }

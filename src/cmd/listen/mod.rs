@@ -119,7 +119,12 @@ fn api_token(a: &ListenArgs) -> Result<Option<String>, AppError> {
 /// Run `listen` from flags.
 pub fn run(a: ListenArgs) -> Result<u8, AppError> {
     let settings = Settings {
-        cfg: config(&a.limits, !a.echo, a.resync),
+        cfg: config(
+            &a.limits,
+            !a.echo,
+            a.resync,
+            (!a.no_deflate).then(|| a.deflate.unwrap_or_default()),
+        ),
         printer: printer(&a.output),
         quiet: a.quiet,
         lenient: a.lenient,
