@@ -8,6 +8,7 @@
 //! Usage: autobahn_client ws://127.0.0.1:9001 AGENT
 
 use kinetid_wsdump::annotate::{Annotator, Config, Event, EventKind, HandshakeMode};
+use kinetid_wsdump::deflate::Deflater;
 use kinetid_wsdump::engine::session::{Output, Session, SessionConfig};
 use kinetid_wsdump::frame::{
     close_payload, encode_frame, encode_message, CloseCode, Direction, EncodeOptions, OpCode, Role,
@@ -18,7 +19,12 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// Connect, do the handshake, return the socket and any bytes read past the head.
-fn open(base: &str, path: &str) -> Result<(TcpStream, Annotator, Vec<Event>), String> {
+type Opened = (TcpStream, Annotator, Vec<Event>, Option<Deflater>);
+
+/// The extension offered on every connection: permessage-deflate, any window.
+const OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+fn open(base: &str, path: &str) -> Result<Opened, String> {
     let hostport = base
         .strip_prefix("ws://")
         .ok_or("ws:// URL expected")?
@@ -27,7 +33,9 @@ fn open(base: &str, path: &str) -> Result<(TcpStream, Annotator, Vec<Event>), St
     s.set_nodelay(true).ok();
     s.set_read_timeout(Some(Duration::from_secs(120))).ok();
     let key = handshake::random_key();
-    let req = handshake::client_request(hostport, path, &key, &[]);
+    let mut req = handshake::client_request(hostport, path, &key, &[]);
+    req.truncate(req.len() - 2);
+    req.extend_from_slice(format!("Sec-WebSocket-Extensions: {OFFER}\r\n\r\n").as_bytes());
     s.write_all(&req).map_err(|e| e.to_string())?;
     let mut ann = Annotator::new(
         1,
@@ -38,6 +46,7 @@ fn open(base: &str, path: &str) -> Result<(TcpStream, Annotator, Vec<Event>), St
             handshake: HandshakeMode::Expect,
             limits: Limits::default(),
             resync: false,
+            deflate: None,
         },
     );
     let mut ev = Vec::new();
@@ -57,7 +66,10 @@ fn open(base: &str, path: &str) -> Result<(TcpStream, Annotator, Vec<Event>), St
                 EventKind::Response { verdict, .. } => {
                     return match &verdict.error {
                         Some(err) => Err(err.to_string()),
-                        None => Ok((s, ann, ev)),
+                        None => {
+                            let d = verdict.deflate.map(|a| Deflater::new(a.client));
+                            Ok((s, ann, ev, d))
+                        }
                     }
                 }
                 _ => {}
@@ -74,7 +86,7 @@ fn frame(op: OpCode, payload: &[u8]) -> Vec<u8> {
 
 /// Echo every message until the connection closes.
 fn run_case(base: &str, path: &str) -> Result<(), String> {
-    let (mut s, mut ann, first) = open(base, path)?;
+    let (mut s, mut ann, first, mut deflater) = open(base, path)?;
     let mut sess = Session::new(SessionConfig::new(Role::Client), Instant::now());
     let mut buf = vec![0u8; 256 * 1024];
     let mut pending = sess.on_peer(first, Instant::now());
@@ -84,7 +96,18 @@ fn run_case(base: &str, path: &str) -> Result<(), String> {
                 Output::Frame { opcode, payload } => frame(opcode, &payload),
                 Output::Deliver(m) => {
                     let mut out = Vec::with_capacity(m.payload.len() + 14);
-                    encode_message(&mut out, m.opcode, &m.payload, Role::Client, None);
+                    match deflater.as_mut() {
+                        // Compressed when agreed: RSV1 on the (only) frame.
+                        Some(d) => {
+                            let z = d.deflate(&m.payload);
+                            let opts = EncodeOptions {
+                                rsv: 0x4,
+                                ..EncodeOptions::client()
+                            };
+                            encode_frame(&mut out, m.opcode, &z, opts);
+                        }
+                        None => encode_message(&mut out, m.opcode, &m.payload, Role::Client, None),
+                    }
                     out
                 }
                 Output::CloseTcp => return Ok(()),
@@ -127,7 +150,7 @@ fn drain(s: &mut TcpStream) {
 }
 
 fn text_message(base: &str, path: &str) -> Result<String, String> {
-    let (mut s, mut ann, first) = open(base, path)?;
+    let (mut s, mut ann, first, _) = open(base, path)?;
     let mut buf = [0u8; 4096];
     let mut ev: Vec<Event> = first;
     loop {
@@ -167,7 +190,7 @@ fn main() {
             eprintln!("case {i}: {e}");
         }
     }
-    let _ = open(base, &format!("/updateReports?agent={agent}")).map(|(mut s, _, _)| {
+    let _ = open(base, &format!("/updateReports?agent={agent}")).map(|(mut s, _, _, _)| {
         let _ = s.write_all(&frame(
             OpCode::Close,
             &close_payload(Some(CloseCode::NORMAL), ""),

@@ -16,7 +16,7 @@ use kinetid_wsdump::annotate::{Annotator, Event, EventKind};
 use kinetid_wsdump::capture::{capture_line, Chunk, ChunkKind};
 use kinetid_wsdump::engine::backend::{Backend, BackendConfig, Effect};
 use kinetid_wsdump::engine::session::{Output, Session, SessionConfig};
-use kinetid_wsdump::frame::{Direction, OpCode, Role};
+use kinetid_wsdump::frame::{encode_frame, Direction, EncodeOptions, OpCode, Role};
 use kinetid_wsdump::handshake::{self, error_response, RequestKind};
 use kinetid_wsdump::note::{self, Code, Note, Severity};
 use kinetid_wsdump::quirk::server_frame;
@@ -55,6 +55,8 @@ pub struct Conn {
     /// Bytes this connection counts in the hub's budget.
     held: usize,
     registry_full_noted: bool,
+    /// permessage-deflate for what the server sends, when agreed.
+    deflater: Option<kinetid_wsdump::deflate::Deflater>,
 }
 
 impl Drop for Conn {
@@ -76,6 +78,7 @@ impl Conn {
             stats: Stats::default(),
             held: 0,
             registry_full_noted: false,
+            deflater: None,
         }
     }
 
@@ -205,7 +208,18 @@ impl Conn {
 
     async fn send_frame(&mut self, op: OpCode, payload: &[u8]) -> std::io::Result<()> {
         let mut b = Vec::with_capacity(payload.len() + 10);
-        server_frame(&mut b, op, payload);
+        match self.deflater.as_mut().filter(|_| !op.is_control()) {
+            // A compressed message: RSV1 on its (only) frame (RFC 7692 6).
+            Some(d) => {
+                let z = d.deflate(payload);
+                let opts = EncodeOptions {
+                    rsv: 0x4,
+                    ..EncodeOptions::server()
+                };
+                encode_frame(&mut b, op, &z, opts);
+            }
+            None => server_frame(&mut b, op, payload),
+        }
         self.send(&b).await.map(|_| ())
     }
 
@@ -296,6 +310,9 @@ impl Conn {
                             resp = q.apply(&resp);
                         }
                         let ok = v.accepted() && resp.starts_with(b"HTTP/1.1 101");
+                        if let (true, Some(a)) = (ok, v.deflate) {
+                            self.deflater = Some(kinetid_wsdump::deflate::Deflater::new(a.server));
+                        }
                         let status = std::str::from_utf8(&resp[9..12.min(resp.len())])
                             .ok()
                             .and_then(|s| s.parse().ok())
