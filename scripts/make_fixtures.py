@@ -282,6 +282,7 @@ def main():
     s.write()
 
     diagnosis_fixtures()
+    deflate_fixture()
 
 
 def masked_restarting(payload, key, every):
@@ -385,6 +386,41 @@ def diagnosis_fixtures():
     d.s2c(frame(1, j({"t": "switch", "id": 9100, "dev": DEV, "on": False})), "switch off")
     d.c2s(frame(1, j({"t": "state", "re": 9100, "dev": DEV, "on": True, "was_on": True, "src": "backend", "ts": 1767225905}), KEYS[1]), "state: still on")
     d.write()
+
+
+def deflate_fixture():
+    """permessage-deflate (RFC 7692): a session with compression negotiated,
+    both directions compressed with context takeover, one message in two
+    fragments, and an uncompressed message in between (RSV1 clear)."""
+    import zlib
+    f = Fixture("deflate-session", "permessage-deflate: a Kinetid session with compression negotiated (client window 10 bits)")
+    key = "x3JJHMbDL1EzLkh9GBhXDw=="
+    acc = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+    f.http(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+           "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: kinetid.v1\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n")
+    f.http(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {acc}\r\n"
+           "Sec-WebSocket-Protocol: kinetid.v1\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=10\r\n\r\n")
+    cz = zlib.compressobj(6, zlib.DEFLATED, -10)
+    sz = zlib.compressobj(6, zlib.DEFLATED, -15)
+    def z(c, data):
+        out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+        assert out.endswith(b"\x00\x00\xff\xff")
+        return out[:-4]
+    def cframe(payload, mask, fin=True, first=True, op=1):
+        fr = bytearray(frame(op if first else 0, payload, mask, fin=fin))
+        if first: fr[0] |= 0x40
+        return bytes(fr)
+    f.c2s(cframe(z(cz, HELLO), KEYS[0]), "hello, compressed (RSV1)")
+    f.s2c(cframe(z(sz, j({"t": "welcome", "re": 1, "ts": 1767225600, "period_s": 60})), None), "welcome, compressed")
+    r = z(cz, report(2, 41))
+    f.c2s(cframe(r[:20], KEYS[1], fin=False), "a report compressed in two fragments: RSV1 on the first only")
+    f.c2s(cframe(r[20:], KEYS[2], first=False), "its continuation")
+    f.s2c(cframe(z(sz, j({"t": "ack", "re": 2})), None), "ack, compressed: the context carries over (context takeover)")
+    f.c2s(frame(1, report(3, 42), KEYS[3]), "a report sent uncompressed (RSV1 clear): allowed")
+    f.s2c(frame(1, j({"t": "ack", "re": 3})), "ack")
+    f.c2s(frame(8, struct.pack(">H", 1000), KEYS[4]), "close")
+    f.s2c(frame(8, struct.pack(">H", 1000)), "close reply")
+    f.write()
 
 
 if __name__ == "__main__":

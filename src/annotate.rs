@@ -152,7 +152,7 @@ pub enum EventKind {
         /// Plain or upgrade.
         kind: RequestKind,
         /// The checks, for upgrade requests.
-        verdict: Option<ServerVerdict>,
+        verdict: Option<Box<ServerVerdict>>,
     },
     /// An HTTP response head.
     Response {
@@ -497,8 +497,9 @@ impl Annotator {
                             match dir {
                                 Direction::C2S => {
                                     let kind = handshake::request_kind(&head);
-                                    let verdict = (kind == RequestKind::WebSocket)
-                                        .then(|| handshake::check_request_with(&head, cfg.deflate));
+                                    let verdict = (kind == RequestKind::WebSocket).then(|| {
+                                        Box::new(handshake::check_request_with(&head, cfg.deflate))
+                                    });
                                     if let Some(v) = &verdict {
                                         self.offered_ext = v.offered_extensions.clone();
                                     }

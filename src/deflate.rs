@@ -58,9 +58,13 @@ pub struct Params {
     pub client_max_window_bits: Option<Option<u8>>,
 }
 
+/// One extension of a `Sec-WebSocket-Extensions` value: its name (lower
+/// case) and its parameters with their values.
+pub type Extension = (String, Vec<(String, Option<String>)>);
+
 /// Split a `Sec-WebSocket-Extensions` value into extensions with their
 /// parameters (`name; a; b=1, other`).
-pub fn parse_header(value: &str) -> Vec<(String, Vec<(String, Option<String>)>)> {
+pub fn parse_header(value: &str) -> Vec<Extension> {
     value
         .split(',')
         .filter(|e| !e.trim().is_empty())

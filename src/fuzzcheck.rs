@@ -140,3 +140,33 @@ pub fn kinetid(data: &[u8]) {
         }
     }
 }
+
+/// permessage-deflate: inflating any bytes with any agreed parameters never
+/// panics and never returns more than the limit; and any bytes deflated
+/// with those parameters inflate back to themselves. The first byte picks
+/// the window and the context takeover.
+pub fn inflate(data: &[u8]) {
+    use crate::deflate::{Deflater, InflateError, Inflater, Side};
+    let Some((&p, rest)) = data.split_first() else {
+        return;
+    };
+    let side = Side {
+        no_context_takeover: p & 0x80 != 0,
+        window_bits: 8 + (p & 0x7),
+    };
+    let limit = 64 * 1024;
+    let mut i = Inflater::new(side);
+    for piece in rest.split(|&b| b == 0xa5).take(8) {
+        match i.inflate(piece, limit) {
+            Ok(out) => assert!(out.len() as u64 <= limit),
+            Err(InflateError::TooBig { limit: l }) => assert_eq!(l, limit),
+            Err(InflateError::Invalid { at, .. }) => assert!(at <= piece.len() as u64 + 4),
+        }
+    }
+    let mut d = Deflater::new(side);
+    let mut i = Inflater::new(side);
+    for piece in rest.chunks(97).take(8) {
+        let z = d.deflate(piece);
+        assert_eq!(i.inflate(&z, limit).as_deref(), Ok(piece));
+    }
+}

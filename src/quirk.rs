@@ -226,27 +226,40 @@ impl FrameWriter {
         );
     }
 
+    /// The message bytes as the buggy firmware would send them (before any
+    /// compression): Latin-1 text, a C string's NUL.
+    pub fn as_sent(&self, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut text = payload.to_vec();
+        if opcode == OpCode::Text && self.has(Quirk::Latin1) {
+            // Characters below 256 as one byte each: ISO-8859-1.
+            text = String::from_utf8_lossy(&text)
+                .chars()
+                .map(|c| if (c as u32) < 256 { c as u8 } else { b'?' })
+                .collect();
+        }
+        if opcode == OpCode::Text && self.has(Quirk::StrlenPlusOne) {
+            text.push(0);
+        }
+        text
+    }
+
     /// Append a data message, fragmented to the frame size (or wrongly, per the bugs).
     pub fn message(&self, out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
-        let mut text;
-        let payload = if opcode == OpCode::Text
-            && (self.has(Quirk::Latin1) || self.has(Quirk::StrlenPlusOne))
-        {
-            text = payload.to_vec();
-            if self.has(Quirk::Latin1) {
-                // Characters below 256 as one byte each: ISO-8859-1.
-                text = String::from_utf8_lossy(&text)
-                    .chars()
-                    .map(|c| if (c as u32) < 256 { c as u8 } else { b'?' })
-                    .collect();
-            }
-            if self.has(Quirk::StrlenPlusOne) {
-                text.push(0);
-            }
-            &text[..]
-        } else {
-            payload
-        };
+        self.frames(out, opcode, &self.as_sent(opcode, payload));
+    }
+
+    /// Append a compressed message (permessage-deflate): `compressed` is
+    /// what the deflater made of [`FrameWriter::as_sent`]; RSV1 marks the
+    /// first frame (RFC 7692 6).
+    pub fn compressed_message(&self, out: &mut Vec<u8>, opcode: OpCode, compressed: &[u8]) {
+        let start = out.len();
+        self.frames(out, opcode, compressed);
+        out[start] |= 0x40;
+    }
+
+    /// Append payload bytes as a message's frames, fragmented to the frame
+    /// size (or wrongly, per the bugs).
+    fn frames(&self, out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
         let buggy_frag = self.has(Quirk::FinEveryFragment) || self.has(Quirk::ContAfterFin);
         let size = self
             .frame_size

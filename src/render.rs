@@ -233,7 +233,7 @@ impl Printer {
             EventKind::Request { head, verdict, .. } => {
                 let title = format!("{} HTTP request, {} bytes", lead.style(arrow), head.len);
                 self.head_text(w, &title, head, e.time)?;
-                self.verdict_text(w, verdict)
+                self.verdict_text(w, verdict.as_deref())
             }
             EventKind::Response { head, verdict } => {
                 let title = format!("{} HTTP response, {} bytes", lead.style(arrow), head.len);
@@ -313,7 +313,7 @@ impl Printer {
     }
 
     /// The checks and the accept-key derivation of an upgrade request.
-    fn verdict_text(&self, w: &mut dyn Write, verdict: &Option<ServerVerdict>) -> io::Result<()> {
+    fn verdict_text(&self, w: &mut dyn Write, verdict: Option<&ServerVerdict>) -> io::Result<()> {
         let c = self.color;
         match verdict {
             None => writeln!(

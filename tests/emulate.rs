@@ -405,3 +405,89 @@ fn a_fleet_of_1000_plugs_connects_and_reports() {
     // Each plug reports about once a second for about 4 s after the ramp.
     assert!(s["reports_acked"].as_u64().unwrap() >= 2000, "{s}");
 }
+
+/// `--deflate`: the plug offers permessage-deflate, listen accepts it, both
+/// sides compress, and the annotation shows every message inflated.
+#[test]
+fn a_home_with_compression_is_served_and_switched() {
+    let l = Listener::start(&["--format", "json", "--no-console"]);
+    let a = l.addr();
+    let emu = emulator(&[
+        "--url",
+        &l.url(),
+        "--interval",
+        "500ms",
+        "--passive",
+        "1",
+        "--deflate",
+        "--duration",
+        "3s",
+        "--seed",
+        "5",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut id = String::new();
+    for _ in 0..100 {
+        let (_, b) = http(&a, "GET", "/api/devices", "", "");
+        if let Some(d) = serde_json::from_str::<Value>(&b).ok().and_then(|v| {
+            v.as_array()
+                .and_then(|x| x.iter().find(|d| d["role"] == "active").cloned())
+        }) {
+            if d["reports"].as_u64().unwrap_or(0) >= 1 {
+                id = d["id"].as_str().unwrap().to_string();
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!id.is_empty(), "no device reported");
+    let (st, body) = http(
+        &a,
+        "POST",
+        &format!("/api/devices/{id}/switch"),
+        "",
+        r#"{"on":false}"#,
+    );
+    assert_eq!(st, 200, "{body}");
+    emu.wait_with_output().unwrap();
+    let ev = json_lines(&l.stop());
+    let resp = ev
+        .iter()
+        .find(|e| e["type"] == "response" && e["status"] == 101)
+        .unwrap();
+    assert!(
+        resp["head"]["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h[0] == "Sec-WebSocket-Extensions"),
+        "{resp}"
+    );
+    let msgs: Vec<&Value> = ev.iter().filter(|e| e["type"] == "message").collect();
+    for (dir, t) in [
+        ("c2s", "hello"),
+        ("c2s", "report"),
+        ("c2s", "state"),
+        ("s2c", "welcome"),
+        ("s2c", "ack"),
+        ("s2c", "switch"),
+    ] {
+        let m = msgs
+            .iter()
+            .find(|m| m["dir"] == dir && m["kinetid"]["t"] == t)
+            .unwrap_or_else(|| panic!("no {dir} {t}"));
+        assert!(
+            m["compressed_len"].as_u64().is_some(),
+            "{dir} {t} not compressed: {m}"
+        );
+    }
+    let errors: Vec<&Value> = ev
+        .iter()
+        .flat_map(|e| e["notes"].as_array().into_iter().flatten())
+        .filter(|n| n["severity"] == "error")
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}

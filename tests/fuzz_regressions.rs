@@ -31,6 +31,7 @@ fn all_targets(name: &str, data: &[u8]) {
         fuzzcheck::frames(data);
         fuzzcheck::files(data);
         fuzzcheck::kinetid(data);
+        fuzzcheck::inflate(data);
     });
     assert!(r.is_ok(), "a fuzz property failed on {name}");
 }

@@ -229,3 +229,31 @@ fn every_firmware_bug_fixture_is_named() {
         );
     }
 }
+
+/// A session recorded by `listen --record` from headless Chromium, which
+/// offers permessage-deflate: replayed, its compressed messages inflate.
+#[test]
+fn a_chromium_session_with_compression_replays_inflated() {
+    let text = std::fs::read_to_string(root().join("fixtures/chromium-deflate.cap")).unwrap();
+    let ev = annotate_all(&parse_text(&text).chunks, cfg(), None);
+    let json = render(&ev, Format::Json);
+    let msgs: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "message")
+        .collect();
+    let hello = msgs
+        .iter()
+        .find(|m| m["kinetid"]["t"] == "hello")
+        .expect("hello");
+    assert!(hello["compressed_len"].as_u64().is_some(), "{hello}");
+    let welcome = msgs
+        .iter()
+        .find(|m| m["kinetid"]["t"] == "welcome")
+        .expect("welcome");
+    assert!(welcome["compressed_len"].as_u64().is_some(), "{welcome}");
+    assert!(ev
+        .iter()
+        .flat_map(|e| e.notes())
+        .all(|n| n.severity != kinetid_wsdump::note::Severity::Error));
+}

@@ -142,6 +142,8 @@ pub struct Shared {
     pub dump: Option<Printer>,
     /// Counters.
     pub stats: Arc<FleetStats>,
+    /// Offer permessage-deflate.
+    pub deflate: bool,
 }
 
 /// Run `emulate-device`.
@@ -235,6 +237,7 @@ fn shared(a: &EmulateArgs) -> Result<Shared, AppError> {
         },
         dump: a.dump.then(|| printer(&a.output)),
         stats: Arc::new(FleetStats::default()),
+        deflate: a.deflate,
     })
 }
 

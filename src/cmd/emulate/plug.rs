@@ -4,6 +4,7 @@
 
 use super::{FleetStats, Shared};
 use kinetid_wsdump::annotate::{Annotator, Config, Event, EventKind, HandshakeMode};
+use kinetid_wsdump::deflate::Deflater;
 use kinetid_wsdump::engine::device::{Home, Out};
 use kinetid_wsdump::engine::session::{Output, Session, SessionConfig};
 use kinetid_wsdump::frame::{Direction, OpCode, Role};
@@ -114,6 +115,8 @@ struct Link {
     dump: Option<Printer>,
     /// With the json-concat quirk: a report waiting to share a message with the next.
     held_report: Option<String>,
+    /// permessage-deflate for what the plug sends, when agreed.
+    deflater: Option<Deflater>,
 }
 
 impl Link {
@@ -151,6 +154,9 @@ impl Link {
         let mut b = Vec::new();
         if opcode.is_control() {
             self.writer.control(&mut b, opcode, payload);
+        } else if let Some(d) = self.deflater.as_mut() {
+            let z = d.deflate(&self.writer.as_sent(opcode, payload));
+            self.writer.compressed_message(&mut b, opcode, &z);
         } else {
             self.writer.message(&mut b, opcode, payload);
         }
@@ -160,10 +166,12 @@ impl Link {
 
 /// Connect and upgrade. The annotator judges the server's response (the
 /// accept key, the subprotocol); its verdict is the one acted on.
-async fn handshake(
-    sh: &Shared,
-    conn_no: u64,
-) -> Result<(TcpStream, Annotator, Vec<Event>), LinkError> {
+/// The offer `--deflate` sends.
+const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+type Upgraded = (TcpStream, Annotator, Vec<Event>, Option<Deflater>);
+
+async fn handshake(sh: &Shared, conn_no: u64) -> Result<Upgraded, LinkError> {
     let addr = sh.url.addr.clone();
     let connect_err = |why: String| LinkError::Connect {
         addr: addr.clone(),
@@ -175,7 +183,13 @@ async fn handshake(
         .map_err(|e| connect_err(e.to_string()))?;
     let _ = sock.set_nodelay(true);
     let key = handshake::random_key();
-    let req = handshake::client_request(&sh.url.host, &sh.url.path, &key, &[KINETID_PROTOCOL]);
+    let mut req = handshake::client_request(&sh.url.host, &sh.url.path, &key, &[KINETID_PROTOCOL]);
+    if sh.deflate {
+        req.truncate(req.len() - 2);
+        req.extend_from_slice(
+            format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n\r\n").as_bytes(),
+        );
+    }
     let mut ann = Annotator::new(
         conn_no,
         Config {
@@ -211,7 +225,10 @@ async fn handshake(
                 EventKind::Response { verdict, .. } => {
                     return match &verdict.error {
                         Some(err) => Err(hs(format!("refused: {err}"))),
-                        None => Ok((sock, ann, ev)),
+                        None => {
+                            let d = verdict.deflate.map(|a| Deflater::new(a.client));
+                            Ok((sock, ann, ev, d))
+                        }
                     };
                 }
                 _ => {}
@@ -249,7 +266,7 @@ async fn connection(
     first: bool,
     queued: &mut u64,
 ) -> End {
-    let (sock, ann, ev) = tokio::select! {
+    let (sock, ann, ev, deflater) = tokio::select! {
         r = handshake(sh, conn_no) => match r {
             Ok(x) => x,
             Err(e) => return End::Lost(e),
@@ -262,6 +279,7 @@ async fn connection(
         writer: FrameWriter::new(&sh.quirks, sh.frame_size),
         dump: sh.dump.clone(),
         held_report: None,
+        deflater,
     };
     link.show(&ev);
     sh.stats.connects.fetch_add(1, Ordering::Relaxed);
