@@ -3,7 +3,7 @@
 # kinetid-wsdump in both roles, on 127.0.0.1 only:
 #   server role: wstest -m fuzzingclient  ->  kinetid-wsdump listen --echo
 #   client role: wstest -m fuzzingserver  <-  examples/autobahn_client.rs
-#                (the handshake, decoder and encoder emulate-device uses)
+#                (the handshake, decoder, session, deflate and encoder emulate-device uses)
 # It installs the suite by itself: wstest is Python 2.7 code and Debian 12 has
 # no Python 2, so Debian 11's python2.7 packages are downloaded with apt into a
 # private folder (nothing in /etc/apt changes), unpacked there, and a

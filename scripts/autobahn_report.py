@@ -90,7 +90,7 @@ explained = []
 out = []
 exit_bad = False
 for role, title, how in (("servers", "Server role", "wstest -m fuzzingclient against `kinetid-wsdump listen --echo`"),
-                         ("clients", "Client role", "wstest -m fuzzingserver against `examples/autobahn_client.rs` (the handshake, decoder and encoder of emulate-device)")):
+                         ("clients", "Client role", "wstest -m fuzzingserver against `examples/autobahn_client.rs` (the handshake, decoder, client-role session, permessage-deflate and encoder of emulate-device)")):
     cases = load(role)
     if cases is None:
         print(f"{title}: no report found")
