@@ -727,29 +727,14 @@ fn browser_page_in_headless_chromium() {
         return;
     };
     let l = Listener::start(&["--format", "json", "--no-console"]);
-    let profile = std::env::temp_dir().join(format!("kwd-chromium-{}", std::process::id()));
-    let out = std::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(["--virtual-time-budget=5000", "--dump-dom"])
-        .arg(format!("http://127.0.0.1:{}/?autotest", l.port))
-        .output()
-        .unwrap();
-    std::fs::remove_dir_all(&profile).ok();
-    let dom = String::from_utf8_lossy(&out.stdout).to_string();
+    let dom = chromium_dom(
+        chromium,
+        &format!("http://127.0.0.1:{}/?autotest", l.port),
+        5000,
+    );
     assert!(
         dom.contains("received {\"t\":\"welcome\""),
-        "page did not get a welcome: {dom}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "page did not get a welcome: {dom}"
     );
     std::thread::sleep(Duration::from_millis(200));
     let ev = json_lines(&l.stop());

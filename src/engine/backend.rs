@@ -239,34 +239,12 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::annotate::{Annotator, Config, EventKind, HandshakeMode};
-    use crate::frame::{encode_frame, Direction, EncodeOptions, Role};
+    use crate::frame::Direction;
 
     const DEV: &str = "KN-A4CF12F0E1B2";
 
     fn message(text: &str) -> MessageEvent {
-        let mut a = Annotator::new(
-            1,
-            Config {
-                handshake: HandshakeMode::None,
-                ..Config::default()
-            },
-        );
-        let mut b = Vec::new();
-        encode_frame(
-            &mut b,
-            OpCode::Text,
-            text.as_bytes(),
-            EncodeOptions::for_role(Role::Client),
-        );
-        let mut ev = Vec::new();
-        a.feed(Direction::C2S, &b, None, &mut ev);
-        ev.into_iter()
-            .find_map(|e| match e.kind {
-                EventKind::Message(m) => Some(*m),
-                _ => None,
-            })
-            .unwrap()
+        crate::engine::test_message(text, Direction::C2S)
     }
 
     fn backend() -> (Backend, Instant) {

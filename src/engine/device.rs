@@ -414,36 +414,14 @@ fn switched(p: &mut Plug, re: u64, on: Option<bool>, unix: f64) -> Msg {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::annotate::{Annotator, Config, EventKind, HandshakeMode};
-    use crate::frame::{encode_frame, Direction, EncodeOptions, OpCode, Role};
+    use crate::frame::Direction;
     use rand::SeedableRng;
 
     const A: &str = "KN-A4CF12F0E1B2";
     const P: &str = "KN-00A1B2C3D4E5";
 
     fn message(text: &str) -> MessageEvent {
-        let mut a = Annotator::new(
-            1,
-            Config {
-                handshake: HandshakeMode::None,
-                ..Config::default()
-            },
-        );
-        let mut b = Vec::new();
-        encode_frame(
-            &mut b,
-            OpCode::Text,
-            text.as_bytes(),
-            EncodeOptions::for_role(Role::Server),
-        );
-        let mut ev = Vec::new();
-        a.feed(Direction::S2C, &b, None, &mut ev);
-        ev.into_iter()
-            .find_map(|e| match e.kind {
-                EventKind::Message(m) => Some(*m),
-                _ => None,
-            })
-            .unwrap()
+        crate::engine::test_message(text, Direction::S2C)
     }
 
     fn home(t0: Instant, loss: f64) -> Home {

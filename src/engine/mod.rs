@@ -13,3 +13,36 @@
 pub mod backend;
 pub mod device;
 pub mod session;
+
+/// A complete text message as the annotator makes it from one frame sent
+/// in `dir` (for the state machines' tests).
+#[cfg(test)]
+pub(crate) fn test_message(
+    text: &str,
+    dir: crate::frame::Direction,
+) -> crate::annotate::MessageEvent {
+    use crate::annotate::{Annotator, Config, EventKind, HandshakeMode};
+    use crate::frame::{encode_frame, EncodeOptions, OpCode};
+    let mut a = Annotator::new(
+        1,
+        Config {
+            handshake: HandshakeMode::None,
+            ..Config::default()
+        },
+    );
+    let mut b = Vec::new();
+    encode_frame(
+        &mut b,
+        OpCode::Text,
+        text.as_bytes(),
+        EncodeOptions::for_role(dir.sender()),
+    );
+    let mut ev = Vec::new();
+    a.feed(dir, &b, None, &mut ev);
+    ev.into_iter()
+        .find_map(|e| match e.kind {
+            EventKind::Message(m) => Some(*m),
+            _ => None,
+        })
+        .expect("a message")
+}
