@@ -11,7 +11,10 @@
 //! The codec is flate2 on its zlib-rs backend (pure Rust), which exposes
 //! the raw-DEFLATE window sizes RFC 7692 needs; zlib reads a window of 8
 //! bits as 9, so a window of 8 is inflated and deflated with 9 (a stream
-//! written with 8 is valid for 9).
+//! written with 8 is valid for 9). A back-reference into an earlier message
+//! when no context takeover was agreed fails to inflate and is named; one
+//! beyond the agreed window inside a single message is not caught (zlib
+//! resolves it from the message's own output).
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
@@ -472,6 +475,27 @@ mod tests {
                 assert_eq!(i.inflate(&z, 1 << 20).unwrap(), msg, "{side:?} {n}");
             }
         }
+    }
+
+    #[test]
+    fn back_references_across_messages_fail_without_context_takeover() {
+        // Across messages, when no context takeover was agreed.
+        let msg = b"{\"t\":\"report\",\"dev\":\"KN-A4CF12F0E1B2\",\"power_w\":1432.6}".repeat(3);
+        let mut d = Deflater::new(Side::default());
+        let first = d.deflate(&msg);
+        let second = d.deflate(&msg);
+        let strict = Side {
+            no_context_takeover: true,
+            window_bits: 15,
+        };
+        let mut i = Inflater::new(strict);
+        assert_eq!(i.inflate(&first, 1 << 20).unwrap(), msg);
+        assert!(matches!(
+            i.inflate(&second, 1 << 20),
+            Err(InflateError::Invalid { .. })
+        ));
+        // A back-reference beyond the agreed window inside one message is
+        // not caught: zlib resolves it from the message's own output.
     }
 
     #[test]
