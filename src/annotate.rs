@@ -679,34 +679,23 @@ impl Annotator {
             let cause = diagnose::length_cause(&h, &head, &arrived, true, dir.sender());
             let resync = self.cfg.resync;
             let mut ev = self.truncated_frame(dir, h, head, &arrived, offset);
-            if let Some(c) = &cause {
-                let k = match c {
-                    diagnose::LengthCause::ByteOrder { swapped } => *swapped,
-                    diagnose::LengthCause::NotALength { fits } => *fits,
-                };
+            let fits = cause.as_ref().map(diagnose::LengthCause::fits);
+            if let (Some(c), Some(k)) = (&cause, fits) {
                 let next_at = offset + h.header_len as u64 + k;
                 ev.notes.push(length_note(&h, c, next_at, resync));
-                out.push(Event {
-                    conn: self.conn,
-                    dir,
-                    offset,
-                    time,
-                    kind: EventKind::Frame(Box::new(ev)),
-                });
-                if resync {
-                    self.state_mut(dir)
-                        .decoder
-                        .discard(h.header_len + k as usize);
-                    continue;
-                }
-            } else {
-                out.push(Event {
-                    conn: self.conn,
-                    dir,
-                    offset,
-                    time,
-                    kind: EventKind::Frame(Box::new(ev)),
-                });
+            }
+            out.push(Event {
+                conn: self.conn,
+                dir,
+                offset,
+                time,
+                kind: EventKind::Frame(Box::new(ev)),
+            });
+            if let (Some(k), true) = (fits, resync) {
+                self.state_mut(dir)
+                    .decoder
+                    .discard(h.header_len + k as usize);
+                continue;
             }
             self.state_mut(dir).truncated_shown = true;
             return;
@@ -793,10 +782,7 @@ impl Annotator {
         } else {
             st.decoder.offset() - st.decoder.skipped_bytes().len() as u64
         };
-        let k = match cause {
-            diagnose::LengthCause::ByteOrder { swapped } => swapped,
-            diagnose::LengthCause::NotALength { fits } => fits,
-        };
+        let k = cause.fits();
         notes.push(length_note(h, &cause, payload_at + k, resync));
         if resync {
             if stuck {
@@ -1307,12 +1293,8 @@ fn finish_message(
     let mut notes = fr.notes;
     let mut text = None;
     let mut km = None;
-    if fr.opcode == OpCode::Text && fr.len <= cfg.max_message && readable {
-        let mask = fr.mask.filter(|_| fr.frames == 1 && !fr.compressed);
-        if let Some(n) = diagnose_text(&fr.payload, mask, &notes, dir, cfg) {
-            notes.push(n);
-        }
-    }
+    // The Kinetid layer's notes come after any diagnosis of the text.
+    let mut kin_notes = Vec::new();
     if fr.opcode == OpCode::Text
         && readable
         && !notes.iter().any(|n| n.code == Code::TextInvalidUtf8)
@@ -1328,7 +1310,7 @@ fn finish_message(
             let j = joined.as_ref().map(|t| (t, kinetid::decode(t, dir)));
             match j {
                 Some((_, jd)) if jd.msg.is_some() => {
-                    notes.push(Note::info(
+                    kin_notes.push(Note::info(
                         Code::HintFinEveryFragment,
                         "RFC 6455 5.4",
                         "this message completes the JSON of the previous one: the sender set FIN on every fragment and repeated the opcode instead of using continuation frames (a firmware bug)",
@@ -1345,7 +1327,7 @@ fn finish_message(
                     if d.incomplete_json && s.len() < kinetid::MAX_MESSAGE {
                         *pending_json = Some(s.clone());
                     }
-                    notes.extend(d.notes);
+                    kin_notes.extend(d.notes);
                     km = d.msg;
                 }
                 _ => {}
@@ -1353,6 +1335,14 @@ fn finish_message(
         }
         text = Some(s);
     }
+    if fr.opcode == OpCode::Text && fr.len <= cfg.max_message && readable {
+        let mask = fr.mask.filter(|_| fr.frames == 1 && !fr.compressed);
+        let not_json = kin_notes.iter().any(|n| n.code == Code::KinetidNotJson);
+        if let Some(n) = diagnose_text(&fr.payload, mask, &notes, not_json, dir, cfg) {
+            notes.push(n);
+        }
+    }
+    notes.extend(kin_notes);
     MessageEvent {
         opcode: fr.opcode,
         len: fr.len,
@@ -1430,24 +1420,26 @@ fn reading(t: &str, dir: Direction) -> String {
 
 /// Why a text message is not the text (or JSON) it should be: a mask
 /// applied wrongly, a C string, Latin-1, two JSON messages in one.
-/// `mask` is the key of a single-frame masked message.
+/// `mask` is the key of a single-frame masked message; `not_json` says the
+/// Kinetid layer could not parse it (the parse is not repeated unless so).
 fn diagnose_text(
     payload: &[u8],
     mask: Option<MaskKey>,
     notes: &[Note],
+    not_json: bool,
     dir: Direction,
     cfg: Config,
 ) -> Option<Note> {
+    let invalid_utf8 = notes.iter().any(|n| n.code == Code::TextInvalidUtf8);
+    if !invalid_utf8 && !not_json {
+        return None;
+    }
     let utf8 = std::str::from_utf8(payload);
     let looks_json = payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let json_err = match &utf8 {
-        Ok(t) if cfg.kinetid && looks_json => serde_json::from_str::<serde_json::Value>(t).err(),
+        Ok(t) if not_json => serde_json::from_str::<serde_json::Value>(t).err(),
         _ => None,
     };
-    let invalid_utf8 = notes.iter().any(|n| n.code == Code::TextInvalidUtf8);
-    if !invalid_utf8 && json_err.is_none() {
-        return None;
-    }
     if let Some(key) = mask {
         let mut masked = payload.to_vec();
         apply_mask(&mut masked, key.0);

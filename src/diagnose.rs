@@ -83,6 +83,17 @@ pub enum LengthCause {
     },
 }
 
+impl LengthCause {
+    /// The payload length that fits: where the real next frame starts,
+    /// counted from the end of the header.
+    pub fn fits(&self) -> u64 {
+        match *self {
+            LengthCause::ByteOrder { swapped } => swapped,
+            LengthCause::NotALength { fits } => fits,
+        }
+    }
+}
+
 /// Explain a declared length that does not fit: `after` is every byte that
 /// followed the header (the whole rest of the stream when `at_end`).
 pub fn length_cause(

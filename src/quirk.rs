@@ -173,37 +173,6 @@ impl FrameWriter {
             }
             return;
         }
-        if (self.has(Quirk::LengthLe) && (126..=0xffff).contains(&len))
-            || (self.has(Quirk::MaskRestart)
-                && mask.is_some()
-                && payload.len() > MASK_RESTART_EVERY)
-        {
-            let start = out.len();
-            encode_frame(
-                out,
-                opcode,
-                payload,
-                EncodeOptions {
-                    fin,
-                    rsv: 0,
-                    mask,
-                    len_encoding: None,
-                },
-            );
-            let hl = out.len() - start - payload.len();
-            if self.has(Quirk::LengthLe) && (126..=0xffff).contains(&len) {
-                out.swap(start + 2, start + 3);
-            }
-            if let (true, Some(k)) = (self.has(Quirk::MaskRestart), mask) {
-                // Each write buffer masked from key byte 0.
-                let body = &mut out[start + hl..];
-                body.copy_from_slice(payload);
-                for chunk in body.chunks_mut(MASK_RESTART_EVERY) {
-                    apply_mask(chunk, k.0);
-                }
-            }
-            return;
-        }
         let len_encoding = if self.has(Quirk::LenNonMinimal) {
             Some(if len <= 125 {
                 LenEncoding::Bits16
@@ -213,6 +182,7 @@ impl FrameWriter {
         } else {
             None
         };
+        let start = out.len();
         encode_frame(
             out,
             opcode,
@@ -224,6 +194,19 @@ impl FrameWriter {
                 len_encoding,
             },
         );
+        if self.has(Quirk::LengthLe) && out[start + 1] & 0x7f == 126 {
+            // The 16-bit length written little-endian.
+            out.swap(start + 2, start + 3);
+        }
+        if let (true, Some(k)) = (self.has(Quirk::MaskRestart), mask) {
+            // Each write buffer masked from key byte 0.
+            let body_at = out.len() - payload.len();
+            let body = &mut out[body_at..];
+            body.copy_from_slice(payload);
+            for chunk in body.chunks_mut(MASK_RESTART_EVERY) {
+                apply_mask(chunk, k.0);
+            }
+        }
     }
 
     /// The message bytes as the buggy firmware would send them (before any

@@ -64,8 +64,9 @@ pub struct ListenMetrics {
     /// Answers to upgrade requests, by HTTP status.
     pub handshakes: IntCounterVec,
     frames: IntCounterVec,
-    /// Bytes on the wire, by direction.
-    pub bytes: IntCounterVec,
+    /// Bytes on the wire, device to server and server to device (the two
+    /// series of one labelled family, resolved once: counted per read).
+    bytes: [IntCounter; 2],
     notes: IntCounterVec,
     closes: IntCounterVec,
     /// Devices online (set at scrape time).
@@ -130,12 +131,15 @@ impl ListenMetrics {
                 "WebSocket frames, by direction and opcode",
                 &["dir", "opcode"],
             ),
-            bytes: counter_vec(
-                &r,
-                &format!("{p}wire_bytes_total"),
-                "Bytes on the wire, by direction",
-                &["dir"],
-            ),
+            bytes: {
+                let v = counter_vec(
+                    &r,
+                    &format!("{p}wire_bytes_total"),
+                    "Bytes on the wire, by direction",
+                    &["dir"],
+                );
+                [v.with_label_values(&["c2s"]), v.with_label_values(&["s2c"])]
+            },
             notes: counter_vec(
                 &r,
                 &format!("{p}notes_total"),
@@ -170,6 +174,14 @@ impl ListenMetrics {
                 "Annotation lines dropped because stdout did not keep up",
             ),
             registry: r,
+        }
+    }
+
+    /// The wire-bytes counter for a direction.
+    pub fn wire_bytes(&self, dir: kinetid_wsdump::frame::Direction) -> &IntCounter {
+        match dir {
+            kinetid_wsdump::frame::Direction::C2S => &self.bytes[0],
+            kinetid_wsdump::frame::Direction::S2C => &self.bytes[1],
         }
     }
 

@@ -277,11 +277,6 @@ impl Session {
         out
     }
 
-    /// The peer dropped TCP.
-    pub fn on_peer_gone(&mut self) {
-        self.done = true;
-    }
-
     /// Timers: the closing-handshake deadline, keep-alive pings, idleness.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();

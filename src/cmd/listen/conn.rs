@@ -85,11 +85,13 @@ impl Conn {
     /// Record, annotate, render and account bytes seen in `dir`.
     fn observe(&mut self, dir: Direction, bytes: &[u8]) -> Vec<Event> {
         let t = now();
-        self.record(Chunk {
-            time: Some(t),
-            conn: self.id,
-            kind: ChunkKind::Data(dir, bytes.to_vec()),
-        });
+        if self.hub.record.is_some() {
+            self.record(Chunk {
+                time: Some(t),
+                conn: self.id,
+                kind: ChunkKind::Data(dir, bytes.to_vec()),
+            });
+        }
         let mut ev = Vec::new();
         self.ann.feed(dir, bytes, Some(t), &mut ev);
         let c = &self.hub.counters;
@@ -97,11 +99,7 @@ impl Conn {
             Direction::C2S => c.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed),
             Direction::S2C => c.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed),
         };
-        self.hub
-            .metrics
-            .bytes
-            .with_label_values(&[dir.as_str()])
-            .inc_by(bytes.len() as u64);
+        self.hub.metrics.wire_bytes(dir).inc_by(bytes.len() as u64);
         self.emit(&ev);
         let held = self.ann.held_bytes();
         if held >= self.held {
@@ -493,9 +491,7 @@ impl Conn {
                 Work::Out(Output::Deliver(m)) => match backend.as_mut() {
                     // Echo mode: every data message goes back as it came.
                     None => self.send_frame(m.opcode, &m.payload).await?,
-                    Some(b) => {
-                        work.extend(b.on_message(&m, now_unix()).into_iter().map(Work::Effect))
-                    }
+                    Some(b) => work.extend(b.on_message(&m, now()).into_iter().map(Work::Effect)),
                 },
                 Work::Effect(Effect::Send(text)) if sess.is_open() => self.send_text(&text).await?,
                 Work::Effect(Effect::Send(_)) => {}
@@ -509,11 +505,9 @@ impl Conn {
                     role,
                     via,
                     take_over,
-                }) => self.claim(&dev, role, via.as_deref(), now_unix(), take_over),
-                Work::Effect(Effect::Reading(r)) => self.hub.reading(self.id, &r, now_unix()),
-                Work::Effect(Effect::Relay { dev, on }) => {
-                    self.hub.relay(self.id, &dev, on, now_unix())
-                }
+                }) => self.claim(&dev, role, via.as_deref(), now(), take_over),
+                Work::Effect(Effect::Reading(r)) => self.hub.reading(self.id, &r, now()),
+                Work::Effect(Effect::Relay { dev, on }) => self.hub.relay(self.id, &dev, on, now()),
                 Work::Effect(Effect::Answer { re, result }) => self.hub.answer(self.id, re, result),
             }
         }
@@ -622,10 +616,6 @@ impl Conn {
 enum Work {
     Out(Output),
     Effect(Effect),
-}
-
-fn now_unix() -> f64 {
-    now()
 }
 
 async fn sleep_opt(d: Option<Instant>) {
