@@ -73,49 +73,79 @@ pub struct Parsed {
     pub error: Option<FileError>,
 }
 
+/// Each byte's value as a hex digit, or 0xff.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+fn is_sep(b: u8) -> bool {
+    b.is_ascii_whitespace() || b == b',' || b == b':'
+}
+
 /// Parse hex tokens (`81 AB`, `0x81,0xab`, `81ab`) into `out`.
 /// Returns the column of the first bad token.
 fn parse_hex(s: &str, out: &mut Vec<u8>) -> Result<(), (usize, String)> {
     let bytes = s.as_bytes();
+    out.reserve(bytes.len() / 2);
     let mut i = 0;
     while i < bytes.len() {
-        let c = bytes[i];
-        if c.is_ascii_whitespace() || c == b',' || c == b':' {
+        if is_sep(bytes[i]) {
             i += 1;
             continue;
         }
         let start = i;
-        while i < bytes.len()
-            && !(bytes[i].is_ascii_whitespace() || bytes[i] == b',' || bytes[i] == b':')
-        {
+        while i < bytes.len() && !is_sep(bytes[i]) {
             i += 1;
         }
-        let mut tok = &s[start..i];
+        let mut tok = &bytes[start..i];
         let mut col = start;
-        if tok.starts_with("0x") || tok.starts_with("0X") {
+        if tok.starts_with(b"0x") || tok.starts_with(b"0X") {
             tok = &tok[2..];
             col += 2;
         }
         if tok.is_empty() {
             return Err((start, "empty hex token".into()));
         }
-        if let Some(p) = tok.bytes().position(|b| !b.is_ascii_hexdigit()) {
-            return Err((
-                col + p,
-                format!(
-                    "{:?} is not hex",
-                    &tok[p..p + tok[p..].chars().next().map_or(1, char::len_utf8)]
-                ),
-            ));
+        let pairs = tok.chunks_exact(2);
+        let odd = pairs.remainder().first().copied();
+        for (k, p) in pairs.enumerate() {
+            let (hi, lo) = (HEX[p[0] as usize], HEX[p[1] as usize]);
+            if hi | lo == 0xff {
+                let at = 2 * k + usize::from(hi != 0xff);
+                return Err(not_hex(s, col + at));
+            }
+            out.push(hi << 4 | lo);
         }
-        if tok.len() % 2 != 0 {
-            return Err((col, format!("{tok:?} has an odd number of hex digits")));
-        }
-        for k in (0..tok.len()).step_by(2) {
-            out.push(u8::from_str_radix(&tok[k..k + 2], 16).expect("checked hex"));
+        if let Some(b) = odd {
+            if HEX[b as usize] == 0xff {
+                return Err(not_hex(s, col + tok.len() - 1));
+            }
+            let t = &s[col..col + tok.len()];
+            return Err((col, format!("{t:?} has an odd number of hex digits")));
         }
     }
     Ok(())
+}
+
+/// The error for a character that is not a hex digit at byte `at` of `s`.
+fn not_hex(s: &str, at: usize) -> (usize, String) {
+    let ch = s[at..]
+        .chars()
+        .next()
+        .map_or("", |c| &s[at..at + c.len_utf8()]);
+    (at, format!("{ch:?} is not hex"))
 }
 
 fn is_request_line(l: &str) -> bool {
@@ -127,29 +157,157 @@ fn is_request_line(l: &str) -> bool {
         && it.next().is_some_and(|v| v.starts_with("HTTP/"))
 }
 
-/// Parse a hex text fixture.
-pub fn parse_hex_fixture(text: &str) -> Parsed {
-    let mut p = Parsed::default();
-    let mut block: Option<(Direction, Vec<u8>)> = None;
-    let mut offset = 0usize;
-    for (n, raw_line) in text.split_inclusive('\n').enumerate() {
-        let line_no = n + 1;
-        let line_off = offset;
-        offset += raw_line.len();
+/// Which text format a file is in, known from its first line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextFormat {
+    Fixture,
+    Capture,
+}
+
+/// Reads chunks from a hex fixture or a capture one line at a time, so
+/// memory does not grow with the file: one line, the chunk being built and
+/// (fixtures) one HTTP head at most.
+#[derive(Debug)]
+pub struct Reader<R> {
+    src: R,
+    line: Vec<u8>,
+    /// Lines read so far.
+    line_no: usize,
+    /// Bytes read so far.
+    offset: usize,
+    format: Option<TextFormat>,
+    /// Fixtures: the stretch of one direction being joined.
+    pending: Option<(Direction, Vec<u8>)>,
+    /// Fixtures: an HTTP head being read.
+    block: Option<(Direction, Vec<u8>)>,
+    /// Chunks ready to be handed out, oldest first.
+    ready: std::collections::VecDeque<Chunk>,
+    error: Option<FileError>,
+    done: bool,
+}
+
+impl<R: std::io::BufRead> Reader<R> {
+    /// A reader over a text fixture or a capture (told apart by the first line).
+    pub fn new(src: R) -> Self {
+        Reader {
+            src,
+            line: Vec::with_capacity(4096),
+            line_no: 0,
+            offset: 0,
+            format: None,
+            pending: None,
+            block: None,
+            ready: std::collections::VecDeque::new(),
+            error: None,
+            done: false,
+        }
+    }
+
+    /// The first malformed line, once reading stopped at it.
+    pub fn error(&self) -> Option<&FileError> {
+        self.error.as_ref()
+    }
+
+    /// The next chunk; `Ok(None)` at the end of the input or at the first
+    /// malformed line (then [`Reader::error`] says what and where).
+    pub fn next_chunk(&mut self) -> std::io::Result<Option<Chunk>> {
+        loop {
+            if let Some(c) = self.ready.pop_front() {
+                return Ok(Some(c));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            self.line.clear();
+            let n = self.src.read_until(b'\n', &mut self.line)?;
+            if n == 0 {
+                self.done = true;
+                self.end();
+                continue;
+            }
+            let line_off = self.offset;
+            self.offset += n;
+            self.line_no += 1;
+            let raw = std::mem::take(&mut self.line);
+            let r = match std::str::from_utf8(&raw) {
+                Ok(text) => self.text_line(text, line_off),
+                Err(e) => Err(FileError {
+                    line: self.line_no,
+                    offset: line_off + e.valid_up_to(),
+                    reason:
+                        "invalid UTF-8: not a text fixture or capture (use --raw for binary files)"
+                            .into(),
+                }),
+            };
+            self.line = raw;
+            if let Err(e) = r {
+                self.flush_pending();
+                self.error = Some(e);
+                self.done = true;
+            }
+        }
+    }
+
+    fn text_line(&mut self, raw_line: &str, line_off: usize) -> Result<(), FileError> {
+        let format = *self
+            .format
+            .get_or_insert(if raw_line.starts_with(CAPTURE_MAGIC) {
+                TextFormat::Capture
+            } else {
+                TextFormat::Fixture
+            });
+        match format {
+            TextFormat::Capture => {
+                if let Some(c) = capture_record(raw_line, self.line_no, line_off)? {
+                    self.ready.push_back(c);
+                }
+                Ok(())
+            }
+            TextFormat::Fixture => self.fixture_line(raw_line, line_off),
+        }
+    }
+
+    fn flush_pending(&mut self) {
+        if let Some((dir, bytes)) = self.pending.take() {
+            self.ready.push_back(Chunk {
+                time: None,
+                conn: 1,
+                kind: ChunkKind::Data(dir, bytes),
+            });
+        }
+    }
+
+    /// The end of the input: what is left, and an HTTP head left open.
+    fn end(&mut self) {
+        self.flush_pending();
+        if self.block.take().is_some() {
+            // An HTTP head left open at the end of the file: keep what is there.
+            self.error = Some(FileError {
+                line: self.line_no,
+                offset: self.offset,
+                reason: "file ends inside an HTTP head (no blank line)".into(),
+            });
+        }
+    }
+
+    fn fixture_line(&mut self, raw_line: &str, line_off: usize) -> Result<(), FileError> {
+        let line_no = self.line_no;
         let line = raw_line.trim_end_matches(['\n', '\r']);
-        if let Some((dir, buf)) = block.as_mut() {
+        if let Some((dir, buf)) = self.block.as_mut() {
             buf.extend_from_slice(line.as_bytes());
             buf.extend_from_slice(b"\r\n");
             if line.is_empty() {
                 let (dir, buf) = (*dir, std::mem::take(buf));
-                p.chunks.push(Chunk {
-                    time: None,
-                    conn: 1,
-                    kind: ChunkKind::Data(dir, buf),
-                });
-                block = None;
+                self.block = None;
+                match self.pending.as_mut() {
+                    Some((d, prev)) if *d == dir => prev.extend_from_slice(&buf),
+                    _ => {
+                        self.flush_pending();
+                        self.pending = Some((dir, buf));
+                    }
+                }
             }
-            continue;
+            return Ok(());
         }
         let trimmed = line.trim_start();
         let lead = line.len() - trimmed.len();
@@ -158,173 +316,171 @@ pub fn parse_hex_fixture(text: &str) -> Parsed {
         } else if let Some(r) = trimmed.strip_prefix('<') {
             (Direction::S2C, r)
         } else if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
+            return Ok(());
         } else if is_request_line(trimmed) {
-            block = Some((Direction::C2S, format!("{trimmed}\r\n").into_bytes()));
-            continue;
+            self.block = Some((Direction::C2S, format!("{trimmed}\r\n").into_bytes()));
+            return Ok(());
         } else if trimmed.starts_with("HTTP/") {
-            block = Some((Direction::S2C, format!("{trimmed}\r\n").into_bytes()));
-            continue;
+            self.block = Some((Direction::S2C, format!("{trimmed}\r\n").into_bytes()));
+            return Ok(());
         } else {
-            p.error = Some(FileError {
+            return Err(FileError {
                 line: line_no,
                 offset: line_off + lead,
                 reason: "expected '>' (device to server), '<' (server to device), '#' (comment) or an HTTP head".into(),
             });
-            return p;
         };
         let body = rest.split('#').next().unwrap_or("");
         let mut bytes = Vec::new();
         if let Err((col, why)) = parse_hex(body, &mut bytes) {
-            p.error = Some(FileError {
+            return Err(FileError {
                 line: line_no,
                 offset: line_off + lead + 1 + col,
                 reason: why,
             });
-            return p;
         }
         // Consecutive lines of one direction are one stretch of bytes.
-        match p.chunks.last_mut() {
-            Some(Chunk {
-                kind: ChunkKind::Data(d, prev),
-                ..
-            }) if *d == dir => prev.extend_from_slice(&bytes),
+        match self.pending.as_mut() {
+            Some((d, prev)) if *d == dir => prev.extend_from_slice(&bytes),
             _ if bytes.is_empty() => {}
-            _ => p.chunks.push(Chunk {
-                time: None,
-                conn: 1,
-                kind: ChunkKind::Data(dir, bytes),
-            }),
+            _ => {
+                self.flush_pending();
+                self.pending = Some((dir, bytes));
+            }
         }
+        Ok(())
     }
-    if let Some((_, buf)) = block {
-        // An HTTP head left open at the end of the file: keep what is there.
-        p.error = Some(FileError {
-            line: text.lines().count(),
-            offset: text.len(),
-            reason: "file ends inside an HTTP head (no blank line)".into(),
-        });
-        let _ = buf;
+}
+
+/// Read every chunk of a text fixture or capture held in memory.
+fn parse_all(text: &str) -> Parsed {
+    let mut r = Reader::new(text.as_bytes());
+    let mut p = Parsed::default();
+    while let Ok(Some(c)) = r.next_chunk() {
+        p.chunks.push(c);
     }
+    p.error = r.error;
+    p
+}
+
+/// Parse a hex text fixture.
+pub fn parse_hex_fixture(text: &str) -> Parsed {
+    let mut r = Reader::new(text.as_bytes());
+    r.format = Some(TextFormat::Fixture);
+    let mut p = Parsed::default();
+    while let Ok(Some(c)) = r.next_chunk() {
+        p.chunks.push(c);
+    }
+    p.error = r.error;
     p
 }
 
 /// Parse a capture file written by `listen --record`.
 pub fn parse_capture(text: &str) -> Parsed {
-    let mut p = Parsed::default();
-    let mut offset = 0usize;
-    for (n, raw_line) in text.split_inclusive('\n').enumerate() {
-        let line_no = n + 1;
-        let line_off = offset;
-        offset += raw_line.len();
-        let line = raw_line.trim_end_matches(['\n', '\r']);
-        if n == 0 {
-            if line != CAPTURE_MAGIC {
-                p.error = Some(FileError {
-                    line: 1,
-                    offset: 0,
-                    reason: format!("capture must start with {CAPTURE_MAGIC:?}"),
-                });
-                return p;
-            }
-            continue;
+    parse_all(text)
+}
+
+/// Parse a text file in whichever text format it is in.
+pub fn parse_text(text: &str) -> Parsed {
+    parse_all(text)
+}
+
+/// One line of a capture: a chunk, nothing (blank lines, comments, the
+/// first line) or the error that stops reading.
+fn capture_record(
+    raw_line: &str,
+    line_no: usize,
+    line_off: usize,
+) -> Result<Option<Chunk>, FileError> {
+    let line = raw_line.trim_end_matches(['\n', '\r']);
+    let err = |col: usize, reason: String| FileError {
+        line: line_no,
+        offset: line_off + col,
+        reason,
+    };
+    if line_no == 1 {
+        if line != CAPTURE_MAGIC {
+            return Err(err(0, format!("capture must start with {CAPTURE_MAGIC:?}")));
         }
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if !raw_line.ends_with('\n') {
-            p.error = Some(FileError {
-                line: line_no,
-                offset: line_off + line.len(),
-                reason: "last line is cut short (no line end): the recording was interrupted"
-                    .into(),
-            });
-            return p;
-        }
-        let fields: Vec<&str> = line.splitn(4, ' ').collect();
-        let err = |col: usize, reason: String| FileError {
-            line: line_no,
-            offset: line_off + col,
-            reason,
-        };
-        let time = match fields.first().map(|t| t.parse::<f64>()) {
-            Some(Ok(t)) if t.is_finite() => t,
-            _ => {
-                p.error = Some(err(0, "expected a time in Unix seconds".into()));
-                return p;
-            }
-        };
-        let conn_col = fields[0].len() + 1;
-        let Some(Ok(conn)) = fields.get(1).map(|c| c.parse::<u64>()) else {
-            p.error = Some(err(conn_col, "expected a connection number".into()));
-            return p;
-        };
-        let kind_col = conn_col + fields[1].len() + 1;
-        let rest = fields.get(3).copied().unwrap_or("");
-        let kind = match fields.get(2).copied() {
-            Some("open") => ChunkKind::Open(rest.to_string()),
-            Some("eof") => ChunkKind::Eof,
-            Some("note") => {
-                // DIR SEVERITY CODE MESSAGE
-                let mut it = rest.splitn(4, ' ');
-                let (d, sev, code, msg) = (
-                    it.next().unwrap_or(""),
-                    it.next().unwrap_or(""),
-                    it.next().unwrap_or(""),
-                    it.next().unwrap_or(""),
-                );
-                let dir = match d {
-                    "c2s" => Direction::C2S,
-                    "s2c" => Direction::S2C,
-                    _ => {
-                        p.error = Some(err(kind_col + 5, "expected c2s or s2c".into()));
-                        return p;
-                    }
-                };
-                match crate::note::listener_note(sev, code, msg) {
-                    Some(n) => ChunkKind::Note(dir, n),
-                    None => {
-                        p.error = Some(err(
-                            kind_col + 9,
-                            format!("unknown note {:?} {:?}", sev, code),
-                        ));
-                        return p;
-                    }
-                }
-            }
-            Some(d @ ("c2s" | "s2c")) => {
-                let mut bytes = Vec::new();
-                if let Err((col, why)) = parse_hex(rest, &mut bytes) {
-                    p.error = Some(err(kind_col + 4 + col, why));
-                    return p;
-                }
-                ChunkKind::Data(
-                    if d == "c2s" {
-                        Direction::C2S
-                    } else {
-                        Direction::S2C
-                    },
-                    bytes,
-                )
-            }
-            other => {
-                p.error = Some(err(
-                    kind_col,
-                    format!(
-                        "expected open, c2s, s2c, note or eof, found {:?}",
-                        other.unwrap_or("")
-                    ),
-                ));
-                return p;
-            }
-        };
-        p.chunks.push(Chunk {
-            time: Some(time),
-            conn,
-            kind,
-        });
+        return Ok(None);
     }
-    p
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    if !raw_line.ends_with('\n') {
+        return Err(err(
+            line.len(),
+            "last line is cut short (no line end): the recording was interrupted".into(),
+        ));
+    }
+    let mut fields = line.splitn(4, ' ');
+    let (f0, f1, f2, rest) = (fields.next(), fields.next(), fields.next(), fields.next());
+    let time = match f0.map(str::parse::<f64>) {
+        Some(Ok(t)) if t.is_finite() => t,
+        _ => return Err(err(0, "expected a time in Unix seconds".into())),
+    };
+    let conn_col = f0.map_or(0, str::len) + 1;
+    let Some(Ok(conn)) = f1.map(str::parse::<u64>) else {
+        return Err(err(conn_col, "expected a connection number".into()));
+    };
+    let kind_col = conn_col + f1.map_or(0, str::len) + 1;
+    let rest = rest.unwrap_or("");
+    let kind = match f2 {
+        Some("open") => ChunkKind::Open(rest.to_string()),
+        Some("eof") => ChunkKind::Eof,
+        Some("note") => {
+            // DIR SEVERITY CODE MESSAGE
+            let mut it = rest.splitn(4, ' ');
+            let (d, sev, code, msg) = (
+                it.next().unwrap_or(""),
+                it.next().unwrap_or(""),
+                it.next().unwrap_or(""),
+                it.next().unwrap_or(""),
+            );
+            let dir = match d {
+                "c2s" => Direction::C2S,
+                "s2c" => Direction::S2C,
+                _ => return Err(err(kind_col + 5, "expected c2s or s2c".into())),
+            };
+            match crate::note::listener_note(sev, code, msg) {
+                Some(n) => ChunkKind::Note(dir, n),
+                None => {
+                    return Err(err(
+                        kind_col + 9,
+                        format!("unknown note {:?} {:?}", sev, code),
+                    ))
+                }
+            }
+        }
+        Some(d @ ("c2s" | "s2c")) => {
+            let mut bytes = Vec::new();
+            if let Err((col, why)) = parse_hex(rest, &mut bytes) {
+                return Err(err(kind_col + 4 + col, why));
+            }
+            ChunkKind::Data(
+                if d == "c2s" {
+                    Direction::C2S
+                } else {
+                    Direction::S2C
+                },
+                bytes,
+            )
+        }
+        other => {
+            return Err(err(
+                kind_col,
+                format!(
+                    "expected open, c2s, s2c, note or eof, found {:?}",
+                    other.unwrap_or("")
+                ),
+            ))
+        }
+    };
+    Ok(Some(Chunk {
+        time: Some(time),
+        conn,
+        kind,
+    }))
 }
 
 /// One capture line (with its newline) for a record.

@@ -110,11 +110,7 @@ impl Replayer {
 
 /// Parse a file's text in whichever text format it is in.
 pub fn parse_text(text: &str) -> Parsed {
-    if text.starts_with(capture::CAPTURE_MAGIC) {
-        capture::parse_capture(text)
-    } else {
-        capture::parse_hex_fixture(text)
-    }
+    capture::parse_text(text)
 }
 
 impl Replayer {

@@ -3,13 +3,13 @@
 use super::{config, printer, AppError};
 use crate::cli::{DirArg, ReplayArgs};
 use kinetid_wsdump::annotate::{Config, Event};
-use kinetid_wsdump::capture::{Chunk, ChunkKind};
+use kinetid_wsdump::capture::{Chunk, ChunkKind, FileError, Reader};
 use kinetid_wsdump::escape::Esc;
 use kinetid_wsdump::frame::Direction;
 use kinetid_wsdump::render::Format;
 use kinetid_wsdump::render::Printer;
-use kinetid_wsdump::replay::{self, Replayer, Stats};
-use std::io::Write;
+use kinetid_wsdump::replay::{Replayer, Stats};
+use std::io::{BufRead, Read, Write};
 use std::path::Path;
 
 /// Run `replay` from flags.
@@ -63,8 +63,12 @@ fn stdout_err(e: std::io::Error) -> AppError {
 
 impl Run<'_> {
     fn file(&mut self, path: &Path, out: &mut dyn Write) -> Result<(), AppError> {
-        let (name, bytes) = read_input(path)?;
-        if bytes.is_empty() {
+        let (name, mut src) = open_input(path)?;
+        let empty = src
+            .fill_buf()
+            .map_err(|e| AppError::Io(name.clone(), e))?
+            .is_empty();
+        if empty {
             eprintln!(
                 "kinetid-wsdump: {}: empty file: nothing to replay",
                 Esc(&name)
@@ -80,12 +84,22 @@ impl Run<'_> {
             };
             out.write_all(line.as_bytes()).map_err(stdout_err)?;
         }
-        let parsed = self.parse(&name, bytes)?;
+        let mut input = if self.a.raw {
+            let dir = match self.a.dir {
+                DirArg::C2s => Direction::C2S,
+                DirArg::S2c => Direction::S2C,
+            };
+            Input::Raw { src, dir }
+        } else {
+            Input::Text(Reader::new(src))
+        };
         let mut r = Replayer::new(self.cfg);
         let mut events = Vec::new();
         let mut last_conn = self.conn_base;
-        for c in &parsed.chunks {
-            let mut c = c.clone();
+        while let Some(mut c) = input
+            .next_chunk()
+            .map_err(|e| AppError::Io(name.clone(), e))?
+        {
             c.conn += self.conn_base;
             last_conn = last_conn.max(c.conn);
             r.chunk_split(&c, self.a.chunk, &mut events);
@@ -95,7 +109,7 @@ impl Run<'_> {
         r.finish(&mut events);
         self.emit(&mut events, out)?;
         out.flush().map_err(stdout_err)?;
-        if let Some(err) = parsed.error {
+        if let Some(err) = input.error() {
             eprintln!(
                 "kinetid-wsdump: {}: {err} (everything before it is shown above)",
                 Esc(&name)
@@ -103,31 +117,6 @@ impl Run<'_> {
             self.file_error = true;
         }
         Ok(())
-    }
-
-    fn parse(&self, name: &str, bytes: Vec<u8>) -> Result<replay::Parsed, AppError> {
-        if self.a.raw {
-            let dir = match self.a.dir {
-                DirArg::C2s => Direction::C2S,
-                DirArg::S2c => Direction::S2C,
-            };
-            return Ok(replay::Parsed {
-                chunks: vec![Chunk {
-                    time: None,
-                    conn: 1,
-                    kind: ChunkKind::Data(dir, bytes),
-                }],
-                error: None,
-            });
-        }
-        match std::str::from_utf8(&bytes) {
-            Ok(t) => Ok(replay::parse_text(t)),
-            Err(e) => Err(AppError::Usage(format!(
-                "{}: byte {}: not a text fixture or capture (invalid UTF-8); use --raw for binary files",
-                Esc(name),
-                e.valid_up_to()
-            ))),
-        }
     }
 
     fn emit(&mut self, events: &mut Vec<Event>, out: &mut dyn Write) -> Result<(), AppError> {
@@ -139,16 +128,54 @@ impl Run<'_> {
     }
 }
 
-/// A file's name for messages and its bytes; `-` is standard input.
-fn read_input(path: &Path) -> Result<(String, Vec<u8>), AppError> {
+/// Where a file's chunks come from: read a piece at a time, so memory does
+/// not grow with the file.
+enum Input {
+    /// A hex fixture or a capture.
+    Text(Reader<Box<dyn BufRead>>),
+    /// The whole file is one direction's bytes.
+    Raw {
+        src: Box<dyn BufRead>,
+        dir: Direction,
+    },
+}
+
+/// Raw input is handed on in pieces of this size.
+const RAW_PIECE: usize = 64 * 1024;
+
+impl Input {
+    fn next_chunk(&mut self) -> std::io::Result<Option<Chunk>> {
+        match self {
+            Input::Text(r) => r.next_chunk(),
+            Input::Raw { src, dir } => {
+                let mut b = Vec::with_capacity(RAW_PIECE);
+                src.take(RAW_PIECE as u64).read_to_end(&mut b)?;
+                Ok((!b.is_empty()).then_some(Chunk {
+                    time: None,
+                    conn: 1,
+                    kind: ChunkKind::Data(*dir, b),
+                }))
+            }
+        }
+    }
+
+    fn error(&self) -> Option<&FileError> {
+        match self {
+            Input::Text(r) => r.error(),
+            Input::Raw { .. } => None,
+        }
+    }
+}
+
+/// A file's name for messages and a buffered reader over it; `-` is
+/// standard input.
+fn open_input(path: &Path) -> Result<(String, Box<dyn BufRead>), AppError> {
+    const BUF: usize = 256 * 1024;
     if path.as_os_str() == "-" {
-        let name = "standard input".to_string();
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut b)
-            .map_err(|e| AppError::Io(name.clone(), e))?;
-        return Ok((name, b));
+        let src = std::io::BufReader::with_capacity(BUF, std::io::stdin());
+        return Ok(("standard input".to_string(), Box::new(src)));
     }
     let name = path.display().to_string();
-    let b = std::fs::read(path).map_err(|e| AppError::Io(name.clone(), e))?;
-    Ok((name, b))
+    let f = std::fs::File::open(path).map_err(|e| AppError::Io(name.clone(), e))?;
+    Ok((name, Box::new(std::io::BufReader::with_capacity(BUF, f))))
 }

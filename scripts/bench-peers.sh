@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# kinetid-wsdump next to tshark and websocat, on the same work, in one run.
+#
+# Makes its own inputs (scripts/gen_session.py: one Kinetid session of N
+# frames as the tool's text capture and as a pcap for tshark), installs the
+# peers when missing (Debian's tshark; websocat with `cargo install --root
+# target/peers`), uses one load client for both echo servers
+# (examples/echo_load.rs, on tokio-tungstenite), runs every row RUNS times
+# and prints the medians with the ratios. Loopback only; every run ends by
+# itself.
+#
+# Usage: bash scripts/bench-peers.sh [FRAMES] [RUNS]
+#   FRAMES  frames in the replayed session (default 100000)
+#   RUNS    runs per row, the median is shown (default 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FRAMES=${1:-100000}; RUNS=${2:-3}
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+if ! command -v tshark >/dev/null; then
+  echo "installing tshark (Debian package)" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections 2>/dev/null || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q tshark >/dev/null
+fi
+WEBSOCAT=target/peers/bin/websocat
+if [ ! -x "$WEBSOCAT" ]; then
+  echo "installing websocat under target/peers (a few minutes, once)" >&2
+  cargo install websocat --locked --quiet --root target/peers
+fi
+cargo build --release --quiet --bin kinetid-wsdump --example echo_load
+BIN=target/release/kinetid-wsdump
+LOAD=target/release/examples/echo_load
+
+TMP=$(mktemp -d)
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"' EXIT
+python3 scripts/gen_session.py "$FRAMES" --cap "$TMP/s.cap" --pcap "$TMP/s.pcap"
+
+# Median wall time of RUNS runs of a command, output thrown away.
+median_time() {
+  local ts=()
+  for _ in $(seq "$RUNS"); do
+    local t0 t1
+    t0=$(date +%s.%N); "$@" > /dev/null 2>&1; t1=$(date +%s.%N)
+    ts+=("$(echo "$t1 - $t0" | bc -l)")
+  done
+  printf '%s\n' "${ts[@]}" | sort -g | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}'
+}
+# Peak RSS in KiB of one run.
+peak_rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; }
+
+row() { printf '| %-38s | %-22s | %-22s | %7s |\n' "$1" "$2" "$3" "$4"; }
+ratio() { echo "$1 / $2" | bc -l | awk '{printf "%.1fx", $1}'; }
+
+echo "measuring replay of $FRAMES frames ($(du -h "$TMP/s.cap" | cut -f1) capture, $(du -h "$TMP/s.pcap" | cut -f1) pcap), $RUNS runs a row" >&2
+TV=$(median_time tshark -r "$TMP/s.pcap" -V)
+OV=$(median_time "$BIN" replay --color never "$TMP/s.cap")
+TJ=$(median_time tshark -r "$TMP/s.pcap" -T json)
+OJ=$(median_time "$BIN" replay --format json "$TMP/s.cap")
+TS=$(median_time tshark -r "$TMP/s.pcap")
+OS=$(median_time "$BIN" replay --format summary "$TMP/s.cap")
+
+# Echo: one client, the same for both servers.
+echo_rate() { # URL COUNT SIZE: median messages/s
+  local rs=()
+  for _ in $(seq "$RUNS"); do
+    rs+=("$(timeout 120 "$LOAD" "$1" "$2" "$3" 16 | python3 -c 'import json,sys; print(json.load(sys.stdin)["msgs_per_s"])')")
+  done
+  printf '%s\n' "${rs[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PO=$(free_port); PW=$(free_port)
+"$BIN" listen --bind "127.0.0.1:$PO" --echo --quiet --no-console 2>"$TMP/listen.err" & PIDS+=($!)
+"$WEBSOCAT" -b -E "ws-l:127.0.0.1:$PW" mirror: 2>"$TMP/websocat.err" & PIDS+=($!)
+wait_port "$PO"; wait_port "$PW"
+echo "measuring echo (100-byte and 64 KiB messages, 16 in flight)" >&2
+WS=$(echo_rate "ws://127.0.0.1:$PW/" 100000 100)
+OE=$(echo_rate "ws://127.0.0.1:$PO/ws" 100000 100)
+WB=$(echo_rate "ws://127.0.0.1:$PW/" 5000 65536)
+OB=$(echo_rate "ws://127.0.0.1:$PO/ws" 5000 65536)
+
+# Memory: idle device connections, and replaying a capture of ~100 MB.
+echo "measuring memory (2000 idle plugs; a ~100 MB capture)" >&2
+PK=$(free_port)
+"$BIN" listen --bind "127.0.0.1:$PK" --quiet --no-console 2>"$TMP/listen2.err" & LPID=$!; PIDS+=($LPID)
+wait_port "$PK"
+R0=$(awk '/VmRSS/{print $2}' "/proc/$LPID/status")
+"$BIN" emulate-device --url "ws://127.0.0.1:$PK/ws" --count 2000 --interval 1h --ramp 2s --duration 8s >/dev/null 2>"$TMP/emu.err" & EPID=$!; PIDS+=($EPID)
+sleep 6
+R1=$(awk '/VmRSS/{print $2}' "/proc/$LPID/status")
+wait "$EPID" || true
+PER_CONN=$(echo "($R1 - $R0) / 2000" | bc -l | awk '{printf "%.1f", $1}')
+python3 scripts/gen_session.py 420000 --cap "$TMP/big.cap"
+BIG_MB=$(du -m "$TMP/big.cap" | cut -f1)
+BIG_RSS=$(peak_rss "$BIN" replay --format summary "$TMP/big.cap")
+
+echo
+echo "kinetid-wsdump $($BIN --version | cut -d' ' -f2) vs $(tshark --version 2>/dev/null | head -1 | cut -d' ' -f1-3) and $($WEBSOCAT --version); $FRAMES frames; medians of $RUNS runs"
+echo
+row "work" "peer" "kinetid-wsdump" "ratio"
+row "---" "---" "---" "---"
+row "full per-field text" "tshark -V: ${TV} s" "replay: ${OV} s" "$(ratio "$TV" "$OV")"
+row "JSON lines" "tshark -T json: ${TJ} s" "--format json: ${OJ} s" "$(ratio "$TJ" "$OJ")"
+row "one line per frame" "tshark: ${TS} s" "--format summary: ${OS} s" "$(ratio "$TS" "$OS")"
+row "echo, 100-byte messages (msg/s)" "websocat: ${WS}" "listen --echo: ${OE}" "$(ratio "$OE" "$WS")"
+row "echo, 64 KiB messages (msg/s)" "websocat: ${WB}" "listen --echo: ${OB}" "$(ratio "$OB" "$WB")"
+row "RSS per idle device connection" "" "${PER_CONN} KiB" ""
+row "peak RSS replaying a ${BIG_MB} MB capture" "" "$((BIG_RSS / 1024)) MiB" ""
