@@ -103,8 +103,8 @@ pub struct FrameEvent {
     pub payload: Vec<u8>,
     /// Payload over the limit, not stored.
     pub skipped: bool,
-    /// Every byte range, labelled.
-    pub fields: Vec<Field>,
+    /// Stream offset of the frame's first byte.
+    pub offset: u64,
     /// Close code and reason, for Close frames with a payload.
     pub close: Option<(CloseCode, String)>,
     /// Notes.
@@ -113,6 +113,13 @@ pub struct FrameEvent {
     pub index: u64,
     /// The stream ended inside this frame: how many payload bytes never came.
     pub truncated: Option<u64>,
+}
+
+impl FrameEvent {
+    /// Every byte range of the header, labelled (worked out when shown).
+    pub fn fields(&self) -> Vec<Field> {
+        frame::fields(&self.header, &self.head, self.offset)
+    }
 }
 
 /// A reassembled data message.
@@ -606,7 +613,7 @@ impl Annotator {
                         self.diagnose_length(dir, &h, &head, &mut frame_ev.notes);
                     }
                     self.ping_timing(dir, &mut frame_ev, time);
-                    let offset = frame_ev.fields[0].offset;
+                    let offset = frame_ev.offset;
                     out.push(Event {
                         conn: self.conn,
                         dir,
@@ -733,7 +740,7 @@ impl Annotator {
         }
         FrameEvent {
             header: h,
-            fields: frame::fields(&h, &head, offset),
+            offset,
             head,
             payload,
             skipped: false,
@@ -827,7 +834,6 @@ impl Annotator {
                 );
             }
         }
-        let fields = frame::fields(&h, &raw.head, raw.offset);
         if dir.sender() == Role::Client
             && h.mask.is_none()
             && h.opcode.is_control()
@@ -878,7 +884,7 @@ impl Annotator {
                 head: raw.head,
                 payload: raw.payload,
                 skipped: raw.skipped,
-                fields,
+                offset: raw.offset,
                 close,
                 notes,
                 index,

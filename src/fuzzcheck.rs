@@ -22,7 +22,16 @@ fn render(ev: &[Event]) -> Vec<u8> {
     };
     let mut out = Vec::new();
     for e in ev {
+        let at = out.len();
         p.event(&mut out, e).expect("render to memory");
+        // The streaming JSON writer says exactly what the value form says.
+        let mut v = serde_json::to_vec(&p.json(e)).expect("serialise");
+        v.push(b'\n');
+        assert_eq!(
+            String::from_utf8_lossy(&out[at..]),
+            String::from_utf8_lossy(&v),
+            "JSON writers disagree"
+        );
     }
     out
 }

@@ -3,6 +3,10 @@
 //! Every renderer writes to any `impl Write`, so tests render into a
 //! `Vec<u8>` without colour. Rendering never changes what is shown, only how.
 
+mod json;
+
+pub use json::event as json_line;
+
 use crate::annotate::{Event, EventKind, FrameEvent, MessageEvent};
 use crate::escape::{esc, Esc};
 use crate::frame::{Direction, LenEncoding, OpCode};
@@ -108,9 +112,9 @@ impl Printer {
     pub fn event(&self, w: &mut dyn Write, e: &Event) -> io::Result<()> {
         match self.format {
             Format::Json => {
-                let v = self.json(e);
-                serde_json::to_writer(&mut *w, &v)?;
-                w.write_all(b"\n")
+                let mut b = Vec::with_capacity(1024);
+                json::event(&mut b, e);
+                w.write_all(&b)
             }
             Format::Text => self.text(w, e),
             Format::Summary => self.summary(w, e),
@@ -718,7 +722,7 @@ fn frame_json(f: &FrameEvent) -> Value {
         "payload_hex": hex::encode(&f.payload),
         "payload_text": text,
         "skipped": f.skipped,
-        "fields": f.fields.iter().map(|x| json!({"offset": x.offset, "len": x.len, "name": x.name, "raw": x.raw, "meaning": x.meaning})).collect::<Vec<_>>(),
+        "fields": f.fields().iter().map(|x| json!({"offset": x.offset, "len": x.len, "name": x.name, "raw": x.raw, "meaning": x.meaning})).collect::<Vec<_>>(),
         "notes": notes_json(&f.notes),
     });
     if let Some((c, r)) = &f.close {
@@ -755,32 +759,62 @@ fn message_json(m: &MessageEvent) -> Value {
     v
 }
 
+/// Lower-case hex digits.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 fn hex_spaced(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len() * 3);
     for (i, x) in b.iter().enumerate() {
         if i > 0 {
             s.push(' ');
         }
-        s.push_str(&format!("{x:02x}"));
+        s.push(HEX_DIGITS[(x >> 4) as usize] as char);
+        s.push(HEX_DIGITS[(x & 15) as usize] as char);
     }
     s
 }
 
-/// A classic 16-bytes-a-line hex dump.
+/// `v` in lower-case hex, at least four digits.
+fn push_hex4(line: &mut Vec<u8>, v: usize) {
+    let digits = ((usize::BITS - v.leading_zeros()).div_ceil(4) as usize).max(4);
+    for k in (0..digits).rev() {
+        line.push(HEX_DIGITS[(v >> (4 * k)) & 15]);
+    }
+}
+
+/// A classic 16-bytes-a-line hex dump, built in one buffer a line.
 fn dump(w: &mut dyn Write, b: &[u8], indent: &str, show_ascii: bool) -> io::Result<()> {
-    for (i, line) in b.chunks(16).enumerate() {
-        let mut hx = String::new();
-        for (j, x) in line.iter().enumerate() {
+    let mut line = Vec::with_capacity(indent.len() + 96);
+    for (i, chunk) in b.chunks(16).enumerate() {
+        line.clear();
+        line.extend_from_slice(indent.as_bytes());
+        push_hex4(&mut line, i * 16);
+        line.extend_from_slice(b"  ");
+        let start = line.len();
+        for (j, &x) in chunk.iter().enumerate() {
             if j == 8 {
-                hx.push(' ');
+                line.push(b' ');
             }
-            hx.push_str(&format!("{x:02x} "));
+            line.push(HEX_DIGITS[(x >> 4) as usize]);
+            line.push(HEX_DIGITS[(x & 15) as usize]);
+            line.push(b' ');
         }
         if show_ascii {
-            writeln!(w, "{indent}{:04x}  {hx:<49} |{}|", i * 16, ascii(line))?;
+            line.resize(start + 49, b' ');
+            line.extend_from_slice(b" |");
+            line.extend(chunk.iter().map(|&c| {
+                if (0x20..0x7f).contains(&c) {
+                    c
+                } else {
+                    b'.'
+                }
+            }));
+            line.extend_from_slice(b"|\n");
         } else {
-            writeln!(w, "{indent}{:04x}  {}", i * 16, hx.trim_end())?;
+            line.pop();
+            line.push(b'\n');
         }
+        w.write_all(&line)?;
     }
     Ok(())
 }
