@@ -10,6 +10,7 @@ pub mod track;
 use crate::frame::Direction;
 use crate::note::{Code, Note};
 use serde_json::{Map, Value};
+use std::fmt::Write as _;
 
 /// Where contract notes point.
 pub const SPEC: &str = "kinetid v1";
@@ -75,10 +76,10 @@ fn num(v: &Map<String, Value>, k: &str) -> Option<f64> {
     v.get(k).and_then(Value::as_f64)
 }
 
-fn fmt_num(v: &Map<String, Value>, k: &str, unit: &str) -> String {
-    match num(v, k) {
-        Some(x) => format!(" {x} {unit}"),
-        None => String::new(),
+/// ` VALUE UNIT` when the field is a number.
+fn put_num(s: &mut String, v: &Map<String, Value>, k: &str, unit: &str) {
+    if let Some(x) = num(v, k) {
+        let _ = write!(s, " {x} {unit}");
     }
 }
 
@@ -149,24 +150,36 @@ impl Ctx<'_> {
             notes,
             &["id", "dev", "ts", "seq", "on", "power_w", "energy_wh"],
         );
-        let via = match self.obj.get("via").and_then(Value::as_str) {
-            Some(v) => format!(" via {v} ({})", self.str("link")),
-            None => String::new(),
-        };
         let o = self.obj;
-        format!(
-            "report id={} dev={} seq={} {}{}{}{}{}{}{}",
-            self.id_s(),
-            self.dev.unwrap_or("-"),
-            o.get("seq").map_or("-".into(), |v| v.to_string()),
-            self.onoff("on"),
-            fmt_num(o, "power_w", "W"),
-            fmt_num(o, "voltage_v", "V"),
-            fmt_num(o, "current_a", "A"),
-            num(o, "pf").map_or(String::new(), |x| format!(" pf {x}")),
-            fmt_num(o, "energy_wh", "Wh"),
-            via
-        )
+        // One string written in place: this runs for every report.
+        let mut s = String::with_capacity(128);
+        s.push_str("report id=");
+        match self.id {
+            Some(x) => s.push_str(itoa::Buffer::new().format(x)),
+            None => s.push('-'),
+        }
+        s.push_str(" dev=");
+        s.push_str(self.dev.unwrap_or("-"));
+        s.push_str(" seq=");
+        match o.get("seq") {
+            Some(v) => {
+                let _ = write!(s, "{v}");
+            }
+            None => s.push('-'),
+        }
+        s.push(' ');
+        s.push_str(self.onoff("on"));
+        put_num(&mut s, o, "power_w", "W");
+        put_num(&mut s, o, "voltage_v", "V");
+        put_num(&mut s, o, "current_a", "A");
+        if let Some(x) = num(o, "pf") {
+            let _ = write!(s, " pf {x}");
+        }
+        put_num(&mut s, o, "energy_wh", "Wh");
+        if let Some(v) = self.obj.get("via").and_then(Value::as_str) {
+            let _ = write!(s, " via {v} ({})", self.str("link"));
+        }
+        s
     }
 
     fn state(&self, notes: &mut Vec<Note>) -> String {
@@ -366,7 +379,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
             re,
             dev,
             typed: msg::Msg::from_value(&value),
-            value: value.clone(),
+            value,
             summary,
         }),
         notes,

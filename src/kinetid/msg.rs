@@ -365,7 +365,22 @@ impl Msg {
     /// Read a message; `None` for anything that is not an object with a
     /// known `t`.
     pub fn from_value(v: &Value) -> Option<Msg> {
-        Msg::deserialize(v).ok()
+        // Dispatched on `t` by hand: the derived internally-tagged form
+        // buffers the whole object first, which costs more than the read.
+        fn de<T: serde::de::DeserializeOwned>(v: &Value) -> Option<T> {
+            T::deserialize(v).ok()
+        }
+        let t = v.as_object()?.get("t")?.as_str()?;
+        Some(match t {
+            "hello" => Msg::Hello(de(v)?),
+            "report" => Msg::Report(de(v)?),
+            "state" => Msg::State(de(v)?),
+            "error" => Msg::Error(de(v)?),
+            "welcome" => Msg::Welcome(de(v)?),
+            "ack" => Msg::Ack(de(v)?),
+            "switch" => Msg::Switch(de(v)?),
+            _ => return None,
+        })
     }
 
     /// An `error` (for `bad_request` and the like).
