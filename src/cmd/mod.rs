@@ -96,3 +96,19 @@ pub fn listen(a: ListenArgs) -> Result<u8, AppError> {
 pub fn emulate(a: EmulateArgs) -> Result<u8, AppError> {
     crate::cmd::emulate::run(a)
 }
+
+/// Bytes read from sockets go into one buffer per thread and are handed on
+/// before the task yields, so an idle connection (a listener's device, an
+/// emulated plug) owns no read buffer: thousands of them cost their state,
+/// not 16-64 KiB each.
+const READ_BUF: usize = 64 * 1024;
+
+thread_local! {
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_BUF]);
+}
+
+/// Run `f` with this thread's read buffer. `f` must not yield (it is not
+/// async), so the buffer is never held across a wait.
+pub fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_BUFFER.with(|b| f(&mut b.borrow_mut()))
+}

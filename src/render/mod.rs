@@ -802,13 +802,11 @@ fn dump(w: &mut dyn Write, b: &[u8], indent: &str, show_ascii: bool) -> io::Resu
         if show_ascii {
             line.resize(start + 49, b' ');
             line.extend_from_slice(b" |");
-            line.extend(chunk.iter().map(|&c| {
-                if (0x20..0x7f).contains(&c) {
-                    c
-                } else {
-                    b'.'
-                }
-            }));
+            line.extend(
+                chunk
+                    .iter()
+                    .map(|&c| if (0x20..0x7f).contains(&c) { c } else { b'.' }),
+            );
             line.extend_from_slice(b"|\n");
         } else {
             line.pop();

@@ -327,7 +327,6 @@ async fn serve(
         return End::Lost(e);
     }
     let mut pending = sess.on_peer(first_events, now);
-    let mut buf = vec![0u8; 16 * 1024];
     loop {
         if let Err(e) = apply_session(link, sh, home, &mut sess, std::mem::take(&mut pending)).await
         {
@@ -342,16 +341,29 @@ async fn serve(
             .flatten()
             .min();
         tokio::select! {
-            r = link.sock.read(&mut buf) => {
-                let n = match r {
-                    Ok(0) => return ended(&sess, stop, link),
+            r = link.sock.readable() => {
+                if let Err(e) = r {
+                    return End::Lost(LinkError::Io(e.to_string()));
+                }
+                // Read into the thread's shared buffer: an idle plug holds none.
+                let got = crate::cmd::with_read_buffer(|b| match link.sock.try_read(b) {
+                    Ok(n) if n > 0 => {
+                        let mut ev = Vec::new();
+                        link.ann.feed(Direction::S2C, &b[..n], Some(unix_now()), &mut ev);
+                        Ok(Some(ev))
+                    }
+                    Ok(_) => Ok(None),
+                    Err(e) => Err(e),
+                });
+                match got {
+                    Ok(Some(ev)) => {
+                        link.show(&ev);
+                        pending = sess.on_peer(ev, Instant::now());
+                    }
+                    Ok(None) => return ended(&sess, stop, link),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => return End::Lost(LinkError::Io(e.to_string())),
-                    Ok(n) => n,
-                };
-                let mut ev = Vec::new();
-                link.ann.feed(Direction::S2C, &buf[..n], Some(unix_now()), &mut ev);
-                link.show(&ev);
-                pending = sess.on_peer(ev, Instant::now());
+                }
             }
             _ = sleep_opt(deadline) => {
                 let now = Instant::now();

@@ -206,6 +206,12 @@ impl Conn {
 
     async fn send_frame(&mut self, op: OpCode, payload: &[u8]) -> std::io::Result<()> {
         let mut b = Vec::with_capacity(payload.len() + 10);
+        self.encode_frame(&mut b, op, payload);
+        self.send(&b).await.map(|_| ())
+    }
+
+    /// Append a frame to `b` (compressed when permessage-deflate was agreed).
+    fn encode_frame(&mut self, b: &mut Vec<u8>, op: OpCode, payload: &[u8]) {
         match self.deflater.as_mut().filter(|_| !op.is_control()) {
             // A compressed message: RSV1 on its (only) frame (RFC 7692 6).
             Some(d) => {
@@ -214,15 +220,43 @@ impl Conn {
                     rsv: 0x4,
                     ..EncodeOptions::server()
                 };
-                encode_frame(&mut b, op, &z, opts);
+                encode_frame(b, op, &z, opts);
             }
-            None => server_frame(&mut b, op, payload),
+            None => server_frame(b, op, payload),
         }
-        self.send(&b).await.map(|_| ())
     }
 
-    async fn send_text(&mut self, text: &str) -> std::io::Result<()> {
-        self.send_frame(OpCode::Text, text.as_bytes()).await
+    /// Queue a frame of a burst: recorded and annotated now, written with
+    /// the rest of the burst by [`Conn::flush`] (one write, not one a frame).
+    fn queue_frame(&mut self, out: &mut Vec<u8>, op: OpCode, payload: &[u8]) {
+        let at = out.len();
+        self.encode_frame(out, op, payload);
+        self.observe(Direction::S2C, &out[at..]);
+    }
+
+    /// Write a burst's frames.
+    async fn flush(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let limit = self.hub.s.write_timeout;
+        let r = match tokio::time::timeout(limit, self.sock.write_all(out)).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.notice(note::listener(
+                    Severity::Error,
+                    Code::WriteTimeout,
+                    format!(
+                        "the device read nothing for {} s while the server had {} bytes to send: it stopped reading; connection dropped",
+                        limit.as_secs_f64(),
+                        out.len()
+                    ),
+                ));
+                Err(std::io::ErrorKind::TimedOut.into())
+            }
+        };
+        out.clear();
+        r
     }
 
     /// Serve the connection to its end.
@@ -367,7 +401,7 @@ impl Conn {
     async fn websocket(
         &mut self,
         first: Vec<Event>,
-        mut rx: mpsc::Receiver<Cmd>,
+        mut rx: mpsc::Receiver<Box<Cmd>>,
         shutdown: &mut broadcast::Receiver<()>,
     ) {
         let s = self.hub.s.clone();
@@ -389,7 +423,6 @@ impl Conn {
             Backend::new(cfg, now)
         });
         let mut frame_deadline: Option<Instant> = None;
-        let mut buf = vec![0u8; 64 * 1024];
         let outs = sess.on_peer(first, now);
         if self.apply(&mut sess, &mut backend, outs).await.is_err() {
             return;
@@ -404,9 +437,15 @@ impl Conn {
             .flatten()
             .min();
             let step = tokio::select! {
-                r = self.sock.read(&mut buf) => {
-                    let n = match r { Ok(0) | Err(_) => return, Ok(n) => n };
-                    let ev = self.observe(Direction::C2S, &buf[..n]);
+                r = self.sock.readable() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    let ev = match self.read_now() {
+                        Read::Events(ev) => ev,
+                        Read::WouldBlock => continue,
+                        Read::Closed => return,
+                    };
                     if self.over_budget() {
                         self.fail_budget(&mut sess).await;
                         return;
@@ -420,7 +459,7 @@ impl Conn {
                     let outs = sess.on_peer(ev, Instant::now());
                     self.apply(&mut sess, &mut backend, outs).await
                 }
-                Some(cmd) = rx.recv() => self.command(cmd, &mut sess, &mut backend).await,
+                Some(cmd) = rx.recv() => self.command(*cmd, &mut sess, &mut backend).await,
                 _ = sleep_opt(deadline) => self.tick(&mut sess, &mut backend, &mut frame_deadline).await,
                 _ = shutdown.recv(), if sess.is_open() => {
                     let outs = sess.close(1001, "server shutting down", Instant::now());
@@ -482,18 +521,26 @@ impl Conn {
         backend: &mut Option<Backend>,
         mut work: VecDeque<Work>,
     ) -> Result<(), Stop> {
+        // What one read (or tick, or command) makes the server say goes out
+        // in one write.
+        let mut out = Vec::new();
         while let Some(w) = work.pop_front() {
             match w {
                 Work::Out(Output::Frame { opcode, payload }) => {
-                    self.send_frame(opcode, &payload).await?
+                    self.queue_frame(&mut out, opcode, &payload)
                 }
-                Work::Out(Output::CloseTcp) => return Err(Stop::Ended),
+                Work::Out(Output::CloseTcp) => {
+                    self.flush(&mut out).await?;
+                    return Err(Stop::Ended);
+                }
                 Work::Out(Output::Deliver(m)) => match backend.as_mut() {
                     // Echo mode: every data message goes back as it came.
-                    None => self.send_frame(m.opcode, &m.payload).await?,
+                    None => self.queue_frame(&mut out, m.opcode, &m.payload),
                     Some(b) => work.extend(b.on_message(&m, now()).into_iter().map(Work::Effect)),
                 },
-                Work::Effect(Effect::Send(text)) if sess.is_open() => self.send_text(&text).await?,
+                Work::Effect(Effect::Send(text)) if sess.is_open() => {
+                    self.queue_frame(&mut out, OpCode::Text, text.as_bytes())
+                }
                 Work::Effect(Effect::Send(_)) => {}
                 Work::Effect(Effect::Close(code, reason)) => work.extend(
                     sess.close(code, reason, Instant::now())
@@ -511,6 +558,7 @@ impl Conn {
                 Work::Effect(Effect::Answer { re, result }) => self.hub.answer(self.id, re, result),
             }
         }
+        self.flush(&mut out).await?;
         Ok(())
     }
 
@@ -609,6 +657,29 @@ impl Conn {
             }
             Claim::Full => {}
         }
+    }
+}
+
+/// What a read of a readable socket gave.
+enum Read {
+    /// Bytes arrived: their events.
+    Events(Vec<Event>),
+    /// Nothing after all (a spurious wake-up).
+    WouldBlock,
+    /// The peer closed, or the socket failed.
+    Closed,
+}
+
+impl Conn {
+    /// Read what the socket has, without waiting, and observe it (in the
+    /// thread's shared read buffer: an idle connection holds none).
+    fn read_now(&mut self) -> Read {
+        crate::cmd::with_read_buffer(|b| match self.sock.try_read(b) {
+            Ok(0) => Read::Closed,
+            Ok(n) => Read::Events(self.observe(Direction::C2S, &b[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Read::WouldBlock,
+            Err(_) => Read::Closed,
+        })
     }
 }
 

@@ -37,6 +37,11 @@ pub enum ConnCmd {
     },
 }
 
+/// A connection's command queue. Commands travel boxed: the queue's
+/// blocks hold one pointer a slot, not a whole command, which keeps an idle
+/// connection small.
+pub type CmdTx = mpsc::Sender<Box<Cmd>>;
+
 /// A command and, for those who wait, where to say whether it went out.
 #[derive(Debug)]
 pub struct Cmd {
@@ -182,7 +187,7 @@ pub struct Hub {
     /// Settings.
     pub s: Settings,
     pub(super) devices: Mutex<HashMap<String, Device>>,
-    pub(super) conns: Mutex<HashMap<u64, mpsc::Sender<Cmd>>>,
+    pub(super) conns: Mutex<HashMap<u64, CmdTx>>,
     pub(super) pending: Mutex<HashMap<(u64, u64), Reply>>,
     pub(super) next_conn: AtomicU64,
     next_cmd: AtomicU64,
@@ -276,7 +281,7 @@ impl Hub {
         v
     }
 
-    fn conn_of(&self, id: &str) -> Option<(u64, mpsc::Sender<Cmd>)> {
+    fn conn_of(&self, id: &str) -> Option<(u64, CmdTx)> {
         let conn = {
             let d = self.devices.lock().expect("devices");
             let dev = d.get(id)?;
@@ -295,8 +300,8 @@ impl Hub {
     /// Queue a command for a connection without waiting: a connection whose
     /// queue is full (a device that stopped reading) makes the caller fail
     /// fast instead of hanging.
-    fn queue(tx: &mpsc::Sender<Cmd>, id: &str, cmd: Cmd) -> Result<(), SwitchError> {
-        tx.try_send(cmd).map_err(|e| match e {
+    fn queue(tx: &CmdTx, id: &str, cmd: Cmd) -> Result<(), SwitchError> {
+        tx.try_send(Box::new(cmd)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SwitchError::Busy(format!(
                 "device {id} has too many commands waiting (it is not reading); try again later"
             )),
@@ -361,7 +366,7 @@ impl Hub {
             kind: c,
             done: Some(dtx),
         };
-        tx.try_send(cmd).map_err(|e| match e {
+        tx.try_send(Box::new(cmd)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => CommandError::Busy(id_s()),
             mpsc::error::TrySendError::Closed(_) => CommandError::Disconnected(id_s()),
         })?;
@@ -507,14 +512,14 @@ impl Hub {
     /// Tell a connection that a newer one took its device id over.
     pub fn replace(&self, old: u64, dev: &str, by: u64, peer: &str) {
         if let Some(tx) = self.conns.lock().expect("conns").get(&old) {
-            let _ = tx.try_send(Cmd {
+            let _ = tx.try_send(Box::new(Cmd {
                 kind: ConnCmd::Replaced {
                     dev: dev.to_string(),
                     by,
                     peer: peer.to_string(),
                 },
                 done: None,
-            });
+            }));
         }
     }
 }

@@ -296,13 +296,14 @@ fn accept(
     hub.metrics.connections.inc();
     hub.metrics.connections_open.inc();
     let sd = shutdown.subscribe();
-    let t = tokio::spawn(async move {
+    let fut = async move {
         let mut c = conn::Conn::new(id, peer, sock, hub.clone());
         c.run(sd).await;
         drop(c);
         hub.metrics.connections_open.dec();
         drop(permit);
-    });
+    };
+    let t = tokio::spawn(fut);
     let mut t0 = tasks.lock().expect("tasks");
     t0.push(t);
     if t0.len() > 1024 {
