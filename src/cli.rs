@@ -241,6 +241,12 @@ pub struct EmulateArgs {
     /// Spread the connects of --count plugs over this time.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub ramp: std::time::Duration,
+    /// Offset each of --count plugs' reports by a share of this time after
+    /// the period boundary (default 0s: all on the boundary, as the contract
+    /// says, so a fleet reports in one burst; firmware that adds jitter
+    /// spreads it).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub spread: std::time::Duration,
     /// Stop after this long (close 1000, then exit).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<std::time::Duration>,

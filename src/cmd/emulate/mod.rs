@@ -288,9 +288,12 @@ async fn fleet(a: &EmulateArgs, shared: Shared, seed: u64, base: u64, shard: Sha
             Duration::ZERO
         };
         let (sh, stop) = (shared.clone(), stop_rx.clone());
+        // Offsets after the boundary by the golden ratio: evenly spread
+        // whatever the count, and the same for the same plug every run.
+        let offset = a.spread.mul_f64((g as f64 * 0.618_033_988_749_895).fract());
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            plug::run(home, sh, stop, i as u64 + 1).await
+            plug::run(home, sh, stop, i as u64 + 1, offset).await
         }));
     }
     let status = (count > 1 && std::io::stderr().is_terminal())

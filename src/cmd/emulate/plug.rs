@@ -67,8 +67,15 @@ pub fn next_boundary(period: Duration) -> Instant {
 }
 
 /// Run one home until told to stop: connect, serve, back off, reconnect.
-pub async fn run(mut home: Home, sh: Shared, mut stop: watch::Receiver<bool>, conn_no: u64) {
-    home.set_next_report(next_boundary(sh.home.interval));
+/// `offset`: how long after each period boundary this plug reports.
+pub async fn run(
+    mut home: Home,
+    sh: Shared,
+    mut stop: watch::Receiver<bool>,
+    conn_no: u64,
+    offset: Duration,
+) {
+    home.set_next_report(next_boundary(sh.home.interval) + offset);
     let mut backoff = Duration::from_secs(1);
     let mut first = true;
     let mut queued = 0;
