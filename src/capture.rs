@@ -90,9 +90,17 @@ const HEX: [u8; 256] = {
     t
 };
 
-fn is_sep(b: u8) -> bool {
-    b.is_ascii_whitespace() || b == b',' || b == b':'
-}
+/// Separators between hex tokens: ASCII whitespace, `,` and `:`.
+const SEP: [bool; 256] = {
+    let mut t = [false; 256];
+    let seps = b" \t\n\x0c\r,:";
+    let mut i = 0;
+    while i < seps.len() {
+        t[seps[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
 
 /// Parse hex tokens (`81 AB`, `0x81,0xab`, `81ab`) into `out`.
 /// Returns the column of the first bad token.
@@ -101,14 +109,15 @@ fn parse_hex(s: &str, out: &mut Vec<u8>) -> Result<(), (usize, String)> {
     out.reserve(bytes.len() / 2);
     let mut i = 0;
     while i < bytes.len() {
-        if is_sep(bytes[i]) {
+        if SEP[bytes[i] as usize] {
             i += 1;
             continue;
         }
         let start = i;
-        while i < bytes.len() && !is_sep(bytes[i]) {
-            i += 1;
-        }
+        i += bytes[i..]
+            .iter()
+            .position(|&b| SEP[b as usize])
+            .unwrap_or(bytes.len() - i);
         let mut tok = &bytes[start..i];
         let mut col = start;
         if tok.starts_with(b"0x") || tok.starts_with(b"0X") {
@@ -118,18 +127,25 @@ fn parse_hex(s: &str, out: &mut Vec<u8>) -> Result<(), (usize, String)> {
         if tok.is_empty() {
             return Err((start, "empty hex token".into()));
         }
-        let pairs = tok.chunks_exact(2);
-        let odd = pairs.remainder().first().copied();
-        for (k, p) in pairs.enumerate() {
+        // Every pair at once, without a branch a byte; a bad digit (0xff
+        // in the table) shows in the or of them all and is then found.
+        let at = out.len();
+        out.resize(at + tok.len() / 2, 0);
+        let mut bad = 0u8;
+        for (d, p) in out[at..].iter_mut().zip(tok.chunks_exact(2)) {
             let (hi, lo) = (HEX[p[0] as usize], HEX[p[1] as usize]);
-            if hi | lo == 0xff {
-                let at = 2 * k + usize::from(hi != 0xff);
-                return Err(not_hex(s, col + at));
-            }
-            out.push(hi << 4 | lo);
+            bad |= hi | lo;
+            *d = hi << 4 | lo;
         }
-        if let Some(b) = odd {
-            if HEX[b as usize] == 0xff {
+        if bad & 0xf0 != 0 {
+            let k = tok
+                .iter()
+                .position(|&b| HEX[b as usize] == 0xff)
+                .unwrap_or(0);
+            return Err(not_hex(s, col + k));
+        }
+        if tok.len() % 2 == 1 {
+            if HEX[tok[tok.len() - 1] as usize] == 0xff {
                 return Err(not_hex(s, col + tok.len() - 1));
             }
             let t = &s[col..col + tok.len()];

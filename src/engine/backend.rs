@@ -138,11 +138,11 @@ impl Backend {
         match &k.typed {
             Some(Msg::Hello(h)) => self.hello(h, unix),
             Some(Msg::Report(r)) => self.report(r),
-            Some(Msg::State(s)) => self.state(s, &k.value),
+            Some(Msg::State(s)) => self.state(s, k.value.as_ref().unwrap_or(&Value::Null)),
             Some(Msg::Error(e)) => {
                 e.re.map(|re| Effect::Answer {
                     re,
-                    result: Err(k.value.clone()),
+                    result: Err(k.value.clone().unwrap_or(Value::Null)),
                 })
                 .into_iter()
                 .collect()

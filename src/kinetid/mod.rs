@@ -5,11 +5,14 @@
 //! contract itself is described in `docs/protocol.md`.
 
 pub mod msg;
+mod obj;
 pub mod track;
+
+use obj::{Obj, Top};
 
 use crate::frame::Direction;
 use crate::note::{Code, Note};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::fmt::Write as _;
 
 /// Where contract notes point.
@@ -38,27 +41,13 @@ pub struct Message {
     pub re: Option<u64>,
     /// Device the message is about.
     pub dev: Option<String>,
-    /// The whole object.
-    pub value: Value,
+    /// The whole object, for `state` and `error` (the API answers a switch
+    /// with it as it came); `None` for other types.
+    pub value: Option<Value>,
     /// The object read as a typed message (`None` for an unknown `t`).
     pub typed: Option<msg::Msg>,
     /// One line for humans.
     pub summary: String,
-}
-
-impl Message {
-    /// A field as f64.
-    pub fn f64(&self, k: &str) -> Option<f64> {
-        self.value.get(k).and_then(Value::as_f64)
-    }
-    /// A field as bool.
-    pub fn bool(&self, k: &str) -> Option<bool> {
-        self.value.get(k).and_then(Value::as_bool)
-    }
-    /// A field as str.
-    pub fn str(&self, k: &str) -> Option<&str> {
-        self.value.get(k).and_then(Value::as_str)
-    }
 }
 
 /// Outcome of decoding one text message.
@@ -72,12 +61,12 @@ pub struct Decoded {
     pub incomplete_json: bool,
 }
 
-fn num(v: &Map<String, Value>, k: &str) -> Option<f64> {
+fn num(v: &Obj<'_>, k: &str) -> Option<f64> {
     v.get(k).and_then(Value::as_f64)
 }
 
 /// ` VALUE UNIT` when the field is a number.
-fn put_num(s: &mut String, v: &Map<String, Value>, k: &str, unit: &str) {
+fn put_num(s: &mut String, v: &Obj<'_>, k: &str, unit: &str) {
     if let Some(x) = num(v, k) {
         let _ = write!(s, " {x} {unit}");
     }
@@ -88,7 +77,7 @@ const BACKEND_TYPES: &[&str] = &["welcome", "ack", "switch", "error"];
 
 /// A message being summarised: its object and the fields every type has.
 struct Ctx<'a> {
-    obj: &'a Map<String, Value>,
+    obj: &'a Obj<'a>,
     t: &'a str,
     id: Option<u64>,
     re: Option<u64>,
@@ -255,7 +244,7 @@ impl Ctx<'_> {
 
 /// Contract notes on what every message carries: `id`, `dev`, `via`, and
 /// a type the sender may send.
-fn envelope_notes(obj: &Map<String, Value>, t: &str, dir: Direction, notes: &mut Vec<Note>) {
+fn envelope_notes(obj: &Obj<'_>, t: &str, dir: Direction, notes: &mut Vec<Note>) {
     if let Some(v) = obj.get("id") {
         if v.as_u64().is_none_or(|x| x > u32::MAX as u64) {
             notes.push(Note::error(
@@ -312,7 +301,7 @@ fn envelope_notes(obj: &Map<String, Value>, t: &str, dir: Direction, notes: &mut
 /// Decode a text message sent in direction `dir` (c2s = device to backend).
 pub fn decode(text: &str, dir: Direction) -> Decoded {
     let mut notes = Vec::new();
-    let value: Value = match serde_json::from_str(text) {
+    let top = match obj::parse(text) {
         Ok(v) => v,
         Err(e) => {
             let incomplete = e.is_eof();
@@ -328,7 +317,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
             };
         }
     };
-    let Some(obj) = value.as_object() else {
+    let Top::Object(obj) = &top else {
         notes.push(Note::error(
             Code::KinetidNotObject,
             SPEC,
@@ -372,14 +361,18 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
         "" => "(no type)".to_string(),
         other => format!("{other} (unknown type)"),
     };
+    let typed = msg::Msg::from_obj(&t, obj);
+    // What the API hands on as the device sent it; other messages are
+    // read into their struct only.
+    let value = matches!(t.as_str(), "state" | "error").then(|| obj.to_value());
     Decoded {
         msg: Some(Message {
             t,
             id,
             re,
             dev,
-            typed: msg::Msg::from_value(&value),
             value,
+            typed,
             summary,
         }),
         notes,

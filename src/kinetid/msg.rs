@@ -383,6 +383,21 @@ impl Msg {
         })
     }
 
+    /// Read a message of type `t` from its object, straight into its
+    /// struct; `None` for an unknown `t`.
+    pub(crate) fn from_obj(t: &str, o: &super::obj::Obj<'_>) -> Option<Msg> {
+        Some(match t {
+            "hello" => Msg::Hello(o.read()?),
+            "report" => Msg::Report(o.read()?),
+            "state" => Msg::State(o.read()?),
+            "error" => Msg::Error(o.read()?),
+            "welcome" => Msg::Welcome(o.read()?),
+            "ack" => Msg::Ack(o.read()?),
+            "switch" => Msg::Switch(o.read()?),
+            _ => return None,
+        })
+    }
+
     /// An `error` (for `bad_request` and the like).
     pub fn error(re: Option<u64>, dev: Option<&str>, code: &str, msg: &str) -> Msg {
         Msg::Error(ErrorMsg {
