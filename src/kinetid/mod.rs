@@ -88,7 +88,7 @@ impl Ctx<'_> {
     /// A contract note for each required field that is missing.
     fn need(&self, notes: &mut Vec<Note>, fields: &[&str]) {
         for f in fields {
-            if !self.obj.contains_key(*f) {
+            if !self.obj.contains_key(f) {
                 notes.push(Note::error(
                     Code::KinetidMissingField,
                     SPEC,
