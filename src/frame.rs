@@ -9,6 +9,7 @@
 
 use crate::mask::apply_mask;
 use crate::note::{Code, Note};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Which side of the connection sent something.
@@ -469,9 +470,9 @@ pub struct Field {
     /// Field name: FIN, RSV1, opcode, MASK, payload length (7-bit), ...
     pub name: &'static str,
     /// Raw value as written (bits or hex).
-    pub raw: String,
+    pub raw: Cow<'static, str>,
     /// What the value means.
-    pub meaning: String,
+    pub meaning: Cow<'static, str>,
 }
 
 /// The field map of a frame header plus its payload range.
@@ -479,7 +480,7 @@ pub fn fields(h: &FrameHeader, raw: &[u8], offset: u64) -> Vec<Field> {
     let mut f = Vec::with_capacity(10);
     let b0 = raw[0];
     let b1 = raw[1];
-    let bit = |b: bool| if b { "1" } else { "0" }.to_string();
+    let bit = |b: bool| Cow::Borrowed(if b { "1" } else { "0" });
     f.push(Field {
         offset,
         len: 1,
@@ -520,7 +521,7 @@ pub fn fields(h: &FrameHeader, raw: &[u8], offset: u64) -> Vec<Field> {
         offset,
         len: 1,
         name: "opcode",
-        raw: format!("0x{:X}", b0 & 0x0f),
+        raw: format!("0x{:X}", b0 & 0x0f).into(),
         meaning: h.opcode.name().into(),
     });
     f.push(Field {
@@ -539,11 +540,11 @@ pub fn fields(h: &FrameHeader, raw: &[u8], offset: u64) -> Vec<Field> {
         offset: offset + 1,
         len: 1,
         name: "payload length (7-bit)",
-        raw: len7.to_string(),
+        raw: len7.to_string().into(),
         meaning: match len7 {
             126 => "126: a 16-bit length follows".into(),
             127 => "127: a 64-bit length follows".into(),
-            n => format!("{n} bytes"),
+            n => format!("{n} bytes").into(),
         },
     });
     let mut pos = 2u64;
@@ -554,8 +555,8 @@ pub fn fields(h: &FrameHeader, raw: &[u8], offset: u64) -> Vec<Field> {
                 offset: offset + 2,
                 len: 2,
                 name: "extended length (16-bit)",
-                raw: hex::encode(&raw[2..4]),
-                meaning: format!("{} bytes", h.payload_len),
+                raw: hex::encode(&raw[2..4]).into(),
+                meaning: format!("{} bytes", h.payload_len).into(),
             });
             pos = 4;
         }
@@ -564,8 +565,8 @@ pub fn fields(h: &FrameHeader, raw: &[u8], offset: u64) -> Vec<Field> {
                 offset: offset + 2,
                 len: 8,
                 name: "extended length (64-bit)",
-                raw: hex::encode(&raw[2..10]),
-                meaning: format!("{} bytes", h.payload_len),
+                raw: hex::encode(&raw[2..10]).into(),
+                meaning: format!("{} bytes", h.payload_len).into(),
             });
             pos = 10;
         }
@@ -575,7 +576,7 @@ pub fn fields(h: &FrameHeader, raw: &[u8], offset: u64) -> Vec<Field> {
             offset: offset + pos,
             len: 4,
             name: "masking key",
-            raw: k.hex(),
+            raw: k.hex().into(),
             meaning: "XOR key for the payload".into(),
         });
     }
@@ -583,11 +584,11 @@ pub fn fields(h: &FrameHeader, raw: &[u8], offset: u64) -> Vec<Field> {
         offset: offset + h.header_len as u64,
         len: h.payload_len,
         name: "payload",
-        raw: String::new(),
+        raw: "".into(),
         meaning: if h.mask.is_some() {
-            format!("{} bytes, masked", h.payload_len)
+            format!("{} bytes, masked", h.payload_len).into()
         } else {
-            format!("{} bytes", h.payload_len)
+            format!("{} bytes", h.payload_len).into()
         },
     });
     f

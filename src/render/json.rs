@@ -25,6 +25,7 @@ impl<'a> Obj<'a> {
         Obj { b, n: 0 }
     }
 
+    #[inline(always)]
     fn key(&mut self, k: &str) -> &mut Vec<u8> {
         if self.n > 0 {
             self.b.push(b',');
@@ -36,10 +37,12 @@ impl<'a> Obj<'a> {
         self.b
     }
 
+    #[inline(always)]
     fn str(&mut self, k: &str, v: &str) {
         str(self.key(k), v);
     }
 
+    #[inline(always)]
     fn opt_str(&mut self, k: &str, v: Option<&str>) {
         match v {
             Some(v) => self.str(k, v),
@@ -47,10 +50,12 @@ impl<'a> Obj<'a> {
         }
     }
 
+    #[inline(always)]
     fn u64(&mut self, k: &str, v: u64) {
         u64(self.key(k), v);
     }
 
+    #[inline(always)]
     fn opt_u64(&mut self, k: &str, v: Option<u64>) {
         match v {
             Some(v) => self.u64(k, v),
@@ -58,11 +63,13 @@ impl<'a> Obj<'a> {
         }
     }
 
+    #[inline(always)]
     fn bool(&mut self, k: &str, v: bool) {
         self.key(k)
             .extend_from_slice(if v { b"true" } else { b"false" });
     }
 
+    #[inline(always)]
     fn hex(&mut self, k: &str, v: &[u8]) {
         hex(self.key(k), v);
     }
@@ -73,15 +80,18 @@ impl<'a> Obj<'a> {
 }
 
 /// A JSON string, escaped as serde_json escapes it.
+#[inline(always)]
 fn str(b: &mut Vec<u8>, s: &str) {
     // Writing to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *b, s);
 }
 
+#[inline(always)]
 fn u64(b: &mut Vec<u8>, v: u64) {
     b.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+#[inline(always)]
 fn hex(b: &mut Vec<u8>, v: &[u8]) {
     b.reserve(v.len() * 2 + 2);
     b.push(b'"');

@@ -8,7 +8,7 @@ mod json;
 pub use json::event as json_line;
 
 use crate::annotate::{Event, EventKind, FrameEvent, MessageEvent};
-use crate::escape::{esc, Esc};
+use crate::escape::Esc;
 use crate::frame::{Direction, LenEncoding, OpCode};
 use crate::handshake::{Check, HttpHead, ServerVerdict};
 use crate::mask::apply_mask;
@@ -67,10 +67,89 @@ fn sev_style(color: bool, s: Severity) -> Style {
     )
 }
 
-fn time_str(t: Option<f64>) -> String {
-    match t {
-        Some(t) => format!(" t={t:.6}"),
-        None => String::new(),
+fn time_str(t: Option<f64>) -> Time {
+    Time(t)
+}
+
+/// ` t=SECONDS` when the time is known, written when shown.
+struct Time(Option<f64>);
+
+impl std::fmt::Display for Time {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(t) => write!(f, " t={t:.6}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `[CONN] ARROW`, the lead of an event's first line.
+struct Lead(u64, &'static str);
+
+impl std::fmt::Display for Lead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}] {}", self.0, self.1)
+    }
+}
+
+/// A left column of the header dump: built on the stack, padded to 26.
+struct Cell {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl Cell {
+    const WIDTH: usize = 26;
+
+    fn new() -> Cell {
+        Cell {
+            buf: [b' '; 32],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, b: u8) {
+        if self.len < self.buf.len() {
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+    }
+
+    fn hex(&mut self, x: u8) {
+        self.push(HEX_DIGITS[(x >> 4) as usize]);
+        self.push(HEX_DIGITS[(x & 15) as usize]);
+    }
+
+    /// `xx = bbbbbbbb`: a byte in hex and in bits.
+    fn bits(b: u8) -> Cell {
+        let mut c = Cell::new();
+        c.hex(b);
+        for x in b" = " {
+            c.push(*x);
+        }
+        for k in (0..8).rev() {
+            c.push(b'0' + ((b >> k) & 1));
+        }
+        c
+    }
+
+    /// Bytes in hex, a space between them.
+    fn hex_spaced(b: &[u8]) -> Cell {
+        let mut c = Cell::new();
+        for (i, &x) in b.iter().enumerate() {
+            if i > 0 {
+                c.push(b' ');
+            }
+            c.hex(x);
+        }
+        c
+    }
+}
+
+impl std::fmt::Display for Cell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let end = self.len.max(Cell::WIDTH).min(self.buf.len());
+        f.write_str(std::str::from_utf8(&self.buf[..end]).unwrap_or(""))
     }
 }
 
@@ -225,7 +304,7 @@ impl Printer {
                 Style::new().blue().bold()
             },
         );
-        let lead = format!("[{}] {}", e.conn, e.dir.arrow());
+        let lead = Lead(e.conn, e.dir.arrow());
         match &e.kind {
             EventKind::Open { peer } => writeln!(
                 w,
@@ -426,7 +505,7 @@ impl Printer {
         writeln!(
             w,
             "{} {} frame #{} at byte {}: {}{}{}, {} payload bytes{}{}",
-            format!("[{}] {}", e.conn, e.dir.arrow()).style(arrow),
+            Lead(e.conn, e.dir.arrow()).style(arrow),
             dir_name(e.dir),
             f.index,
             e.offset,
@@ -443,14 +522,12 @@ impl Printer {
         let s1 = st(c, Style::new().yellow());
         let s2 = st(c, Style::new().cyan());
         let s3 = st(c, Style::new().green());
-        let col = 26;
         let b0 = f.head[0];
         let b1 = f.head[1];
-        let pad = |s: String| format!("{s:<col$}");
         writeln!(
             w,
             "    {} FIN={} RSV1={} RSV2={} RSV3={} opcode=0x{:X} ({})",
-            pad(format!("{:02x} = {:08b}", b0, b0)).style(s0),
+            Cell::bits(b0).style(s0),
             h.fin as u8,
             h.rsv1 as u8,
             h.rsv2 as u8,
@@ -462,7 +539,7 @@ impl Printer {
         writeln!(
             w,
             "    {} MASK={} length={}{}",
-            pad(format!("{:02x} = {:08b}", b1, b1)).style(s1),
+            Cell::bits(b1).style(s1),
             (b1 >> 7),
             len7,
             match h.len_encoding {
@@ -478,7 +555,7 @@ impl Printer {
                 writeln!(
                     w,
                     "    {} extended length (16-bit) = {}",
-                    pad(hex_spaced(&f.head[2..4])).style(s2),
+                    Cell::hex_spaced(&f.head[2..4]).style(s2),
                     h.payload_len
                 )?;
                 pos = 4;
@@ -487,7 +564,7 @@ impl Printer {
                 writeln!(
                     w,
                     "    {} extended length (64-bit) = {}",
-                    pad(hex_spaced(&f.head[2..10])).style(s2),
+                    Cell::hex_spaced(&f.head[2..10]).style(s2),
                     h.payload_len
                 )?;
                 pos = 10;
@@ -497,7 +574,7 @@ impl Printer {
             writeln!(
                 w,
                 "    {} masking key",
-                pad(hex_spaced(&f.head[pos..pos + 4])).style(s3)
+                Cell::hex_spaced(&f.head[pos..pos + 4]).style(s3)
             )?;
         }
         self.payload_text(w, f)?;
@@ -647,34 +724,56 @@ impl Printer {
             EventKind::HeadError(he) => {
                 writeln!(w, "{p} head-error {} {}", he.status, Esc(&he.reason))
             }
+            // Frames and messages are most of the lines: written piece by
+            // piece, nothing built to be thrown away.
             EventKind::Frame(f) => {
                 let h = &f.header;
-                writeln!(
+                write!(
                     w,
-                    "{p} frame {:<12} fin={} mask={} len={}{}{}",
+                    "{} {} {:>8} frame {:<12} fin={} mask=",
+                    e.conn,
+                    e.dir.as_str(),
+                    e.offset,
                     h.opcode.name(),
-                    h.fin as u8,
-                    h.mask.map_or("-".into(), |k| k.hex()),
-                    h.payload_len,
-                    f.close
-                        .as_ref()
-                        .map(|(c, r)| format!(" close={} {r:?}", c.0))
-                        .unwrap_or_default(),
-                    notes(&f.notes)
-                )
+                    h.fin as u8
+                )?;
+                match h.mask {
+                    Some(k) => {
+                        let mut b = [0u8; 8];
+                        for (i, x) in k.0.iter().enumerate() {
+                            b[2 * i] = HEX_DIGITS[(x >> 4) as usize];
+                            b[2 * i + 1] = HEX_DIGITS[(x & 15) as usize];
+                        }
+                        w.write_all(&b)?
+                    }
+                    None => w.write_all(b"-")?,
+                }
+                write!(w, " len={}", h.payload_len)?;
+                if let Some((c, r)) = &f.close {
+                    write!(w, " close={} {r:?}", c.0)?;
+                }
+                summary_notes(w, &f.notes)?;
+                w.write_all(b"\n")
             }
             EventKind::Message(m) => {
-                let body = match (&m.kinetid, &m.text) {
-                    (Some(k), _) => esc(&k.summary),
-                    (None, Some(t)) => format!("{:?}", t.chars().take(80).collect::<String>()),
-                    _ => format!("{} bytes", m.len),
-                };
-                writeln!(
+                write!(
                     w,
-                    "{p} message {} {body}{}",
-                    m.opcode.name(),
-                    notes(&m.notes)
-                )
+                    "{} {} {:>8} message {} ",
+                    e.conn,
+                    e.dir.as_str(),
+                    e.offset,
+                    m.opcode.name()
+                )?;
+                match (&m.kinetid, &m.text) {
+                    (Some(k), _) => write!(w, "{}", Esc(&k.summary))?,
+                    (None, Some(t)) => {
+                        let cut = t.char_indices().nth(80).map_or(t.len(), |(i, _)| i);
+                        write!(w, "{:?}", &t[..cut])?
+                    }
+                    _ => write!(w, "{} bytes", m.len)?,
+                }
+                summary_notes(w, &m.notes)?;
+                w.write_all(b"\n")
             }
             EventKind::Unparsed { bytes, why, .. } => {
                 writeln!(w, "{p} unparsed {bytes} bytes ({why})")
@@ -757,6 +856,18 @@ fn message_json(m: &MessageEvent) -> Value {
             json!({"t": k.t, "id": k.id, "re": k.re, "dev": k.dev, "summary": k.summary});
     }
     v
+}
+
+/// ` [severity:code ...]` after a summary line, when there are notes.
+fn summary_notes(w: &mut dyn Write, notes: &[Note]) -> io::Result<()> {
+    for (i, n) in notes.iter().enumerate() {
+        w.write_all(if i == 0 { b" [" } else { b" " })?;
+        write!(w, "{}:{}", n.severity, n.code)?;
+    }
+    if !notes.is_empty() {
+        w.write_all(b"]")?;
+    }
+    Ok(())
 }
 
 /// Lower-case hex digits.
