@@ -219,6 +219,17 @@ impl<R: std::io::BufRead> Reader<R> {
         }
     }
 
+    /// The source, to see what it holds (a caller flushes its output
+    /// before a read that may wait).
+    pub fn source(&self) -> &R {
+        &self.src
+    }
+
+    /// Is a chunk ready without reading any more?
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
     /// The first malformed line, once reading stopped at it.
     pub fn error(&self) -> Option<&FileError> {
         self.error.as_ref()

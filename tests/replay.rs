@@ -257,3 +257,128 @@ fn a_chromium_session_with_compression_replays_inflated() {
         .flat_map(|e| e.notes())
         .all(|n| n.severity != kinetid_wsdump::note::Severity::Error));
 }
+
+/// A capture of one Kinetid session with `reports` masked reports and
+/// their acks, written line by line as `listen --record` would.
+fn session_capture(reports: usize) -> String {
+    use kinetid_wsdump::frame::{encode_frame, EncodeOptions, OpCode};
+    let mut s = String::from("# kinetid-wsdump capture v1\n1.000000 1 open 127.0.0.1:40000\n");
+    let req = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let resp = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+    s.push_str(&format!("1.000000 1 c2s {}\n", hex::encode(req)));
+    s.push_str(&format!("1.000000 1 s2c {}\n", hex::encode(resp)));
+    for i in 0..reports {
+        let text = format!(
+            r#"{{"t":"report","id":{},"dev":"KN-A4CF12F0E1B2","ts":{},"seq":{},"on":true,"power_w":1432.6,"energy_wh":{}}}"#,
+            i + 2,
+            1767225660 + 60 * i,
+            i + 1,
+            1000 + i
+        );
+        let mut f = Vec::new();
+        let opts = EncodeOptions {
+            mask: Some(kinetid_wsdump::frame::MaskKey([1, 2, 3, (i % 251) as u8])),
+            ..EncodeOptions::server()
+        };
+        encode_frame(&mut f, OpCode::Text, text.as_bytes(), opts);
+        s.push_str(&format!("2.000000 1 c2s {}\n", hex::encode(&f)));
+        let mut a = Vec::new();
+        let ack = format!(r#"{{"t":"ack","re":{}}}"#, i + 2);
+        encode_frame(
+            &mut a,
+            OpCode::Text,
+            ack.as_bytes(),
+            EncodeOptions::server(),
+        );
+        s.push_str(&format!("2.000000 1 s2c {}\n", hex::encode(&a)));
+    }
+    s
+}
+
+#[test]
+fn replay_streams_output_starts_before_the_input_ends() {
+    use std::io::{BufRead, BufReader, Write};
+    let cap = session_capture(3);
+    let mut child = Command::new(bin())
+        .args(["replay", "--format", "summary", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Everything but the end of the file, and the pipe kept open.
+    stdin.write_all(cap.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("report id=4")) {
+        match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("no output while the input is still open: {seen:?}"),
+        }
+    }
+    assert!(seen[0].contains(" open "), "{seen:?}");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn replay_memory_does_not_grow_with_the_file() {
+    // About 40 MB of capture; the whole of it would be read into memory by
+    // a replay that did not stream (and took 2x its size then).
+    let dir = std::env::temp_dir().join(format!("kw-stream-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("big.cap");
+    std::fs::write(&path, session_capture(120_000)).unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size > 30 << 20, "capture is only {size} bytes");
+    for format in ["summary", "json"] {
+        let child = Command::new(bin())
+            .args(["replay", "--format", format])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // The child's own high-water mark (it starts afresh at exec), read
+        // until it exits.
+        let mut child = child;
+        let status_path = format!("/proc/{}/status", child.id());
+        let mut peak_kib = 0u64;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Ok(st) = std::fs::read_to_string(&status_path) {
+                if let Some(v) = st
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                {
+                    peak_kib = peak_kib.max(v);
+                }
+            }
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replay did not finish"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        assert!(status.success());
+        assert!(
+            peak_kib < 32 * 1024,
+            "{format}: peak RSS {peak_kib} KiB replaying {size} bytes"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

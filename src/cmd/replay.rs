@@ -96,10 +96,18 @@ impl Run<'_> {
         let mut r = Replayer::new(self.cfg);
         let mut events = Vec::new();
         let mut last_conn = self.conn_base;
-        while let Some(mut c) = input
-            .next_chunk()
-            .map_err(|e| AppError::Io(name.clone(), e))?
-        {
+        loop {
+            // Output goes out before a read that may wait (a pipe from a
+            // live capture): what was decoded is shown at once.
+            if input.may_wait() {
+                out.flush().map_err(stdout_err)?;
+            }
+            let Some(mut c) = input
+                .next_chunk()
+                .map_err(|e| AppError::Io(name.clone(), e))?
+            else {
+                break;
+            };
             c.conn += self.conn_base;
             last_conn = last_conn.max(c.conn);
             r.chunk_split(&c, self.a.chunk, &mut events);
@@ -132,12 +140,9 @@ impl Run<'_> {
 /// not grow with the file.
 enum Input {
     /// A hex fixture or a capture.
-    Text(Reader<Box<dyn BufRead>>),
+    Text(Reader<Source>),
     /// The whole file is one direction's bytes.
-    Raw {
-        src: Box<dyn BufRead>,
-        dir: Direction,
-    },
+    Raw { src: Source, dir: Direction },
 }
 
 /// Raw input is handed on in pieces of this size.
@@ -148,14 +153,25 @@ impl Input {
         match self {
             Input::Text(r) => r.next_chunk(),
             Input::Raw { src, dir } => {
-                let mut b = Vec::with_capacity(RAW_PIECE);
-                src.take(RAW_PIECE as u64).read_to_end(&mut b)?;
+                // What is buffered (one read when nothing is), never more.
+                let avail = src.fill_buf()?;
+                let b = avail[..avail.len().min(RAW_PIECE)].to_vec();
+                src.consume(b.len());
                 Ok((!b.is_empty()).then_some(Chunk {
                     time: None,
                     conn: 1,
                     kind: ChunkKind::Data(*dir, b),
                 }))
             }
+        }
+    }
+
+    /// Would the next chunk need a read from the operating system (which
+    /// may wait)?
+    fn may_wait(&self) -> bool {
+        match self {
+            Input::Text(r) => !r.has_ready() && !r.source().buffer().contains(&b'\n'),
+            Input::Raw { src, .. } => src.buffer().is_empty(),
         }
     }
 
@@ -169,13 +185,18 @@ impl Input {
 
 /// A file's name for messages and a buffered reader over it; `-` is
 /// standard input.
-fn open_input(path: &Path) -> Result<(String, Box<dyn BufRead>), AppError> {
+fn open_input(path: &Path) -> Result<(String, Source), AppError> {
     const BUF: usize = 256 * 1024;
     if path.as_os_str() == "-" {
-        let src = std::io::BufReader::with_capacity(BUF, std::io::stdin());
-        return Ok(("standard input".to_string(), Box::new(src)));
+        let stdin: Box<dyn Read> = Box::new(std::io::stdin());
+        let src = std::io::BufReader::with_capacity(BUF, stdin);
+        return Ok(("standard input".to_string(), src));
     }
     let name = path.display().to_string();
     let f = std::fs::File::open(path).map_err(|e| AppError::Io(name.clone(), e))?;
-    Ok((name, Box::new(std::io::BufReader::with_capacity(BUF, f))))
+    let f: Box<dyn Read> = Box::new(f);
+    Ok((name, std::io::BufReader::with_capacity(BUF, f)))
 }
+
+/// A buffered input file or standard input.
+type Source = std::io::BufReader<Box<dyn Read>>;
