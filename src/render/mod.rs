@@ -11,7 +11,6 @@ use crate::annotate::{Event, EventKind, FrameEvent, MessageEvent};
 use crate::escape::Esc;
 use crate::frame::{Direction, LenEncoding, OpCode};
 use crate::handshake::{Check, HttpHead, ServerVerdict};
-use crate::mask::apply_mask;
 use crate::note::{Note, Severity};
 use owo_colors::{OwoColorize, Style};
 use serde_json::{json, Value};
@@ -593,10 +592,8 @@ impl Printer {
         } else if !f.payload.is_empty() {
             let shown = f.payload.len().min(self.max_dump);
             if let Some(k) = h.mask {
-                let mut masked = f.payload[..shown].to_vec();
-                apply_mask(&mut masked, k.0);
                 writeln!(w, "    payload as sent (masked):")?;
-                dump(w, &masked, "      ", false)?;
+                dump_with(w, &f.payload[..shown], "      ", false, k.0)?;
                 writeln!(w, "    payload unmasked:")?;
             } else {
                 writeln!(w, "    payload:")?;
@@ -638,28 +635,24 @@ impl Printer {
                 Style::new().blue().bold()
             },
         );
-        let inflated = match m.compressed_len {
-            Some(c) => format!(
+        write!(
+            w,
+            "{} {} message, {} bytes",
+            Lead(e.conn, e.dir.arrow()).style(arrow),
+            m.opcode.name(),
+            m.len
+        )?;
+        if m.frames > 1 {
+            write!(w, " reassembled from {} frames", m.frames)?;
+        }
+        if let Some(c) = m.compressed_len {
+            write!(
+                w,
                 " (inflated from {c} bytes, {:.0}% of its size)",
                 100.0 * c as f64 / (m.len.max(1)) as f64
-            ),
-            None => String::new(),
-        };
-        let what = if m.frames > 1 {
-            format!(
-                "{} message, {} bytes reassembled from {} frames",
-                m.opcode.name(),
-                m.len,
-                m.frames
-            )
-        } else {
-            format!("{} message, {} bytes", m.opcode.name(), m.len)
-        };
-        writeln!(
-            w,
-            "{} {what}{inflated}",
-            format!("[{}] {}", e.conn, e.dir.arrow()).style(arrow)
-        )?;
+            )?;
+        }
+        w.write_all(b"\n")?;
         if let Some(k) = &m.kinetid {
             writeln!(
                 w,
@@ -895,35 +888,51 @@ fn push_hex4(line: &mut Vec<u8>, v: usize) {
 
 /// A classic 16-bytes-a-line hex dump, built in one buffer a line.
 fn dump(w: &mut dyn Write, b: &[u8], indent: &str, show_ascii: bool) -> io::Result<()> {
-    let mut line = Vec::with_capacity(indent.len() + 96);
+    dump_with(w, b, indent, show_ascii, [0; 4])
+}
+
+/// [`dump`] of the bytes XORed with a masking key as they go (the payload
+/// as sent, from the unmasked one, without a copy); all lines in one write.
+fn dump_with(
+    w: &mut dyn Write,
+    b: &[u8],
+    indent: &str,
+    show_ascii: bool,
+    key: [u8; 4],
+) -> io::Result<()> {
+    let mut out = Vec::with_capacity(b.len().div_ceil(16) * (indent.len() + 80));
     for (i, chunk) in b.chunks(16).enumerate() {
-        line.clear();
-        line.extend_from_slice(indent.as_bytes());
-        push_hex4(&mut line, i * 16);
-        line.extend_from_slice(b"  ");
-        let start = line.len();
+        out.extend_from_slice(indent.as_bytes());
+        push_hex4(&mut out, i * 16);
+        // The rest of the line on the stack: 2 + 16 * 3 + 1 hex column,
+        // then ` |` + 16 + `|` + newline.
+        let mut line = [b' '; 72];
+        let mut n = 2;
         for (j, &x) in chunk.iter().enumerate() {
+            let x = x ^ key[j % 4];
             if j == 8 {
-                line.push(b' ');
+                n += 1;
             }
-            line.push(HEX_DIGITS[(x >> 4) as usize]);
-            line.push(HEX_DIGITS[(x & 15) as usize]);
-            line.push(b' ');
+            line[n] = HEX_DIGITS[(x >> 4) as usize];
+            line[n + 1] = HEX_DIGITS[(x & 15) as usize];
+            n += 3;
         }
         if show_ascii {
-            line.resize(start + 49, b' ');
-            line.extend_from_slice(b" |");
-            line.extend(
-                chunk
-                    .iter()
-                    .map(|&c| if (0x20..0x7f).contains(&c) { c } else { b'.' }),
-            );
-            line.extend_from_slice(b"|\n");
+            let mut n = 2 + 49;
+            line[n + 1] = b'|';
+            n += 2;
+            for (j, &x) in chunk.iter().enumerate() {
+                let c = x ^ key[j % 4];
+                line[n] = if (0x20..0x7f).contains(&c) { c } else { b'.' };
+                n += 1;
+            }
+            line[n] = b'|';
+            line[n + 1] = b'\n';
+            out.extend_from_slice(&line[..n + 2]);
         } else {
-            line.pop();
-            line.push(b'\n');
+            line[n - 1] = b'\n';
+            out.extend_from_slice(&line[..n]);
         }
-        w.write_all(&line)?;
     }
-    Ok(())
+    w.write_all(&out)
 }
