@@ -446,7 +446,7 @@ mod tests {
     #[test]
     fn numbers_print_as_the_standard_formatter_prints_them() {
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut check = |x: f64| {
+        let check = |x: f64| {
             let mut s = String::new();
             push_f64(&mut s, x);
             assert_eq!(s, format!("{x}"), "{:#x}", x.to_bits());
