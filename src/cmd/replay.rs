@@ -16,7 +16,7 @@ use std::path::Path;
 pub fn run(a: ReplayArgs) -> Result<u8, AppError> {
     let p = printer(&a.output);
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
     let mut run = Run {
         a: &a,
         p,
