@@ -211,6 +211,8 @@ pub struct Event {
     pub offset: u64,
     /// Unix time in seconds of the chunk that completed it, when known.
     pub time: Option<f64>,
+    /// Number of the captured packet that completed it (packet captures).
+    pub pkt: Option<u64>,
     /// What it is.
     pub kind: EventKind,
 }
@@ -243,6 +245,9 @@ enum Phase {
     Http,
     Frames,
     Raw(String),
+    /// After bytes the capture missed: looking for the next frame header
+    /// that fits (the bytes held are in `head_buf`, from `hunt_from`).
+    Hunt,
 }
 
 #[derive(Debug)]
@@ -289,6 +294,10 @@ struct DirState {
     ping_after_close: bool,
     /// permessage-deflate for what this side sends, when agreed.
     inflater: Option<crate::deflate::Inflater>,
+    /// Hunting: the stream offset of `head_buf[0]`, and the bytes given up
+    /// so far because no frame header fitted.
+    hunt_from: u64,
+    hunt_skipped: u64,
 }
 
 impl DirState {
@@ -318,6 +327,8 @@ impl DirState {
             ping_time: None,
             ping_after_close: false,
             inflater: None,
+            hunt_from: 0,
+            hunt_skipped: 0,
         }
     }
 
@@ -419,6 +430,7 @@ impl Annotator {
             dir: Direction::C2S,
             offset: 0,
             time,
+            pkt: None,
             kind: EventKind::Open {
                 peer: peer.to_string(),
             },
@@ -435,6 +447,7 @@ impl Annotator {
             dir,
             offset,
             time,
+            pkt: None,
             kind: EventKind::Notice { note },
         });
     }
@@ -454,6 +467,7 @@ impl Annotator {
             dir,
             offset,
             time,
+            pkt: None,
             kind,
         };
         loop {
@@ -576,6 +590,50 @@ impl Annotator {
                         }
                     }
                 }
+                Phase::Hunt => {
+                    st.head_buf.extend_from_slice(data);
+                    let deflate = self.deflate.is_some();
+                    let st = match dir {
+                        Direction::C2S => &mut self.c2s,
+                        Direction::S2C => &mut self.s2c,
+                    };
+                    match frame::find_header(&st.head_buf, dir.sender(), cfg.max_frame, deflate) {
+                        Ok(p) => {
+                            let at = st.hunt_from + p as u64;
+                            let skipped = st.hunt_skipped + p as u64;
+                            let rest = st.head_buf.split_off(p);
+                            st.head_buf = Vec::new();
+                            st.hunt_skipped = 0;
+                            st.decoder = new_decoder(&cfg);
+                            skip_offset(&mut st.decoder, at);
+                            st.phase = Phase::Frames;
+                            if skipped > 0 {
+                                out.push(ev(
+                                    dir,
+                                    at,
+                                    EventKind::Notice {
+                                        note: Note::info(
+                                            Code::CaptureGap,
+                                            "capture",
+                                            format!("{skipped} bytes after the gap skipped: decoding resumes at byte {at}, the first frame header that fits"),
+                                        ),
+                                    },
+                                ));
+                            }
+                            self.feed(dir, &rest, time, out);
+                            return;
+                        }
+                        Err(keep_from) => {
+                            // Bytes before `keep_from` start no header; a
+                            // stretch with none at all is bounded.
+                            let drop = keep_from.max(st.head_buf.len().saturating_sub(HUNT_WINDOW));
+                            st.head_buf.drain(..drop);
+                            st.hunt_from += drop as u64;
+                            st.hunt_skipped += drop as u64;
+                            return;
+                        }
+                    }
+                }
                 Phase::Frames => {
                     st.decoder.feed(data);
                     self.drain_frames(dir, time, out);
@@ -619,6 +677,7 @@ impl Annotator {
                         dir,
                         offset,
                         time,
+                        pkt: None,
                         kind: EventKind::Frame(Box::new(frame_ev)),
                     });
                     if let Some((off, mut m)) = msg_ev {
@@ -630,6 +689,7 @@ impl Annotator {
                             dir,
                             offset: off,
                             time,
+                            pkt: None,
                             kind: EventKind::Message(Box::new(m)),
                         });
                     }
@@ -696,6 +756,7 @@ impl Annotator {
                 dir,
                 offset,
                 time,
+                pkt: None,
                 kind: EventKind::Frame(Box::new(ev)),
             });
             if let (Some(k), true) = (fits, resync) {
@@ -894,6 +955,71 @@ impl Annotator {
         )
     }
 
+    /// `missing` bytes of direction `dir` were never captured (a packet
+    /// capture lost them; 0 with nothing seen yet: the capture started in
+    /// the middle of the connection). The unfinished frame and message are
+    /// given up, a note says so, and decoding resumes at the next frame
+    /// header that fits.
+    pub fn gap(&mut self, dir: Direction, missing: u64, time: Option<f64>, out: &mut Vec<Event>) {
+        let cfg = self.cfg;
+        let st = self.state_mut(dir);
+        let (at, dropped) = match &st.phase {
+            Phase::Frames => {
+                let pending = st.decoder.pending().len() as u64;
+                (
+                    st.decoder.offset() + pending + st.decoder.skipping(),
+                    pending,
+                )
+            }
+            Phase::Hunt => (
+                st.hunt_from + st.head_buf.len() as u64,
+                st.head_buf.len() as u64,
+            ),
+            Phase::Detect | Phase::Http => (st.head_buf.len() as u64, st.head_buf.len() as u64),
+            Phase::Raw(_) => {
+                // Nothing is decoded here anyway: count the missing bytes.
+                st.raw_bytes += missing;
+                return;
+            }
+        };
+        st.frag = None;
+        st.pending_json = None;
+        st.head_buf = Vec::new();
+        st.decoder = new_decoder(&cfg);
+        st.hunt_from = at + missing;
+        st.hunt_skipped = 0;
+        st.phase = Phase::Hunt;
+        let note = if at == 0 && missing == 0 {
+            Note::warning(
+                Code::CaptureStartMissed,
+                "capture",
+                "the capture starts in the middle of this connection (its opening handshake was not captured): frames are decoded from the first header that fits",
+            )
+        } else {
+            Note::warning(
+                Code::CaptureGap,
+                "capture",
+                format!(
+                    "{missing} bytes of this direction were not captured (stream bytes {at} to {}){}: decoding resumes at the next frame header that fits",
+                    at + missing,
+                    if dropped > 0 {
+                        format!("; the {dropped} bytes before them, of an unfinished frame, are given up")
+                    } else {
+                        String::new()
+                    }
+                ),
+            )
+        };
+        out.push(Event {
+            conn: self.conn,
+            dir,
+            offset: at,
+            time,
+            pkt: None,
+            kind: EventKind::Notice { note },
+        });
+    }
+
     /// Both directions have ended: report what is left and the connection-level notes.
     pub fn finish(&mut self, time: Option<f64>, out: &mut Vec<Event>) {
         if self.finished {
@@ -927,6 +1053,16 @@ impl Annotator {
                 Direction::S2C => &mut self.s2c,
             };
             match &st.phase {
+                Phase::Hunt if st.hunt_skipped + st.head_buf.len() as u64 > 0 => {
+                    notes.push(Note::warning(
+                        Code::CaptureGap,
+                        "capture",
+                        format!(
+                            "the {who}'s last {} bytes, after a gap in the capture, held no frame header that fits",
+                            st.hunt_skipped + st.head_buf.len() as u64
+                        ),
+                    ));
+                }
                 Phase::Http if !st.head_buf.is_empty() => {
                     notes.push(Note::error(
                         Code::TruncatedHandshake,
@@ -991,6 +1127,7 @@ impl Annotator {
                     dir,
                     offset: st.raw_offset,
                     time,
+                    pkt: None,
                     kind: EventKind::Unparsed {
                         bytes: st.raw_bytes,
                         preview: st.raw_preview.clone(),
@@ -1042,6 +1179,7 @@ impl Annotator {
             dir: Direction::C2S,
             offset: 0,
             time,
+            pkt: None,
             kind: EventKind::End {
                 frames_c2s: self.c2s.frames,
                 frames_s2c: self.s2c.frames,
@@ -1084,6 +1222,11 @@ fn new_decoder(cfg: &Config) -> Decoder {
     }
     d
 }
+
+/// Bytes held while hunting for a frame header after a gap, at most: beyond
+/// them, the oldest are given up (a header is at most 14 bytes; the rest
+/// lets the header after it be checked too).
+const HUNT_WINDOW: usize = 64 * 1024;
 
 /// Move a fresh decoder's offset forward (frames start after the HTTP head).
 fn skip_offset(d: &mut Decoder, n: u64) {

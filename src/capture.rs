@@ -9,8 +9,10 @@
 //! * Raw binary: the whole file is one direction's byte stream.
 //! * Captures (`listen --record`): a first line `# kinetid-wsdump capture v1`,
 //!   then one line per event: `TIME CONN open PEER`, `TIME CONN c2s HEX`,
-//!   `TIME CONN s2c HEX` or `TIME CONN eof`, TIME being Unix seconds with
-//!   microseconds. One chunk line per read or write, as it happened.
+//!   `TIME CONN s2c HEX`, `TIME CONN note DIR SEVERITY CODE MESSAGE`,
+//!   `TIME CONN gap DIR BYTES` (bytes a packet capture missed) or
+//!   `TIME CONN eof`, TIME being Unix seconds with microseconds. One chunk
+//!   line per read or write, as it happened.
 
 use crate::frame::Direction;
 use std::fmt;
@@ -29,6 +31,10 @@ pub enum ChunkKind {
     Eof,
     /// The listener raised a note about the connection.
     Note(Direction, crate::note::Note),
+    /// This many bytes of a direction were never captured (packets missing
+    /// from a packet capture, or its start): decoding resumes at the next
+    /// frame header that fits.
+    Gap(Direction, u64),
 }
 
 /// One record of a file.
@@ -38,6 +44,9 @@ pub struct Chunk {
     pub time: Option<f64>,
     /// Connection id (1 for fixtures).
     pub conn: u64,
+    /// Number of the packet that carried it (packet captures; 1 for the
+    /// first packet, as Wireshark counts).
+    pub pkt: Option<u64>,
     /// What happened.
     pub kind: ChunkKind,
 }
@@ -45,7 +54,7 @@ pub struct Chunk {
 /// A malformed line in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileError {
-    /// 1-based line.
+    /// 1-based line (0 in a binary format).
     pub line: usize,
     /// Byte offset in the file of the offending text.
     pub offset: usize,
@@ -55,6 +64,10 @@ pub struct FileError {
 
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            // Binary formats have no lines.
+            return write!(f, "byte {}: {}", self.offset, self.reason);
+        }
         write!(
             f,
             "line {}, byte {}: {}",
@@ -299,6 +312,7 @@ impl<R: std::io::BufRead> Reader<R> {
             self.ready.push_back(Chunk {
                 time: None,
                 conn: 1,
+                pkt: None,
                 kind: ChunkKind::Data(dir, bytes),
             });
         }
@@ -455,6 +469,19 @@ fn capture_record(
     let kind = match f2 {
         Some("open") => ChunkKind::Open(rest.to_string()),
         Some("eof") => ChunkKind::Eof,
+        Some("gap") => {
+            // DIR BYTES
+            let mut it = rest.splitn(2, ' ');
+            let dir = match it.next().unwrap_or("") {
+                "c2s" => Direction::C2S,
+                "s2c" => Direction::S2C,
+                _ => return Err(err(kind_col + 4, "expected c2s or s2c".into())),
+            };
+            match it.next().map(str::parse::<u64>) {
+                Some(Ok(n)) => ChunkKind::Gap(dir, n),
+                _ => return Err(err(kind_col + 8, "expected a number of bytes".into())),
+            }
+        }
         Some("note") => {
             // DIR SEVERITY CODE MESSAGE
             let mut it = rest.splitn(4, ' ');
@@ -497,7 +524,7 @@ fn capture_record(
             return Err(err(
                 kind_col,
                 format!(
-                    "expected open, c2s, s2c, note or eof, found {:?}",
+                    "expected open, c2s, s2c, note, gap or eof, found {:?}",
                     other.unwrap_or("")
                 ),
             ))
@@ -506,6 +533,7 @@ fn capture_record(
     Ok(Some(Chunk {
         time: Some(time),
         conn,
+        pkt: None,
         kind,
     }))
 }
@@ -525,6 +553,7 @@ pub fn capture_line(c: &Chunk) -> String {
             n.message.replace(['\n', '\r'], " ")
         ),
         ChunkKind::Data(d, b) => format!("{t:.6} {} {} {}\n", c.conn, d.as_str(), hex::encode(b)),
+        ChunkKind::Gap(d, n) => format!("{t:.6} {} gap {} {n}\n", c.conn, d.as_str()),
     }
 }
 
@@ -550,6 +579,7 @@ mod tests {
             vec![Chunk {
                 time: None,
                 conn: 1,
+                pkt: None,
                 kind: ChunkKind::Data(Direction::C2S, vec![0x81, 0])
             }]
         );
@@ -595,16 +625,19 @@ mod tests {
             Chunk {
                 time: Some(1.5),
                 conn: 3,
+                pkt: None,
                 kind: ChunkKind::Open("127.0.0.1:5".into()),
             },
             Chunk {
                 time: Some(1.75),
                 conn: 3,
+                pkt: None,
                 kind: ChunkKind::Data(Direction::C2S, vec![1, 2, 255]),
             },
             Chunk {
                 time: Some(2.0),
                 conn: 3,
+                pkt: None,
                 kind: ChunkKind::Eof,
             },
         ];

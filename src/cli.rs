@@ -73,9 +73,16 @@ pub struct LimitArgs {
 /// `replay` flags.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// Files: hex fixtures, `listen --record` captures, or raw bytes with --raw; `-` reads standard input.
+    /// Files: pcap or pcapng packet captures (gzip-compressed too), hex
+    /// fixtures, `listen --record` captures, or raw bytes with --raw; `-`
+    /// reads standard input. The kind is told by the file's first bytes.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Packet captures: take every TCP connection to this port as
+    /// WebSocket, its upgrade captured or not (for captures that start in
+    /// the middle of a connection).
+    #[arg(long)]
+    pub port: Option<u16>,
     /// Treat the files as raw binary bytes of one direction.
     #[arg(long)]
     pub raw: bool,

@@ -29,6 +29,7 @@ pub mod kinetid;
 pub mod mask;
 pub mod meter;
 pub mod note;
+pub mod pcap;
 pub mod quirk;
 pub mod render;
 pub mod replay;

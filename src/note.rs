@@ -110,6 +110,12 @@ pub enum Code {
     DataAfterClose,
     /// `data-frame-in-fragmented-message`
     DataFrameInFragmentedMessage,
+    /// `capture-gap`
+    CaptureGap,
+    /// `capture-start-missed`
+    CaptureStartMissed,
+    /// `capture-overlap-differs`
+    CaptureOverlapDiffers,
     /// `device-id-duplicate`
     DeviceIdDuplicate,
     /// `device-registry-full`
@@ -238,6 +244,9 @@ impl Code {
         Code::ControlTooLong,
         Code::DataAfterClose,
         Code::DataFrameInFragmentedMessage,
+        Code::CaptureGap,
+        Code::CaptureStartMissed,
+        Code::CaptureOverlapDiffers,
         Code::DeviceIdDuplicate,
         Code::DeviceRegistryFull,
         Code::DeviceReplaced,
@@ -313,6 +322,9 @@ impl Code {
             Code::DeviceIdDuplicate => "device-id-duplicate",
             Code::DeviceRegistryFull => "device-registry-full",
             Code::DeviceReplaced => "device-replaced",
+            Code::CaptureGap => "capture-gap",
+            Code::CaptureStartMissed => "capture-start-missed",
+            Code::CaptureOverlapDiffers => "capture-overlap-differs",
             Code::FrameTimeout => "frame-timeout",
             Code::HintContAfterFin => "hint-cont-after-fin",
             Code::HintFinEveryFragment => "hint-fin-every-fragment",
@@ -399,6 +411,9 @@ impl Code {
             | Code::DeviceIdDuplicate
             | Code::DeviceRegistryFull
             | Code::DeviceReplaced
+            | Code::CaptureGap
+            | Code::CaptureStartMissed
+            | Code::CaptureOverlapDiffers
             | Code::FrameTimeout
             | Code::HintContAfterFin
             | Code::HintFinEveryFragment

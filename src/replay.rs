@@ -62,6 +62,16 @@ impl Replayer {
 
     /// Process one chunk.
     pub fn chunk(&mut self, c: &Chunk, out: &mut Vec<Event>) {
+        let from = out.len();
+        self.chunk_events(c, out);
+        if c.pkt.is_some() {
+            for e in &mut out[from..] {
+                e.pkt = c.pkt;
+            }
+        }
+    }
+
+    fn chunk_events(&mut self, c: &Chunk, out: &mut Vec<Event>) {
         match &c.kind {
             ChunkKind::Open(peer) => {
                 let ann = Annotator::new(
@@ -91,6 +101,19 @@ impl Replayer {
                 if let Some(a) = self.anns.get(&c.conn) {
                     a.notice(*dir, n.clone(), c.time, out);
                 }
+            }
+            ChunkKind::Gap(dir, n) => {
+                let cfg = self.cfg;
+                let ann = self.anns.entry(c.conn).or_insert_with(|| {
+                    Annotator::new(
+                        c.conn,
+                        Config {
+                            handshake: HandshakeMode::Detect,
+                            ..cfg
+                        },
+                    )
+                });
+                ann.gap(*dir, *n, c.time, out);
             }
             ChunkKind::Eof => {
                 if let Some(mut a) = self.anns.remove(&c.conn) {
@@ -125,6 +148,7 @@ impl Replayer {
                         &Chunk {
                             time: c.time,
                             conn: c.conn,
+                            pkt: c.pkt,
                             kind,
                         },
                         out,

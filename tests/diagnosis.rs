@@ -25,6 +25,7 @@ fn frames_only(c2s: &[u8], resync: bool) -> Vec<Event> {
     let chunks = [Chunk {
         time: None,
         conn: 1,
+        pkt: None,
         kind: ChunkKind::Data(Direction::C2S, c2s.to_vec()),
     }];
     let cfg = Config {
@@ -299,6 +300,7 @@ fn a_head_without_its_blank_line_is_named() {
     let chunks = [Chunk {
         time: None,
         conn: 1,
+        pkt: None,
         kind: ChunkKind::Data(Direction::C2S, req.to_vec()),
     }];
     let ev = annotate_all(&chunks, cfg(), None);

@@ -39,11 +39,13 @@ fn split_at(chunks: &[Chunk], i: usize, cut: usize) -> Vec<Chunk> {
                 v.push(Chunk {
                     time: c.time,
                     conn: c.conn,
+                    pkt: None,
                     kind: ChunkKind::Data(*d, b[..cut].to_vec()),
                 });
                 v.push(Chunk {
                     time: c.time,
                     conn: c.conn,
+                    pkt: None,
                     kind: ChunkKind::Data(*d, b[cut..].to_vec()),
                 });
             }

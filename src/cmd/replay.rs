@@ -6,6 +6,7 @@ use kinetid_wsdump::annotate::{Config, Event};
 use kinetid_wsdump::capture::{Chunk, ChunkKind, FileError, Reader};
 use kinetid_wsdump::escape::Esc;
 use kinetid_wsdump::frame::Direction;
+use kinetid_wsdump::pcap;
 use kinetid_wsdump::render::Format;
 use kinetid_wsdump::render::Printer;
 use kinetid_wsdump::replay::{Replayer, Stats};
@@ -84,12 +85,31 @@ impl Run<'_> {
             };
             out.write_all(line.as_bytes()).map_err(stdout_err)?;
         }
+        let mut src = src;
+        if src.buffer().starts_with(&[0x1f, 0x8b]) {
+            let z: Box<dyn Read> = Box::new(flate2::read::MultiGzDecoder::new(src));
+            src = std::io::BufReader::with_capacity(256 * 1024, z);
+            src.fill_buf().map_err(|e| AppError::Io(name.clone(), e))?;
+        }
         let mut input = if self.a.raw {
             let dir = match self.a.dir {
                 DirArg::C2s => Direction::C2S,
                 DirArg::S2c => Direction::S2C,
             };
             Input::Raw { src, dir }
+        } else if pcap::is_capture(src.buffer()) {
+            let opts = pcap::Options { port: self.a.port };
+            match pcap::PcapReader::new(src, opts) {
+                Ok(r) => Input::Pcap {
+                    r: Box::new(r),
+                    live: path.as_os_str() == "-",
+                },
+                Err(e) => {
+                    eprintln!("kinetid-wsdump: {}: {e}", Esc(&name));
+                    self.file_error = true;
+                    return Ok(());
+                }
+            }
         } else {
             Input::Text(Reader::new(src))
         };
@@ -117,6 +137,18 @@ impl Run<'_> {
         r.finish(&mut events);
         self.emit(&mut events, out)?;
         out.flush().map_err(stdout_err)?;
+        if let Input::Pcap { r, .. } = &input {
+            let c = r.counts();
+            eprintln!(
+                "kinetid-wsdump: {}: {} packets, {} TCP connections of which {} WebSocket; {} other connections and {} packets that are not TCP skipped",
+                Esc(&name),
+                c.packets,
+                c.tcp_connections,
+                c.websocket,
+                c.tcp_connections - c.websocket,
+                c.not_tcp
+            );
+        }
         if let Some(err) = input.error() {
             eprintln!(
                 "kinetid-wsdump: {}: {err} (everything before it is shown above)",
@@ -143,6 +175,12 @@ enum Input {
     Text(Reader<Source>),
     /// The whole file is one direction's bytes.
     Raw { src: Source, dir: Direction },
+    /// A pcap or pcapng packet capture (`live`: from a pipe, shown as it
+    /// comes).
+    Pcap {
+        r: Box<pcap::PcapReader>,
+        live: bool,
+    },
 }
 
 /// Raw input is handed on in pieces of this size.
@@ -152,6 +190,7 @@ impl Input {
     fn next_chunk(&mut self) -> std::io::Result<Option<Chunk>> {
         match self {
             Input::Text(r) => r.next_chunk(),
+            Input::Pcap { r, .. } => r.next_chunk(),
             Input::Raw { src, dir } => {
                 // What is buffered (one read when nothing is), never more.
                 let avail = src.fill_buf()?;
@@ -160,6 +199,7 @@ impl Input {
                 Ok((!b.is_empty()).then_some(Chunk {
                     time: None,
                     conn: 1,
+                    pkt: None,
                     kind: ChunkKind::Data(*dir, b),
                 }))
             }
@@ -172,6 +212,7 @@ impl Input {
         match self {
             Input::Text(r) => !r.has_ready() && !r.source().buffer().contains(&b'\n'),
             Input::Raw { src, .. } => src.buffer().is_empty(),
+            Input::Pcap { live, .. } => *live,
         }
     }
 
@@ -179,6 +220,7 @@ impl Input {
         match self {
             Input::Text(r) => r.error(),
             Input::Raw { .. } => None,
+            Input::Pcap { r, .. } => r.error(),
         }
     }
 }

@@ -175,6 +175,9 @@ pub fn event(b: &mut Vec<u8>, e: &Event) {
     if let Some(t) = e.time {
         let _ = serde_json::to_writer(&mut *o.key("time"), &t);
     }
+    if let Some(p) = e.pkt {
+        o.u64("pkt", p);
+    }
     match &e.kind {
         EventKind::Open { peer } => o.str("peer", peer),
         EventKind::Request {

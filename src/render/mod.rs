@@ -67,18 +67,22 @@ fn sev_style(color: bool, s: Severity) -> Style {
 }
 
 fn time_str(t: Option<f64>) -> Time {
-    Time(t)
+    Time(t, None)
 }
 
-/// ` t=SECONDS` when the time is known, written when shown.
-struct Time(Option<f64>);
+/// ` t=SECONDS` when the time is known and ` pkt=N` when the packet of a
+/// packet capture is, written when shown.
+struct Time(Option<f64>, Option<u64>);
 
 impl std::fmt::Display for Time {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(t) => write!(f, " t={t:.6}"),
-            None => Ok(()),
+        if let Some(t) = self.0 {
+            write!(f, " t={t:.6}")?;
         }
+        if let Some(p) = self.1 {
+            write!(f, " pkt={p}")?;
+        }
+        Ok(())
     }
 }
 
@@ -268,6 +272,9 @@ impl Printer {
         if let Some(t) = e.time {
             o.insert("time".into(), json!(t));
         }
+        if let Some(p) = e.pkt {
+            o.insert("pkt".into(), json!(p));
+        }
         o.extend(std::mem::take(body));
         Value::Object(o)
     }
@@ -310,7 +317,7 @@ impl Printer {
                 "{} connection opened from {}{}",
                 format!("[{}] ==", e.conn).style(arrow),
                 Esc(peer),
-                time_str(e.time).style(dim)
+                Time(e.time, e.pkt).style(dim)
             ),
             EventKind::Request { head, verdict, .. } => {
                 let title = format!("{} HTTP request, {} bytes", lead.style(arrow), head.len);
@@ -343,7 +350,7 @@ impl Printer {
                     w,
                     "{} malformed HTTP head{}",
                     lead.style(arrow),
-                    time_str(e.time).style(dim)
+                    Time(e.time, e.pkt).style(dim)
                 )?;
                 writeln!(
                     w,
@@ -379,7 +386,7 @@ impl Printer {
                 frames_s2c,
                 notes,
             } => {
-                writeln!(w, "{} connection ended: {frames_c2s} frames device->server, {frames_s2c} frames server->device{}", format!("[{}] ==", e.conn).style(arrow), time_str(e.time).style(dim))?;
+                writeln!(w, "{} connection ended: {frames_c2s} frames device->server, {frames_s2c} frames server->device{}", format!("[{}] ==", e.conn).style(arrow), Time(e.time, e.pkt).style(dim))?;
                 self.notes_text(w, notes, "  ")
             }
             EventKind::Notice { note } => {
@@ -387,7 +394,7 @@ impl Printer {
                     w,
                     "{} note{}",
                     format!("[{}] ==", e.conn).style(arrow),
-                    time_str(e.time).style(dim)
+                    Time(e.time, e.pkt).style(dim)
                 )?;
                 self.notes_text(w, std::slice::from_ref(note), "  ")
             }
@@ -515,7 +522,7 @@ impl Printer {
             f.truncated
                 .map(|m| format!(" (truncated: {m} never arrived)"))
                 .unwrap_or_default(),
-            time_str(e.time).style(dim)
+            Time(e.time, e.pkt).style(dim)
         )?;
         let s0 = st(c, Style::new().magenta());
         let s1 = st(c, Style::new().yellow());

@@ -89,6 +89,7 @@ impl Conn {
             self.record(Chunk {
                 time: Some(t),
                 conn: self.id,
+                pkt: None,
                 kind: ChunkKind::Data(dir, bytes.to_vec()),
             });
         }
@@ -143,6 +144,7 @@ impl Conn {
         self.record(Chunk {
             time: Some(t),
             conn: self.id,
+            pkt: None,
             kind: ChunkKind::Note(Direction::C2S, n.clone()),
         });
         let mut ev = Vec::new();
@@ -267,6 +269,7 @@ impl Conn {
         self.record(Chunk {
             time: Some(t),
             conn: self.id,
+            pkt: None,
             kind: ChunkKind::Open(self.peer.to_string()),
         });
         self.emit(&ev);
@@ -283,6 +286,7 @@ impl Conn {
         self.record(Chunk {
             time: Some(t),
             conn: self.id,
+            pkt: None,
             kind: ChunkKind::Eof,
         });
         self.emit(&ev);
