@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the third-party peers the integration tests talk to:
 #   Python's `websockets` (a WebSocket client nobody here wrote) into a venv
-#   under target/, Debian's chromium for the browser tests and Debian's
-#   prometheus for promtool.
+#   under target/, Debian's chromium for the browser tests, Debian's
+#   prometheus for promtool and Debian's tshark (the pcap tests compare its
+#   WebSocket dissection with ours).
 # Idempotent. A test whose peer is missing skips with a printed reason, and
 # fails instead when CI=true (so CI never passes without its real peers).
 set -uo pipefail
@@ -11,13 +12,17 @@ VENV=target/peers-venv
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import websockets' 2>/dev/null; then
   python3 -m venv "$VENV" && "$VENV/bin/pip" install -q "websockets>=13" || echo "setup-peers: could not install python websockets" >&2
 fi
-# Debian packages: chromium (browser tests), prometheus (promtool checks /metrics).
+# Debian packages: chromium (browser tests), prometheus (promtool checks
+# /metrics), tshark (pcap tests). tshark asks whether non-root users may
+# capture: answered no, without a prompt.
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v tshark >/dev/null 2>&1 || missing+=(tshark)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq || true
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
     for pkg in "${missing[@]}"; do
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null \
         || echo "setup-peers: could not install $pkg" >&2

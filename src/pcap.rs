@@ -330,23 +330,28 @@ impl Reassembler {
                 self.emit(c, d, p);
             }
             Kind::Undecided(held, size) => {
-                let Piece::Data(bytes, pkt, time) = p else {
-                    // A gap before the kind is known: the start is lost.
-                    flow.kind = Kind::Other;
-                    return;
-                };
-                *size += bytes.len();
-                held.push((d, time, pkt, bytes));
+                let mut gap = None;
+                match p {
+                    Piece::Data(bytes, pkt, time) => {
+                        *size += bytes.len();
+                        held.push((d, time, pkt, bytes));
+                    }
+                    // A gap before the head is whole: judged on what came.
+                    other => gap = Some(other),
+                }
                 let client: Vec<u8> = held
                     .iter()
                     .filter(|(d, ..)| *d == Direction::C2S)
                     .flat_map(|(.., b)| b.iter().copied())
                     .take(MAX_UNDECIDED)
                     .collect();
-                let verdict = if client.is_empty() {
-                    (*size >= MAX_UNDECIDED).then_some(false)
-                } else {
-                    looks_like_upgrade(&client)
+                let verdict = match &gap {
+                    Some(_) => Some(
+                        client.starts_with(b"GET ")
+                            && client.to_ascii_lowercase().windows(9).any(|w| w == b"websocket"),
+                    ),
+                    None if client.is_empty() => (*size >= MAX_UNDECIDED).then_some(false),
+                    None => looks_like_upgrade(&client),
                 };
                 match verdict {
                     None => {}
@@ -362,6 +367,9 @@ impl Reassembler {
                         self.open(k, c, first_time, first_pkt);
                         for (d, time, pkt, b) in held {
                             self.emit(c, d, Piece::Data(b, pkt, time));
+                        }
+                        if let Some(g) = gap {
+                            self.emit(c, d, g);
                         }
                     }
                 }
@@ -853,6 +861,16 @@ impl PcapReader {
             Err(PcapError::Eof) => {
                 self.st.tcp.finish();
                 self.done = true;
+            }
+            Err(PcapError::UnexpectedEof) => {
+                let e = file_error(
+                    at,
+                    format!(
+                        "the file ends inside a block (after packet {}): the capture was cut short",
+                        self.st.pkt
+                    ),
+                );
+                self.fail(e);
             }
             Err(PcapError::Incomplete(_)) => {
                 if self.inner.reader_exhausted() {

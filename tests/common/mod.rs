@@ -411,3 +411,21 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Debian's `tshark`, if installed. Absent: skip with a reason, or fail
+/// under CI=true (scripts/setup-peers.sh installs it).
+pub fn tshark() -> Option<&'static str> {
+    if Command::new("tshark")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Some("tshark");
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "tshark is missing under CI: scripts/setup-peers.sh must install it"
+    );
+    eprintln!("SKIPPED: tshark is not installed (scripts/setup-peers.sh installs it)");
+    None
+}
