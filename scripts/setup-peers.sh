@@ -19,6 +19,7 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v tshark >/dev/null 2>&1 || missing+=(tshark)
+command -v tcpdump >/dev/null 2>&1 || missing+=(tcpdump)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq || true

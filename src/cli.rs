@@ -83,6 +83,12 @@ pub struct ReplayArgs {
     /// the middle of a connection).
     #[arg(long)]
     pub port: Option<u16>,
+    /// Write the input to this file instead of annotating it, converted to
+    /// the format its name asks for: .pcapng (packets for Wireshark), .hex
+    /// (a hex fixture, one connection) or any other name (the text capture
+    /// format).
+    #[arg(long, value_name = "FILE")]
+    pub write: Option<PathBuf>,
     /// Treat the files as raw binary bytes of one direction.
     #[arg(long)]
     pub raw: bool,
@@ -188,7 +194,9 @@ pub struct ListenArgs {
     /// Rows in the device table (offline devices make room first).
     #[arg(long, default_value_t = 100_000)]
     pub max_devices: usize,
-    /// Write every byte both ways to this capture file.
+    /// Write every byte both ways to this file, before it is acted on: a
+    /// name ending in .pcapng records packets for Wireshark (synthesised
+    /// Ethernet/IP/TCP), any other the tool's text capture format.
     #[arg(long)]
     pub record: Option<PathBuf>,
     /// No per-frame output; counters on exit.

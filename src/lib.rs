@@ -30,6 +30,7 @@ pub mod mask;
 pub mod meter;
 pub mod note;
 pub mod pcap;
+pub mod pcapng;
 pub mod quirk;
 pub mod render;
 pub mod replay;

@@ -348,7 +348,10 @@ impl Reassembler {
                 let verdict = match &gap {
                     Some(_) => Some(
                         client.starts_with(b"GET ")
-                            && client.to_ascii_lowercase().windows(9).any(|w| w == b"websocket"),
+                            && client
+                                .to_ascii_lowercase()
+                                .windows(9)
+                                .any(|w| w == b"websocket"),
                     ),
                     None if client.is_empty() => (*size >= MAX_UNDECIDED).then_some(false),
                     None => looks_like_upgrade(&client),

@@ -81,7 +81,12 @@ fn every_synthetic_capture_gives_what_it_should() {
         let r = replay(&dir.join(name), &extra);
         let frames = of_type(&r.events, "frame").len() as u64;
         let conns = of_type(&r.events, "open").len() as u64;
-        assert_eq!(conns, want["conns"].as_u64().unwrap(), "{name}: connections\n{}", r.stderr);
+        assert_eq!(
+            conns,
+            want["conns"].as_u64().unwrap(),
+            "{name}: connections\n{}",
+            r.stderr
+        );
         if let Some(n) = want["frames"].as_u64() {
             assert_eq!(frames, n, "{name}: frames\n{}", r.stderr);
         }
@@ -90,7 +95,10 @@ fn every_synthetic_capture_gives_what_it_should() {
         }
         let got = codes(&r.events);
         for c in want["notes"].as_array().unwrap_or(&vec![]) {
-            assert!(got.contains(&c.as_str().unwrap().to_string()), "{name}: no {c} in {got:?}");
+            assert!(
+                got.contains(&c.as_str().unwrap().to_string()),
+                "{name}: no {c} in {got:?}"
+            );
         }
         if want["notes"].as_array().is_some_and(|n| n.is_empty()) {
             let capture: Vec<&String> = got.iter().filter(|c| c.starts_with("capture-")).collect();
@@ -99,7 +107,11 @@ fn every_synthetic_capture_gives_what_it_should() {
         match want["error"].as_str() {
             Some(e) => {
                 assert_eq!(r.code, 2, "{name}: exit status\n{}", r.stderr);
-                assert!(r.stderr.contains("byte ") && r.stderr.contains(e), "{name}: {}", r.stderr);
+                assert!(
+                    r.stderr.contains("byte ") && r.stderr.contains(e),
+                    "{name}: {}",
+                    r.stderr
+                );
             }
             None => assert_eq!(r.code, 0, "{name}: exit status\n{}", r.stderr),
         }
@@ -108,7 +120,12 @@ fn every_synthetic_capture_gives_what_it_should() {
             assert!(f["pkt"].as_u64().is_some_and(|p| p >= 1), "{name}: {f}");
         }
         if name == "mixed.pcap" {
-            assert!(r.stderr.contains("1 other connections and 1 packets that are not TCP skipped"), "{}", r.stderr);
+            assert!(
+                r.stderr
+                    .contains("1 other connections and 1 packets that are not TCP skipped"),
+                "{}",
+                r.stderr
+            );
         }
     }
 }
@@ -116,41 +133,116 @@ fn every_synthetic_capture_gives_what_it_should() {
 /// (packet, FIN, opcode, masked, length, masking key, text or close code)
 /// of every frame, as tshark's WebSocket dissector reads them.
 fn tshark_frames(tshark: &str, file: &Path) -> Vec<String> {
+    tshark_frames_with(tshark, file, &[])
+}
+
+fn tshark_frames_with(tshark: &str, file: &Path, extra: &[&str]) -> Vec<String> {
     let out = Command::new(tshark)
         .args(["-r"])
         .arg(file)
-        .args(["-Y", "websocket", "-T", "fields", "-E", "separator=\u{1f}", "-E", "occurrence=a", "-E", "aggregator=\u{1e}"])
-        .args(["-e", "frame.number", "-e", "websocket.fin", "-e", "websocket.opcode", "-e", "websocket.mask"])
-        .args(["-e", "websocket.payload_length", "-e", "websocket.payload_length_ext_16", "-e", "websocket.payload_length_ext_64"])
-        .args(["-e", "websocket.masking_key", "-e", "websocket.payload.text", "-e", "websocket.payload.close.status_code"])
+        .args(extra)
+        .args([
+            "-Y",
+            "websocket",
+            "-T",
+            "fields",
+            "-E",
+            "separator=\u{1f}",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=\u{1e}",
+        ])
+        .args([
+            "-e",
+            "frame.number",
+            "-e",
+            "websocket.fin",
+            "-e",
+            "websocket.opcode",
+            "-e",
+            "websocket.mask",
+        ])
+        .args([
+            "-e",
+            "websocket.payload_length",
+            "-e",
+            "websocket.payload_length_ext_16",
+            "-e",
+            "websocket.payload_length_ext_64",
+        ])
+        .args([
+            "-e",
+            "websocket.masking_key",
+            "-e",
+            "websocket.payload.text",
+            "-e",
+            "websocket.payload.close.status_code",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut v = Vec::new();
     for line in String::from_utf8(out.stdout).unwrap().lines() {
         let f: Vec<&str> = line.split('\u{1f}').collect();
         // One packet may complete several frames: tshark lists each field
         // once per frame, joined by the aggregator.
         let col = |i: usize| f[i].split('\u{1e}').map(str::to_string).collect::<Vec<_>>();
-        let (fin, op, mask, l7, l16, l64, key, text, close) =
-            (col(1), col(2), col(3), col(4), col(5), col(6), col(7), col(8), col(9));
+        let (fin, op, mask, l7, l16, l64, key, text, close) = (
+            col(1),
+            col(2),
+            col(3),
+            col(4),
+            col(5),
+            col(6),
+            col(7),
+            col(8),
+            col(9),
+        );
         let mut ki = 0;
         let mut ci = 0;
         let (mut l16i, mut l64i) = (0, 0);
         for i in 0..fin.len() {
             let len = match l7[i].parse::<u64>().unwrap() {
-                126 => { l16i += 1; l16[l16i - 1].clone() }
-                127 => { l64i += 1; l64[l64i - 1].clone() }
+                126 => {
+                    l16i += 1;
+                    l16[l16i - 1].clone()
+                }
+                127 => {
+                    l64i += 1;
+                    l64[l64i - 1].clone()
+                }
                 n => n.to_string(),
             };
             let masked = mask[i] == "1" || mask[i] == "True";
-            let k = if masked { ki += 1; key[ki - 1].clone() } else { "-".into() };
+            let k = if masked {
+                ki += 1;
+                key[ki - 1].clone()
+            } else {
+                "-".into()
+            };
             let what = match op[i].as_str() {
                 "1" => text.get(i).cloned().unwrap_or_default(),
-                "8" => { ci += 1; close.get(ci - 1).cloned().unwrap_or_default() }
+                "8" => {
+                    ci += 1;
+                    close.get(ci - 1).cloned().unwrap_or_default()
+                }
                 _ => String::new(),
             };
-            v.push(format!("{}|{}|{}|{}|{}|{}|{}", f[0], u8::from(fin[i] == "1" || fin[i] == "True"), op[i], u8::from(masked), len, k, what));
+            v.push(format!(
+                "{}|{}|{}|{}|{}|{}|{}",
+                f[0],
+                u8::from(fin[i] == "1" || fin[i] == "True"),
+                op[i],
+                u8::from(masked),
+                len,
+                k,
+                what
+            ));
         }
     }
     v
@@ -163,7 +255,9 @@ fn our_frames(file: &Path) -> Vec<String> {
         .map(|f| {
             let what = match f["opcode"].as_u64().unwrap() {
                 1 => f["payload_text"].as_str().unwrap_or("").to_string(),
-                8 => f["close_code"].as_u64().map_or(String::new(), |c| c.to_string()),
+                8 => f["close_code"]
+                    .as_u64()
+                    .map_or(String::new(), |c| c.to_string()),
                 _ => String::new(),
             };
             format!(
@@ -187,8 +281,17 @@ fn frames_equal_tsharks_dissection() {
     for name in [
         // (reorder.pcap is left out: tshark finds no WebSocket in it, as
         // its response packets come before the request's.)
-        "session.pcap", "nanos.pcap", "split.pcap", "wrap.pcap", "ipv6.pcap",
-        "vlan.pcap", "sll.pcap", "sll2.pcap", "null.pcap", "two-ifaces.pcapng", "mixed.pcap",
+        "session.pcap",
+        "nanos.pcap",
+        "split.pcap",
+        "wrap.pcap",
+        "ipv6.pcap",
+        "vlan.pcap",
+        "sll.pcap",
+        "sll2.pcap",
+        "null.pcap",
+        "two-ifaces.pcapng",
+        "mixed.pcap",
     ] {
         let ours = our_frames(&dir.join(name));
         let theirs = tshark_frames(tshark, &dir.join(name));
@@ -285,4 +388,200 @@ fn a_capture_from_a_pipe_streams() {
     stdin.write_all(&data[data.len() - 200..]).unwrap();
     drop(stdin);
     assert!(child.wait().unwrap().success());
+}
+
+/// Frames, messages and heads of a run, without what differs between a
+/// live listener and a capture of it (connection number, times, packets),
+/// each direction in its own order (how the two directions interleave is
+/// when the listener saw them, not when the packets crossed the wire).
+fn comparable(ev: &[Value]) -> Vec<Value> {
+    let mut v = comparable_in_order(ev);
+    v.sort_by_key(|e| {
+        (
+            e["dir"].as_str().unwrap_or("").to_string(),
+            e["offset"].as_u64(),
+        )
+    });
+    v
+}
+
+fn comparable_in_order(ev: &[Value]) -> Vec<Value> {
+    ev.iter()
+        .filter(|e| {
+            e["type"] == "frame"
+                || e["type"] == "message"
+                || e["type"] == "request"
+                || e["type"] == "response"
+        })
+        .map(|e| {
+            let mut e = e.clone();
+            let o = e.as_object_mut().unwrap();
+            for k in ["conn", "time", "pkt"] {
+                o.remove(k);
+            }
+            e
+        })
+        .collect()
+}
+
+#[test]
+fn a_tcpdump_capture_of_a_live_session_replays_as_listen_showed_it() {
+    let Some(tcpdump) = tcpdump() else { return };
+    let dir = pcaps();
+    let file = dir.join("live.pcap");
+    let l = Listener::start(&["--format", "json", "--no-console"]);
+    let mut td = Command::new(tcpdump)
+        .args([
+            "-i",
+            "lo",
+            "-U",
+            "--immediate-mode",
+            "-n",
+            "-Z",
+            "root",
+            "-s",
+            "0",
+            "-w",
+        ])
+        .arg(&file)
+        .arg(format!("tcp port {}", l.port))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // tcpdump says "listening on" once it captures.
+    let mut err = std::io::BufReader::new(td.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.contains("listening on"), "tcpdump: {line}");
+    let err_rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut err, &mut s).ok();
+        s
+    });
+    let st = Command::new(bin())
+        .args([
+            "emulate-device",
+            "--url",
+            &l.url(),
+            "--interval",
+            "200ms",
+            "--passive",
+            "1",
+        ])
+        .args(["--duration", "1500ms", "--color", "never"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let live: Vec<Value> = l
+        .stop()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // SAFETY: signalling the tcpdump child started above.
+    unsafe { libc::kill(td.id() as i32, libc::SIGINT) };
+    td.wait().unwrap();
+    let td_said = err_rest.join().unwrap();
+    let replayed = replay(&file, &[]);
+    assert_eq!(replayed.code, 0, "{}", replayed.stderr);
+    let (a, b) = (comparable(&live), comparable(&replayed.events));
+    assert!(a.len() > 20, "only {} live events", a.len());
+    if a != b {
+        let show = |v: &[Value]| {
+            v.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        std::fs::write(dir.join("live.json"), show(&a)).unwrap();
+        std::fs::write(dir.join("replayed.json"), show(&b)).unwrap();
+        panic!(
+            "live and replayed annotations differ: see {} (tcpdump: {td_said})",
+            dir.display()
+        );
+    }
+}
+
+#[test]
+fn listen_records_pcapng_that_tshark_dissects_as_it_annotated() {
+    let dir = pcaps();
+    let file = dir.join("listen.pcapng");
+    let l = Listener::start(&[
+        "--format",
+        "json",
+        "--no-console",
+        "--record",
+        file.to_str().unwrap(),
+    ]);
+    let st = Command::new(bin())
+        .args([
+            "emulate-device",
+            "--url",
+            &l.url(),
+            "--interval",
+            "200ms",
+            "--passive",
+            "1",
+        ])
+        .args(["--duration", "1200ms", "--color", "never"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let port = l.port;
+    let live: Vec<Value> = l
+        .stop()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Our own replay of the recording shows what listen showed.
+    let replayed = replay(&file, &[]);
+    assert_eq!(replayed.code, 0, "{}", replayed.stderr);
+    assert_eq!(comparable(&live), comparable(&replayed.events));
+    let frames = of_type(&replayed.events, "frame").len();
+    assert!(frames > 10, "{frames} frames");
+    // tshark opens it and finds the same frames (HTTP on the listener's port).
+    let Some(tshark) = tshark() else { return };
+    let out = Command::new(tshark)
+        .arg("-r")
+        .arg(&file)
+        .args([
+            "-d",
+            &format!("tcp.port=={port},http"),
+            "-Y",
+            "websocket",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs = String::from_utf8_lossy(&out.stdout).lines().count();
+    // tshark lists a packet once however many frames it completes.
+    let packets: std::collections::BTreeSet<u64> = of_type(&replayed.events, "frame")
+        .iter()
+        .map(|f| f["pkt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        theirs,
+        packets.len(),
+        "tshark and replay disagree on the packets with frames"
+    );
+    let ours = our_frames(&file);
+    let mut theirs = Vec::new();
+    // And frame by frame, with the port given as HTTP.
+    for f in tshark_frames_with(tshark, &file, &["-d", &format!("tcp.port=={port},http")]) {
+        theirs.push(f);
+    }
+    assert_eq!(ours, theirs);
 }

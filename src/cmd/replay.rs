@@ -30,9 +30,16 @@ pub fn run(a: ReplayArgs) -> Result<u8, AppError> {
         total: Stats::default(),
         file_error: false,
         conn_base: 0,
+        convert: match &a.write {
+            Some(p) => Some(Convert::create(p)?),
+            None => None,
+        },
     };
     for path in &a.files {
         run.file(path, &mut out)?;
+    }
+    if let Some(c) = run.convert.take() {
+        c.finish()?;
     }
     if run.file_error {
         return Ok(2);
@@ -56,6 +63,8 @@ struct Run<'a> {
     file_error: bool,
     /// Connections are numbered across files, so "conn 3" names one connection.
     conn_base: u64,
+    /// `--write`: the file the input is converted into.
+    convert: Option<Convert>,
 }
 
 fn stdout_err(e: std::io::Error) -> AppError {
@@ -77,7 +86,7 @@ impl Run<'_> {
             self.file_error = true;
             return Ok(());
         }
-        if self.a.files.len() > 1 {
+        if self.a.files.len() > 1 && self.convert.is_none() {
             let line = match self.p.format {
                 Format::Json => format!("{}\n", serde_json::json!({"type": "file", "path": name})),
                 Format::Text => format!("=== {} ===\n", Esc(&name)),
@@ -130,6 +139,10 @@ impl Run<'_> {
             };
             c.conn += self.conn_base;
             last_conn = last_conn.max(c.conn);
+            if let Some(w) = self.convert.as_mut() {
+                w.put(&c)?;
+                continue;
+            }
             r.chunk_split(&c, self.a.chunk, &mut events);
             self.emit(&mut events, out)?;
         }
@@ -242,3 +255,109 @@ fn open_input(path: &Path) -> Result<(String, Source), AppError> {
 
 /// A buffered input file or standard input.
 type Source = std::io::BufReader<Box<dyn Read>>;
+
+/// `replay --write`: the input converted into another format.
+enum Convert {
+    Pcapng(Box<kinetid_wsdump::pcapng::PcapngWriter>, Out),
+    Capture(Out),
+    Fixture { w: Out, conn: Option<u64> },
+}
+
+/// The converted file.
+struct Out {
+    w: std::io::BufWriter<std::fs::File>,
+    name: String,
+}
+
+impl Out {
+    fn put(&mut self, b: &[u8]) -> Result<(), AppError> {
+        self.w
+            .write_all(b)
+            .map_err(|e| AppError::Io(self.name.clone(), e))
+    }
+}
+
+impl Convert {
+    fn create(path: &Path) -> Result<Convert, AppError> {
+        let name = path.display().to_string();
+        let f = std::fs::File::create(path).map_err(|e| AppError::Io(name.clone(), e))?;
+        let mut out = Out {
+            w: std::io::BufWriter::new(f),
+            name,
+        };
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        Ok(match ext.as_deref() {
+            Some("pcapng") => {
+                let server = std::net::SocketAddr::from(([127, 0, 0, 1], 8080));
+                let w = kinetid_wsdump::pcapng::PcapngWriter::new(server);
+                out.put(&w.header())?;
+                Convert::Pcapng(Box::new(w), out)
+            }
+            Some("hex") => {
+                out.put(b"# converted by kinetid-wsdump replay --write\n")?;
+                Convert::Fixture { w: out, conn: None }
+            }
+            _ => {
+                out.put(format!("{}\n", kinetid_wsdump::capture::CAPTURE_MAGIC).as_bytes())?;
+                Convert::Capture(out)
+            }
+        })
+    }
+
+    fn put(&mut self, c: &Chunk) -> Result<(), AppError> {
+        match self {
+            Convert::Pcapng(w, out) => {
+                let b = w.chunk(c);
+                out.put(&b)
+            }
+            Convert::Capture(out) => out.put(kinetid_wsdump::capture::capture_line(c).as_bytes()),
+            Convert::Fixture { w, conn } => {
+                if conn.is_some_and(|k| k != c.conn) {
+                    return Err(AppError::Usage(format!(
+                        "{}: a hex fixture holds one connection and the input has more; write a .cap or .pcapng file",
+                        w.name
+                    )));
+                }
+                *conn = Some(c.conn);
+                let line = match &c.kind {
+                    ChunkKind::Open(p) => format!("# connection from {}\n", p.replace(['\n', '\r'], " ")),
+                    ChunkKind::Eof => "# connection ended\n".to_string(),
+                    ChunkKind::Note(d, n) => format!(
+                        "# {} note: {} {}: {}\n",
+                        d.as_str(),
+                        n.severity,
+                        n.code,
+                        n.message.replace(['\n', '\r'], " ")
+                    ),
+                    ChunkKind::Gap(d, n) => format!(
+                        "# {n} bytes {} were not captured here (a fixture cannot hold the gap: what follows joins on)\n",
+                        d.as_str()
+                    ),
+                    ChunkKind::Data(d, b) => {
+                        let mark = if *d == Direction::C2S { '>' } else { '<' };
+                        let mut s = String::with_capacity(b.len() * 3 + 8);
+                        for line in b.chunks(32) {
+                            s.push(mark);
+                            for x in line {
+                                s.push(' ');
+                                s.push_str(&format!("{x:02x}"));
+                            }
+                            s.push('\n');
+                        }
+                        s
+                    }
+                };
+                w.put(line.as_bytes())
+            }
+        }
+    }
+
+    fn finish(self) -> Result<(), AppError> {
+        let mut out = match self {
+            Convert::Pcapng(_, o) | Convert::Capture(o) | Convert::Fixture { w: o, .. } => o,
+        };
+        out.w.flush().map_err(|e| AppError::Io(out.name.clone(), e))
+    }
+}

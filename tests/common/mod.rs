@@ -429,3 +429,21 @@ pub fn tshark() -> Option<&'static str> {
     eprintln!("SKIPPED: tshark is not installed (scripts/setup-peers.sh installs it)");
     None
 }
+
+/// Debian's `tcpdump`, when it can capture on the loopback interface here.
+/// Absent: skip with a reason, or fail under CI=true.
+pub fn tcpdump() -> Option<&'static str> {
+    if Command::new("tcpdump")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Some("tcpdump");
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "tcpdump is missing under CI: scripts/setup-peers.sh must install it"
+    );
+    eprintln!("SKIPPED: tcpdump is not installed (scripts/setup-peers.sh installs it)");
+    None
+}

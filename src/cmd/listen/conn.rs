@@ -13,7 +13,7 @@ use super::api::{self, Request};
 use super::hub::{Claim, Cmd, ConnCmd, Hub};
 use super::now;
 use kinetid_wsdump::annotate::{Annotator, Event, EventKind};
-use kinetid_wsdump::capture::{capture_line, Chunk, ChunkKind};
+use kinetid_wsdump::capture::{Chunk, ChunkKind};
 use kinetid_wsdump::engine::backend::{Backend, BackendConfig, Effect};
 use kinetid_wsdump::engine::session::{Output, Session, SessionConfig};
 use kinetid_wsdump::frame::{encode_frame, Direction, EncodeOptions, OpCode, Role};
@@ -134,7 +134,7 @@ impl Conn {
 
     fn record(&self, c: Chunk) {
         if let Some(r) = &self.hub.record {
-            r.write(capture_line(&c).as_bytes());
+            r.record(&c);
         }
     }
 

@@ -25,7 +25,6 @@ use crate::cmd::listen::sinks::{LineSink, Recorder};
 use crate::cmd::{config, printer, AppError};
 use hub::Hub;
 use kinetid_wsdump::annotate::Config;
-use kinetid_wsdump::capture::CAPTURE_MAGIC;
 use kinetid_wsdump::handshake::error_response;
 use kinetid_wsdump::render::Printer;
 use std::io::IsTerminal;
@@ -226,7 +225,7 @@ async fn serve(
     let err = LineSink::spawn("stderr", Box::new(std::io::stderr()), 1 << 20);
     let rec = match &record {
         Some(path) => Some(
-            Recorder::create(path, format!("{CAPTURE_MAGIC}\n").as_bytes())
+            Recorder::for_path(path, local)
                 .map_err(|e| AppError::Io(path.display().to_string(), e))?,
         ),
         None => None,

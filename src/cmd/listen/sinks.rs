@@ -155,6 +155,8 @@ fn writer(s: Arc<Shared>, mut w: Box<dyn Write + Send>) {
 /// A capture file written straight through, one `write(2)` per batch.
 pub struct Recorder {
     file: Mutex<File>,
+    /// Recording as pcapng (else the text capture format).
+    pcapng: Option<Mutex<kinetid_wsdump::pcapng::PcapngWriter>>,
     sync: File,
     failed: AtomicBool,
     path: String,
@@ -163,15 +165,52 @@ pub struct Recorder {
 impl Recorder {
     /// Create (truncate) the file and write `first` (the format's header).
     pub fn create(path: &Path, first: &[u8]) -> io::Result<Arc<Recorder>> {
+        Self::create_with(path, first, None)
+    }
+
+    /// A recording in the format its name asks for: `.pcapng` (packets
+    /// between the devices and `server`, for Wireshark), else the text
+    /// capture format.
+    pub fn for_path(path: &Path, server: std::net::SocketAddr) -> io::Result<Arc<Recorder>> {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("pcapng"))
+        {
+            let w = kinetid_wsdump::pcapng::PcapngWriter::new(server);
+            let head = w.header();
+            return Self::create_with(path, &head, Some(Mutex::new(w)));
+        }
+        let magic = format!("{}\n", kinetid_wsdump::capture::CAPTURE_MAGIC);
+        Self::create(path, magic.as_bytes())
+    }
+
+    fn create_with(
+        path: &Path,
+        first: &[u8],
+        pcapng: Option<Mutex<kinetid_wsdump::pcapng::PcapngWriter>>,
+    ) -> io::Result<Arc<Recorder>> {
         let mut file = File::create(path)?;
         file.write_all(first)?;
         let sync = file.try_clone()?;
         Ok(Arc::new(Recorder {
             file: Mutex::new(file),
+            pcapng,
             sync,
             failed: AtomicBool::new(false),
             path: path.display().to_string(),
         }))
+    }
+
+    /// Record one chunk, in the recording's format.
+    pub fn record(&self, c: &kinetid_wsdump::capture::Chunk) {
+        match &self.pcapng {
+            Some(w) => {
+                let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+                let b = w.chunk(c);
+                self.write(&b);
+            }
+            None => self.write(kinetid_wsdump::capture::capture_line(c).as_bytes()),
+        }
     }
 
     /// Append one batch. An error is reported once and the recording stops;
