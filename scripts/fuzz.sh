@@ -9,11 +9,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-600}; shift || true
-TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(request response frames files kinetid inflate)
+TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(request response frames files kinetid inflate pcap)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 for t in "${TARGETS[@]}"; do
   mkdir -p "fuzz/corpus/$t"
+  if [ "$t" = pcap ] && [ -z "$(ls -A "fuzz/corpus/$t")" ]; then
+    # Seeds: the synthetic captures of every link type and reassembly case.
+    python3 scripts/make_pcaps.py "fuzz/corpus/$t" && rm -f "fuzz/corpus/$t/cases.json"
+  fi
   if [ -z "$(ls -A "fuzz/corpus/$t")" ]; then
     for f in fixtures/*.hex; do
       case "$t" in

@@ -53,6 +53,42 @@ pub struct OutputArgs {
     pub max_dump: usize,
 }
 
+/// What to show, shared by `replay` and `listen` (it never changes what is
+/// counted, recorded or answered).
+#[derive(Debug, Clone, Args)]
+pub struct FilterArgs {
+    /// Show only this connection (repeatable).
+    #[arg(long = "conn", value_name = "N")]
+    pub conns: Vec<u64>,
+    /// Show only connections that carry this device (its own messages or a
+    /// passive plug's it relays), from their start.
+    #[arg(long, value_name = "KN-...")]
+    pub device: Option<String>,
+    /// Show only events with a warning or an error (and refused heads).
+    #[arg(long)]
+    pub only_notes: bool,
+    /// Show only events at or after this time (Unix seconds, or UTC as
+    /// 2026-01-01T00:00:00Z).
+    #[arg(long, value_parser = kinetid_wsdump::filter::parse_time)]
+    pub since: Option<f64>,
+    /// Show only events at or before this time.
+    #[arg(long, value_parser = kinetid_wsdump::filter::parse_time)]
+    pub until: Option<f64>,
+}
+
+impl FilterArgs {
+    /// The library's filter spec.
+    pub fn spec(&self) -> kinetid_wsdump::filter::Spec {
+        kinetid_wsdump::filter::Spec {
+            conns: self.conns.clone(),
+            device: self.device.clone(),
+            only_notes: self.only_notes,
+            since: self.since,
+            until: self.until,
+        }
+    }
+}
+
 /// Decoder limits shared by the commands.
 #[derive(Debug, Clone, Args)]
 pub struct LimitArgs {
@@ -108,6 +144,8 @@ pub struct ReplayArgs {
     /// plausible frame header (named in a hint) instead of giving up.
     #[arg(long)]
     pub resync: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
@@ -208,6 +246,8 @@ pub struct ListenArgs {
     /// Device ids refused at hello (error unknown_device, close 1008).
     #[arg(long = "refuse")]
     pub refuse: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]

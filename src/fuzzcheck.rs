@@ -179,3 +179,53 @@ pub fn inflate(data: &[u8]) {
         assert_eq!(i.inflate(&z, limit).as_deref(), Ok(piece));
     }
 }
+
+/// The packet capture reader: any bytes (after a pcap header, when they do
+/// not start with one, so the fuzzer reaches the packets) are read without
+/// a panic, an error names an offset inside the input, and what was read
+/// replays through the annotator.
+pub fn pcap(data: &[u8]) {
+    let data = &data[..data.len().min(8 * MAX_INPUT)];
+    let mut input = Vec::with_capacity(data.len() + 24);
+    if !crate::pcap::is_capture(data) {
+        // A legacy header: little-endian, microseconds, link type from the
+        // first byte (Ethernet, raw IP, SLL, SLL2, loopback).
+        let lt: u32 = match data.first().map(|b| b % 5) {
+            Some(0) => 101,
+            Some(1) => 113,
+            Some(2) => 276,
+            Some(3) => 0,
+            _ => 1,
+        };
+        input.extend_from_slice(&0xA1B2_C3D4u32.to_le_bytes());
+        input.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        input.extend_from_slice(&65535u32.to_le_bytes());
+        input.extend_from_slice(&lt.to_le_bytes());
+    }
+    input.extend_from_slice(data);
+    let len = input.len();
+    let Ok(mut r) = crate::pcap::PcapReader::new(std::io::Cursor::new(input), Default::default())
+    else {
+        return;
+    };
+    let mut chunks = Vec::new();
+    for _ in 0..100_000 {
+        match r.next_chunk() {
+            Ok(Some(c)) => chunks.push(c),
+            _ => break,
+        }
+    }
+    if let Some(e) = r.error() {
+        assert!(
+            e.offset <= len,
+            "error offset {} past the input ({len})",
+            e.offset
+        );
+    }
+    let cfg = Config {
+        max_frame: 4096,
+        max_message: 8192,
+        ..Config::default()
+    };
+    let _ = crate::replay::annotate_all(&chunks, cfg, None);
+}

@@ -22,6 +22,7 @@ pub mod deflate;
 pub mod diagnose;
 pub mod engine;
 pub mod escape;
+pub mod filter;
 pub mod frame;
 pub mod fuzzcheck;
 pub mod handshake;

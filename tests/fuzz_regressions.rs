@@ -32,6 +32,7 @@ fn all_targets(name: &str, data: &[u8]) {
         fuzzcheck::files(data);
         fuzzcheck::kinetid(data);
         fuzzcheck::inflate(data);
+        fuzzcheck::pcap(data);
     });
     assert!(r.is_ok(), "a fuzz property failed on {name}");
 }

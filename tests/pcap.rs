@@ -585,3 +585,91 @@ fn listen_records_pcapng_that_tshark_dissects_as_it_annotated() {
     }
     assert_eq!(ours, theirs);
 }
+
+#[test]
+fn filters_choose_what_is_shown() {
+    let dir = pcaps();
+    let all = replay(&dir.join("gap.pcap"), &[]).events;
+    // Only what has a warning or an error: the gap's note, the end.
+    let notes = replay(&dir.join("gap.pcap"), &["--only-notes"]).events;
+    assert!(!notes.is_empty() && notes.len() < all.len());
+    assert!(notes.iter().all(|e| e["notes"]
+        .as_array()
+        .is_some_and(|n| n.iter().any(|n| n["severity"] != "info"))));
+    // By device: all of its connection, from the open; another: nothing.
+    let dev = replay(&dir.join("session.pcap"), &["--device", "KN-A4CF12F0E1B2"]).events;
+    assert_eq!(
+        dev.len(),
+        replay(&dir.join("session.pcap"), &[]).events.len()
+    );
+    assert_eq!(dev[0]["type"], "open");
+    assert!(
+        replay(&dir.join("session.pcap"), &["--device", "KN-000000000000"])
+            .events
+            .is_empty()
+    );
+    // By time: the first report is at 00:01:00 UTC, the handshake at 00:00:00.
+    let early = replay(
+        &dir.join("session.pcap"),
+        &["--until", "2026-01-01T00:00:30Z"],
+    )
+    .events;
+    assert!(early
+        .iter()
+        .all(|e| e["time"].as_f64().unwrap() <= 1_767_225_630.0));
+    assert!(early.iter().any(|e| e["type"] == "request"));
+    let late = replay(&dir.join("session.pcap"), &["--since", "1767225630"]).events;
+    let whole = replay(&dir.join("session.pcap"), &[]).events;
+    assert_eq!(early.len() + late.len(), whole.len());
+    // By connection, numbered across files.
+    let second = replay(&dir.join("session.pcap"), &["--conn", "2"]).events;
+    assert!(second.is_empty());
+}
+
+#[test]
+fn listen_shows_only_the_device_asked_for() {
+    let l = Listener::start(&[
+        "--format",
+        "json",
+        "--no-console",
+        "--device",
+        "KN-0000000000A1",
+    ]);
+    let emu = |id: &str| {
+        Command::new(bin())
+            .args([
+                "emulate-device",
+                "--url",
+                &l.url(),
+                "--id",
+                id,
+                "--interval",
+                "200ms",
+            ])
+            .args(["--duration", "800ms", "--color", "never"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (emu("KN-0000000000A1"), emu("KN-0000000000B2"));
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    let out = l.stop();
+    let ev: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let devs: std::collections::BTreeSet<&str> = ev
+        .iter()
+        .filter_map(|e| e["kinetid"]["dev"].as_str())
+        .collect();
+    assert_eq!(
+        devs.into_iter().collect::<Vec<_>>(),
+        ["KN-0000000000A1"],
+        "{out}"
+    );
+    let conns: std::collections::BTreeSet<u64> =
+        ev.iter().filter_map(|e| e["conn"].as_u64()).collect();
+    assert_eq!(conns.len(), 1);
+    assert!(ev.iter().any(|e| e["type"] == "open"));
+}

@@ -30,6 +30,8 @@ pub fn run(a: ReplayArgs) -> Result<u8, AppError> {
         total: Stats::default(),
         file_error: false,
         conn_base: 0,
+        filter: kinetid_wsdump::filter::Filter::new(a.filter.spec()),
+        shown: Vec::new(),
         convert: match &a.write {
             Some(p) => Some(Convert::create(p)?),
             None => None,
@@ -65,6 +67,9 @@ struct Run<'a> {
     conn_base: u64,
     /// `--write`: the file the input is converted into.
     convert: Option<Convert>,
+    /// `--conn`, `--device`, `--only-notes`, `--since`, `--until`.
+    filter: kinetid_wsdump::filter::Filter,
+    shown: Vec<Event>,
 }
 
 fn stdout_err(e: std::io::Error) -> AppError {
@@ -173,8 +178,18 @@ impl Run<'_> {
     }
 
     fn emit(&mut self, events: &mut Vec<Event>, out: &mut dyn Write) -> Result<(), AppError> {
+        if self.filter.is_empty() {
+            for e in events.drain(..) {
+                self.total.add(&e);
+                self.p.event(out, &e).map_err(stdout_err)?;
+            }
+            return Ok(());
+        }
         for e in events.drain(..) {
             self.total.add(&e);
+            self.filter.pass(e, &mut self.shown);
+        }
+        for e in self.shown.drain(..) {
             self.p.event(out, &e).map_err(stdout_err)?;
         }
         Ok(())

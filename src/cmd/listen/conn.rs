@@ -57,6 +57,9 @@ pub struct Conn {
     registry_full_noted: bool,
     /// permessage-deflate for what the server sends, when agreed.
     deflater: Option<kinetid_wsdump::deflate::Deflater>,
+    /// What to show of this connection (`--conn`, `--device`, ...), when
+    /// anything is filtered.
+    filter: Option<Box<kinetid_wsdump::filter::Filter>>,
 }
 
 impl Drop for Conn {
@@ -69,6 +72,8 @@ impl Conn {
     /// A connection accepted from `peer`.
     pub fn new(id: u64, peer: SocketAddr, sock: TcpStream, hub: Arc<Hub>) -> Conn {
         let ann = Annotator::new(id, hub.s.cfg);
+        let filter = (!hub.s.filter.is_empty())
+            .then(|| Box::new(kinetid_wsdump::filter::Filter::new(hub.s.filter.clone())));
         Conn {
             id,
             peer,
@@ -79,6 +84,7 @@ impl Conn {
             held: 0,
             registry_full_noted: false,
             deflater: None,
+            filter,
         }
     }
 
@@ -177,8 +183,21 @@ impl Conn {
         }
         if let Some(out) = &self.hub.out {
             let mut buf = Vec::new();
-            for e in ev {
-                let _ = self.hub.s.printer.event(&mut buf, e);
+            match self.filter.as_mut() {
+                None => {
+                    for e in ev {
+                        let _ = self.hub.s.printer.event(&mut buf, e);
+                    }
+                }
+                Some(f) => {
+                    let mut shown = Vec::new();
+                    for e in ev {
+                        f.pass(e.clone(), &mut shown);
+                    }
+                    for e in &shown {
+                        let _ = self.hub.s.printer.event(&mut buf, e);
+                    }
+                }
             }
             // Never waits: a stalled reader loses lines (counted), not devices.
             out.push(buf);

@@ -59,6 +59,8 @@ pub struct Settings {
     pub cfg: Config,
     /// Renderer.
     pub printer: Printer,
+    /// What to show (`--conn`, `--device`, `--only-notes`, `--since`, `--until`).
+    pub filter: kinetid_wsdump::filter::Spec,
     /// No per-event output.
     pub quiet: bool,
     /// Keep connections open on violations.
@@ -125,6 +127,7 @@ pub fn run(a: ListenArgs) -> Result<u8, AppError> {
             (!a.no_deflate).then(|| a.deflate.unwrap_or_default()),
         ),
         printer: printer(&a.output),
+        filter: a.filter.spec(),
         quiet: a.quiet,
         lenient: a.lenient,
         echo: a.echo,
