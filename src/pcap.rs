@@ -12,7 +12,8 @@
 //! note); bytes the capture never saw (a lost packet, a snapshot length
 //! shorter than the packet) become a gap, after which decoding resumes at
 //! the next frame header that fits. Out-of-order data is held up to
-//! [`MAX_OUT_OF_ORDER`] bytes a direction; past that, what is missing is
+//! [`MAX_OUT_OF_ORDER`] bytes a direction and [`MAX_OUT_OF_ORDER_TOTAL`] over
+//! all connections; past that, what is missing is
 //! taken as lost.
 
 use crate::capture::{Chunk, ChunkKind, FileError};
@@ -27,8 +28,12 @@ use std::net::{IpAddr, SocketAddr};
 
 /// Out-of-order bytes held for one direction of a connection, at most.
 pub const MAX_OUT_OF_ORDER: usize = 1 << 20;
+/// Out-of-order bytes held over all connections, at most.
+pub const MAX_OUT_OF_ORDER_TOTAL: usize = 32 << 20;
 /// Bytes of a connection held before it is known to be WebSocket.
 const MAX_UNDECIDED: usize = 16 * 1024;
+/// The same over all connections.
+const MAX_UNDECIDED_TOTAL: usize = 8 << 20;
 /// The reader's buffer: blocks bigger than this are refused.
 const MAX_BLOCK: usize = 16 << 20;
 /// Delivered bytes kept a direction to compare retransmissions with.
@@ -154,6 +159,10 @@ pub struct Reassembler {
     pub ready: VecDeque<Chunk>,
     /// What was seen.
     pub counts: Counts,
+    /// Out-of-order bytes held over all connections.
+    held: usize,
+    /// Bytes held of connections not known yet to be WebSocket.
+    undecided: usize,
 }
 
 fn key(a: SocketAddr, b: SocketAddr) -> FlowKey {
@@ -275,7 +284,9 @@ impl Reassembler {
             return;
         }
         let mut out: Vec<(Direction, Piece)> = Vec::new();
+        let room = MAX_OUT_OF_ORDER_TOTAL.saturating_sub(self.held);
         {
+            let before = flow.c2s.ooo_bytes + flow.s2c.ooo_bytes;
             let h = flow.half(dir);
             if s.syn {
                 h.syn = true;
@@ -286,7 +297,8 @@ impl Reassembler {
             }
             let seq = if s.syn { s.seq.wrapping_add(1) } else { s.seq };
             if s.real_len > 0 {
-                deliver(h, seq, s.payload, s.real_len, pkt, time, &mut |p| {
+                let limit = MAX_OUT_OF_ORDER.min(h.ooo_bytes + room);
+                deliver(h, seq, s.payload, s.real_len, limit, pkt, time, &mut |p| {
                     out.push((dir, p))
                 });
             }
@@ -296,6 +308,8 @@ impl Reassembler {
             // What the peer acknowledged it has: data missing before it
             // was lost to the capture.
             flush_acked(flow.half(dir.other()), &mut |p| out.push((dir.other(), p)));
+            let after = flow.c2s.ooo_bytes + flow.s2c.ooo_bytes;
+            self.held = (self.held + after).saturating_sub(before);
         }
         for (d, p) in out {
             self.piece(k, d, p);
@@ -334,6 +348,7 @@ impl Reassembler {
                 match p {
                     Piece::Data(bytes, pkt, time) => {
                         *size += bytes.len();
+                        self.undecided += bytes.len();
                         held.push((d, time, pkt, bytes));
                     }
                     // A gap before the head is whole: judged on what came.
@@ -345,7 +360,11 @@ impl Reassembler {
                     .flat_map(|(.., b)| b.iter().copied())
                     .take(MAX_UNDECIDED)
                     .collect();
+                // Bounded over all connections too: past it, a connection
+                // still undecided is taken for something else.
+                let full = self.undecided > MAX_UNDECIDED_TOTAL;
                 let verdict = match &gap {
+                    _ if full => Some(false),
                     Some(_) => Some(
                         client.starts_with(b"GET ")
                             && client
@@ -356,6 +375,9 @@ impl Reassembler {
                     None if client.is_empty() => (*size >= MAX_UNDECIDED).then_some(false),
                     None => looks_like_upgrade(&client),
                 };
+                if verdict.is_some() {
+                    self.undecided = self.undecided.saturating_sub(*size);
+                }
                 match verdict {
                     None => {}
                     Some(false) => flow.kind = Kind::Other,
@@ -393,6 +415,12 @@ impl Reassembler {
         let Some(mut flow) = self.flows.remove(&k) else {
             return;
         };
+        self.held = self
+            .held
+            .saturating_sub(flow.c2s.ooo_bytes + flow.s2c.ooo_bytes);
+        if let Kind::Undecided(_, size) = flow.kind {
+            self.undecided = self.undecided.saturating_sub(size);
+        }
         let conn = match flow.kind {
             Kind::WebSocket(c) => c,
             _ => return,
@@ -460,11 +488,13 @@ fn remember(h: &mut Half, b: &[u8]) {
 }
 
 /// A segment of `real_len` bytes at `seq`, of which `data` was captured.
+#[allow(clippy::too_many_arguments)]
 fn deliver(
     h: &mut Half,
     seq: u32,
     data: &[u8],
     real_len: usize,
+    limit: usize,
     pkt: u64,
     time: Option<f64>,
     out: &mut dyn FnMut(Piece),
@@ -478,7 +508,7 @@ fn deliver(
     }
     if d > 0 {
         let at = h.pos + d as u64;
-        if h.ooo_bytes + data.len() <= MAX_OUT_OF_ORDER {
+        if h.ooo_bytes + data.len() <= limit {
             if let Some(prev) = h.ooo.get(&at) {
                 if prev.data[..prev.data.len().min(data.len())]
                     != data[..prev.data.len().min(data.len())]
