@@ -26,6 +26,36 @@ pub enum Command {
     EmulateDevice(EmulateArgs),
     /// Annotate captured or hand-written byte streams (fixtures, recordings, raw files).
     Replay(ReplayArgs),
+    /// Stand between devices and their real backend: forward every byte
+    /// unchanged both ways and annotate it.
+    Proxy(ProxyArgs),
+}
+
+/// `proxy` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// Where devices are sent: ws://HOST[:PORT] (the path is the device's).
+    #[arg(long)]
+    pub upstream: String,
+    /// Address devices connect to.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Write every byte both ways to this file (.pcapng for Wireshark, any
+    /// other name the text capture format).
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// No per-frame output; counters on exit.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Do not decode text messages as Kinetid messages.
+    #[arg(long)]
+    pub no_kinetid: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// When to colour text output.

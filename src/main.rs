@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Command::Replay(a) => cmd::replay(a),
         Command::Listen(a) => cmd::listen(a),
         Command::EmulateDevice(a) => cmd::emulate(a),
+        Command::Proxy(a) => cmd::proxy(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -124,6 +124,8 @@ pub enum Code {
     DeviceReplaced,
     /// `frame-timeout`
     FrameTimeout,
+    /// `proxy-host-rewritten`
+    ProxyHostRewritten,
     /// `hint-cont-after-fin`
     HintContAfterFin,
     /// `hint-fin-every-fragment`
@@ -251,6 +253,7 @@ impl Code {
         Code::DeviceRegistryFull,
         Code::DeviceReplaced,
         Code::FrameTimeout,
+        Code::ProxyHostRewritten,
         Code::HintContAfterFin,
         Code::HintFinEveryFragment,
         Code::HintLen1274byte,
@@ -322,6 +325,7 @@ impl Code {
             Code::DeviceIdDuplicate => "device-id-duplicate",
             Code::DeviceRegistryFull => "device-registry-full",
             Code::DeviceReplaced => "device-replaced",
+            Code::ProxyHostRewritten => "proxy-host-rewritten",
             Code::CaptureGap => "capture-gap",
             Code::CaptureStartMissed => "capture-start-missed",
             Code::CaptureOverlapDiffers => "capture-overlap-differs",
@@ -415,6 +419,7 @@ impl Code {
             | Code::CaptureStartMissed
             | Code::CaptureOverlapDiffers
             | Code::FrameTimeout
+            | Code::ProxyHostRewritten
             | Code::HintContAfterFin
             | Code::HintFinEveryFragment
             | Code::HintLen1274byte
@@ -492,6 +497,8 @@ pub const LISTENER_NOTES: &[(Code, &str)] = &[
     (Code::MemoryBudgetExceeded, "RFC 6455 10.4"),
     (Code::FrameTimeout, "RFC 6455 10.4"),
     (Code::WriteTimeout, "RFC 6455 10.4"),
+    (Code::CaptureOverlapDiffers, "capture"),
+    (Code::ProxyHostRewritten, "RFC 9110 7.2"),
 ];
 
 /// A listener note from its recorded code, severity and message; `None`

@@ -8,9 +8,12 @@
 pub mod emulate;
 pub mod listen;
 pub mod metrics;
+pub mod proxy;
 pub mod replay;
 
-use crate::cli::{ColorChoice, EmulateArgs, LimitArgs, ListenArgs, OutputArgs, ReplayArgs};
+use crate::cli::{
+    ColorChoice, EmulateArgs, LimitArgs, ListenArgs, OutputArgs, ProxyArgs, ReplayArgs,
+};
 use kinetid_wsdump::annotate::Config;
 use kinetid_wsdump::handshake::Limits;
 use kinetid_wsdump::render::Printer;
@@ -90,6 +93,11 @@ pub fn replay(a: ReplayArgs) -> Result<u8, AppError> {
 /// `listen`.
 pub fn listen(a: ListenArgs) -> Result<u8, AppError> {
     crate::cmd::listen::run(a)
+}
+
+/// `proxy`.
+pub fn proxy(a: ProxyArgs) -> Result<u8, AppError> {
+    crate::cmd::proxy::run(a)
 }
 
 /// `emulate-device`.

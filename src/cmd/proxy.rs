@@ -1,0 +1,505 @@
+//! `kinetid-wsdump proxy`: stands between a device and its real backend.
+//!
+//! Each device connection gets its own upstream connection. The device's
+//! HTTP upgrade request goes upstream with only `Host` rewritten (the
+//! device's own key, so the upstream's accept is checked against what the
+//! device sent); the upstream's response goes back unchanged; then every
+//! byte is forwarded unchanged both ways, chunk by chunk as it arrives, and
+//! annotated once per direction by the same core as `listen` and `replay`.
+//! The proxy repairs nothing: what a device gets wrong reaches the backend
+//! as it was sent, and is named in the output.
+//!
+//! What a failure looks like to the device: a head that is not HTTP gets
+//! 400, an upstream that cannot be reached 502 and one that does not answer
+//! in time 504, each with the reason in the body and a line on stderr.
+
+use super::listen::sinks::{LineSink, Recorder};
+use super::{config, printer, AppError};
+use crate::cli::ProxyArgs;
+use kinetid_wsdump::annotate::{Annotator, Config, Event, HandshakeMode};
+use kinetid_wsdump::capture::{Chunk, ChunkKind};
+use kinetid_wsdump::escape::Esc;
+use kinetid_wsdump::filter::Filter;
+use kinetid_wsdump::frame::Direction;
+use kinetid_wsdump::handshake::{self, error_response, HeadParse};
+use kinetid_wsdump::render::Printer;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long a device has to send its head, and the upstream to connect and
+/// answer it.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `ws://` upstream.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `host:port` to connect to.
+    pub addr: String,
+    /// What `Host` says upstream.
+    pub host: String,
+}
+
+/// Read `ws://HOST[:PORT][/PATH]`. The path is the device's own: only where
+/// to connect comes from the URL.
+pub fn parse_upstream(url: &str) -> Result<Upstream, String> {
+    if url.starts_with("wss://") {
+        return Err("wss:// upstreams (TLS) are not supported yet: use a ws:// upstream".into());
+    }
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| format!("{url:?}: the upstream must be a ws:// URL"))?;
+    let hostport = rest.split(['/', '?']).next().unwrap_or("");
+    if hostport.is_empty() || hostport.contains('@') {
+        return Err(format!("{url:?}: no host"));
+    }
+    let port_ok = |p: &str| p.parse::<u16>().is_ok();
+    let has_port = if hostport.starts_with('[') {
+        hostport.rsplit_once("]:").is_some_and(|(_, p)| port_ok(p))
+    } else {
+        hostport.rsplit_once(':').is_some_and(|(_, p)| port_ok(p))
+    };
+    let addr = if has_port {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    Ok(Upstream {
+        addr,
+        host: hostport.to_string(),
+    })
+}
+
+/// The device's head with its `Host` value replaced; everything else
+/// byte for byte as the device sent it.
+fn rewrite_host(head: &[u8], host: &str) -> (Vec<u8>, Option<String>) {
+    let mut out = Vec::with_capacity(head.len() + host.len());
+    let mut old = None;
+    let mut first = true;
+    for line in head.split_inclusive(|&b| b == b'\n') {
+        let is_host =
+            !first && old.is_none() && line.len() > 5 && line[..5].eq_ignore_ascii_case(b"host:");
+        first = false;
+        if is_host {
+            let value = &line[5..];
+            let end = value.len()
+                - value
+                    .iter()
+                    .rev()
+                    .take_while(|b| **b == b'\n' || **b == b'\r')
+                    .count();
+            old = Some(String::from_utf8_lossy(&value[..end]).trim().to_string());
+            out.extend_from_slice(b"Host: ");
+            out.extend_from_slice(host.as_bytes());
+            out.extend_from_slice(&value[end..]);
+        } else {
+            out.extend_from_slice(line);
+        }
+    }
+    (out, old)
+}
+
+/// What every connection shares.
+struct Shared {
+    cfg: Config,
+    printer: Printer,
+    out: Option<LineSink>,
+    err: LineSink,
+    record: Option<Arc<Recorder>>,
+    upstream: Upstream,
+    filter: kinetid_wsdump::filter::Spec,
+    next_conn: AtomicU64,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+}
+
+/// Run `proxy` from flags.
+pub fn run(a: ProxyArgs) -> Result<u8, AppError> {
+    let upstream = parse_upstream(&a.upstream).map_err(AppError::Usage)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Failed(format!("runtime: {e}")))?;
+    rt.block_on(serve(a, upstream))
+}
+
+async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
+    let listener = TcpListener::bind(&a.bind)
+        .await
+        .map_err(|e| AppError::Io(a.bind.clone(), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| AppError::Io(a.bind.clone(), e))?;
+    eprintln!(
+        "kinetid-wsdump: proxy listening on {local}, forwarding to ws://{}",
+        upstream.host
+    );
+    let record = match &a.record {
+        Some(p) => Some(
+            Recorder::for_path(p, local).map_err(|e| AppError::Io(p.display().to_string(), e))?,
+        ),
+        None => None,
+    };
+    let sh = Arc::new(Shared {
+        cfg: Config {
+            handshake: HandshakeMode::Expect,
+            ..config(&a.limits, !a.no_kinetid, false, Some(Default::default()))
+        },
+        printer: printer(&a.output),
+        out: (!a.quiet).then(|| LineSink::spawn("stdout", Box::new(std::io::stdout()), 4 << 20)),
+        err: LineSink::spawn("stderr", Box::new(std::io::stderr()), 1 << 20),
+        record,
+        upstream,
+        filter: a.filter.spec(),
+        next_conn: AtomicU64::new(0),
+        bytes_up: AtomicU64::new(0),
+        bytes_down: AtomicU64::new(0),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => {
+                let Ok((sock, peer)) = r else { continue };
+                let _ = sock.set_nodelay(true);
+                let id = sh.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+                let sh = sh.clone();
+                tasks.spawn(async move { connection(sh, id, sock, peer).await });
+                while tasks.try_join_next().is_some() {}
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    // Connections get a moment to finish what they are forwarding.
+    let _ = tokio::time::timeout(Duration::from_millis(1500), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+    if let Some(r) = &sh.record {
+        r.sync();
+    }
+    if let Some(o) = &sh.out {
+        o.close(Duration::from_millis(1000));
+    }
+    eprintln!(
+        "kinetid-wsdump: {} connections, {} bytes device->upstream, {} bytes upstream->device",
+        sh.next_conn.load(Ordering::Relaxed),
+        sh.bytes_up.load(Ordering::Relaxed),
+        sh.bytes_down.load(Ordering::Relaxed)
+    );
+    sh.err.close(Duration::from_millis(500));
+    Ok(0)
+}
+
+/// One device connection and its upstream.
+struct Link {
+    sh: Arc<Shared>,
+    id: u64,
+    ann: Annotator,
+    filter: Option<Filter>,
+}
+
+impl Link {
+    /// Record, annotate and print bytes seen in `dir`.
+    fn observe(&mut self, dir: Direction, bytes: &[u8]) {
+        let t = super::listen::now();
+        self.record(t, ChunkKind::Data(dir, bytes.to_vec()));
+        let mut ev = Vec::new();
+        self.ann.feed(dir, bytes, Some(t), &mut ev);
+        self.show(ev);
+    }
+
+    fn record(&self, t: f64, kind: ChunkKind) {
+        if let Some(r) = &self.sh.record {
+            r.record(&Chunk {
+                time: Some(t),
+                conn: self.id,
+                pkt: None,
+                kind,
+            });
+        }
+    }
+
+    fn show(&mut self, ev: Vec<Event>) {
+        let Some(out) = &self.sh.out else { return };
+        let ev = match self.filter.as_mut() {
+            None => ev,
+            Some(f) => {
+                let mut shown = Vec::new();
+                for e in ev {
+                    f.pass(e, &mut shown);
+                }
+                shown
+            }
+        };
+        let mut buf = Vec::new();
+        for e in &ev {
+            let _ = self.sh.printer.event(&mut buf, e);
+        }
+        out.push(buf);
+    }
+
+    fn notice(&mut self, dir: Direction, n: kinetid_wsdump::note::Note) {
+        let t = super::listen::now();
+        self.record(t, ChunkKind::Note(dir, n.clone()));
+        let mut ev = Vec::new();
+        self.ann.notice(dir, n, Some(t), &mut ev);
+        self.show(ev);
+    }
+}
+
+async fn connection(sh: Arc<Shared>, id: u64, mut dev: TcpStream, peer: SocketAddr) {
+    let mut link = Link {
+        sh: sh.clone(),
+        id,
+        ann: Annotator::new(id, sh.cfg),
+        filter: (!sh.filter.is_empty()).then(|| Filter::new(sh.filter.clone())),
+    };
+    let t = super::listen::now();
+    link.record(t, ChunkKind::Open(peer.to_string()));
+    let mut ev = Vec::new();
+    link.ann.open(&peer.to_string(), Some(t), &mut ev);
+    link.show(ev);
+    if let Some(mut up) = upgrade(&mut link, &mut dev).await {
+        pump(&mut link, &mut dev, &mut up).await;
+    }
+    let t = super::listen::now();
+    link.record(t, ChunkKind::Eof);
+    let mut ev = Vec::new();
+    link.ann.finish(Some(t), &mut ev);
+    link.show(ev);
+}
+
+/// Read the device's head, open the upstream, forward the head with `Host`
+/// rewritten, and the upstream's response back. Returns the upstream once
+/// both heads went through.
+async fn upgrade(link: &mut Link, dev: &mut TcpStream) -> Option<TcpStream> {
+    let sh = link.sh.clone();
+    let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let used = loop {
+        let n = match tokio::time::timeout_at(deadline, dev.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            Ok(_) => return None,
+            Err(_) => {
+                refuse(link, dev, 408, "request head not finished in time").await;
+                return None;
+            }
+        };
+        link.observe(Direction::C2S, &buf[..n]);
+        head.extend_from_slice(&buf[..n]);
+        match handshake::parse_head(&head, sh.cfg.limits) {
+            HeadParse::Partial => continue,
+            HeadParse::Invalid(e) => {
+                refuse(link, dev, e.status, &e.reason).await;
+                return None;
+            }
+            HeadParse::Complete(h) => break h.len,
+        }
+    };
+    let (mut forwarded, old) = rewrite_host(&head[..used], &sh.upstream.host);
+    // Bytes the device sent after its head go up right after it.
+    forwarded.extend_from_slice(&head[used..]);
+    if let Some(old) = old.filter(|o| *o != sh.upstream.host) {
+        link.notice(
+            Direction::C2S,
+            kinetid_wsdump::note::listener(
+                kinetid_wsdump::note::Severity::Info,
+                kinetid_wsdump::note::Code::ProxyHostRewritten,
+                format!("the proxy sends this head upstream with Host {:?} instead of {:?}; every other byte as the device sent it", sh.upstream.host, old),
+            ),
+        );
+    }
+    let mut up =
+        match tokio::time::timeout_at(deadline, TcpStream::connect(&sh.upstream.addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                let why = format!("upstream {} unreachable: {e}", sh.upstream.addr);
+                refuse(link, dev, 502, &why).await;
+                return None;
+            }
+            Err(_) => {
+                let why = format!(
+                    "upstream {} did not accept the connection in time",
+                    sh.upstream.addr
+                );
+                refuse(link, dev, 504, &why).await;
+                return None;
+            }
+        };
+    let _ = up.set_nodelay(true);
+    if up.write_all(&forwarded).await.is_err() {
+        refuse(link, dev, 502, "the upstream closed the connection at once").await;
+        return None;
+    }
+    // The response head: forwarded as it comes, whatever it says (a
+    // refusal is the device's to see).
+    let mut resp = Vec::new();
+    loop {
+        let n = match tokio::time::timeout_at(deadline, up.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            Ok(_) if resp.is_empty() => {
+                refuse(
+                    link,
+                    dev,
+                    502,
+                    "the upstream closed the connection without answering",
+                )
+                .await;
+                return None;
+            }
+            Ok(_) => {
+                // Closed mid-head: what came was forwarded already.
+                return None;
+            }
+            Err(_) if resp.is_empty() => {
+                let why = format!(
+                    "upstream {} did not answer the upgrade in time",
+                    sh.upstream.addr
+                );
+                refuse(link, dev, 504, &why).await;
+                return None;
+            }
+            Err(_) => return None,
+        };
+        link.observe(Direction::S2C, &buf[..n]);
+        link.sh.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
+        if dev.write_all(&buf[..n]).await.is_err() {
+            return None;
+        }
+        resp.extend_from_slice(&buf[..n]);
+        match handshake::parse_head(&resp, sh.cfg.limits) {
+            HeadParse::Partial => continue,
+            // Whatever it was, the device has it; the annotation says what
+            // is wrong with it.
+            HeadParse::Invalid(_) => return None,
+            HeadParse::Complete(h) => {
+                let ok = h.start_line.split(' ').nth(1) == Some("101");
+                link.sh
+                    .bytes_up
+                    .fetch_add(forwarded.len() as u64, Ordering::Relaxed);
+                return ok.then_some(up);
+            }
+        }
+    }
+}
+
+/// Answer the device with an error status (shown, recorded) and say why on
+/// stderr.
+async fn refuse(link: &mut Link, dev: &mut TcpStream, status: u16, why: &str) {
+    link.sh.err.push(
+        format!(
+            "kinetid-wsdump: connection {}: {status} {}: {}\n",
+            link.id,
+            handshake::reason_phrase(status),
+            Esc(why)
+        )
+        .into_bytes(),
+    );
+    let resp = error_response(status, "", why);
+    link.observe(Direction::S2C, &resp);
+    let _ = tokio::time::timeout(Duration::from_secs(2), dev.write_all(&resp)).await;
+}
+
+/// What a read on one side means for the other.
+enum Step {
+    /// Bytes forwarded.
+    Sent,
+    /// This side is done sending (EOF or error): half-close the other.
+    Ended,
+    /// A write failed: the connection is over.
+    Broken,
+}
+
+/// Annotate what one side sent and write it on, unchanged.
+async fn forward(
+    link: &mut Link,
+    dir: Direction,
+    read: std::io::Result<usize>,
+    buf: &[u8],
+    to: &mut TcpStream,
+) -> Step {
+    let n = match read {
+        Ok(n) if n > 0 => n,
+        _ => {
+            let _ = to.shutdown().await;
+            return Step::Ended;
+        }
+    };
+    link.observe(dir, &buf[..n]);
+    let counter = match dir {
+        Direction::C2S => &link.sh.bytes_up,
+        Direction::S2C => &link.sh.bytes_down,
+    };
+    counter.fetch_add(n as u64, Ordering::Relaxed);
+    match to.write_all(&buf[..n]).await {
+        Ok(()) => Step::Sent,
+        Err(_) => Step::Broken,
+    }
+}
+
+/// Forward both ways until both sides are done, annotating each chunk
+/// before it is written on.
+async fn pump(link: &mut Link, dev: &mut TcpStream, up: &mut TcpStream) {
+    let mut from_dev = vec![0u8; 16 * 1024];
+    let mut from_up = vec![0u8; 16 * 1024];
+    let (mut dev_open, mut up_open) = (true, true);
+    while dev_open || up_open {
+        let step = tokio::select! {
+            r = dev.read(&mut from_dev), if dev_open => {
+                let s = forward(link, Direction::C2S, r, &from_dev, up).await;
+                dev_open &= !matches!(s, Step::Ended);
+                s
+            }
+            r = up.read(&mut from_up), if up_open => {
+                let s = forward(link, Direction::S2C, r, &from_up, dev).await;
+                up_open &= !matches!(s, Step::Ended);
+                s
+            }
+        };
+        if let Step::Broken = step {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls() {
+        let u = parse_upstream("ws://127.0.0.1:9000/ws").unwrap();
+        assert_eq!(
+            (u.addr.as_str(), u.host.as_str()),
+            ("127.0.0.1:9000", "127.0.0.1:9000")
+        );
+        let u = parse_upstream("ws://backend.example").unwrap();
+        assert_eq!(u.addr, "backend.example:80");
+        let u = parse_upstream("ws://[::1]:9000/x").unwrap();
+        assert_eq!(u.addr, "[::1]:9000");
+        assert!(parse_upstream("http://x").is_err());
+        assert!(parse_upstream("wss://x")
+            .unwrap_err()
+            .contains("not supported yet"));
+        assert!(parse_upstream("ws:///x").is_err());
+    }
+
+    #[test]
+    fn only_host_changes() {
+        let head = b"GET /ws HTTP/1.1\r\nhost: 10.0.0.5:8080\r\nUpgrade: websocket\r\nX-Host: keep\r\n\r\n";
+        let (out, old) = rewrite_host(head, "127.0.0.1:9000");
+        assert_eq!(old.as_deref(), Some("10.0.0.5:8080"));
+        assert_eq!(
+            out,
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nUpgrade: websocket\r\nX-Host: keep\r\n\r\n"
+        );
+        // A bare-LF head keeps its line ends.
+        let (out, _) = rewrite_host(b"GET / HTTP/1.1\nHost: a\n\n", "b");
+        assert_eq!(out, b"GET / HTTP/1.1\nHost: b\n\n");
+    }
+}

@@ -1,0 +1,260 @@
+//! `proxy` between real peers: emulate-device to `listen`, tokio-tungstenite
+//! on both ends, a device with a firmware bug whose bytes must arrive
+//! unchanged, and upstreams that cannot be reached or refuse the upgrade.
+
+mod common;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Proxy {
+    child: Child,
+    port: u16,
+}
+
+impl Proxy {
+    fn start(upstream: &str, extra: &[&str]) -> Proxy {
+        let mut child = Command::new(bin())
+            .args([
+                "proxy",
+                "--upstream",
+                upstream,
+                "--bind",
+                "127.0.0.1:0",
+                "--color",
+                "never",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        let port = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split([',', ' ']).next())
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        Proxy { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    /// SIGINT, wait, return stdout.
+    fn stop(mut self) -> String {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        self.child.wait().unwrap();
+        out
+    }
+}
+
+fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_plug_through_the_proxy_talks_to_listen_and_both_ways_are_annotated() {
+    let dir = std::env::temp_dir().join(format!("kw-proxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (lrec, prec) = (dir.join("listen.cap"), dir.join("proxy.cap"));
+    let l = Listener::start(&[
+        "--quiet",
+        "--no-console",
+        "--record",
+        lrec.to_str().unwrap(),
+    ]);
+    let p = Proxy::start(
+        &l.url(),
+        &["--format", "json", "--record", prec.to_str().unwrap()],
+    );
+    // A plug with a firmware bug (an all-zero masking key): the proxy must
+    // not repair it.
+    let stats = dir.join("stats.json");
+    let st = Command::new(bin())
+        .args([
+            "emulate-device",
+            "--url",
+            &p.url(),
+            "--interval",
+            "200ms",
+            "--passive",
+            "1",
+        ])
+        .args([
+            "--quirk",
+            "zero-mask",
+            "--duration",
+            "1200ms",
+            "--color",
+            "never",
+            "--stats-json",
+        ])
+        .arg(&stats)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert!(s["reports_acked"].as_u64().unwrap() >= 4, "{s}");
+    let out = p.stop();
+    l.stop();
+    let ev = json_lines(&out);
+    let frames = |dir: &str| {
+        ev.iter()
+            .filter(|e| e["type"] == "frame" && e["dir"] == dir)
+            .count()
+    };
+    assert!(frames("c2s") >= 5 && frames("s2c") >= 5, "{out}");
+    assert!(ev
+        .iter()
+        .any(|e| e["type"] == "response" && e["status"] == 101));
+    let codes: Vec<&str> = ev
+        .iter()
+        .flat_map(|e| e["notes"].as_array().into_iter().flatten())
+        .filter_map(|n| n["code"].as_str())
+        .collect();
+    assert!(
+        codes.contains(&"client-mask-zero") || codes.iter().any(|c| c.contains("mask")),
+        "{codes:?}"
+    );
+    // What listen received after the head is byte for byte what the proxy
+    // got from the device.
+    let bytes = |f: &std::path::Path, d: &str| -> Vec<u8> {
+        let p = kinetid_wsdump::replay::parse_text(&std::fs::read_to_string(f).unwrap());
+        p.chunks
+            .iter()
+            .filter_map(|c| match &c.kind {
+                kinetid_wsdump::capture::ChunkKind::Data(dir, b) if dir.as_str() == d => {
+                    Some(b.clone())
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    let (at_listen, at_proxy) = (bytes(&lrec, "c2s"), bytes(&prec, "c2s"));
+    let head_end = |b: &[u8]| b.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(
+        at_listen[head_end(&at_listen)..],
+        at_proxy[head_end(&at_proxy)..]
+    );
+    assert_eq!(
+        bytes(&lrec, "s2c"),
+        bytes(&prec, "s2c"),
+        "the device got what listen sent"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_tungstenite_on_both_ends() {
+    // Upstream: a tokio-tungstenite echo server.
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = server.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() || m.is_binary() {
+                        let _ = ws.send(m).await;
+                    }
+                }
+            });
+        }
+    });
+    let p = Proxy::start(&format!("ws://{up}"), &["--format", "summary"]);
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(p.url()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    for i in 0..20 {
+        let m = format!("message {i}");
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(m.clone()))
+            .await
+            .unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.into_text().unwrap(), m);
+    }
+    ws.close(None).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.next()).await;
+    let out = tokio::task::spawn_blocking(move || p.stop()).await.unwrap();
+    assert_eq!(out.matches("message text").count(), 40, "{out}");
+}
+
+fn raw_upgrade(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn an_upstream_that_cannot_be_reached_is_a_502_with_the_reason() {
+    // A port nobody listens on.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let p = Proxy::start(&format!("ws://127.0.0.1:{port}"), &["--format", "summary"]);
+    let resp = raw_upgrade(p.port);
+    assert!(resp.starts_with("HTTP/1.1 502 Bad Gateway"), "{resp}");
+    assert!(resp.contains("unreachable"), "{resp}");
+    p.stop();
+}
+
+#[test]
+fn an_upstream_that_refuses_the_upgrade_is_shown_and_forwarded_as_it_came() {
+    // An upstream that answers 200 to anything.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = server.accept() {
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno");
+        }
+    });
+    let p = Proxy::start(&format!("ws://{up}"), &["--format", "json"]);
+    let resp = raw_upgrade(p.port);
+    assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
+    let out = p.stop();
+    let ev = json_lines(&out);
+    let r = ev
+        .iter()
+        .find(|e| e["type"] == "response")
+        .expect("response shown");
+    assert_eq!(r["status"], 200);
+    assert!(r["error"].as_str().is_some(), "{r}");
+}
