@@ -34,7 +34,7 @@ pub enum Command {
 /// `proxy` flags.
 #[derive(Debug, Clone, Args)]
 pub struct ProxyArgs {
-    /// Where devices are sent: ws://HOST[:PORT] (the path is the device's).
+    /// Where devices are sent: ws:// or wss://HOST[:PORT] (the path is the device's).
     #[arg(long)]
     pub upstream: String,
     /// Address devices connect to.
@@ -50,6 +50,25 @@ pub struct ProxyArgs {
     /// Do not decode text messages as Kinetid messages.
     #[arg(long)]
     pub no_kinetid: bool,
+    /// Speak TLS to devices (wss://): with --tls-cert/--tls-key, or a
+    /// self-signed certificate for --tls-name made once and kept.
+    #[arg(long)]
+    pub tls: bool,
+    /// Certificate chain (PEM) for --tls.
+    #[arg(long, requires = "tls")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls.
+    #[arg(long, requires = "tls")]
+    pub tls_key: Option<PathBuf>,
+    /// Names the self-signed certificate is for (repeatable).
+    #[arg(long, default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+    pub tls_name: Vec<String>,
+    /// Extra CA certificates (PEM) trusted for a wss:// upstream.
+    #[arg(long)]
+    pub upstream_ca: Option<PathBuf>,
+    /// Do not verify a wss:// upstream's certificate (still encrypted).
+    #[arg(long)]
+    pub upstream_insecure: bool,
     #[command(flatten)]
     pub filter: FilterArgs,
     #[command(flatten)]

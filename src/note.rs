@@ -124,6 +124,10 @@ pub enum Code {
     DeviceReplaced,
     /// `frame-timeout`
     FrameTimeout,
+    /// `tls-session`
+    TlsSession,
+    /// `tls-failed`
+    TlsFailed,
     /// `proxy-host-rewritten`
     ProxyHostRewritten,
     /// `hint-cont-after-fin`
@@ -254,6 +258,8 @@ impl Code {
         Code::DeviceReplaced,
         Code::FrameTimeout,
         Code::ProxyHostRewritten,
+        Code::TlsSession,
+        Code::TlsFailed,
         Code::HintContAfterFin,
         Code::HintFinEveryFragment,
         Code::HintLen1274byte,
@@ -325,6 +331,8 @@ impl Code {
             Code::DeviceIdDuplicate => "device-id-duplicate",
             Code::DeviceRegistryFull => "device-registry-full",
             Code::DeviceReplaced => "device-replaced",
+            Code::TlsSession => "tls-session",
+            Code::TlsFailed => "tls-failed",
             Code::ProxyHostRewritten => "proxy-host-rewritten",
             Code::CaptureGap => "capture-gap",
             Code::CaptureStartMissed => "capture-start-missed",
@@ -420,6 +428,8 @@ impl Code {
             | Code::CaptureOverlapDiffers
             | Code::FrameTimeout
             | Code::ProxyHostRewritten
+            | Code::TlsSession
+            | Code::TlsFailed
             | Code::HintContAfterFin
             | Code::HintFinEveryFragment
             | Code::HintLen1274byte
@@ -499,6 +509,8 @@ pub const LISTENER_NOTES: &[(Code, &str)] = &[
     (Code::WriteTimeout, "RFC 6455 10.4"),
     (Code::CaptureOverlapDiffers, "capture"),
     (Code::ProxyHostRewritten, "RFC 9110 7.2"),
+    (Code::TlsSession, "RFC 8446"),
+    (Code::TlsFailed, "RFC 8446"),
 ];
 
 /// A listener note from its recorded code, severity and message; `None`

@@ -16,7 +16,14 @@ struct Proxy {
 
 impl Proxy {
     fn start(upstream: &str, extra: &[&str]) -> Proxy {
+        Self::start_env(upstream, extra, &[]).0
+    }
+
+    /// Start with environment variables; also returns the start-up lines
+    /// on stderr before "listening on".
+    fn start_env(upstream: &str, extra: &[&str], env: &[(&str, &str)]) -> (Proxy, String) {
         let mut child = Command::new(bin())
+            .envs(env.iter().copied())
             .args([
                 "proxy",
                 "--upstream",
@@ -32,8 +39,15 @@ impl Proxy {
             .spawn()
             .unwrap();
         let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut said = String::new();
         let mut line = String::new();
-        err.read_line(&mut line).unwrap();
+        while !line.contains("listening on") {
+            line.clear();
+            if err.read_line(&mut line).unwrap() == 0 {
+                panic!("proxy exited: {said}");
+            }
+            said.push_str(&line);
+        }
         let port = line
             .split("listening on ")
             .nth(1)
@@ -42,7 +56,7 @@ impl Proxy {
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-        Proxy { child, port }
+        (Proxy { child, port }, said)
     }
 
     fn url(&self) -> String {
@@ -257,4 +271,133 @@ fn an_upstream_that_refuses_the_upgrade_is_shown_and_forwarded_as_it_came() {
         .expect("response shown");
     assert_eq!(r["status"], 200);
     assert!(r["error"].as_str().is_some(), "{r}");
+}
+
+#[test]
+fn tls_on_both_sides_with_python_and_a_chained_proxy() {
+    let Some(python) = python_websockets() else {
+        return;
+    };
+    let data = std::env::temp_dir().join(format!("kw-tls-{}", std::process::id()));
+    let env = [("KINETID_WSDUMP_DATA", data.to_str().unwrap())];
+    let l = Listener::start(&["--quiet", "--no-console"]);
+    // A: TLS toward devices, a self-signed certificate made and kept.
+    let (a, said) = Proxy::start_env(&l.url(), &["--tls", "--format", "json"], &env);
+    let fp = said
+        .split("SHA-256 ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no fingerprint in {said:?}"))
+        .to_string();
+    let cert = data.join("tls/cert.pem");
+    assert!(cert.exists());
+    // Python's websockets over TLS, verifying the certificate by name.
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(format!(
+            r#"
+import asyncio, ssl, websockets
+async def main():
+    ctx = ssl.create_default_context(cafile={cert:?})
+    async with websockets.connect("wss://localhost:{port}/ws", ssl=ctx, open_timeout=10) as ws:
+        await ws.send('{{"t":"hello","id":1,"dev":"KN-0000000000C1","fw":"py","role":"active"}}')
+        print(await asyncio.wait_for(ws.recv(), 10))
+asyncio.run(main())
+"#,
+            cert = cert.to_str().unwrap(),
+            port = a.port
+        ))
+        .output()
+        .unwrap();
+    let got = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        got.contains("welcome"),
+        "{got} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // B: plain toward devices, wss:// upstream (A) verified with the CA file.
+    let b = Proxy::start(
+        &format!("wss://localhost:{}", a.port),
+        &["--upstream-ca", cert.to_str().unwrap(), "--format", "json"],
+    );
+    let stats = data.join("stats.json");
+    let st = Command::new(bin())
+        .args([
+            "emulate-device",
+            "--url",
+            &b.url(),
+            "--interval",
+            "200ms",
+            "--duration",
+            "1s",
+        ])
+        .args(["--color", "never", "--stats-json"])
+        .arg(&stats)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert!(s["reports_acked"].as_u64().unwrap() >= 3, "{s}");
+    let (out_b, out_a) = (b.stop(), a.stop());
+    l.stop();
+    let note = |out: &str, code: &str| -> Vec<String> {
+        json_lines(out)
+            .iter()
+            .flat_map(|e| e["notes"].as_array().cloned().unwrap_or_default())
+            .filter(|n| n["code"] == code)
+            .map(|n| n["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let dev_tls = note(&out_a, "tls-session");
+    assert!(
+        dev_tls
+            .iter()
+            .any(|m| m.contains("TLS 1.3") && m.contains("SNI localhost")),
+        "{dev_tls:?}"
+    );
+    let up_tls = note(&out_b, "tls-session");
+    assert!(
+        up_tls
+            .iter()
+            .any(|m| m.contains("upstream TLS") && m.contains(&fp)),
+        "{up_tls:?} {fp}"
+    );
+    // The certificate is kept: a second start reuses it.
+    let (again, said2) = Proxy::start_env(&l_url_unused(), &["--tls"], &env);
+    again.stop();
+    assert!(said2.contains(&fp), "{said2}");
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// An upstream URL for a proxy started only to print its certificate.
+fn l_url_unused() -> String {
+    "ws://127.0.0.1:9".into()
+}
+
+#[test]
+fn plain_bytes_on_a_tls_port_and_tls_to_a_plain_upstream_are_told() {
+    let data = std::env::temp_dir().join(format!("kw-tls2-{}", std::process::id()));
+    let env = [("KINETID_WSDUMP_DATA", data.to_str().unwrap())];
+    let l = Listener::start(&["--quiet", "--no-console"]);
+    let (p, _) = Proxy::start_env(&l.url(), &["--tls", "--format", "summary"], &env);
+    let resp = raw_upgrade(p.port);
+    assert!(
+        resp.starts_with("HTTP/1.1 400") && resp.contains("speaks TLS"),
+        "{resp}"
+    );
+    let out = p.stop();
+    assert!(out.contains("tls-failed"), "{out}");
+    // wss:// to an upstream that speaks plain HTTP: 502 with the reason.
+    let q = Proxy::start(&format!("wss://{}", l.addr()), &["--upstream-insecure"]);
+    let resp = raw_upgrade(q.port);
+    assert!(
+        resp.starts_with("HTTP/1.1 502") && resp.contains("TLS to upstream"),
+        "{resp}"
+    );
+    q.stop();
+    l.stop();
+    let _ = std::fs::remove_dir_all(&data);
 }

@@ -22,6 +22,7 @@ use kinetid_wsdump::escape::Esc;
 use kinetid_wsdump::filter::Filter;
 use kinetid_wsdump::frame::Direction;
 use kinetid_wsdump::handshake::{self, error_response, HeadParse};
+use kinetid_wsdump::note::{Code, Severity};
 use kinetid_wsdump::render::Printer;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,24 +35,34 @@ use tokio::net::{TcpListener, TcpStream};
 /// answer it.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A `ws://` upstream.
+/// A `ws://` or `wss://` upstream.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// `host:port` to connect to.
     pub addr: String,
     /// What `Host` says upstream.
     pub host: String,
+    /// `wss://`: TLS to the upstream.
+    pub tls: bool,
 }
+
+/// A socket, plain or TLS, either side.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+type Stream = Box<dyn Io>;
 
 /// Read `ws://HOST[:PORT][/PATH]`. The path is the device's own: only where
 /// to connect comes from the URL.
 pub fn parse_upstream(url: &str) -> Result<Upstream, String> {
-    if url.starts_with("wss://") {
-        return Err("wss:// upstreams (TLS) are not supported yet: use a ws:// upstream".into());
-    }
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("{url:?}: the upstream must be a ws:// URL"))?;
+    let (tls, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(r), _) => (false, r),
+        (_, Some(r)) => (true, r),
+        _ => {
+            return Err(format!(
+                "{url:?}: the upstream must be a ws:// or wss:// URL"
+            ))
+        }
+    };
     let hostport = rest.split(['/', '?']).next().unwrap_or("");
     if hostport.is_empty() || hostport.contains('@') {
         return Err(format!("{url:?}: no host"));
@@ -65,11 +76,12 @@ pub fn parse_upstream(url: &str) -> Result<Upstream, String> {
     let addr = if has_port {
         hostport.to_string()
     } else {
-        format!("{hostport}:80")
+        format!("{hostport}:{}", if tls { 443 } else { 80 })
     };
     Ok(Upstream {
         addr,
         host: hostport.to_string(),
+        tls,
     })
 }
 
@@ -111,6 +123,13 @@ struct Shared {
     record: Option<Arc<Recorder>>,
     upstream: Upstream,
     filter: kinetid_wsdump::filter::Spec,
+    /// `--tls`: TLS toward devices.
+    tls_server: Option<tokio_rustls::TlsAcceptor>,
+    /// `wss://` upstream: TLS toward it, and the name it is asked for.
+    tls_client: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     next_conn: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
@@ -127,6 +146,27 @@ pub fn run(a: ProxyArgs) -> Result<u8, AppError> {
 }
 
 async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
+    let tls_server = match a.tls {
+        true => {
+            let t = super::tls::server(a.tls_cert.as_deref(), a.tls_key.as_deref(), &a.tls_name)?;
+            eprintln!(
+                "kinetid-wsdump: TLS toward devices with a certificate {}; SHA-256 {}",
+                t.source, t.fingerprint
+            );
+            Some(t.acceptor)
+        }
+        false => None,
+    };
+    let tls_client = match upstream.tls {
+        true => {
+            if a.upstream_insecure {
+                eprintln!("kinetid-wsdump: --upstream-insecure: the upstream's certificate is not verified (the link is encrypted, but to whom is not checked)");
+            }
+            let c = super::tls::client(a.upstream_ca.as_deref(), a.upstream_insecure)?;
+            Some((c, super::tls::server_name(&upstream.host)?))
+        }
+        false => None,
+    };
     let listener = TcpListener::bind(&a.bind)
         .await
         .map_err(|e| AppError::Io(a.bind.clone(), e))?;
@@ -134,7 +174,9 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
         .local_addr()
         .map_err(|e| AppError::Io(a.bind.clone(), e))?;
     eprintln!(
-        "kinetid-wsdump: proxy listening on {local}, forwarding to ws://{}",
+        "kinetid-wsdump: proxy listening on {local} ({}), forwarding to {}://{}",
+        if tls_server.is_some() { "wss" } else { "ws" },
+        if upstream.tls { "wss" } else { "ws" },
         upstream.host
     );
     let record = match &a.record {
@@ -154,6 +196,8 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
         record,
         upstream,
         filter: a.filter.spec(),
+        tls_server,
+        tls_client,
         next_conn: AtomicU64::new(0),
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
@@ -251,7 +295,7 @@ impl Link {
     }
 }
 
-async fn connection(sh: Arc<Shared>, id: u64, mut dev: TcpStream, peer: SocketAddr) {
+async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr) {
     let mut link = Link {
         sh: sh.clone(),
         id,
@@ -263,8 +307,10 @@ async fn connection(sh: Arc<Shared>, id: u64, mut dev: TcpStream, peer: SocketAd
     let mut ev = Vec::new();
     link.ann.open(&peer.to_string(), Some(t), &mut ev);
     link.show(ev);
-    if let Some(mut up) = upgrade(&mut link, &mut dev).await {
-        pump(&mut link, &mut dev, &mut up).await;
+    if let Some(mut dev) = device_side(&mut link, sock).await {
+        if let Some(mut up) = upgrade(&mut link, &mut dev).await {
+            pump(&mut link, &mut dev, &mut up).await;
+        }
     }
     let t = super::listen::now();
     link.record(t, ChunkKind::Eof);
@@ -273,10 +319,70 @@ async fn connection(sh: Arc<Shared>, id: u64, mut dev: TcpStream, peer: SocketAd
     link.show(ev);
 }
 
+fn tls_note(sev: Severity, code: Code, msg: String) -> kinetid_wsdump::note::Note {
+    kinetid_wsdump::note::listener(sev, code, msg)
+}
+
+/// Say on stderr why a connection went no further.
+fn tell(link: &Link, why: &str) {
+    link.sh
+        .err
+        .push(format!("kinetid-wsdump: connection {}: {}\n", link.id, Esc(why)).into_bytes());
+}
+
+/// The device's socket: as it is, or after the TLS handshake with `--tls`
+/// (a device that speaks plain bytes to the TLS port, or whose handshake
+/// fails or never finishes, gets a note and a clear answer).
+async fn device_side(link: &mut Link, sock: TcpStream) -> Option<Stream> {
+    let Some(acceptor) = link.sh.tls_server.clone() else {
+        return Some(Box::new(sock));
+    };
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HEAD_TIMEOUT, sock.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == 0x16 => {}
+        Ok(Ok(1)) => {
+            let why = "this port speaks TLS (wss://); the device sent plain bytes (ws://, or plain HTTP to a TLS port)";
+            link.notice(
+                Direction::C2S,
+                tls_note(Severity::Error, Code::TlsFailed, why.into()),
+            );
+            tell(link, why);
+            let mut sock = sock;
+            let resp = error_response(400, "", why);
+            let _ = tokio::time::timeout(Duration::from_secs(2), sock.write_all(&resp)).await;
+            return None;
+        }
+        _ => return None,
+    }
+    let why = match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(sock)).await {
+        Ok(Ok(s)) => {
+            let (_, c) = s.get_ref();
+            let sni = c.server_name().unwrap_or("none").to_string();
+            let msg = format!("device TLS: {}, SNI {sni}", super::tls::session_summary(c));
+            link.notice(
+                Direction::C2S,
+                tls_note(Severity::Info, Code::TlsSession, msg),
+            );
+            return Some(Box::new(s));
+        }
+        Ok(Err(e)) => format!("TLS handshake with the device failed: {e}"),
+        Err(_) => format!(
+            "the device did not finish its TLS handshake within {} s",
+            HEAD_TIMEOUT.as_secs()
+        ),
+    };
+    link.notice(
+        Direction::C2S,
+        tls_note(Severity::Error, Code::TlsFailed, why.clone()),
+    );
+    tell(link, &why);
+    None
+}
+
 /// Read the device's head, open the upstream, forward the head with `Host`
 /// rewritten, and the upstream's response back. Returns the upstream once
 /// both heads went through.
-async fn upgrade(link: &mut Link, dev: &mut TcpStream) -> Option<TcpStream> {
+async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
     let sh = link.sh.clone();
     let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
     let mut head = Vec::new();
@@ -314,24 +420,58 @@ async fn upgrade(link: &mut Link, dev: &mut TcpStream) -> Option<TcpStream> {
             ),
         );
     }
-    let mut up =
-        match tokio::time::timeout_at(deadline, TcpStream::connect(&sh.upstream.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                let why = format!("upstream {} unreachable: {e}", sh.upstream.addr);
-                refuse(link, dev, 502, &why).await;
-                return None;
+    let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(&sh.upstream.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let why = format!("upstream {} unreachable: {e}", sh.upstream.addr);
+            refuse(link, dev, 502, &why).await;
+            return None;
+        }
+        Err(_) => {
+            let why = format!(
+                "upstream {} did not accept the connection in time",
+                sh.upstream.addr
+            );
+            refuse(link, dev, 504, &why).await;
+            return None;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let mut up: Stream = match &sh.tls_client {
+        None => Box::new(tcp),
+        Some((connector, name)) => {
+            match tokio::time::timeout_at(deadline, connector.connect(name.clone(), tcp)).await {
+                Ok(Ok(s)) => {
+                    let (_, c) = s.get_ref();
+                    let cert = c
+                        .peer_certificates()
+                        .and_then(|p| p.first())
+                        .map_or("no certificate".to_string(), |d| {
+                            super::tls::cert_summary(d)
+                        });
+                    let msg = format!("upstream TLS: {}; {cert}", super::tls::session_summary(c));
+                    link.notice(
+                        Direction::S2C,
+                        tls_note(Severity::Info, Code::TlsSession, msg),
+                    );
+                    Box::new(s)
+                }
+                Ok(Err(e)) => {
+                    let why = format!("TLS to upstream {} failed: {e}", sh.upstream.addr);
+                    refuse(link, dev, 502, &why).await;
+                    return None;
+                }
+                Err(_) => {
+                    let why = format!(
+                        "upstream {} did not finish the TLS handshake in time",
+                        sh.upstream.addr
+                    );
+                    refuse(link, dev, 504, &why).await;
+                    return None;
+                }
             }
-            Err(_) => {
-                let why = format!(
-                    "upstream {} did not accept the connection in time",
-                    sh.upstream.addr
-                );
-                refuse(link, dev, 504, &why).await;
-                return None;
-            }
-        };
-    let _ = up.set_nodelay(true);
+        }
+    };
     if up.write_all(&forwarded).await.is_err() {
         refuse(link, dev, 502, "the upstream closed the connection at once").await;
         return None;
@@ -390,7 +530,7 @@ async fn upgrade(link: &mut Link, dev: &mut TcpStream) -> Option<TcpStream> {
 
 /// Answer the device with an error status (shown, recorded) and say why on
 /// stderr.
-async fn refuse(link: &mut Link, dev: &mut TcpStream, status: u16, why: &str) {
+async fn refuse(link: &mut Link, dev: &mut Stream, status: u16, why: &str) {
     link.sh.err.push(
         format!(
             "kinetid-wsdump: connection {}: {status} {}: {}\n",
@@ -421,7 +561,7 @@ async fn forward(
     dir: Direction,
     read: std::io::Result<usize>,
     buf: &[u8],
-    to: &mut TcpStream,
+    to: &mut Stream,
 ) -> Step {
     let n = match read {
         Ok(n) if n > 0 => n,
@@ -444,7 +584,7 @@ async fn forward(
 
 /// Forward both ways until both sides are done, annotating each chunk
 /// before it is written on.
-async fn pump(link: &mut Link, dev: &mut TcpStream, up: &mut TcpStream) {
+async fn pump(link: &mut Link, dev: &mut Stream, up: &mut Stream) {
     let mut from_dev = vec![0u8; 16 * 1024];
     let mut from_up = vec![0u8; 16 * 1024];
     let (mut dev_open, mut up_open) = (true, true);
@@ -483,9 +623,8 @@ mod tests {
         let u = parse_upstream("ws://[::1]:9000/x").unwrap();
         assert_eq!(u.addr, "[::1]:9000");
         assert!(parse_upstream("http://x").is_err());
-        assert!(parse_upstream("wss://x")
-            .unwrap_err()
-            .contains("not supported yet"));
+        let u = parse_upstream("wss://backend.example/ws").unwrap();
+        assert!(u.tls && u.addr == "backend.example:443");
         assert!(parse_upstream("ws:///x").is_err());
     }
 

@@ -1,0 +1,238 @@
+//! TLS on rustls (the ring provider; no OpenSSL): the server side for
+//! devices (`proxy --tls`), the client side for `wss://` upstreams, and
+//! what a session and a certificate look like in the output.
+//!
+//! Without `--tls-cert`/`--tls-key`, a self-signed certificate for the
+//! `--tls-name`s is made on first use and kept in the data folder
+//! (`$KINETID_WSDUMP_DATA`, else `$XDG_DATA_HOME/kinetid-wsdump`, else
+//! `~/.local/share/kinetid-wsdump`), under `tls/`, so firmware can pin its
+//! SHA-256 fingerprint (printed at start) across runs.
+
+use super::AppError;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use sha2::Digest;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// A TLS server for devices.
+pub struct ServerTls {
+    /// The acceptor.
+    pub acceptor: TlsAcceptor,
+    /// SHA-256 of the certificate, `AB:CD:...`.
+    pub fingerprint: String,
+    /// Where the certificate came from, for the start-up line.
+    pub source: String,
+}
+
+/// The colon-separated SHA-256 of a certificate, as browsers show it.
+pub fn fingerprint(der: &[u8]) -> String {
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The data folder for generated certificates.
+pub fn data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("KINETID_WSDUMP_DATA").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("kinetid-wsdump");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/kinetid-wsdump")
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> AppError {
+    AppError::Failed(format!("{}: {e}", path.display()))
+}
+
+/// The device-side TLS server: from PEM files, or a self-signed
+/// certificate for `names` made once and kept.
+pub fn server(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    names: &[String],
+) -> Result<ServerTls, AppError> {
+    let (certs, key, source) = match (cert, key) {
+        (Some(c), Some(k)) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(c)
+                .map_err(|e| io(c, e))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| io(c, e))?;
+            if certs.is_empty() {
+                return Err(io(c, "no certificate in the file"));
+            }
+            let key = PrivateKeyDer::from_pem_file(k).map_err(|e| io(k, e))?;
+            (certs, key, format!("{}", c.display()))
+        }
+        (None, None) => self_signed(names)?,
+        _ => {
+            return Err(AppError::Usage(
+                "--tls-cert and --tls-key go together".into(),
+            ))
+        }
+    };
+    let fp = fingerprint(&certs[0]);
+    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AppError::Failed(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| AppError::Failed(format!("TLS certificate and key: {e}")))?;
+    Ok(ServerTls {
+        acceptor: TlsAcceptor::from(Arc::new(cfg)),
+        fingerprint: fp,
+        source,
+    })
+}
+
+type Pair = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String);
+
+/// The kept self-signed certificate for `names`, made when missing or made
+/// for other names.
+fn self_signed(names: &[String]) -> Result<Pair, AppError> {
+    let dir = data_dir().join("tls");
+    let (cert_path, key_path, names_path) =
+        (dir.join("cert.pem"), dir.join("key.pem"), dir.join("names"));
+    let wanted = names.join(",");
+    let kept = std::fs::read_to_string(&names_path).is_ok_and(|n| n.trim() == wanted);
+    if !(kept && cert_path.exists() && key_path.exists()) {
+        let ck = rcgen::generate_simple_self_signed(names.to_vec())
+            .map_err(|e| AppError::Failed(format!("making a certificate: {e}")))?;
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        write_private(&key_path, ck.key_pair.serialize_pem().as_bytes())?;
+        std::fs::write(&cert_path, ck.cert.pem()).map_err(|e| io(&cert_path, e))?;
+        std::fs::write(&names_path, &wanted).map_err(|e| io(&names_path, e))?;
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .map_err(|e| io(&cert_path, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| io(&cert_path, e))?;
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| io(&key_path, e))?;
+    let source = format!("self-signed for {wanted}, kept in {}", dir.display());
+    Ok((certs, key, source))
+}
+
+/// Write a private key readable by its owner only.
+fn write_private(path: &Path, data: &[u8]) -> Result<(), AppError> {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let mut f = o.open(path).map_err(|e| io(path, e))?;
+    f.write_all(data).map_err(|e| io(path, e))
+}
+
+/// Accepts any certificate (`--insecure`): the session is still encrypted,
+/// but nobody is authenticated; said at start.
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A TLS client for `wss://`: the webpki roots plus `ca`, or no
+/// verification at all with `insecure`.
+pub fn client(ca: Option<&Path>, insecure: bool) -> Result<TlsConnector, AppError> {
+    let p = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(p.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AppError::Failed(format!("TLS: {e}")))?;
+    let cfg = if insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(p)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(ca) = ca {
+            for c in CertificateDer::pem_file_iter(ca).map_err(|e| io(ca, e))? {
+                let c = c.map_err(|e| io(ca, e))?;
+                roots.add(c).map_err(|e| io(ca, e))?;
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(TlsConnector::from(Arc::new(cfg)))
+}
+
+/// `subject ..., issuer ..., valid until ..., SHA-256 ...` of a certificate.
+pub fn cert_summary(der: &[u8]) -> String {
+    let fp = fingerprint(der);
+    match x509_parser::parse_x509_certificate(der) {
+        Ok((_, c)) => format!(
+            "subject {}, issuer {}, valid until {}, SHA-256 {fp}",
+            c.subject(),
+            c.issuer(),
+            c.validity().not_after
+        ),
+        Err(_) => format!("(not a readable X.509 certificate), SHA-256 {fp}"),
+    }
+}
+
+/// `TLS 1.3, TLS13_AES_256_GCM_SHA384`: the session's version and suite.
+pub fn session_summary(c: &rustls::CommonState) -> String {
+    let v = match c.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3".to_string(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2".to_string(),
+        Some(v) => format!("{v:?}"),
+        None => "TLS".to_string(),
+    };
+    match c.negotiated_cipher_suite() {
+        Some(s) => format!("{v}, {:?}", s.suite()),
+        None => v,
+    }
+}
+
+/// The host part of `host:port` (brackets off an IPv6 literal), as SNI.
+pub fn server_name(hostport: &str) -> Result<ServerName<'static>, AppError> {
+    let host = match hostport.strip_prefix('[') {
+        Some(r) => r.split(']').next().unwrap_or(r),
+        None => hostport.rsplit_once(':').map_or(hostport, |(h, _)| h),
+    };
+    ServerName::try_from(host.to_string())
+        .map_err(|e| AppError::Usage(format!("{host:?} is not a TLS server name: {e}")))
+}
