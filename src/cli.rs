@@ -360,6 +360,12 @@ pub struct EmulateArgs {
     /// Show the plug's own traffic through the annotator.
     #[arg(long)]
     pub dump: bool,
+    /// wss://: extra CA certificates (PEM) to trust for the backend.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// wss://: do not verify the backend's certificate (still encrypted).
+    #[arg(long)]
+    pub insecure: bool,
     /// Offer permessage-deflate (RFC 7692) and compress messages when the
     /// backend accepts.
     #[arg(long)]

@@ -315,6 +315,53 @@ asyncio.run(main())
         "{got} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // emulate-device over wss:// straight to A, trusting the CA file, and
+    // with --insecure.
+    for trust in [vec!["--ca", cert.to_str().unwrap()], vec!["--insecure"]] {
+        let st = Command::new(bin())
+            .args([
+                "emulate-device",
+                "--url",
+                &format!("wss://localhost:{}/ws", a.port),
+            ])
+            .args(&trust)
+            .args([
+                "--interval",
+                "200ms",
+                "--duration",
+                "700ms",
+                "--color",
+                "never",
+            ])
+            .arg("--stats-json")
+            .arg(data.join("wss.json"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "{trust:?}");
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(data.join("wss.json")).unwrap()).unwrap();
+        assert!(s["reports_acked"].as_u64().unwrap() >= 2, "{trust:?} {s}");
+    }
+    // Without trusting it, the certificate is refused: no plug connects.
+    let st = Command::new(bin())
+        .args([
+            "emulate-device",
+            "--url",
+            &format!("wss://localhost:{}/ws", a.port),
+            "--duration",
+            "500ms",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(
+        st.code(),
+        Some(3),
+        "an untrusted certificate must not connect"
+    );
     // B: plain toward devices, wss:// upstream (A) verified with the CA file.
     let b = Proxy::start(
         &format!("wss://localhost:{}", a.port),

@@ -76,9 +76,11 @@ impl FleetStats {
     }
 }
 
-/// A parsed `ws://host:port/path`.
+/// A parsed `ws://host:port/path` (or `wss://`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WsUrl {
+    /// `wss://`: TLS.
+    pub tls: bool,
     /// host:port to connect to.
     pub addr: String,
     /// Host header.
@@ -87,11 +89,13 @@ pub struct WsUrl {
     pub path: String,
 }
 
-/// Parse a `ws://` URL (TLS is not supported: plugs on a bench speak plain TCP).
+/// Parse a `ws://` or `wss://` URL.
 pub fn parse_url(url: &str) -> Result<WsUrl, String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("{url:?}: only ws:// URLs are supported"))?;
+    let (tls, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(r), _) => (false, r),
+        (_, Some(r)) => (true, r),
+        _ => return Err(format!("{url:?}: only ws:// and wss:// URLs are supported")),
+    };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -106,9 +110,10 @@ pub fn parse_url(url: &str) -> Result<WsUrl, String> {
     {
         hostport.to_string()
     } else {
-        format!("{hostport}:80")
+        format!("{hostport}:{}", if tls { 443 } else { 80 })
     };
     Ok(WsUrl {
+        tls,
         addr,
         host: hostport.to_string(),
         path: path.to_string(),
@@ -144,6 +149,11 @@ pub struct Shared {
     pub stats: Arc<FleetStats>,
     /// Offer permessage-deflate.
     pub deflate: bool,
+    /// `wss://`: the TLS client and the name the server is asked for.
+    pub tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 /// Run `emulate-device`.
@@ -206,6 +216,13 @@ pub fn run(a: EmulateArgs) -> Result<u8, AppError> {
 /// Check the flags and build what every plug shares.
 fn shared(a: &EmulateArgs) -> Result<Shared, AppError> {
     let url = parse_url(&a.url).map_err(AppError::Usage)?;
+    let tls = match url.tls {
+        true => Some((
+            crate::cmd::tls::client(a.ca.as_deref(), a.insecure)?,
+            crate::cmd::tls::server_name(&url.host)?,
+        )),
+        false => None,
+    };
     if a.count == 0 {
         return Err(AppError::Usage("--count must be at least 1".into()));
     }
@@ -219,6 +236,7 @@ fn shared(a: &EmulateArgs) -> Result<Shared, AppError> {
     }
     Ok(Shared {
         url,
+        tls,
         frame_size: a.frame_size,
         quirks: a.quirks.clone(),
         home: HomeConfig {
@@ -415,14 +433,17 @@ mod tests {
         assert_eq!(
             parse_url("ws://127.0.0.1:8080/ws").unwrap(),
             WsUrl {
+                tls: false,
                 addr: "127.0.0.1:8080".into(),
                 host: "127.0.0.1:8080".into(),
                 path: "/ws".into()
             }
         );
         assert_eq!(parse_url("ws://example").unwrap().addr, "example:80");
+        let u = parse_url("wss://example/ws").unwrap();
+        assert!(u.tls && u.addr == "example:443");
         assert_eq!(parse_url("ws://[::1]:9/x?y").unwrap().addr, "[::1]:9");
-        assert!(parse_url("wss://a/").is_err());
+        assert!(parse_url("https://a/").is_err());
         assert!(parse_url("http://a/").is_err());
     }
 

@@ -116,7 +116,9 @@ pub async fn run(
 
 /// The live side of one connection: socket, annotator, frame writer.
 struct Link {
-    sock: TcpStream,
+    sock: PlugSock,
+    /// Read buffer of a TLS link (a plain one reads into the thread's).
+    tls_buf: Vec<u8>,
     ann: Annotator,
     writer: FrameWriter,
     dump: Option<Printer>,
@@ -176,7 +178,78 @@ impl Link {
 /// The offer `--deflate` sends.
 const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
-type Upgraded = (TcpStream, Annotator, Vec<Event>, Option<Deflater>);
+type Upgraded = (PlugSock, Annotator, Vec<Event>, Option<Deflater>);
+
+/// A plug's socket: plain TCP, or TLS for `wss://`.
+pub enum PlugSock {
+    /// `ws://`.
+    Plain(TcpStream),
+    /// `wss://`.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for PlugSock {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PlugSock::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            PlugSock::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for PlugSock {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            PlugSock::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            PlugSock::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PlugSock::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            PlugSock::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PlugSock::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            PlugSock::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl PlugSock {
+    /// Wait for bytes: a plain socket says it is readable (the bytes are
+    /// then read into the thread's buffer, `Ok(None)`); TLS reads them into
+    /// `buf` (`Ok(Some(n))`, 0 at the end).
+    async fn wait_read(&mut self, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
+        match self {
+            PlugSock::Plain(s) => s.readable().await.map(|_| None),
+            PlugSock::Tls(s) => {
+                if buf.is_empty() {
+                    buf.resize(16 * 1024, 0);
+                }
+                s.read(buf).await.map(Some)
+            }
+        }
+    }
+}
 
 async fn handshake(sh: &Shared, conn_no: u64) -> Result<Upgraded, LinkError> {
     let addr = sh.url.addr.clone();
@@ -184,11 +257,24 @@ async fn handshake(sh: &Shared, conn_no: u64) -> Result<Upgraded, LinkError> {
         addr: addr.clone(),
         why,
     };
-    let mut sock = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&addr))
+    let sock = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&addr))
         .await
         .map_err(|_| connect_err("timed out".into()))?
         .map_err(|e| connect_err(e.to_string()))?;
     let _ = sock.set_nodelay(true);
+    let mut sock = match &sh.tls {
+        None => PlugSock::Plain(sock),
+        Some((connector, name)) => {
+            let s = tokio::time::timeout(
+                Duration::from_secs(10),
+                connector.connect(name.clone(), sock),
+            )
+            .await
+            .map_err(|_| connect_err("TLS handshake timed out".into()))?
+            .map_err(|e| connect_err(format!("TLS: {e}")))?;
+            PlugSock::Tls(Box::new(s))
+        }
+    };
     let key = handshake::random_key();
     let mut req = handshake::client_request(&sh.url.host, &sh.url.path, &key, &[KINETID_PROTOCOL]);
     if sh.deflate {
@@ -282,6 +368,7 @@ async fn connection(
     };
     let mut link = Link {
         sock,
+        tls_buf: Vec::new(),
         ann,
         writer: FrameWriter::new(&sh.quirks, sh.frame_size),
         dump: sh.dump.clone(),
@@ -348,20 +435,36 @@ async fn serve(
             .flatten()
             .min();
         tokio::select! {
-            r = link.sock.readable() => {
-                if let Err(e) = r {
-                    return End::Lost(LinkError::Io(e.to_string()));
-                }
-                // Read into the thread's shared buffer: an idle plug holds none.
-                let got = crate::cmd::with_read_buffer(|b| match link.sock.try_read(b) {
-                    Ok(n) if n > 0 => {
+            r = link.sock.wait_read(&mut link.tls_buf) => {
+                let got = match r {
+                    Err(e) => return End::Lost(LinkError::Io(e.to_string())),
+                    // TLS: the bytes are in the link's buffer.
+                    Ok(Some(0)) => Ok(None),
+                    Ok(Some(n)) => {
                         let mut ev = Vec::new();
-                        link.ann.feed(Direction::S2C, &b[..n], Some(unix_now()), &mut ev);
+                        link.ann
+                            .feed(Direction::S2C, &link.tls_buf[..n], Some(unix_now()), &mut ev);
                         Ok(Some(ev))
                     }
-                    Ok(_) => Ok(None),
-                    Err(e) => Err(e),
-                });
+                    // Plain: read into the thread's shared buffer, so an
+                    // idle plug holds none.
+                    Ok(None) => {
+                        match &link.sock {
+                            PlugSock::Plain(sock) => crate::cmd::with_read_buffer(|b| match sock.try_read(b) {
+                            Ok(n) if n > 0 => {
+                                let mut ev = Vec::new();
+                                link.ann
+                                    .feed(Direction::S2C, &b[..n], Some(unix_now()), &mut ev);
+                                Ok(Some(ev))
+                            }
+                            Ok(_) => Ok(None),
+                            Err(e) => Err(e),
+                        }),
+                            // Only a plain socket waits without reading.
+                            PlugSock::Tls(_) => Err(std::io::ErrorKind::WouldBlock.into()),
+                        }
+                    }
+                };
                 match got {
                     Ok(Some(ev)) => {
                         link.show(&ev);
