@@ -50,19 +50,8 @@ pub struct ProxyArgs {
     /// Do not decode text messages as Kinetid messages.
     #[arg(long)]
     pub no_kinetid: bool,
-    /// Speak TLS to devices (wss://): with --tls-cert/--tls-key, or a
-    /// self-signed certificate for --tls-name made once and kept.
-    #[arg(long)]
-    pub tls: bool,
-    /// Certificate chain (PEM) for --tls.
-    #[arg(long, requires = "tls")]
-    pub tls_cert: Option<PathBuf>,
-    /// Private key (PEM) for --tls.
-    #[arg(long, requires = "tls")]
-    pub tls_key: Option<PathBuf>,
-    /// Names the self-signed certificate is for (repeatable).
-    #[arg(long, default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
-    pub tls_name: Vec<String>,
+    #[command(flatten)]
+    pub tls: TlsServerArgs,
     /// Extra CA certificates (PEM) trusted for a wss:// upstream.
     #[arg(long)]
     pub upstream_ca: Option<PathBuf>,
@@ -136,6 +125,24 @@ impl FilterArgs {
             until: self.until,
         }
     }
+}
+
+/// TLS toward devices, for `listen` and `proxy`.
+#[derive(Debug, Clone, Args)]
+pub struct TlsServerArgs {
+    /// Speak TLS to devices (wss://): with --tls-cert/--tls-key, or a
+    /// self-signed certificate for --tls-name made once and kept.
+    #[arg(long)]
+    pub tls: bool,
+    /// Certificate chain (PEM) for --tls.
+    #[arg(long, requires = "tls")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls.
+    #[arg(long, requires = "tls")]
+    pub tls_key: Option<PathBuf>,
+    /// Names the self-signed certificate is for (repeatable).
+    #[arg(long, default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+    pub tls_name: Vec<String>,
 }
 
 /// Decoder limits shared by the commands.
@@ -295,6 +302,8 @@ pub struct ListenArgs {
     /// Device ids refused at hello (error unknown_device, close 1008).
     #[arg(long = "refuse")]
     pub refuse: Vec<String>,
+    #[command(flatten)]
+    pub tls: TlsServerArgs,
     #[command(flatten)]
     pub filter: FilterArgs,
     #[command(flatten)]

@@ -448,3 +448,85 @@ fn plain_bytes_on_a_tls_port_and_tls_to_a_plain_upstream_are_told() {
     l.stop();
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[test]
+fn listen_speaks_tls_to_plugs_and_python() {
+    let data = std::env::temp_dir().join(format!("kw-tls3-{}", std::process::id()));
+    let l = Listener::start_env(
+        &["--tls", "--format", "json", "--no-console"],
+        &[("KINETID_WSDUMP_DATA", data.to_str().unwrap())],
+    );
+    let url = format!("wss://localhost:{}/ws", l.port);
+    let cert = data.join("tls/cert.pem");
+    let stats = data.join("stats.json");
+    let st = Command::new(bin())
+        .args([
+            "emulate-device",
+            "--url",
+            &url,
+            "--ca",
+            cert.to_str().unwrap(),
+        ])
+        .args([
+            "--interval",
+            "200ms",
+            "--passive",
+            "1",
+            "--duration",
+            "900ms",
+            "--color",
+            "never",
+        ])
+        .arg("--stats-json")
+        .arg(&stats)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert!(s["reports_acked"].as_u64().unwrap() >= 4, "{s}");
+    if let Some(python) = python_websockets() {
+        let out = Command::new(&python)
+            .arg("-c")
+            .arg(format!(
+                r#"
+import asyncio, ssl, websockets
+async def main():
+    ctx = ssl.create_default_context(cafile={cert:?})
+    async with websockets.connect({url:?}, ssl=ctx, open_timeout=10) as ws:
+        await ws.send('{{"t":"hello","id":1,"dev":"KN-0000000000C2","fw":"py","role":"active"}}')
+        print(await asyncio.wait_for(ws.recv(), 10))
+asyncio.run(main())
+"#,
+                cert = cert.to_str().unwrap(),
+            ))
+            .output()
+            .unwrap();
+        let got = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            got.contains("welcome"),
+            "{got} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Plain bytes on the TLS port: a 400 that says so.
+    let resp = raw_upgrade(l.port);
+    assert!(
+        resp.starts_with("HTTP/1.1 400") && resp.contains("speaks TLS"),
+        "{resp}"
+    );
+    let out = l.stop();
+    let ev = json_lines(&out);
+    let tls_notes: Vec<&serde_json::Value> = ev
+        .iter()
+        .flat_map(|e| e["notes"].as_array().into_iter().flatten())
+        .filter(|n| n["code"] == "tls-session")
+        .collect();
+    assert!(tls_notes.len() >= 2, "{tls_notes:?}");
+    assert!(tls_notes
+        .iter()
+        .all(|n| n["message"].as_str().unwrap().contains("SNI localhost")));
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -10,6 +10,7 @@ pub mod listen;
 pub mod metrics;
 pub mod proxy;
 pub mod replay;
+pub mod sock;
 pub mod tls;
 
 use crate::cli::{

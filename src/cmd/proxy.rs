@@ -146,17 +146,7 @@ pub fn run(a: ProxyArgs) -> Result<u8, AppError> {
 }
 
 async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
-    let tls_server = match a.tls {
-        true => {
-            let t = super::tls::server(a.tls_cert.as_deref(), a.tls_key.as_deref(), &a.tls_name)?;
-            eprintln!(
-                "kinetid-wsdump: TLS toward devices with a certificate {}; SHA-256 {}",
-                t.source, t.fingerprint
-            );
-            Some(t.acceptor)
-        }
-        false => None,
-    };
+    let tls_server = super::tls::from_args(&a.tls)?;
     let tls_client = match upstream.tls {
         true => {
             if a.upstream_insecure {
@@ -337,46 +327,23 @@ async fn device_side(link: &mut Link, sock: TcpStream) -> Option<Stream> {
     let Some(acceptor) = link.sh.tls_server.clone() else {
         return Some(Box::new(sock));
     };
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(HEAD_TIMEOUT, sock.peek(&mut first)).await {
-        Ok(Ok(1)) if first[0] == 0x16 => {}
-        Ok(Ok(1)) => {
-            let why = "this port speaks TLS (wss://); the device sent plain bytes (ws://, or plain HTTP to a TLS port)";
-            link.notice(
-                Direction::C2S,
-                tls_note(Severity::Error, Code::TlsFailed, why.into()),
-            );
-            tell(link, why);
-            let mut sock = sock;
-            let resp = error_response(400, "", why);
-            let _ = tokio::time::timeout(Duration::from_secs(2), sock.write_all(&resp)).await;
-            return None;
-        }
-        _ => return None,
-    }
-    let why = match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(sock)).await {
-        Ok(Ok(s)) => {
-            let (_, c) = s.get_ref();
-            let sni = c.server_name().unwrap_or("none").to_string();
-            let msg = format!("device TLS: {}, SNI {sni}", super::tls::session_summary(c));
+    match super::tls::accept_device(&acceptor, sock, HEAD_TIMEOUT).await {
+        Ok((s, msg)) => {
             link.notice(
                 Direction::C2S,
                 tls_note(Severity::Info, Code::TlsSession, msg),
             );
-            return Some(Box::new(s));
+            Some(Box::new(s))
         }
-        Ok(Err(e)) => format!("TLS handshake with the device failed: {e}"),
-        Err(_) => format!(
-            "the device did not finish its TLS handshake within {} s",
-            HEAD_TIMEOUT.as_secs()
-        ),
-    };
-    link.notice(
-        Direction::C2S,
-        tls_note(Severity::Error, Code::TlsFailed, why.clone()),
-    );
-    tell(link, &why);
-    None
+        Err(why) => {
+            link.notice(
+                Direction::C2S,
+                tls_note(Severity::Error, Code::TlsFailed, why.clone()),
+            );
+            tell(link, &why);
+            None
+        }
+    }
 }
 
 /// Read the device's head, open the upstream, forward the head with `Host`

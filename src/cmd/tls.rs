@@ -236,3 +236,65 @@ pub fn server_name(hostport: &str) -> Result<ServerName<'static>, AppError> {
     ServerName::try_from(host.to_string())
         .map_err(|e| AppError::Usage(format!("{host:?} is not a TLS server name: {e}")))
 }
+
+/// The device-side TLS the flags ask for (none without `--tls`), with its
+/// certificate's fingerprint said on stderr.
+pub fn from_args(a: &crate::cli::TlsServerArgs) -> Result<Option<TlsAcceptor>, AppError> {
+    if !a.tls {
+        return Ok(None);
+    }
+    let t = server(a.tls_cert.as_deref(), a.tls_key.as_deref(), &a.tls_name)?;
+    eprintln!(
+        "kinetid-wsdump: TLS toward devices with a certificate {}; SHA-256 {}",
+        t.source, t.fingerprint
+    );
+    Ok(Some(t.acceptor))
+}
+
+/// What a TLS port does with a device, before any HTTP: `Ok` with the
+/// session and a line saying what it is, or `Err` with why not (plain
+/// bytes on the TLS port get `400` written to them).
+pub async fn accept_device(
+    acceptor: &TlsAcceptor,
+    mut sock: tokio::net::TcpStream,
+    timeout: std::time::Duration,
+) -> Result<
+    (
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        String,
+    ),
+    String,
+> {
+    use tokio::io::AsyncWriteExt;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, sock.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == 0x16 => {}
+        Ok(Ok(1)) => {
+            let why = "this port speaks TLS (wss://); the device sent plain bytes (ws://, or plain HTTP to a TLS port)";
+            let resp = kinetid_wsdump::handshake::error_response(400, "", why);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), sock.write_all(&resp))
+                .await;
+            return Err(why.into());
+        }
+        Ok(_) => return Err("the device closed before its TLS handshake".into()),
+        Err(_) => {
+            return Err(format!(
+                "the device sent nothing within {} s of connecting to the TLS port",
+                timeout.as_secs()
+            ))
+        }
+    }
+    match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
+        Ok(Ok(s)) => {
+            let (_, c) = s.get_ref();
+            let sni = c.server_name().unwrap_or("none").to_string();
+            let msg = format!("device TLS: {}, SNI {sni}", session_summary(c));
+            Ok((s, msg))
+        }
+        Ok(Err(e)) => Err(format!("TLS handshake with the device failed: {e}")),
+        Err(_) => Err(format!(
+            "the device did not finish its TLS handshake within {} s",
+            timeout.as_secs()
+        )),
+    }
+}

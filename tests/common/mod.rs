@@ -98,9 +98,16 @@ impl Listener {
                 }
             }
         });
-        let first = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("listen printed nothing");
+        // Lines before it (the TLS certificate's) are passed over.
+        let mut first = String::new();
+        for _ in 0..20 {
+            first = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("listen printed nothing");
+            if first.contains("listening on ") {
+                break;
+            }
+        }
         let addr = first
             .split("listening on ")
             .nth(1)

@@ -181,75 +181,7 @@ const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
 type Upgraded = (PlugSock, Annotator, Vec<Event>, Option<Deflater>);
 
 /// A plug's socket: plain TCP, or TLS for `wss://`.
-pub enum PlugSock {
-    /// `ws://`.
-    Plain(TcpStream),
-    /// `wss://`.
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl tokio::io::AsyncRead for PlugSock {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            PlugSock::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            PlugSock::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for PlugSock {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            PlugSock::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            PlugSock::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            PlugSock::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
-            PlugSock::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            PlugSock::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            PlugSock::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
-
-impl PlugSock {
-    /// Wait for bytes: a plain socket says it is readable (the bytes are
-    /// then read into the thread's buffer, `Ok(None)`); TLS reads them into
-    /// `buf` (`Ok(Some(n))`, 0 at the end).
-    async fn wait_read(&mut self, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
-        match self {
-            PlugSock::Plain(s) => s.readable().await.map(|_| None),
-            PlugSock::Tls(s) => {
-                if buf.is_empty() {
-                    buf.resize(16 * 1024, 0);
-                }
-                s.read(buf).await.map(Some)
-            }
-        }
-    }
-}
+pub type PlugSock = crate::cmd::sock::Sock<tokio_rustls::client::TlsStream<TcpStream>>;
 
 async fn handshake(sh: &Shared, conn_no: u64) -> Result<Upgraded, LinkError> {
     let addr = sh.url.addr.clone();
@@ -263,7 +195,7 @@ async fn handshake(sh: &Shared, conn_no: u64) -> Result<Upgraded, LinkError> {
         .map_err(|e| connect_err(e.to_string()))?;
     let _ = sock.set_nodelay(true);
     let mut sock = match &sh.tls {
-        None => PlugSock::Plain(sock),
+        None => crate::cmd::sock::Sock::Plain(sock),
         Some((connector, name)) => {
             let s = tokio::time::timeout(
                 Duration::from_secs(10),
@@ -272,7 +204,7 @@ async fn handshake(sh: &Shared, conn_no: u64) -> Result<Upgraded, LinkError> {
             .await
             .map_err(|_| connect_err("TLS handshake timed out".into()))?
             .map_err(|e| connect_err(format!("TLS: {e}")))?;
-            PlugSock::Tls(Box::new(s))
+            crate::cmd::sock::Sock::Tls(Box::new(s))
         }
     };
     let key = handshake::random_key();
@@ -448,22 +380,15 @@ async fn serve(
                     }
                     // Plain: read into the thread's shared buffer, so an
                     // idle plug holds none.
-                    Ok(None) => {
-                        match &link.sock {
-                            PlugSock::Plain(sock) => crate::cmd::with_read_buffer(|b| match sock.try_read(b) {
-                            Ok(n) if n > 0 => {
-                                let mut ev = Vec::new();
-                                link.ann
-                                    .feed(Direction::S2C, &b[..n], Some(unix_now()), &mut ev);
-                                Ok(Some(ev))
-                            }
-                            Ok(_) => Ok(None),
-                            Err(e) => Err(e),
-                        }),
-                            // Only a plain socket waits without reading.
-                            PlugSock::Tls(_) => Err(std::io::ErrorKind::WouldBlock.into()),
+                    Ok(None) => crate::cmd::with_read_buffer(|b| match link.sock.try_read_plain(b) {
+                        Ok(n) if n > 0 => {
+                            let mut ev = Vec::new();
+                            link.ann.feed(Direction::S2C, &b[..n], Some(unix_now()), &mut ev);
+                            Ok(Some(ev))
                         }
-                    }
+                        Ok(_) => Ok(None),
+                        Err(e) => Err(e),
+                    }),
                 };
                 match got {
                     Ok(Some(ev)) => {

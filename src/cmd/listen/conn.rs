@@ -44,11 +44,18 @@ enum Stop {
     Write(#[from] std::io::Error),
 }
 
+/// A device's socket: plain TCP, or TLS with `--tls`.
+pub type ListenSock = crate::cmd::sock::Sock<tokio_rustls::server::TlsStream<TcpStream>>;
+
 /// One connection.
 pub struct Conn {
     id: u64,
     peer: SocketAddr,
-    sock: TcpStream,
+    sock: ListenSock,
+    /// Read buffer of a TLS connection (a plain one reads into the thread's).
+    tls_buf: Vec<u8>,
+    /// The TLS session, said at the top of the connection.
+    tls: Option<String>,
     hub: Arc<Hub>,
     ann: Annotator,
     stats: Stats,
@@ -70,7 +77,13 @@ impl Drop for Conn {
 
 impl Conn {
     /// A connection accepted from `peer`.
-    pub fn new(id: u64, peer: SocketAddr, sock: TcpStream, hub: Arc<Hub>) -> Conn {
+    pub fn new(
+        id: u64,
+        peer: SocketAddr,
+        sock: ListenSock,
+        hub: Arc<Hub>,
+        tls: Option<String>,
+    ) -> Conn {
         let ann = Annotator::new(id, hub.s.cfg);
         let filter = (!hub.s.filter.is_empty())
             .then(|| Box::new(kinetid_wsdump::filter::Filter::new(hub.s.filter.clone())));
@@ -78,6 +91,8 @@ impl Conn {
             id,
             peer,
             sock,
+            tls_buf: Vec::new(),
+            tls,
             hub,
             ann,
             stats: Stats::default(),
@@ -292,6 +307,9 @@ impl Conn {
             kind: ChunkKind::Open(self.peer.to_string()),
         });
         self.emit(&ev);
+        if let Some(m) = self.tls.take() {
+            self.notice(note::listener(Severity::Info, Code::TlsSession, m));
+        }
         if let Some(leftover) = self.handshake().await {
             let (tx, rx) = mpsc::channel(64);
             self.hub.conns.lock().expect("conns").insert(self.id, tx);
@@ -460,14 +478,21 @@ impl Conn {
             .flatten()
             .min();
             let step = tokio::select! {
-                r = self.sock.readable() => {
-                    if r.is_err() {
-                        return;
-                    }
-                    let ev = match self.read_now() {
-                        Read::Events(ev) => ev,
-                        Read::WouldBlock => continue,
-                        Read::Closed => return,
+                r = self.sock.wait_read(&mut self.tls_buf) => {
+                    let ev = match r {
+                        Err(_) | Ok(Some(0)) => return,
+                        // TLS: the bytes are in the connection's buffer.
+                        Ok(Some(n)) => {
+                            let buf = std::mem::take(&mut self.tls_buf);
+                            let ev = self.observe(Direction::C2S, &buf[..n]);
+                            self.tls_buf = buf;
+                            ev
+                        }
+                        Ok(None) => match self.read_now() {
+                            Read::Events(ev) => ev,
+                            Read::WouldBlock => continue,
+                            Read::Closed => return,
+                        },
                     };
                     if self.over_budget() {
                         self.fail_budget(&mut sess).await;
@@ -697,7 +722,7 @@ impl Conn {
     /// Read what the socket has, without waiting, and observe it (in the
     /// thread's shared read buffer: an idle connection holds none).
     fn read_now(&mut self) -> Read {
-        crate::cmd::with_read_buffer(|b| match self.sock.try_read(b) {
+        crate::cmd::with_read_buffer(|b| match self.sock.try_read_plain(b) {
             Ok(0) => Read::Closed,
             Ok(n) => Read::Events(self.observe(Direction::C2S, &b[..n])),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Read::WouldBlock,

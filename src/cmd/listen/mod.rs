@@ -52,6 +52,16 @@ pub fn now() -> f64 {
     us as f64 / 1e6
 }
 
+/// The TLS acceptor of `--tls`.
+#[derive(Clone)]
+pub struct TlsServer(pub tokio_rustls::TlsAcceptor);
+
+impl std::fmt::Debug for TlsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsServer")
+    }
+}
+
 /// Settings of a running listener (built from the flags).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -59,6 +69,8 @@ pub struct Settings {
     pub cfg: Config,
     /// Renderer.
     pub printer: Printer,
+    /// `--tls`: TLS toward devices.
+    pub tls: Option<TlsServer>,
     /// What to show (`--conn`, `--device`, `--only-notes`, `--since`, `--until`).
     pub filter: kinetid_wsdump::filter::Spec,
     /// No per-event output.
@@ -127,6 +139,7 @@ pub fn run(a: ListenArgs) -> Result<u8, AppError> {
             (!a.no_deflate).then(|| a.deflate.unwrap_or_default()),
         ),
         printer: printer(&a.output),
+        tls: crate::cmd::tls::from_args(&a.tls)?.map(TlsServer),
         filter: a.filter.spec(),
         quiet: a.quiet,
         lenient: a.lenient,
@@ -221,7 +234,12 @@ async fn serve(
         .local_addr()
         .map_err(|e| AppError::Io("local address".into(), e))?;
     // The first line on stderr says where we are: tests and scripts read it.
-    eprintln!("kinetid-wsdump: listening on {local} (ws://{local}/ws, page http://{local}/, API http://{local}/api/devices)");
+    let (ws, http) = if s.tls.is_some() {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
+    eprintln!("kinetid-wsdump: listening on {local} ({ws}://{local}/ws, page {http}://{local}/, API {http}://{local}/api/devices)");
 
     let out =
         (!s.quiet).then(|| LineSink::spawn("stdout", Box::new(std::io::stdout()), STDOUT_QUEUE));
@@ -299,7 +317,21 @@ fn accept(
     hub.metrics.connections_open.inc();
     let sd = shutdown.subscribe();
     let fut = async move {
-        let mut c = conn::Conn::new(id, peer, sock, hub.clone());
+        let (sock, tls) = match &hub.s.tls {
+            None => (crate::cmd::sock::Sock::Plain(sock), None),
+            Some(t) => match crate::cmd::tls::accept_device(&t.0, sock, hub.s.head_timeout).await {
+                Ok((s, m)) => (crate::cmd::sock::Sock::Tls(Box::new(s)), Some(m)),
+                Err(why) => {
+                    hub.notice(format!(
+                        "kinetid-wsdump: connection {id} from {peer}: {why}"
+                    ));
+                    hub.metrics.connections_open.dec();
+                    drop(permit);
+                    return;
+                }
+            },
+        };
+        let mut c = conn::Conn::new(id, peer, sock, hub.clone(), tls);
         c.run(sd).await;
         drop(c);
         hub.metrics.connections_open.dec();
