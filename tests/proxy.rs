@@ -79,6 +79,21 @@ impl Proxy {
     }
 }
 
+/// Run emulate-device with `args` to its end; its counters.
+fn emulate(args: &[&str], stats: &std::path::Path) -> serde_json::Value {
+    let st = Command::new(bin())
+        .arg("emulate-device")
+        .args(args)
+        .args(["--color", "never", "--stats-json"])
+        .arg(stats)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "emulate-device {args:?}");
+    serde_json::from_str(&std::fs::read_to_string(stats).unwrap()).unwrap()
+}
+
 fn json_lines(s: &str) -> Vec<serde_json::Value> {
     s.lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -103,33 +118,21 @@ fn a_plug_through_the_proxy_talks_to_listen_and_both_ways_are_annotated() {
     // A plug with a firmware bug (an all-zero masking key): the proxy must
     // not repair it.
     let stats = dir.join("stats.json");
-    let st = Command::new(bin())
-        .args([
-            "emulate-device",
+    let s = emulate(
+        &[
             "--url",
             &p.url(),
             "--interval",
             "200ms",
             "--passive",
             "1",
-        ])
-        .args([
             "--quirk",
             "zero-mask",
             "--duration",
             "1200ms",
-            "--color",
-            "never",
-            "--stats-json",
-        ])
-        .arg(&stats)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+        ],
+        &stats,
+    );
     assert!(s["reports_acked"].as_u64().unwrap() >= 4, "{s}");
     let out = p.stop();
     l.stop();
@@ -368,25 +371,10 @@ asyncio.run(main())
         &["--upstream-ca", cert.to_str().unwrap(), "--format", "json"],
     );
     let stats = data.join("stats.json");
-    let st = Command::new(bin())
-        .args([
-            "emulate-device",
-            "--url",
-            &b.url(),
-            "--interval",
-            "200ms",
-            "--duration",
-            "1s",
-        ])
-        .args(["--color", "never", "--stats-json"])
-        .arg(&stats)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    let s = emulate(
+        &["--url", &b.url(), "--interval", "200ms", "--duration", "1s"],
+        &stats,
+    );
     assert!(s["reports_acked"].as_u64().unwrap() >= 3, "{s}");
     let (out_b, out_a) = (b.stop(), a.stop());
     l.stop();
@@ -459,33 +447,21 @@ fn listen_speaks_tls_to_plugs_and_python() {
     let url = format!("wss://localhost:{}/ws", l.port);
     let cert = data.join("tls/cert.pem");
     let stats = data.join("stats.json");
-    let st = Command::new(bin())
-        .args([
-            "emulate-device",
+    let s = emulate(
+        &[
             "--url",
             &url,
             "--ca",
             cert.to_str().unwrap(),
-        ])
-        .args([
             "--interval",
             "200ms",
             "--passive",
             "1",
             "--duration",
             "900ms",
-            "--color",
-            "never",
-        ])
-        .arg("--stats-json")
-        .arg(&stats)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+        ],
+        &stats,
+    );
     assert!(s["reports_acked"].as_u64().unwrap() >= 4, "{s}");
     if let Some(python) = python_websockets() {
         let out = Command::new(&python)
