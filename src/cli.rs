@@ -58,6 +58,23 @@ pub struct ProxyArgs {
     /// Do not verify a wss:// upstream's certificate (still encrypted).
     #[arg(long)]
     pub upstream_insecure: bool,
+    /// Fault: delay each chunk by this much ([up:|down:]200ms; up is device
+    /// to upstream; repeatable).
+    #[arg(long, value_name = "[up:|down:]TIME")]
+    pub delay: Vec<String>,
+    /// Fault: up to this much more delay at random per chunk (order kept).
+    #[arg(long, value_name = "[up:|down:]TIME")]
+    pub jitter: Vec<String>,
+    /// Fault: at most this many bytes per second ([up:|down:]10kB/s).
+    #[arg(long, value_name = "[up:|down:]RATE")]
+    pub bandwidth: Vec<String>,
+    /// Fault: stop reading a direction (up, down or both).
+    #[arg(long, value_name = "up|down|both")]
+    pub stall: Vec<String>,
+    /// Fault: drop both TCP connections without a Close after this long
+    /// (30s) or this many frames (20f).
+    #[arg(long, value_name = "TIME|Nf")]
+    pub cut_after: Option<String>,
     #[command(flatten)]
     pub filter: FilterArgs,
     #[command(flatten)]

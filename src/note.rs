@@ -124,6 +124,8 @@ pub enum Code {
     DeviceReplaced,
     /// `frame-timeout`
     FrameTimeout,
+    /// `proxy-fault`
+    ProxyFault,
     /// `tls-session`
     TlsSession,
     /// `tls-failed`
@@ -257,6 +259,7 @@ impl Code {
         Code::DeviceRegistryFull,
         Code::DeviceReplaced,
         Code::FrameTimeout,
+        Code::ProxyFault,
         Code::ProxyHostRewritten,
         Code::TlsSession,
         Code::TlsFailed,
@@ -331,6 +334,7 @@ impl Code {
             Code::DeviceIdDuplicate => "device-id-duplicate",
             Code::DeviceRegistryFull => "device-registry-full",
             Code::DeviceReplaced => "device-replaced",
+            Code::ProxyFault => "proxy-fault",
             Code::TlsSession => "tls-session",
             Code::TlsFailed => "tls-failed",
             Code::ProxyHostRewritten => "proxy-host-rewritten",
@@ -427,6 +431,7 @@ impl Code {
             | Code::CaptureStartMissed
             | Code::CaptureOverlapDiffers
             | Code::FrameTimeout
+            | Code::ProxyFault
             | Code::ProxyHostRewritten
             | Code::TlsSession
             | Code::TlsFailed
@@ -509,6 +514,7 @@ pub const LISTENER_NOTES: &[(Code, &str)] = &[
     (Code::WriteTimeout, "RFC 6455 10.4"),
     (Code::CaptureOverlapDiffers, "capture"),
     (Code::ProxyHostRewritten, "RFC 9110 7.2"),
+    (Code::ProxyFault, "proxy"),
     (Code::TlsSession, "RFC 8446"),
     (Code::TlsFailed, "RFC 8446"),
 ];

@@ -187,22 +187,7 @@ fn a_plug_through_the_proxy_talks_to_listen_and_both_ways_are_annotated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_tungstenite_on_both_ends() {
     // Upstream: a tokio-tungstenite echo server.
-    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = server.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = server.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
-                    return;
-                };
-                while let Some(Ok(m)) = ws.next().await {
-                    if m.is_text() || m.is_binary() {
-                        let _ = ws.send(m).await;
-                    }
-                }
-            });
-        }
-    });
+    let up = echo_upstream().await;
     let p = Proxy::start(&format!("ws://{up}"), &["--format", "summary"]);
     let (mut ws, _) = tokio::time::timeout(
         Duration::from_secs(10),
@@ -505,4 +490,120 @@ asyncio.run(main())
         .iter()
         .all(|n| n["message"].as_str().unwrap().contains("SNI localhost")));
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// A tokio-tungstenite echo server; its address.
+async fn echo_upstream() -> std::net::SocketAddr {
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = server.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    up
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_have_their_effect_on_the_peer() {
+    use tokio_tungstenite::tungstenite::Message;
+    let up = echo_upstream().await;
+    let connect = |p: &Proxy| {
+        let url = p.url();
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio_tungstenite::connect_async(url),
+            )
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+        }
+    };
+    // Delay both ways: a round trip takes at least twice the delay.
+    let p = Proxy::start(
+        &format!("ws://{up}"),
+        &["--delay", "100ms", "--format", "summary"],
+    );
+    let mut ws = connect(&p).await;
+    let t0 = std::time::Instant::now();
+    ws.send(Message::Text("ping?".into())).await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.into_text().unwrap(), "ping?");
+    let rtt = t0.elapsed();
+    assert!(
+        rtt >= Duration::from_millis(190),
+        "round trip {rtt:?} with 100 ms each way"
+    );
+    drop(ws);
+    let out = tokio::task::spawn_blocking(move || p.stop()).await.unwrap();
+    assert!(
+        out.contains("proxy-fault") && out.contains("delay 100 ms"),
+        "{out}"
+    );
+    // Bandwidth up: 10 kB/s, 12 kB go up in about a second.
+    let p = Proxy::start(
+        &format!("ws://{up}"),
+        &["--bandwidth", "up:10kB/s", "--quiet"],
+    );
+    let mut ws = connect(&p).await;
+    let t0 = std::time::Instant::now();
+    ws.send(Message::Binary(vec![7u8; 12_000])).await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.into_data().len(), 12_000);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+    drop(ws);
+    tokio::task::spawn_blocking(move || p.stop()).await.unwrap();
+    // Stall down: what the upstream says never reaches the device.
+    let p = Proxy::start(&format!("ws://{up}"), &["--stall", "down", "--quiet"]);
+    let mut ws = connect(&p).await;
+    ws.send(Message::Text("hello?".into())).await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(600), ws.next())
+        .await
+        .is_err());
+    drop(ws);
+    tokio::task::spawn_blocking(move || p.stop()).await.unwrap();
+    // Cut after 3 frames: the peer sees the connection end without a Close.
+    let p = Proxy::start(
+        &format!("ws://{up}"),
+        &["--cut-after", "3f", "--format", "summary"],
+    );
+    let mut ws = connect(&p).await;
+    ws.send(Message::Text("one".into())).await.unwrap();
+    let _ = ws.next().await;
+    let _ = ws.send(Message::Text("two".into())).await;
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap();
+    assert!(
+        !matches!(
+            end,
+            Some(Ok(Message::Close(_))) | Some(Ok(Message::Text(_)))
+        ),
+        "a Close or an echo came through: {end:?}"
+    );
+    let out = tokio::task::spawn_blocking(move || p.stop()).await.unwrap();
+    assert!(out.contains("dropped after 3 frames"), "{out}");
 }

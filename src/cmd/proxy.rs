@@ -130,6 +130,10 @@ struct Shared {
         tokio_rustls::TlsConnector,
         rustls::pki_types::ServerName<'static>,
     )>,
+    /// Faults device->upstream and upstream->device.
+    faults: (Faults, Faults),
+    /// `--cut-after`.
+    cut: Option<Cut>,
     next_conn: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
@@ -188,6 +192,13 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
         filter: a.filter.spec(),
         tls_server,
         tls_client,
+        faults: faults(&a)?,
+        cut: a
+            .cut_after
+            .as_deref()
+            .map(parse_cut)
+            .transpose()
+            .map_err(AppError::Usage)?,
         next_conn: AtomicU64::new(0),
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
@@ -232,6 +243,8 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
 struct Link {
     sh: Arc<Shared>,
     id: u64,
+    /// Frames seen both ways (for `--cut-after N f`).
+    frames: u64,
     ann: Annotator,
     filter: Option<Filter>,
 }
@@ -243,6 +256,10 @@ impl Link {
         self.record(t, ChunkKind::Data(dir, bytes.to_vec()));
         let mut ev = Vec::new();
         self.ann.feed(dir, bytes, Some(t), &mut ev);
+        self.frames += ev
+            .iter()
+            .filter(|e| matches!(e.kind, kinetid_wsdump::annotate::EventKind::Frame(_)))
+            .count() as u64;
         self.show(ev);
     }
 
@@ -289,6 +306,7 @@ async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr)
     let mut link = Link {
         sh: sh.clone(),
         id,
+        frames: 0,
         ann: Annotator::new(id, sh.cfg),
         filter: (!sh.filter.is_empty()).then(|| Filter::new(sh.filter.clone())),
     };
@@ -512,66 +530,295 @@ async fn refuse(link: &mut Link, dev: &mut Stream, status: u16, why: &str) {
     let _ = tokio::time::timeout(Duration::from_secs(2), dev.write_all(&resp)).await;
 }
 
-/// What a read on one side means for the other.
-enum Step {
-    /// Bytes forwarded.
-    Sent,
-    /// This side is done sending (EOF or error): half-close the other.
-    Ended,
-    /// A write failed: the connection is over.
-    Broken,
+/// Faults applied to one direction of every connection (toxiproxy-style),
+/// for testing how firmware copes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Faults {
+    /// Added before each chunk is forwarded.
+    pub delay: Duration,
+    /// Up to this much more, at random, per chunk (order is kept).
+    pub jitter: Duration,
+    /// Bytes per second at most.
+    pub bandwidth: Option<u64>,
+    /// Stop reading this direction at all.
+    pub stall: bool,
 }
 
-/// Annotate what one side sent and write it on, unchanged.
-async fn forward(
-    link: &mut Link,
-    dir: Direction,
-    read: std::io::Result<usize>,
-    buf: &[u8],
-    to: &mut Stream,
-) -> Step {
-    let n = match read {
-        Ok(n) if n > 0 => n,
-        _ => {
-            let _ = to.shutdown().await;
-            return Step::Ended;
+impl Faults {
+    fn is_none(&self) -> bool {
+        *self == Faults::default()
+    }
+
+    fn describe(&self) -> String {
+        let mut v = Vec::new();
+        if !self.delay.is_zero() || !self.jitter.is_zero() {
+            v.push(format!(
+                "delay {} ms{}",
+                self.delay.as_millis(),
+                if self.jitter.is_zero() {
+                    String::new()
+                } else {
+                    format!(" + up to {} ms jitter", self.jitter.as_millis())
+                }
+            ));
         }
-    };
-    link.observe(dir, &buf[..n]);
-    let counter = match dir {
-        Direction::C2S => &link.sh.bytes_up,
-        Direction::S2C => &link.sh.bytes_down,
-    };
-    counter.fetch_add(n as u64, Ordering::Relaxed);
-    match to.write_all(&buf[..n]).await {
-        Ok(()) => Step::Sent,
-        Err(_) => Step::Broken,
+        if let Some(b) = self.bandwidth {
+            v.push(format!("at most {b} bytes/s"));
+        }
+        if self.stall {
+            v.push("stalled (never read)".into());
+        }
+        v.join(", ")
     }
 }
 
-/// Forward both ways until both sides are done, annotating each chunk
-/// before it is written on.
+/// When to drop both connections without a Close.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cut {
+    /// This long after the upgrade.
+    After(Duration),
+    /// After this many frames (both directions).
+    Frames(u64),
+}
+
+/// Read `--cut-after 30s` or `--cut-after 20f` (frames).
+pub fn parse_cut(s: &str) -> Result<Cut, String> {
+    if let Some(n) = s.strip_suffix('f') {
+        return n
+            .parse()
+            .map(Cut::Frames)
+            .map_err(|_| format!("{s:?}: a number of frames is written like 20f"));
+    }
+    crate::cli::parse_duration(s).map(Cut::After)
+}
+
+/// The faults of both directions from `[up:|down:]VALUE` flags.
+pub fn faults(a: &ProxyArgs) -> Result<(Faults, Faults), AppError> {
+    let (mut up, mut down) = (Faults::default(), Faults::default());
+    let dirs = |v: &str| -> (bool, bool, String) {
+        match (v.strip_prefix("up:"), v.strip_prefix("down:")) {
+            (Some(r), _) => (true, false, r.to_string()),
+            (_, Some(r)) => (false, true, r.to_string()),
+            _ => (true, true, v.to_string()),
+        }
+    };
+    let bad = |flag: &str, e: String| AppError::Usage(format!("{flag}: {e}"));
+    for v in &a.delay {
+        let (u, d, x) = dirs(v);
+        let t = crate::cli::parse_duration(&x).map_err(|e| bad("--delay", e))?;
+        if u {
+            up.delay = t;
+        }
+        if d {
+            down.delay = t;
+        }
+    }
+    for v in &a.jitter {
+        let (u, d, x) = dirs(v);
+        let t = crate::cli::parse_duration(&x).map_err(|e| bad("--jitter", e))?;
+        if u {
+            up.jitter = t;
+        }
+        if d {
+            down.jitter = t;
+        }
+    }
+    for v in &a.bandwidth {
+        let (u, d, x) = dirs(v);
+        let r =
+            crate::cli::parse_size(x.trim_end_matches("/s")).map_err(|e| bad("--bandwidth", e))?;
+        if r == 0 {
+            return Err(bad("--bandwidth", "must be above 0".into()));
+        }
+        if u {
+            up.bandwidth = Some(r);
+        }
+        if d {
+            down.bandwidth = Some(r);
+        }
+    }
+    for v in &a.stall {
+        match v.as_str() {
+            "up" => up.stall = true,
+            "down" => down.stall = true,
+            "both" => {
+                up.stall = true;
+                down.stall = true;
+            }
+            other => return Err(bad("--stall", format!("{other:?}: up, down or both"))),
+        }
+    }
+    Ok((up, down))
+}
+
+/// Bytes waiting in one direction, at most (then that side is not read
+/// until they drain).
+const LANE_MAX: usize = 16 << 20;
+
+/// One direction's forwarding: what is due when.
+struct Lane {
+    faults: Faults,
+    /// Chunks to write, with when; `None` is the end (half-close).
+    queue: std::collections::VecDeque<(tokio::time::Instant, Option<Vec<u8>>)>,
+    queued: usize,
+    /// When the link is free again (bandwidth), and the last due time.
+    free_at: tokio::time::Instant,
+    last_due: tokio::time::Instant,
+    /// The reading side is still open.
+    open: bool,
+}
+
+impl Lane {
+    fn new(faults: Faults) -> Lane {
+        let now = tokio::time::Instant::now();
+        Lane {
+            faults,
+            queue: Default::default(),
+            queued: 0,
+            free_at: now,
+            last_due: now,
+            open: true,
+        }
+    }
+
+    fn readable(&self) -> bool {
+        self.open && !self.faults.stall && self.queued < LANE_MAX
+    }
+
+    /// Queue a chunk (or the end) to go out when the faults allow.
+    fn push(&mut self, bytes: Option<Vec<u8>>) {
+        let now = tokio::time::Instant::now();
+        let f = self.faults;
+        let jitter = if f.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            f.jitter.mul_f64(rand::random::<f64>())
+        };
+        let mut due = now + f.delay + jitter;
+        if let (Some(rate), Some(b)) = (f.bandwidth, &bytes) {
+            let start = self.free_at.max(now);
+            self.free_at = start + Duration::from_secs_f64(b.len() as f64 / rate as f64);
+            due = due.max(self.free_at);
+        }
+        // Order is kept: nothing overtakes what came before it.
+        due = due.max(self.last_due);
+        self.last_due = due;
+        self.queued += bytes.as_ref().map_or(0, Vec::len);
+        self.queue.push_back((due, bytes));
+    }
+
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.queue.front().map(|(d, _)| *d)
+    }
+}
+
+async fn sleep_until(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Forward both ways until both sides are done, annotating each chunk as it
+/// arrives and writing it on unchanged when its direction's faults let it.
 async fn pump(link: &mut Link, dev: &mut Stream, up: &mut Stream) {
+    let (fu, fd) = link.sh.faults;
+    for (dir, f) in [(Direction::C2S, fu), (Direction::S2C, fd)] {
+        if !f.is_none() {
+            let what = format!(
+                "fault applied to {}: {}",
+                if dir == Direction::C2S {
+                    "device->upstream"
+                } else {
+                    "upstream->device"
+                },
+                f.describe()
+            );
+            link.notice(dir, tls_note(Severity::Info, Code::ProxyFault, what));
+        }
+    }
+    let cut_at = match link.sh.cut {
+        Some(Cut::After(d)) => Some(tokio::time::Instant::now() + d),
+        _ => None,
+    };
+    let cut_frames = match link.sh.cut {
+        Some(Cut::Frames(n)) => Some(n),
+        _ => None,
+    };
+    let mut lanes = [Lane::new(fu), Lane::new(fd)];
     let mut from_dev = vec![0u8; 16 * 1024];
     let mut from_up = vec![0u8; 16 * 1024];
-    let (mut dev_open, mut up_open) = (true, true);
-    while dev_open || up_open {
-        let step = tokio::select! {
-            r = dev.read(&mut from_dev), if dev_open => {
-                let s = forward(link, Direction::C2S, r, &from_dev, up).await;
-                dev_open &= !matches!(s, Step::Ended);
-                s
-            }
-            r = up.read(&mut from_up), if up_open => {
-                let s = forward(link, Direction::S2C, r, &from_up, dev).await;
-                up_open &= !matches!(s, Step::Ended);
-                s
-            }
-        };
-        if let Step::Broken = step {
+    loop {
+        if !lanes[0].open && !lanes[1].open && lanes.iter().all(|l| l.queue.is_empty()) {
             return;
         }
+        if cut_frames.is_some_and(|n| link.frames >= n) {
+            return cut(link, &format!("after {} frames", link.frames));
+        }
+        let due = lanes.iter().filter_map(Lane::next_due).min();
+        tokio::select! {
+            r = dev.read(&mut from_dev), if lanes[0].readable() => {
+                took(link, &mut lanes[0], Direction::C2S, r, &from_dev)
+            }
+            r = up.read(&mut from_up), if lanes[1].readable() => {
+                took(link, &mut lanes[1], Direction::S2C, r, &from_up)
+            }
+            _ = sleep_until(due) => {
+                let now = tokio::time::Instant::now();
+                for (k, lane) in lanes.iter_mut().enumerate() {
+                    while lane.next_due().is_some_and(|d| d <= now) {
+                        let (_, b) = lane.queue.pop_front().expect("due");
+                        let to: &mut Stream = if k == 0 { &mut *up } else { &mut *dev };
+                        match b {
+                            Some(b) => {
+                                lane.queued -= b.len();
+                                let counter = if k == 0 { &link.sh.bytes_up } else { &link.sh.bytes_down };
+                                counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+                                if to.write_all(&b).await.is_err() {
+                                    return;
+                                }
+                            }
+                            None => {
+                                let _ = to.shutdown().await;
+                            }
+                        }
+                    }
+                }
+            }
+            _ = sleep_until(cut_at) => {
+                let d = link.sh.cut.map_or(String::new(), |c| match c {
+                    Cut::After(d) => format!("{} s after the upgrade", d.as_secs_f64()),
+                    Cut::Frames(_) => String::new(),
+                });
+                return cut(link, &d);
+            }
+        }
     }
+}
+
+/// A read on one side: annotated and queued, or the end of that side queued.
+fn took(link: &mut Link, lane: &mut Lane, dir: Direction, r: std::io::Result<usize>, buf: &[u8]) {
+    match r {
+        Ok(n) if n > 0 => {
+            link.observe(dir, &buf[..n]);
+            lane.push(Some(buf[..n].to_vec()));
+        }
+        _ => {
+            lane.open = false;
+            lane.push(None);
+        }
+    }
+}
+
+/// `--cut-after`: both connections dropped without a Close, as a cable pulled.
+fn cut(link: &mut Link, when: &str) {
+    let what = format!(
+        "fault applied: both connections dropped {when}, without a Close (the peers see 1006)"
+    );
+    link.notice(
+        Direction::C2S,
+        tls_note(Severity::Warning, Code::ProxyFault, what),
+    );
 }
 
 #[cfg(test)]
