@@ -592,63 +592,60 @@ pub fn parse_cut(s: &str) -> Result<Cut, String> {
     crate::cli::parse_duration(s).map(Cut::After)
 }
 
-/// The faults of both directions from `[up:|down:]VALUE` flags.
+/// Apply `[up:|down:]VALUE` flags: `set` on the direction named, or both.
+fn each<T: Copy>(
+    vals: &[String],
+    flag: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+    faults: &mut (Faults, Faults),
+    set: impl Fn(&mut Faults, T),
+) -> Result<(), AppError> {
+    for v in vals {
+        let (u, d, x) = match (v.strip_prefix("up:"), v.strip_prefix("down:")) {
+            (Some(r), _) => (true, false, r),
+            (_, Some(r)) => (false, true, r),
+            _ => (true, true, v.as_str()),
+        };
+        let t = parse(x).map_err(|e| AppError::Usage(format!("{flag}: {e}")))?;
+        if u {
+            set(&mut faults.0, t);
+        }
+        if d {
+            set(&mut faults.1, t);
+        }
+    }
+    Ok(())
+}
+
+/// The faults of both directions (device to upstream, upstream to device).
 pub fn faults(a: &ProxyArgs) -> Result<(Faults, Faults), AppError> {
-    let (mut up, mut down) = (Faults::default(), Faults::default());
-    let dirs = |v: &str| -> (bool, bool, String) {
-        match (v.strip_prefix("up:"), v.strip_prefix("down:")) {
-            (Some(r), _) => (true, false, r.to_string()),
-            (_, Some(r)) => (false, true, r.to_string()),
-            _ => (true, true, v.to_string()),
-        }
+    let mut f = (Faults::default(), Faults::default());
+    let time = |x: &str| crate::cli::parse_duration(x);
+    each(&a.delay, "--delay", time, &mut f, |f, t| f.delay = t)?;
+    each(&a.jitter, "--jitter", time, &mut f, |f, t| f.jitter = t)?;
+    let rate = |x: &str| match crate::cli::parse_size(x.trim_end_matches("/s"))? {
+        0 => Err("must be above 0".to_string()),
+        r => Ok(r),
     };
-    let bad = |flag: &str, e: String| AppError::Usage(format!("{flag}: {e}"));
-    for v in &a.delay {
-        let (u, d, x) = dirs(v);
-        let t = crate::cli::parse_duration(&x).map_err(|e| bad("--delay", e))?;
-        if u {
-            up.delay = t;
-        }
-        if d {
-            down.delay = t;
-        }
-    }
-    for v in &a.jitter {
-        let (u, d, x) = dirs(v);
-        let t = crate::cli::parse_duration(&x).map_err(|e| bad("--jitter", e))?;
-        if u {
-            up.jitter = t;
-        }
-        if d {
-            down.jitter = t;
-        }
-    }
-    for v in &a.bandwidth {
-        let (u, d, x) = dirs(v);
-        let r =
-            crate::cli::parse_size(x.trim_end_matches("/s")).map_err(|e| bad("--bandwidth", e))?;
-        if r == 0 {
-            return Err(bad("--bandwidth", "must be above 0".into()));
-        }
-        if u {
-            up.bandwidth = Some(r);
-        }
-        if d {
-            down.bandwidth = Some(r);
-        }
-    }
+    each(&a.bandwidth, "--bandwidth", rate, &mut f, |f, r| {
+        f.bandwidth = Some(r)
+    })?;
     for v in &a.stall {
         match v.as_str() {
-            "up" => up.stall = true,
-            "down" => down.stall = true,
+            "up" => f.0.stall = true,
+            "down" => f.1.stall = true,
             "both" => {
-                up.stall = true;
-                down.stall = true;
+                f.0.stall = true;
+                f.1.stall = true;
             }
-            other => return Err(bad("--stall", format!("{other:?}: up, down or both"))),
+            other => {
+                return Err(AppError::Usage(format!(
+                    "--stall: {other:?}: up, down or both"
+                )))
+            }
         }
     }
-    Ok((up, down))
+    Ok(f)
 }
 
 /// Bytes waiting in one direction, at most (then that side is not read
