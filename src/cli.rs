@@ -71,6 +71,10 @@ pub struct ProxyArgs {
     /// Fault: stop reading a direction (up, down or both).
     #[arg(long, value_name = "up|down|both")]
     pub stall: Vec<String>,
+    /// How long a device has for its TLS handshake and its head, and the
+    /// upstream to connect and answer it.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub head_timeout: std::time::Duration,
     /// Fault: drop both TCP connections without a Close after this long
     /// (30s) or this many frames (20f).
     #[arg(long, value_name = "TIME|Nf")]

@@ -215,11 +215,16 @@ async fn tokio_tungstenite_on_both_ends() {
 }
 
 fn raw_upgrade(port: u16) -> String {
+    String::from_utf8_lossy(&raw_upgrade_bytes(port)).into_owned()
+}
+
+/// Send an upgrade request by hand; everything that comes back.
+fn raw_upgrade_bytes(port: u16) -> Vec<u8> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
     out
 }
 
@@ -606,4 +611,73 @@ async fn faults_have_their_effect_on_the_peer() {
     );
     let out = tokio::task::spawn_blocking(move || p.stop()).await.unwrap();
     assert!(out.contains("dropped after 3 frames"), "{out}");
+}
+
+/// An upstream that reads a head and answers `reply`, then closes.
+fn one_shot_upstream(reply: &'static [u8]) -> std::net::SocketAddr {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = server.accept() {
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(reply);
+        }
+    });
+    up
+}
+
+#[test]
+fn hostile_upstreams_are_forwarded_as_they_are_and_named() {
+    let cases: [(&[u8], &str); 3] = [
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n",
+            "accept",
+        ),
+        (b"HTTP/1.1 10", "head"),
+        (b"\x00\xff\xfegarbage\r\n\r\n", "HTTP"),
+    ];
+    for (reply, what) in cases {
+        let up = one_shot_upstream(reply);
+        let p = Proxy::start(&format!("ws://{up}"), &["--format", "json"]);
+        let resp = raw_upgrade_bytes(p.port);
+        // The device gets exactly what the upstream sent.
+        assert_eq!(resp, reply, "{what}");
+        let out = p.stop();
+        let ev = json_lines(&out);
+        let problems: Vec<String> = ev
+            .iter()
+            .filter(|e| {
+                e["type"] == "head_error"
+                    || (e["type"] == "response" && e["error"].is_string())
+                    || e["notes"]
+                        .as_array()
+                        .is_some_and(|n| n.iter().any(|n| n["severity"] == "error"))
+            })
+            .map(|e| e.to_string())
+            .collect();
+        assert!(!problems.is_empty(), "{what}: nothing named in {out}");
+    }
+}
+
+#[test]
+fn a_tls_handshake_that_never_finishes_is_bounded() {
+    let data = std::env::temp_dir().join(format!("kw-tls4-{}", std::process::id()));
+    let (p, _) = Proxy::start_env(
+        "ws://127.0.0.1:9",
+        &["--tls", "--head-timeout", "500ms", "--format", "summary"],
+        &[("KINETID_WSDUMP_DATA", data.to_str().unwrap())],
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    // The first byte of a TLS record, then nothing.
+    s.write_all(&[0x16]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t0 = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the proxy closes the connection");
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    let out = p.stop();
+    assert!(out.contains("tls-failed"), "{out}");
+    let _ = std::fs::remove_dir_all(&data);
 }

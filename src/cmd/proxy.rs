@@ -31,10 +31,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// How long a device has to send its head, and the upstream to connect and
-/// answer it.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A `ws://` or `wss://` upstream.
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -134,6 +130,9 @@ struct Shared {
     faults: (Faults, Faults),
     /// `--cut-after`.
     cut: Option<Cut>,
+    /// How long a device has for its TLS handshake and its head, and the
+    /// upstream to connect and answer.
+    head_timeout: Duration,
     next_conn: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
@@ -193,6 +192,7 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
         tls_server,
         tls_client,
         faults: faults(&a)?,
+        head_timeout: a.head_timeout,
         cut: a
             .cut_after
             .as_deref()
@@ -345,7 +345,7 @@ async fn device_side(link: &mut Link, sock: TcpStream) -> Option<Stream> {
     let Some(acceptor) = link.sh.tls_server.clone() else {
         return Some(Box::new(sock));
     };
-    match super::tls::accept_device(&acceptor, sock, HEAD_TIMEOUT).await {
+    match super::tls::accept_device(&acceptor, sock, link.sh.head_timeout).await {
         Ok((s, msg)) => {
             link.notice(
                 Direction::C2S,
@@ -369,7 +369,7 @@ async fn device_side(link: &mut Link, sock: TcpStream) -> Option<Stream> {
 /// both heads went through.
 async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
     let sh = link.sh.clone();
-    let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + sh.head_timeout;
     let mut head = Vec::new();
     let mut buf = vec![0u8; 4096];
     let used = loop {
@@ -502,12 +502,13 @@ async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
             // Whatever it was, the device has it; the annotation says what
             // is wrong with it.
             HeadParse::Invalid(_) => return None,
-            HeadParse::Complete(h) => {
-                let ok = h.start_line.split(' ').nth(1) == Some("101");
+            HeadParse::Complete(_) => {
+                // 101 or not, what follows is forwarded as it comes (a
+                // refusal's body, or frames).
                 link.sh
                     .bytes_up
                     .fetch_add(forwarded.len() as u64, Ordering::Relaxed);
-                return ok.then_some(up);
+                return Some(up);
             }
         }
     }
