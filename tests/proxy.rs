@@ -244,15 +244,7 @@ fn an_upstream_that_cannot_be_reached_is_a_502_with_the_reason() {
 #[test]
 fn an_upstream_that_refuses_the_upgrade_is_shown_and_forwarded_as_it_came() {
     // An upstream that answers 200 to anything.
-    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let up = server.local_addr().unwrap();
-    std::thread::spawn(move || {
-        if let Ok((mut s, _)) = server.accept() {
-            let mut buf = [0u8; 2048];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno");
-        }
-    });
+    let up = one_shot_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno");
     let p = Proxy::start(&format!("ws://{up}"), &["--format", "json"]);
     let resp = raw_upgrade(p.port);
     assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
