@@ -68,6 +68,9 @@ pub struct ProxyArgs {
     /// Fault: at most this many bytes per second ([up:|down:]10kB/s).
     #[arg(long, value_name = "[up:|down:]RATE")]
     pub bandwidth: Vec<String>,
+    /// Fault: take ping frames out of a direction (up, down or both).
+    #[arg(long, value_name = "up|down|both")]
+    pub drop_pings: Vec<String>,
     /// Fault: stop reading a direction (up, down or both).
     #[arg(long, value_name = "up|down|both")]
     pub stall: Vec<String>,

@@ -673,3 +673,40 @@ fn a_tls_handshake_that_never_finishes_is_bounded() {
     assert!(out.contains("tls-failed"), "{out}");
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_pings_takes_the_pings_out_and_nothing_else() {
+    use tokio_tungstenite::tungstenite::Message;
+    let l = Listener::start(&[
+        "--echo",
+        "--quiet",
+        "--no-console",
+        "--ping-interval",
+        "150ms",
+    ]);
+    let mut pings = Vec::new();
+    for flags in [vec!["--quiet"], vec!["--quiet", "--drop-pings", "down"]] {
+        let p = Proxy::start(&l.url(), &flags);
+        let (mut ws, _) = tokio_tungstenite::connect_async(p.url()).await.unwrap();
+        let end = tokio::time::Instant::now() + Duration::from_millis(800);
+        let (mut seen, mut echoes) = (0, 0);
+        ws.send(Message::Text("still here".into())).await.unwrap();
+        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(end, ws.next()).await {
+            match m {
+                Message::Ping(_) => seen += 1,
+                Message::Text(t) if t == "still here" => echoes += 1,
+                _ => {}
+            }
+        }
+        assert_eq!(echoes, 1, "{flags:?}: data passes");
+        pings.push(seen);
+        drop(ws);
+        tokio::task::spawn_blocking(move || p.stop()).await.unwrap();
+    }
+    assert!(
+        pings[0] >= 3,
+        "listen pings through a plain proxy: {pings:?}"
+    );
+    assert_eq!(pings[1], 0, "{pings:?}");
+    tokio::task::spawn_blocking(move || l.stop()).await.unwrap();
+}

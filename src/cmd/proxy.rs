@@ -543,6 +543,8 @@ pub struct Faults {
     pub bandwidth: Option<u64>,
     /// Stop reading this direction at all.
     pub stall: bool,
+    /// Take ping frames out of this direction (every other byte passes).
+    pub drop_pings: bool,
 }
 
 impl Faults {
@@ -568,6 +570,9 @@ impl Faults {
         }
         if self.stall {
             v.push("stalled (never read)".into());
+        }
+        if self.drop_pings {
+            v.push("ping frames dropped".into());
         }
         v.join(", ")
     }
@@ -618,6 +623,34 @@ fn each<T: Copy>(
     Ok(())
 }
 
+/// Apply `up|down|both` flags.
+fn sides(
+    vals: &[String],
+    flag: &str,
+    faults: &mut (Faults, Faults),
+    set: impl Fn(&mut Faults),
+) -> Result<(), AppError> {
+    for v in vals {
+        let (u, d) = match v.as_str() {
+            "up" => (true, false),
+            "down" => (false, true),
+            "both" => (true, true),
+            other => {
+                return Err(AppError::Usage(format!(
+                    "{flag}: {other:?}: up, down or both"
+                )))
+            }
+        };
+        if u {
+            set(&mut faults.0);
+        }
+        if d {
+            set(&mut faults.1);
+        }
+    }
+    Ok(())
+}
+
 /// The faults of both directions (device to upstream, upstream to device).
 pub fn faults(a: &ProxyArgs) -> Result<(Faults, Faults), AppError> {
     let mut f = (Faults::default(), Faults::default());
@@ -631,21 +664,10 @@ pub fn faults(a: &ProxyArgs) -> Result<(Faults, Faults), AppError> {
     each(&a.bandwidth, "--bandwidth", rate, &mut f, |f, r| {
         f.bandwidth = Some(r)
     })?;
-    for v in &a.stall {
-        match v.as_str() {
-            "up" => f.0.stall = true,
-            "down" => f.1.stall = true,
-            "both" => {
-                f.0.stall = true;
-                f.1.stall = true;
-            }
-            other => {
-                return Err(AppError::Usage(format!(
-                    "--stall: {other:?}: up, down or both"
-                )))
-            }
-        }
-    }
+    sides(&a.drop_pings, "--drop-pings", &mut f, |f| {
+        f.drop_pings = true
+    })?;
+    sides(&a.stall, "--stall", &mut f, |f| f.stall = true)?;
     Ok(f)
 }
 
@@ -664,6 +686,11 @@ struct Lane {
     last_due: tokio::time::Instant,
     /// The reading side is still open.
     open: bool,
+    /// `drop_pings`: bytes left of the frame being passed (or dropped),
+    /// and a header being gathered.
+    frame_left: u64,
+    dropping: bool,
+    header: Vec<u8>,
 }
 
 impl Lane {
@@ -676,7 +703,45 @@ impl Lane {
             free_at: now,
             last_due: now,
             open: true,
+            frame_left: 0,
+            dropping: false,
+            header: Vec::new(),
         }
+    }
+
+    /// With `drop_pings`: the bytes of `b` that are not part of a ping
+    /// frame, and how many pings were taken out. Frames are followed by
+    /// their headers as the bytes stream by; nothing but a header (at most
+    /// 14 bytes) is held.
+    fn without_pings(&mut self, mut b: &[u8]) -> (Vec<u8>, u32) {
+        let mut out = Vec::with_capacity(b.len());
+        let mut dropped = 0;
+        while !b.is_empty() {
+            if self.frame_left > 0 {
+                let n = (self.frame_left.min(b.len() as u64)) as usize;
+                if !self.dropping {
+                    out.extend_from_slice(&b[..n]);
+                }
+                self.frame_left -= n as u64;
+                b = &b[n..];
+                continue;
+            }
+            self.header.push(b[0]);
+            b = &b[1..];
+            if let kinetid_wsdump::frame::HeaderParse::Header(h) =
+                kinetid_wsdump::frame::parse_header(&self.header)
+            {
+                self.dropping = h.opcode == kinetid_wsdump::frame::OpCode::Ping;
+                if self.dropping {
+                    dropped += 1;
+                } else {
+                    out.extend_from_slice(&self.header);
+                }
+                self.header.clear();
+                self.frame_left = h.payload_len;
+            }
+        }
+        (out, dropped)
     }
 
     fn readable(&self) -> bool {
@@ -799,7 +864,18 @@ fn took(link: &mut Link, lane: &mut Lane, dir: Direction, r: std::io::Result<usi
     match r {
         Ok(n) if n > 0 => {
             link.observe(dir, &buf[..n]);
-            lane.push(Some(buf[..n].to_vec()));
+            if lane.faults.drop_pings {
+                let (kept, dropped) = lane.without_pings(&buf[..n]);
+                if dropped > 0 {
+                    let what = format!(
+                        "fault applied: {dropped} ping frame(s) taken out of this direction"
+                    );
+                    link.notice(dir, tls_note(Severity::Info, Code::ProxyFault, what));
+                }
+                lane.push(Some(kept));
+            } else {
+                lane.push(Some(buf[..n].to_vec()));
+            }
         }
         _ => {
             lane.open = false;
