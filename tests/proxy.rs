@@ -710,3 +710,64 @@ async fn drop_pings_takes_the_pings_out_and_nothing_else() {
     assert_eq!(pings[1], 0, "{pings:?}");
     tokio::task::spawn_blocking(move || l.stop()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_through_the_proxy_to_an_upstream() {
+    let Some(chromium) = chromium() else { return };
+    // Upstream: a page whose script opens a WebSocket to its own origin,
+    // and a tokio-tungstenite echo for that WebSocket.
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = server.accept().await {
+            tokio::spawn(async move {
+                let mut peek = [0u8; 2048];
+                let n = s.peek(&mut peek).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&peek[..n]).to_ascii_lowercase();
+                if head.contains("upgrade: websocket") {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                        return;
+                    };
+                    while let Some(Ok(m)) = ws.next().await {
+                        if m.is_text() && ws.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                } else {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let page = "<!doctype html><title>waiting</title><p id=r>waiting</p><script>\
+                        const ws = new WebSocket('ws://' + location.host + '/ws');\
+                        ws.onopen = () => ws.send('through the proxy');\
+                        ws.onmessage = (e) => { document.getElementById('r').textContent = 'echo: ' + e.data; };\
+                        </script>";
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                        page.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                }
+            });
+        }
+    });
+    let p = Proxy::start(&format!("ws://{up}"), &["--format", "json"]);
+    let url = format!("http://127.0.0.1:{}/", p.port);
+    let dom = tokio::task::spawn_blocking(move || chromium_dom(chromium, &url, 5000))
+        .await
+        .unwrap();
+    assert!(dom.contains("echo: through the proxy"), "{dom}");
+    let out = tokio::task::spawn_blocking(move || p.stop()).await.unwrap();
+    let ev = json_lines(&out);
+    let texts: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["type"] == "message")
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["through the proxy", "through the proxy"], "{out}");
+    // Chromium's upgrade request, annotated with its checks.
+    assert!(ev
+        .iter()
+        .any(|e| e["type"] == "request" && e["websocket"] == true && e["status"] == 101));
+}
