@@ -126,6 +126,8 @@ pub enum Code {
     FrameTimeout,
     /// `proxy-fault`
     ProxyFault,
+    /// `proxy-injected`
+    ProxyInjected,
     /// `tls-session`
     TlsSession,
     /// `tls-failed`
@@ -260,6 +262,7 @@ impl Code {
         Code::DeviceReplaced,
         Code::FrameTimeout,
         Code::ProxyFault,
+        Code::ProxyInjected,
         Code::ProxyHostRewritten,
         Code::TlsSession,
         Code::TlsFailed,
@@ -335,6 +338,7 @@ impl Code {
             Code::DeviceRegistryFull => "device-registry-full",
             Code::DeviceReplaced => "device-replaced",
             Code::ProxyFault => "proxy-fault",
+            Code::ProxyInjected => "proxy-injected",
             Code::TlsSession => "tls-session",
             Code::TlsFailed => "tls-failed",
             Code::ProxyHostRewritten => "proxy-host-rewritten",
@@ -432,6 +436,7 @@ impl Code {
             | Code::CaptureOverlapDiffers
             | Code::FrameTimeout
             | Code::ProxyFault
+            | Code::ProxyInjected
             | Code::ProxyHostRewritten
             | Code::TlsSession
             | Code::TlsFailed
@@ -515,6 +520,7 @@ pub const LISTENER_NOTES: &[(Code, &str)] = &[
     (Code::CaptureOverlapDiffers, "capture"),
     (Code::ProxyHostRewritten, "RFC 9110 7.2"),
     (Code::ProxyFault, "proxy"),
+    (Code::ProxyInjected, "proxy"),
     (Code::TlsSession, "RFC 8446"),
     (Code::TlsFailed, "RFC 8446"),
 ];

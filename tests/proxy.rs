@@ -771,3 +771,120 @@ async fn chromium_through_the_proxy_to_an_upstream() {
         .iter()
         .any(|e| e["type"] == "request" && e["websocket"] == true && e["status"] == 101));
 }
+
+#[test]
+fn switches_and_messages_injected_through_the_api_reach_their_peer() {
+    let dir = std::env::temp_dir().join(format!("kw-inject-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let l = Listener::start(&["--format", "json", "--no-console"]);
+    let p = Proxy::start(&l.url(), &["--format", "json"]);
+    let addr = format!("127.0.0.1:{}", p.port);
+    let stats = dir.join("stats.json");
+    let emu = Command::new(bin())
+        .args([
+            "emulate-device",
+            "--url",
+            &p.url(),
+            "--id",
+            "KN-0000000000D1",
+            "--interval",
+            "200ms",
+        ])
+        .args(["--duration", "2500ms", "--color", "never", "--stats-json"])
+        .arg(&stats)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The registry names the plug once it said hello.
+    let mut conn = None;
+    for _ in 0..50 {
+        let (st, body) = http(&addr, "GET", "/api/devices", "", "");
+        assert_eq!(st, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        conn = v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == "KN-0000000000D1")
+            .and_then(|d| d["conn"].as_u64());
+        if conn.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let conn = conn.expect("the plug never appeared in /api/devices");
+    let inject = format!("/api/conns/{conn}/inject");
+    // A switch to the plug, as if from the backend.
+    let (st, body) = http(
+        &addr,
+        "POST",
+        "/api/devices/KN-0000000000D1/switch",
+        "",
+        r#"{"on":false}"#,
+    );
+    assert_eq!(st, 202, "{body}");
+    // A message to the backend, as if from the plug (masked on the way).
+    let marker = r#"{"t":"report","id":99,"dev":"KN-0000000000D1","note":"injected"}"#;
+    let body = serde_json::json!({"dir": "up", "text": marker}).to_string();
+    let (st, resp) = http(&addr, "POST", &inject, "", &body);
+    assert_eq!(st, 202, "{resp}");
+    // Refusals: another origin, a non-JSON body, an unknown device.
+    let (st, _) = http(
+        &addr,
+        "POST",
+        &inject,
+        "Origin: http://evil.example\r\n",
+        &body,
+    );
+    assert_eq!(st, 403);
+    let (st, _) = http(
+        &addr,
+        "POST",
+        &inject,
+        "Content-Type: text/plain\r\n",
+        &body,
+    );
+    assert_eq!(st, 415);
+    let (st, _) = http(
+        &addr,
+        "POST",
+        "/api/devices/KN-00000000FFFF/switch",
+        "",
+        r#"{"on":true}"#,
+    );
+    assert_eq!(st, 404);
+    let mut emu = emu;
+    assert!(emu.wait().unwrap().success());
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert!(
+        s["commands"].as_u64().unwrap() >= 1,
+        "the plug obeyed no switch: {s}"
+    );
+    let (out_p, out_l) = (p.stop(), l.stop());
+    // listen received the injected message as a frame of its own, masked,
+    // with no framing error around it.
+    let lev = json_lines(&out_l);
+    assert!(
+        lev.iter()
+            .any(|e| e["type"] == "message" && e["text"] == marker),
+        "{out_l}"
+    );
+    assert!(!lev.iter().any(|e| e["type"] == "frame"
+        && e["notes"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n["severity"] == "error"))));
+    // The proxy marked both injections and annotated the frames.
+    let pev = json_lines(&out_p);
+    let marks = pev
+        .iter()
+        .flat_map(|e| e["notes"].as_array().cloned().unwrap_or_default())
+        .filter(|n| n["code"] == "proxy-injected")
+        .count();
+    assert_eq!(marks, 2, "{out_p}");
+    assert!(pev
+        .iter()
+        .any(|e| e["type"] == "message" && e["dir"] == "s2c" && e["kinetid"]["t"] == "switch"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -24,6 +24,7 @@ use kinetid_wsdump::frame::Direction;
 use kinetid_wsdump::handshake::{self, error_response, HeadParse};
 use kinetid_wsdump::note::{Code, Severity};
 use kinetid_wsdump::render::Printer;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -128,6 +129,10 @@ struct Shared {
     )>,
     /// Faults device->upstream and upstream->device.
     faults: (Faults, Faults),
+    /// Connections being forwarded: where to send injected frames, and the
+    /// device each carries once it said hello.
+    conns: std::sync::Mutex<HashMap<u64, Entry>>,
+    next_cmd: AtomicU64,
     /// `--cut-after`.
     cut: Option<Cut>,
     /// How long a device has for its TLS handshake and its head, and the
@@ -192,6 +197,8 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
         tls_server,
         tls_client,
         faults: faults(&a)?,
+        conns: Default::default(),
+        next_cmd: AtomicU64::new(0),
         head_timeout: a.head_timeout,
         cut: a
             .cut_after
@@ -239,10 +246,20 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
     Ok(0)
 }
 
+/// A connection in the registry.
+struct Entry {
+    /// Frames to inject, and which way.
+    tx: tokio::sync::mpsc::Sender<(Direction, Vec<u8>)>,
+    peer: SocketAddr,
+    /// The device id its hello named.
+    dev: Option<String>,
+}
+
 /// One device connection and its upstream.
 struct Link {
     sh: Arc<Shared>,
     id: u64,
+    peer: SocketAddr,
     /// Frames seen both ways (for `--cut-after N f`).
     frames: u64,
     ann: Annotator,
@@ -260,7 +277,29 @@ impl Link {
             .iter()
             .filter(|e| matches!(e.kind, kinetid_wsdump::annotate::EventKind::Frame(_)))
             .count() as u64;
+        if dir == Direction::C2S {
+            self.learn(&ev);
+        }
         self.show(ev);
+    }
+
+    /// The device id a hello names, into the registry.
+    fn learn(&self, ev: &[Event]) {
+        for e in ev {
+            let kinetid_wsdump::annotate::EventKind::Message(m) = &e.kind else {
+                continue;
+            };
+            let Some(k) = m.kinetid.as_ref().filter(|k| k.t == "hello") else {
+                continue;
+            };
+            let dev = k
+                .dev
+                .clone()
+                .filter(|d| kinetid_wsdump::kinetid::is_device_id(d));
+            if let Some(entry) = self.sh.conns.lock().expect("conns").get_mut(&self.id) {
+                entry.dev = dev;
+            }
+        }
     }
 
     fn record(&self, t: f64, kind: ChunkKind) {
@@ -306,6 +345,7 @@ async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr)
     let mut link = Link {
         sh: sh.clone(),
         id,
+        peer,
         frames: 0,
         ann: Annotator::new(id, sh.cfg),
         filter: (!sh.filter.is_empty()).then(|| Filter::new(sh.filter.clone())),
@@ -317,7 +357,17 @@ async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr)
     link.show(ev);
     if let Some(mut dev) = device_side(&mut link, sock).await {
         if let Some(mut up) = upgrade(&mut link, &mut dev).await {
-            pump(&mut link, &mut dev, &mut up).await;
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            sh.conns.lock().expect("conns").insert(
+                id,
+                Entry {
+                    tx,
+                    peer,
+                    dev: None,
+                },
+            );
+            pump(&mut link, &mut dev, &mut up, rx).await;
+            sh.conns.lock().expect("conns").remove(&id);
         }
     }
     let t = super::listen::now();
@@ -389,7 +439,17 @@ async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
                 refuse(link, dev, e.status, &e.reason).await;
                 return None;
             }
-            HeadParse::Complete(h) => break h.len,
+            HeadParse::Complete(h) => {
+                let path = h.start_line.split(' ').nth(1).unwrap_or("");
+                if handshake::request_kind(&h) == handshake::RequestKind::Plain
+                    && path.starts_with("/api/")
+                {
+                    let rest = head[h.len..].to_vec();
+                    api(link, dev, &h, rest).await;
+                    return None;
+                }
+                break h.len;
+            }
         }
     };
     let (mut forwarded, old) = rewrite_host(&head[..used], &sh.upstream.host);
@@ -512,6 +572,153 @@ async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
             }
         }
     }
+}
+
+/// The proxy's own API, on the port devices use, for this machine only
+/// (loopback peers, the same Host/Origin/content-type rules as `listen`):
+///
+/// * `GET /api/devices`: the connections being forwarded and their devices;
+/// * `POST /api/devices/ID/switch` with `{"on":true}`, `{"on":false}` or
+///   `{"toggle":true}`: a Kinetid `switch` to the device, as if from the
+///   backend (its `state` answer goes on to the backend);
+/// * `POST /api/conns/N/inject` with `{"dir":"down"|"up","text":"..."}`: a
+///   text frame to the device (`down`) or, masked with a fresh key, to the
+///   upstream (`up`).
+///
+/// Injected frames go between forwarded frames, never inside one, and are
+/// marked in the output. Answers `202` once the frame is queued.
+async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut body: Vec<u8>) {
+    use super::listen::api::{check_browser, is_loopback, json_response};
+    let reply = |status: u16, v: serde_json::Value| json_response(status, &v, "");
+    let err = |status: u16, msg: &str| reply(status, serde_json::json!({ "error": msg }));
+    let mut parts = h.start_line.split(' ');
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts
+        .next()
+        .unwrap_or("")
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let resp = 'r: {
+        if !is_loopback(&link.peer) {
+            break 'r err(403, "the proxy's API answers this machine only");
+        }
+        if let Err((status, why)) = check_browser(h, &[]) {
+            break 'r err(status, &why);
+        }
+        let want = h
+            .get("content-length")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if want > 64 * 1024 {
+            break 'r err(413, "request bodies are at most 64 KiB");
+        }
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + link.sh.head_timeout;
+        while body.len() < want {
+            match tokio::time::timeout_at(deadline, dev.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    link.observe(Direction::C2S, &buf[..n]);
+                    body.extend_from_slice(&buf[..n]);
+                }
+                _ => break,
+            }
+        }
+        body.truncate(want);
+        if method == "POST"
+            && !h.get("content-type").is_some_and(|c| {
+                c.trim()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            })
+        {
+            break 'r err(415, "POST bodies must be application/json");
+        }
+        let segs: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
+        match (method.as_str(), segs.as_slice()) {
+            ("GET", ["devices"]) => {
+                let conns = link.sh.conns.lock().expect("conns");
+                let mut list: Vec<serde_json::Value> = conns
+                    .iter()
+                    .map(|(n, e)| serde_json::json!({"conn": n, "peer": e.peer.to_string(), "id": e.dev}))
+                    .collect();
+                list.sort_by_key(|v| v["conn"].as_u64());
+                reply(200, serde_json::json!({ "devices": list }))
+            }
+            ("POST", ["devices", id, "switch"]) => {
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+                    break 'r err(400, "the body is not JSON");
+                };
+                let on = match (v["on"].as_bool(), v["toggle"].as_bool()) {
+                    (_, Some(true)) => None,
+                    (Some(on), _) => Some(on),
+                    _ => break 'r err(400, r#"the body is {"on":true}, {"on":false} or {"toggle":true}"#),
+                };
+                let target = {
+                    let conns = link.sh.conns.lock().expect("conns");
+                    conns
+                        .iter()
+                        .find(|(_, e)| e.dev.as_deref() == Some(*id))
+                        .map(|(n, e)| (*n, e.tx.clone()))
+                };
+                let Some((conn, tx)) = target else {
+                    break 'r err(404, &format!("no device {id} is connected through the proxy"));
+                };
+                let cmd = 8000 + link.sh.next_cmd.fetch_add(1, Ordering::Relaxed) + 1;
+                let text = kinetid_wsdump::kinetid::switch(cmd, id, on);
+                let mut frame = Vec::new();
+                kinetid_wsdump::quirk::server_frame(
+                    &mut frame,
+                    kinetid_wsdump::frame::OpCode::Text,
+                    text.as_bytes(),
+                );
+                match tx.try_send((Direction::S2C, frame)) {
+                    Ok(()) => reply(202, serde_json::json!({"conn": conn, "injected": text})),
+                    Err(_) => err(503, "that connection has too many injections waiting"),
+                }
+            }
+            ("POST", ["conns", n, "inject"]) => {
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+                    break 'r err(400, "the body is not JSON");
+                };
+                let (Some(d), Some(text)) = (v["dir"].as_str(), v["text"].as_str()) else {
+                    break 'r err(400, r#"the body is {"dir":"down"|"up","text":"..."}"#);
+                };
+                let dir = match d {
+                    "down" => Direction::S2C,
+                    "up" => Direction::C2S,
+                    _ => break 'r err(400, r#""dir" is "down" (to the device) or "up" (to the upstream)"#),
+                };
+                let mut frame = Vec::new();
+                let opts = kinetid_wsdump::frame::EncodeOptions {
+                    mask: (dir == Direction::C2S)
+                        .then(|| kinetid_wsdump::frame::MaskKey(rand::random())),
+                    ..kinetid_wsdump::frame::EncodeOptions::server()
+                };
+                kinetid_wsdump::frame::encode_frame(
+                    &mut frame,
+                    kinetid_wsdump::frame::OpCode::Text,
+                    text.as_bytes(),
+                    opts,
+                );
+                let tx = n
+                    .parse::<u64>()
+                    .ok()
+                    .and_then(|n| link.sh.conns.lock().expect("conns").get(&n).map(|e| e.tx.clone()));
+                match tx {
+                    None => err(404, &format!("no connection {n} is being forwarded")),
+                    Some(tx) => match tx.try_send((dir, frame)) {
+                        Ok(()) => reply(202, serde_json::json!({"conn": n, "dir": d, "injected": text})),
+                        Err(_) => err(503, "that connection has too many injections waiting"),
+                    },
+                }
+            }
+            _ => err(404, "no such API call (GET /api/devices, POST /api/devices/ID/switch, POST /api/conns/N/inject)"),
+        }
+    };
+    link.observe(Direction::S2C, &resp);
+    let _ = tokio::time::timeout(Duration::from_secs(2), dev.write_all(&resp)).await;
 }
 
 /// Answer the device with an error status (shown, recorded) and say why on
@@ -686,11 +893,13 @@ struct Lane {
     last_due: tokio::time::Instant,
     /// The reading side is still open.
     open: bool,
-    /// `drop_pings`: bytes left of the frame being passed (or dropped),
-    /// and a header being gathered.
+    /// Bytes left of the frame being passed (or dropped), and a header
+    /// being gathered.
     frame_left: u64,
     dropping: bool,
     header: Vec<u8>,
+    /// Injected frames waiting for the next frame boundary.
+    pending: std::collections::VecDeque<Vec<u8>>,
 }
 
 impl Lane {
@@ -706,16 +915,20 @@ impl Lane {
             frame_left: 0,
             dropping: false,
             header: Vec::new(),
+            pending: Default::default(),
         }
     }
 
-    /// With `drop_pings`: the bytes of `b` that are not part of a ping
-    /// frame, and how many pings were taken out. Frames are followed by
-    /// their headers as the bytes stream by; nothing but a header (at most
-    /// 14 bytes) is held.
-    fn without_pings(&mut self, mut b: &[u8]) -> (Vec<u8>, u32) {
+    /// Follow the frames through `b` (their headers as the bytes stream
+    /// by; only a header, at most 14 bytes, is ever held): the bytes to
+    /// forward (all of them, or without ping frames with `drop_pings`), how
+    /// many pings were taken out, and the frame boundaries in `b` as
+    /// (offset in `b`, length of the bytes to forward so far).
+    fn walk(&mut self, mut b: &[u8]) -> (Vec<u8>, u32, Vec<(usize, usize)>) {
+        let total = b.len();
         let mut out = Vec::with_capacity(b.len());
         let mut dropped = 0;
+        let mut bounds = Vec::new();
         while !b.is_empty() {
             if self.frame_left > 0 {
                 let n = (self.frame_left.min(b.len() as u64)) as usize;
@@ -724,6 +937,9 @@ impl Lane {
                 }
                 self.frame_left -= n as u64;
                 b = &b[n..];
+                if self.frame_left == 0 {
+                    bounds.push((total - b.len(), out.len()));
+                }
                 continue;
             }
             self.header.push(b[0]);
@@ -731,7 +947,8 @@ impl Lane {
             if let kinetid_wsdump::frame::HeaderParse::Header(h) =
                 kinetid_wsdump::frame::parse_header(&self.header)
             {
-                self.dropping = h.opcode == kinetid_wsdump::frame::OpCode::Ping;
+                self.dropping =
+                    self.faults.drop_pings && h.opcode == kinetid_wsdump::frame::OpCode::Ping;
                 if self.dropping {
                     dropped += 1;
                 } else {
@@ -739,9 +956,17 @@ impl Lane {
                 }
                 self.header.clear();
                 self.frame_left = h.payload_len;
+                if h.payload_len == 0 {
+                    bounds.push((total - b.len(), out.len()));
+                }
             }
         }
-        (out, dropped)
+        (out, dropped, bounds)
+    }
+
+    /// Is the stream read so far at a frame boundary?
+    fn at_boundary(&self) -> bool {
+        self.frame_left == 0 && self.header.is_empty()
     }
 
     fn readable(&self) -> bool {
@@ -784,7 +1009,12 @@ async fn sleep_until(t: Option<tokio::time::Instant>) {
 
 /// Forward both ways until both sides are done, annotating each chunk as it
 /// arrives and writing it on unchanged when its direction's faults let it.
-async fn pump(link: &mut Link, dev: &mut Stream, up: &mut Stream) {
+async fn pump(
+    link: &mut Link,
+    dev: &mut Stream,
+    up: &mut Stream,
+    mut inject: tokio::sync::mpsc::Receiver<(Direction, Vec<u8>)>,
+) {
     let (fu, fd) = link.sh.faults;
     for (dir, f) in [(Direction::C2S, fu), (Direction::S2C, fd)] {
         if !f.is_none() {
@@ -826,6 +1056,15 @@ async fn pump(link: &mut Link, dev: &mut Stream, up: &mut Stream) {
             r = up.read(&mut from_up), if lanes[1].readable() => {
                 took(link, &mut lanes[1], Direction::S2C, r, &from_up)
             }
+            Some((dir, frame)) = inject.recv() => {
+                let lane = &mut lanes[usize::from(dir == Direction::S2C)];
+                lane.pending.push_back(frame);
+                // At a boundary now: it goes at once; else after the frame
+                // being read.
+                if lane.at_boundary() {
+                    inject_pending(link, lane, dir);
+                }
+            }
             _ = sleep_until(due) => {
                 let now = tokio::time::Instant::now();
                 for (k, lane) in lanes.iter_mut().enumerate() {
@@ -861,26 +1100,52 @@ async fn pump(link: &mut Link, dev: &mut Stream, up: &mut Stream) {
 
 /// A read on one side: annotated and queued, or the end of that side queued.
 fn took(link: &mut Link, lane: &mut Lane, dir: Direction, r: std::io::Result<usize>, buf: &[u8]) {
-    match r {
-        Ok(n) if n > 0 => {
-            link.observe(dir, &buf[..n]);
-            if lane.faults.drop_pings {
-                let (kept, dropped) = lane.without_pings(&buf[..n]);
-                if dropped > 0 {
-                    let what = format!(
-                        "fault applied: {dropped} ping frame(s) taken out of this direction"
-                    );
-                    link.notice(dir, tls_note(Severity::Info, Code::ProxyFault, what));
-                }
-                lane.push(Some(kept));
-            } else {
-                lane.push(Some(buf[..n].to_vec()));
-            }
-        }
+    let chunk = match r {
+        Ok(n) if n > 0 => &buf[..n],
         _ => {
             lane.open = false;
             lane.push(None);
+            return;
         }
+    };
+    let (out, dropped, bounds) = lane.walk(chunk);
+    if dropped > 0 {
+        let what = format!("fault applied: {dropped} ping frame(s) taken out of this direction");
+        link.notice(dir, tls_note(Severity::Info, Code::ProxyFault, what));
+    }
+    match bounds.first() {
+        // Injected frames wait for the first boundary: the chunk is split
+        // there, for the wire and for the annotator alike.
+        Some(&(at, out_at)) if !lane.pending.is_empty() => {
+            link.observe(dir, &chunk[..at]);
+            lane.push(Some(out[..out_at].to_vec()));
+            inject_pending(link, lane, dir);
+            link.observe(dir, &chunk[at..]);
+            lane.push(Some(out[out_at..].to_vec()));
+        }
+        _ => {
+            link.observe(dir, chunk);
+            lane.push(Some(out));
+        }
+    }
+}
+
+/// Send the injected frames waiting in `lane` (the stream is at a frame
+/// boundary), each marked in the output.
+fn inject_pending(link: &mut Link, lane: &mut Lane, dir: Direction) {
+    while let Some(frame) = lane.pending.pop_front() {
+        let what = format!(
+            "injected by the proxy: the next frame ({} bytes) is not from the {}",
+            frame.len(),
+            if dir == Direction::C2S {
+                "device"
+            } else {
+                "upstream"
+            }
+        );
+        link.notice(dir, tls_note(Severity::Info, Code::ProxyInjected, what));
+        link.observe(dir, &frame);
+        lane.push(Some(frame));
     }
 }
 
