@@ -58,8 +58,12 @@ pub fn check_browser(head: &HttpHead, allow: &[String]) -> Result<(), (u16, Stri
         ));
     }
     if let Some(origin) = head.get("origin") {
+        // http:// or https:// (with --tls): one port serves one of them, so
+        // either names this listener's own pages.
         let own = format!("http://{}", host.trim());
-        if !origin.trim().eq_ignore_ascii_case(&own) {
+        let own_tls = format!("https://{}", host.trim());
+        let origin = origin.trim();
+        if !origin.eq_ignore_ascii_case(&own) && !origin.eq_ignore_ascii_case(&own_tls) {
             return Err((
                 403,
                 format!("requests from origin {origin:?} are refused: only pages served by this listener ({own}) may use it"),
