@@ -845,6 +845,20 @@ fn switches_and_messages_injected_through_the_api_reach_their_peer() {
     let body = serde_json::json!({"dir": "up", "text": marker}).to_string();
     let (st, resp) = http(&addr, "POST", &inject, "", &body);
     assert_eq!(st, 202, "{resp}");
+    // A ping to the plug, as if from the backend: the plug answers it.
+    let ping = serde_json::json!({"dir": "down", "ping": "are you there"}).to_string();
+    let (st, resp) = http(&addr, "POST", &inject, "", &ping);
+    assert_eq!(st, 202, "{resp}");
+    // Frames that may not be sent are refused before anything is sent.
+    for bad in [
+        serde_json::json!({"dir": "down", "close": 1005}),
+        serde_json::json!({"dir": "down", "ping": "x".repeat(126)}),
+        serde_json::json!({"dir": "up", "hex": "zz"}),
+        serde_json::json!({"dir": "sideways", "text": "?"}),
+    ] {
+        let (st, resp) = http(&addr, "POST", &inject, "", &bad.to_string());
+        assert_eq!(st, 400, "{bad}: {resp}");
+    }
     // Refusals: another origin, a non-JSON body, an unknown device.
     let (st, _) = http(
         &addr,
@@ -898,7 +912,20 @@ fn switches_and_messages_injected_through_the_api_reach_their_peer() {
         .flat_map(|e| e["notes"].as_array().cloned().unwrap_or_default())
         .filter(|n| n["code"] == "proxy-injected")
         .count();
-    assert_eq!(marks, 2, "{out_p}");
+    assert_eq!(marks, 3, "{out_p}");
+    // The injected ping went down and the plug's pong came back up.
+    let frame_with = |dir: &str, op: &str| {
+        pev.iter().any(|e| {
+            e["type"] == "frame"
+                && e["dir"] == dir
+                && e["opcode_name"] == op
+                && e["payload_text"] == "are you there"
+        })
+    };
+    assert!(
+        frame_with("s2c", "ping") && frame_with("c2s", "pong"),
+        "{out_p}"
+    );
     assert!(pev
         .iter()
         .any(|e| e["type"] == "message" && e["dir"] == "s2c" && e["kinetid"]["t"] == "switch"));

@@ -581,9 +581,10 @@ async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
 /// * `POST /api/devices/ID/switch` with `{"on":true}`, `{"on":false}` or
 ///   `{"toggle":true}`: a Kinetid `switch` to the device, as if from the
 ///   backend (its `state` answer goes on to the backend);
-/// * `POST /api/conns/N/inject` with `{"dir":"down"|"up","text":"..."}`: a
-///   text frame to the device (`down`) or, masked with a fresh key, to the
-///   upstream (`up`).
+/// * `POST /api/conns/N/inject` with `{"dir":"down"|"up"}` and one of
+///   `"text"`, `"hex"` (a binary frame), `"ping"` or `"close"` (a code, and
+///   `"reason"`): a frame to the device (`down`) or, masked with a fresh
+///   key, to the upstream (`up`).
 ///
 /// Injected frames go between forwarded frames, never inside one, and are
 /// marked in the output. Answers `202` once the frame is queued.
@@ -682,13 +683,17 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
                 let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
                     break 'r err(400, "the body is not JSON");
                 };
-                let (Some(d), Some(text)) = (v["dir"].as_str(), v["text"].as_str()) else {
-                    break 'r err(400, r#"the body is {"dir":"down"|"up","text":"..."}"#);
+                let Some(d) = v["dir"].as_str() else {
+                    break 'r err(400, INJECT_BODY);
                 };
                 let dir = match d {
                     "down" => Direction::S2C,
                     "up" => Direction::C2S,
                     _ => break 'r err(400, r#""dir" is "down" (to the device) or "up" (to the upstream)"#),
+                };
+                let (op, payload) = match injected_frame(&v) {
+                    Ok(x) => x,
+                    Err(why) => break 'r err(400, &why),
                 };
                 let mut frame = Vec::new();
                 let opts = kinetid_wsdump::frame::EncodeOptions {
@@ -696,12 +701,8 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
                         .then(|| kinetid_wsdump::frame::MaskKey(rand::random())),
                     ..kinetid_wsdump::frame::EncodeOptions::server()
                 };
-                kinetid_wsdump::frame::encode_frame(
-                    &mut frame,
-                    kinetid_wsdump::frame::OpCode::Text,
-                    text.as_bytes(),
-                    opts,
-                );
+                kinetid_wsdump::frame::encode_frame(&mut frame, op, &payload, opts);
+                let text = format!("{} frame, {} payload bytes", op.name(), payload.len());
                 let tx = n
                     .parse::<u64>()
                     .ok()
@@ -719,6 +720,48 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
     };
     link.observe(Direction::S2C, &resp);
     let _ = tokio::time::timeout(Duration::from_secs(2), dev.write_all(&resp)).await;
+}
+
+/// What `POST /api/conns/N/inject` takes besides `dir`.
+const INJECT_BODY: &str = r#"the body is {"dir":"down"|"up"} with one of "text":"...", "hex":"0a1b..." (binary), "ping":"..." or "close":CODE (and "reason":"...")"#;
+
+/// The frame an injection body asks for: its opcode and payload, checked
+/// (a control frame's payload is at most 125 bytes; a close code must be
+/// one a Close frame may carry).
+fn injected_frame(
+    v: &serde_json::Value,
+) -> Result<(kinetid_wsdump::frame::OpCode, Vec<u8>), String> {
+    use kinetid_wsdump::frame::{close_payload, CloseCode, OpCode};
+    if let Some(t) = v["text"].as_str() {
+        return Ok((OpCode::Text, t.as_bytes().to_vec()));
+    }
+    if let Some(h) = v["hex"].as_str() {
+        return hex::decode(h.trim())
+            .map(|b| (OpCode::Binary, b))
+            .map_err(|e| format!("\"hex\" is not hex: {e}"));
+    }
+    if let Some(p) = v["ping"].as_str() {
+        if p.len() > 125 {
+            return Err("a ping carries at most 125 bytes (RFC 6455 5.5)".into());
+        }
+        return Ok((OpCode::Ping, p.as_bytes().to_vec()));
+    }
+    if let Some(c) = v.get("close") {
+        let code = c
+            .as_u64()
+            .and_then(|c| u16::try_from(c).ok())
+            .map(CloseCode)
+            .filter(|c| c.is_allowed())
+            .ok_or(
+                "\"close\" is a code a Close frame may carry (1000-1003, 1007-1014, 3000-4999)",
+            )?;
+        let payload = close_payload(Some(code), v["reason"].as_str().unwrap_or(""));
+        if payload.len() > 125 {
+            return Err("a Close frame carries at most 125 bytes: the reason is too long".into());
+        }
+        return Ok((OpCode::Close, payload));
+    }
+    Err(INJECT_BODY.into())
 }
 
 /// Answer the device with an error status (shown, recorded) and say why on
