@@ -63,19 +63,27 @@ impl Proxy {
         format!("ws://127.0.0.1:{}/ws", self.port)
     }
 
-    /// SIGINT, wait, return stdout.
+    /// SIGINT, wait (10 s at most: a proxy that does not exit fails the
+    /// test instead of hanging it), return stdout.
     fn stop(mut self) -> String {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        self.child.wait().unwrap();
-        out
+        let mut stdout = self.child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            stdout.read_to_string(&mut out).ok();
+            out
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("the proxy did not exit within 10 s of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        reader.join().unwrap()
     }
 }
 

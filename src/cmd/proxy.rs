@@ -210,6 +210,11 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
     });
+    // Listening for the signals from here on, once: a signal that arrives
+    // while a connection is being accepted is not lost.
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |k| signal(k).map_err(|e| AppError::Failed(format!("signals: {e}")));
+    let (mut sigint, mut sigterm) = (sig(SignalKind::interrupt())?, sig(SignalKind::terminate())?);
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -221,7 +226,8 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
                 tasks.spawn(async move { connection(sh, id, sock, peer).await });
                 while tasks.try_join_next().is_some() {}
             }
-            _ = tokio::signal::ctrl_c() => break,
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
         }
     }
     // Connections get a moment to finish what they are forwarding.
