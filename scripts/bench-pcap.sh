@@ -8,29 +8,15 @@
 # Usage: bash scripts/bench-pcap.sh [FRAMES] [RUNS] [GIB]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 FRAMES=${1:-100000}; RUNS=${2:-3}; GIB=${3:-1}
-if ! command -v tshark >/dev/null; then
-  echo "installing tshark (Debian package)" >&2
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections 2>/dev/null || true
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q tshark >/dev/null
-fi
+need_tshark
 cargo build --release --quiet --bin kinetid-wsdump
 BIN=target/release/kinetid-wsdump
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 python3 scripts/gen_session.py "$FRAMES" --pcap "$TMP/s.pcap"
 
-median_time() {
-  local ts=()
-  for _ in $(seq "$RUNS"); do
-    local t0 t1
-    t0=$(date +%s.%N); "$@" > /dev/null 2>&1; t1=$(date +%s.%N)
-    ts+=("$(echo "$t1 - $t0" | bc -l)")
-  done
-  printf '%s\n' "${ts[@]}" | sort -g | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}'
-}
 row() { printf '| %-26s | %-22s | %-34s | %7s |\n' "$1" "$2" "$3" "$4"; }
-ratio() { echo "$1 / $2" | bc -l | awk '{printf "%.1fx", $1}'; }
 rate() { echo "$FRAMES / $1" | bc -l | awk '{printf "%.0f", $1}'; }
 
 echo "measuring $FRAMES frames ($(du -h "$TMP/s.pcap" | cut -f1) pcap), $RUNS runs a row" >&2

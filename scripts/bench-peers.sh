@@ -14,15 +14,11 @@
 #   RUNS    runs per row, the median is shown (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 FRAMES=${1:-100000}; RUNS=${2:-3}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-if ! command -v tshark >/dev/null; then
-  echo "installing tshark (Debian package)" >&2
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections 2>/dev/null || true
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q tshark >/dev/null
-fi
+need_tshark
 WEBSOCAT=target/peers/bin/websocat
 if [ ! -x "$WEBSOCAT" ]; then
   echo "installing websocat under target/peers (a few minutes, once)" >&2
@@ -37,21 +33,10 @@ PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"' EXIT
 python3 scripts/gen_session.py "$FRAMES" --cap "$TMP/s.cap" --pcap "$TMP/s.pcap"
 
-# Median wall time of RUNS runs of a command, output thrown away.
-median_time() {
-  local ts=()
-  for _ in $(seq "$RUNS"); do
-    local t0 t1
-    t0=$(date +%s.%N); "$@" > /dev/null 2>&1; t1=$(date +%s.%N)
-    ts+=("$(echo "$t1 - $t0" | bc -l)")
-  done
-  printf '%s\n' "${ts[@]}" | sort -g | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}'
-}
 # Peak RSS in KiB of one run.
 peak_rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; }
 
 row() { printf '| %-38s | %-22s | %-22s | %7s |\n' "$1" "$2" "$3" "$4"; }
-ratio() { echo "$1 / $2" | bc -l | awk '{printf "%.1fx", $1}'; }
 
 echo "measuring replay of $FRAMES frames ($(du -h "$TMP/s.cap" | cut -f1) capture, $(du -h "$TMP/s.pcap" | cut -f1) pcap), $RUNS runs a row" >&2
 TV=$(median_time tshark -r "$TMP/s.pcap" -V)

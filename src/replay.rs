@@ -71,6 +71,18 @@ impl Replayer {
         }
     }
 
+    /// The connection's annotator; one seen first without an `open` (a
+    /// fixture, a capture cut at its start) detects whether a head comes.
+    fn seen(&mut self, conn: u64) -> &mut Annotator {
+        let cfg = Config {
+            handshake: HandshakeMode::Detect,
+            ..self.cfg
+        };
+        self.anns
+            .entry(conn)
+            .or_insert_with(|| Annotator::new(conn, cfg))
+    }
+
     fn chunk_events(&mut self, c: &Chunk, out: &mut Vec<Event>) {
         match &c.kind {
             ChunkKind::Open(peer) => {
@@ -85,17 +97,7 @@ impl Replayer {
                 self.anns.insert(c.conn, ann);
             }
             ChunkKind::Data(dir, bytes) => {
-                let cfg = self.cfg;
-                let ann = self.anns.entry(c.conn).or_insert_with(|| {
-                    Annotator::new(
-                        c.conn,
-                        Config {
-                            handshake: HandshakeMode::Detect,
-                            ..cfg
-                        },
-                    )
-                });
-                ann.feed(*dir, bytes, c.time, out);
+                self.seen(c.conn).feed(*dir, bytes, c.time, out);
             }
             ChunkKind::Note(dir, n) => {
                 if let Some(a) = self.anns.get(&c.conn) {
@@ -103,17 +105,7 @@ impl Replayer {
                 }
             }
             ChunkKind::Gap(dir, n) => {
-                let cfg = self.cfg;
-                let ann = self.anns.entry(c.conn).or_insert_with(|| {
-                    Annotator::new(
-                        c.conn,
-                        Config {
-                            handshake: HandshakeMode::Detect,
-                            ..cfg
-                        },
-                    )
-                });
-                ann.gap(*dir, *n, c.time, out);
+                self.seen(c.conn).gap(*dir, *n, c.time, out);
             }
             ChunkKind::Eof => {
                 if let Some(mut a) = self.anns.remove(&c.conn) {
