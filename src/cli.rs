@@ -82,6 +82,10 @@ pub struct ProxyArgs {
     /// (30s) or this many frames (20f).
     #[arg(long, value_name = "TIME|Nf")]
     pub cut_after: Option<String>,
+    /// Events the browser inspector (`/`, `/api/events`) replays to a page
+    /// that connects (0: none kept; live events still stream).
+    #[arg(long, default_value_t = 5000)]
+    pub history: usize,
     #[command(flatten)]
     pub filter: FilterArgs,
     #[command(flatten)]
@@ -220,6 +224,10 @@ pub struct ReplayArgs {
     /// Do not decode text messages as Kinetid messages.
     #[arg(long)]
     pub no_kinetid: bool,
+    /// Serve the browser inspector over the files instead of printing
+    /// (at http://ADDR/, until Ctrl-C).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8080", conflicts_with = "write")]
+    pub serve: Option<String>,
     /// After a frame length that does not fit, decode on from the next
     /// plausible frame header (named in a hint) instead of giving up.
     #[arg(long)]
@@ -326,6 +334,10 @@ pub struct ListenArgs {
     /// Device ids refused at hello (error unknown_device, close 1008).
     #[arg(long = "refuse")]
     pub refuse: Vec<String>,
+    /// Events the browser inspector (`/`, `/api/events`) replays to a page
+    /// that connects (0: none kept; live events still stream).
+    #[arg(long, default_value_t = 5000)]
+    pub history: usize,
     #[command(flatten)]
     pub tls: TlsServerArgs,
     #[command(flatten)]

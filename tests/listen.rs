@@ -231,6 +231,9 @@ fn malformed_handshakes_get_the_right_status_and_the_listener_keeps_serving() {
     // The page.
     let (st, body) = http(&a, "GET", "/", "", "");
     assert_eq!(st, 200);
+    assert!(body.contains("kinetid-wsdump inspector"));
+    let (st, body) = http(&a, "GET", "/client", "", "");
+    assert_eq!(st, 200);
     assert!(body.contains("new WebSocket"));
     // Still serving a good client.
     let mut s = raw_upgraded(&a);
@@ -729,7 +732,7 @@ fn browser_page_in_headless_chromium() {
     let l = Listener::start(&["--format", "json", "--no-console"]);
     let dom = chromium_dom(
         chromium,
-        &format!("http://127.0.0.1:{}/?autotest", l.port),
+        &format!("http://127.0.0.1:{}/client?autotest", l.port),
         5000,
     );
     assert!(

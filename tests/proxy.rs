@@ -844,7 +844,11 @@ fn switches_and_messages_injected_through_the_api_reach_their_peer() {
         "",
         r#"{"on":false}"#,
     );
-    assert_eq!(st, 202, "{body}");
+    // The call waits for the plug's answer, as listen's does.
+    assert_eq!(st, 200, "{body}");
+    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["t"], "state", "{body}");
+    assert_eq!(state["on"], false, "{body}");
     // A message to the backend, as if from the plug (masked on the way).
     let marker = r#"{"t":"report","id":99,"dev":"KN-0000000000D1","note":"injected"}"#;
     let body = serde_json::json!({"dir": "up", "text": marker}).to_string();
@@ -917,7 +921,13 @@ fn switches_and_messages_injected_through_the_api_reach_their_peer() {
         .flat_map(|e| e["notes"].as_array().cloned().unwrap_or_default())
         .filter(|n| n["code"] == "proxy-injected")
         .count();
-    assert_eq!(marks, 3, "{out_p}");
+    // Three injections, and the plug's answer to the injected switch
+    // going on to the backend.
+    assert_eq!(marks, 4, "{out_p}");
+    assert!(
+        out_p.contains("the upstream never sent that command"),
+        "{out_p}"
+    );
     // The injected ping went down and the plug's pong came back up.
     let frame_with = |dir: &str, op: &str| {
         pev.iter().any(|e| {

@@ -6,6 +6,7 @@
 //! * [`emulate`]: the plug, home and fleet emulator.
 
 pub mod emulate;
+pub mod inspect;
 pub mod listen;
 pub mod metrics;
 pub mod proxy;

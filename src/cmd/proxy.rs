@@ -141,6 +141,13 @@ struct Shared {
     next_conn: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
+    /// Events for the browser inspector.
+    bus: super::inspect::Bus,
+    /// Switches injected through the API waiting for the device's answer,
+    /// by (connection, command id).
+    pending: std::sync::Mutex<HashMap<(u64, u64), tokio::sync::oneshot::Sender<serde_json::Value>>>,
+    /// Set when the proxy is stopping (ends the event streams).
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Run `proxy` from flags.
@@ -209,6 +216,9 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
         next_conn: AtomicU64::new(0),
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
+        bus: super::inspect::Bus::new(a.history, super::inspect::HISTORY_BYTES),
+        pending: Default::default(),
+        stopping: tokio::sync::watch::channel(false).0,
     });
     // Listening for the signals from here on, once: a signal that arrives
     // while a connection is being accepted is not lost.
@@ -230,6 +240,7 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
             _ = sigterm.recv() => break,
         }
     }
+    sh.stopping.send_replace(true);
     // Connections get a moment to finish what they are forwarding.
     let _ = tokio::time::timeout(Duration::from_millis(1500), async {
         while tasks.join_next().await.is_some() {}
@@ -283,18 +294,53 @@ impl Link {
             .iter()
             .filter(|e| matches!(e.kind, kinetid_wsdump::annotate::EventKind::Frame(_)))
             .count() as u64;
-        if dir == Direction::C2S {
-            self.learn(&ev);
-        }
+        let answered = if dir == Direction::C2S {
+            self.learn(&ev)
+        } else {
+            Vec::new()
+        };
         self.show(ev);
+        for re in answered {
+            self.notice(
+                Direction::C2S,
+                tls_note(
+                    Severity::Info,
+                    Code::ProxyInjected,
+                    format!("the device's answer to the switch the proxy injected (id {re}) goes on to the upstream as the device sent it; the upstream never sent that command"),
+                ),
+            );
+        }
     }
 
-    /// The device id a hello names, into the registry.
-    fn learn(&self, ev: &[Event]) {
+    /// The device id a hello names, into the registry; a device's answer
+    /// to a switch injected through the API, to the API call waiting.
+    fn learn(&self, ev: &[Event]) -> Vec<u64> {
+        let mut answered = Vec::new();
         for e in ev {
             let kinetid_wsdump::annotate::EventKind::Message(m) = &e.kind else {
                 continue;
             };
+            if let Some(re) = m
+                .kinetid
+                .as_ref()
+                .filter(|k| k.t == "state" || k.t == "error")
+                .and_then(|k| k.re)
+            {
+                let waiting = self
+                    .sh
+                    .pending
+                    .lock()
+                    .expect("pending")
+                    .remove(&(self.id, re));
+                if let Some(tx) = waiting {
+                    let v = std::str::from_utf8(&m.payload)
+                        .ok()
+                        .and_then(|t| serde_json::from_str(t).ok())
+                        .unwrap_or(serde_json::Value::Null);
+                    let _ = tx.send(v);
+                    answered.push(re);
+                }
+            }
             let Some(k) = m.kinetid.as_ref().filter(|k| k.t == "hello") else {
                 continue;
             };
@@ -306,6 +352,7 @@ impl Link {
                 entry.dev = dev;
             }
         }
+        answered
     }
 
     fn record(&self, t: f64, kind: ChunkKind) {
@@ -320,6 +367,7 @@ impl Link {
     }
 
     fn show(&mut self, ev: Vec<Event>) {
+        self.sh.bus.publish(&ev);
         let Some(out) = &self.sh.out else { return };
         let ev = match self.filter.as_mut() {
             None => ev,
@@ -614,6 +662,45 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
         if let Err((status, why)) = check_browser(h, &[]) {
             break 'r err(status, &why);
         }
+        match (method.as_str(), path.as_str()) {
+            ("GET" | "HEAD", "/api/inspector") => {
+                let page = super::inspect::PAGE.as_bytes();
+                let mut r = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                    page.len()
+                )
+                .into_bytes();
+                if method == "GET" {
+                    r.extend_from_slice(page);
+                }
+                break 'r r;
+            }
+            ("GET", "/api/info") => {
+                break 'r reply(
+                    200,
+                    serde_json::json!({
+                        "mode": "proxy",
+                        "upstream": format!("{}://{}", if link.sh.upstream.tls { "wss" } else { "ws" }, link.sh.upstream.host),
+                        "version": env!("CARGO_PKG_VERSION"),
+                    }),
+                );
+            }
+            ("GET", "/api/events") => {
+                // Not annotated: events about the events a page reads
+                // would feed themselves.
+                let mut stop = link.sh.stopping.subscribe();
+                let sh = link.sh.clone();
+                let end = super::inspect::stream(&sh.bus, dev, true, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+                if let super::inspect::StreamEnd::Dropped(n) = end {
+                    tell(link, &format!("the browser fell {n} events behind and was disconnected from /api/events (the devices are never slowed for a page)"));
+                }
+                return;
+            }
+            _ => {}
+        }
         let want = h
             .get("content-length")
             .and_then(|v| v.trim().parse::<usize>().ok())
@@ -680,9 +767,21 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
                     kinetid_wsdump::frame::OpCode::Text,
                     text.as_bytes(),
                 );
-                match tx.try_send((Direction::S2C, frame)) {
-                    Ok(()) => reply(202, serde_json::json!({"conn": conn, "injected": text})),
-                    Err(_) => err(503, "that connection has too many injections waiting"),
+                let (atx, arx) = tokio::sync::oneshot::channel();
+                link.sh.pending.lock().expect("pending").insert((conn, cmd), atx);
+                if tx.try_send((Direction::S2C, frame)).is_err() {
+                    link.sh.pending.lock().expect("pending").remove(&(conn, cmd));
+                    break 'r err(503, "that connection has too many injections waiting");
+                }
+                // The device's state (or error) answers; it also goes on
+                // to the upstream, as the device sent it (noted there).
+                let answer = tokio::time::timeout(SWITCH_WAIT, arx).await;
+                link.sh.pending.lock().expect("pending").remove(&(conn, cmd));
+                match answer {
+                    Ok(Ok(v)) if v["t"] == "error" => reply(502, serde_json::json!({"error": "the device answered error", "answer": v, "conn": conn, "injected": text})),
+                    Ok(Ok(v)) => reply(200, v),
+                    Ok(Err(_)) => err(502, "the device's connection ended before it answered"),
+                    Err(_) => err(504, &format!("the switch was injected (connection {conn}, id {cmd}) but the device did not answer within {} s", SWITCH_WAIT.as_secs())),
                 }
             }
             ("POST", ["conns", n, "inject"]) => {
@@ -727,6 +826,9 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
     link.observe(Direction::S2C, &resp);
     let _ = tokio::time::timeout(Duration::from_secs(2), dev.write_all(&resp)).await;
 }
+
+/// How long `POST /api/devices/ID/switch` waits for the device's answer.
+const SWITCH_WAIT: Duration = Duration::from_secs(10);
 
 /// What `POST /api/conns/N/inject` takes besides `dir`.
 const INJECT_BODY: &str = r#"the body is {"dir":"down"|"up"} with one of "text":"...", "hex":"0a1b..." (binary), "ping":"..." or "close":CODE (and "reason":"...")"#;

@@ -15,11 +15,32 @@ use std::path::Path;
 
 /// Run `replay` from flags.
 pub fn run(a: ReplayArgs) -> Result<u8, AppError> {
-    let p = printer(&a.output);
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+    let Some(bind) = &a.serve else {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+        return replay_all(&a, printer(&a.output), &mut out);
+    };
+    // The inspector gets the events exactly as --format json writes them.
+    let mut p = printer(&a.output);
+    p.format = Format::Json;
+    p.color = false;
+    let mut c = super::inspect::Collector::new();
+    let code = replay_all(&a, p, &mut c)?;
+    if code == 2 {
+        return Ok(code);
+    }
+    let label = a
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    super::inspect::serve_replay(c, bind, &label)
+}
+
+fn replay_all(a: &ReplayArgs, p: Printer, out: &mut dyn Write) -> Result<u8, AppError> {
     let mut run = Run {
-        a: &a,
+        a,
         p,
         cfg: config(
             &a.limits,
@@ -38,7 +59,7 @@ pub fn run(a: ReplayArgs) -> Result<u8, AppError> {
         },
     };
     for path in &a.files {
-        run.file(path, &mut out)?;
+        run.file(path, out)?;
     }
     if let Some(c) = run.convert.take() {
         c.finish()?;

@@ -3,7 +3,7 @@
 //! Every renderer writes to any `impl Write`, so tests render into a
 //! `Vec<u8>` without colour. Rendering never changes what is shown, only how.
 
-mod json;
+pub mod json;
 
 pub use json::event as json_line;
 

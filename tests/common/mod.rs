@@ -454,3 +454,4 @@ pub fn tcpdump() -> Option<&'static str> {
     eprintln!("SKIPPED: tcpdump is not installed (scripts/setup-peers.sh installs it)");
     None
 }
+pub mod cdp;

@@ -20,8 +20,6 @@ use kinetid_wsdump::handshake::{self, error_response, HttpHead};
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 
-const PAGE: &str = include_str!("page.html");
-
 /// The host name of a `Host` header value (port and IPv6 brackets removed).
 fn host_name(host: &str) -> &str {
     let h = host.trim();
@@ -151,7 +149,7 @@ pub struct Request<'a> {
 
 /// The answer to a plain HTTP request.
 pub async fn respond(hub: &Hub, r: &Request<'_>) -> Vec<u8> {
-    let is_page = r.path == "/" || r.path == "/index.html";
+    let is_page = r.path == "/" || r.path == "/index.html" || r.path == "/client";
     let is_metrics = r.path == "/metrics";
     let is_api = r.path.starts_with("/api/") || is_metrics;
     if !is_page && !is_api {
@@ -176,7 +174,11 @@ pub async fn respond(hub: &Hub, r: &Request<'_>) -> Vec<u8> {
             "GET" | "HEAD" => http_response(
                 200,
                 "text/html; charset=utf-8",
-                PAGE.as_bytes(),
+                if r.path == "/client" {
+                    crate::cmd::inspect::CLIENT_PAGE.as_bytes()
+                } else {
+                    crate::cmd::inspect::PAGE.as_bytes()
+                },
                 r.method == "HEAD",
             ),
             _ => error_response(405, "Allow: GET, HEAD\r\n", "the page is GET only"),
@@ -197,6 +199,15 @@ pub async fn respond(hub: &Hub, r: &Request<'_>) -> Vec<u8> {
         };
     }
     api(hub, r).await
+}
+
+/// May this request read the event stream? `Some(response)` refuses
+/// (the same Host, Origin, token and loopback rules as the API).
+pub fn gate(hub: &Hub, r: &Request<'_>) -> Option<Vec<u8>> {
+    if let Err((status, why)) = check_browser(r.head, &hub.s.allow_hosts) {
+        return Some(json_error(status, &why));
+    }
+    authorize(hub, r)
 }
 
 /// Token or loopback rule; `Some(response)` refuses.
@@ -221,6 +232,16 @@ async fn api(hub: &Hub, r: &Request<'_>) -> Vec<u8> {
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     match (r.method, segs.as_slice()) {
         ("GET", ["devices"]) => json_response(200, &hub.devices_json(), ""),
+        ("GET", ["info"]) => json_response(
+            200,
+            &json!({
+                "mode": "listen",
+                "version": env!("CARGO_PKG_VERSION"),
+                "history": hub.s.history,
+                "echo": hub.s.echo,
+            }),
+            "",
+        ),
         ("GET", ["devices", id]) => match hub.device_json(id) {
             Some(v) => json_response(200, &v, ""),
             None => json_error(404, &format!("unknown device {id}")),

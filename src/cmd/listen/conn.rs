@@ -174,6 +174,7 @@ impl Conn {
     }
 
     fn emit(&mut self, ev: &[Event]) {
+        self.hub.bus.publish(ev);
         let c = &self.hub.counters;
         for e in ev {
             self.hub.metrics.observe(e);
@@ -310,7 +311,7 @@ impl Conn {
         if let Some(m) = self.tls.take() {
             self.notice(note::listener(Severity::Info, Code::TlsSession, m));
         }
-        if let Some(leftover) = self.handshake().await {
+        if let Some(leftover) = self.handshake(&mut shutdown).await {
             let (tx, rx) = mpsc::channel(64);
             self.hub.conns.lock().expect("conns").insert(self.id, tx);
             self.websocket(leftover, rx, &mut shutdown).await;
@@ -331,7 +332,7 @@ impl Conn {
 
     /// Read and answer the HTTP head. Returns the handshake's outcome: for an
     /// upgrade, the events the frames after the head already produced.
-    async fn handshake(&mut self) -> Option<Vec<Event>> {
+    async fn handshake(&mut self, shutdown: &mut broadcast::Receiver<()>) -> Option<Vec<Event>> {
         let deadline = tokio::time::Instant::now() + self.hub.s.head_timeout;
         let mut raw: Vec<u8> = Vec::new();
         let mut buf = vec![0u8; 4096];
@@ -367,7 +368,7 @@ impl Conn {
                     } => {
                         let body = raw[head.len.min(raw.len())..].to_vec();
                         let head = head.clone();
-                        self.plain_http(head, body).await;
+                        self.plain_http(head, body, shutdown).await;
                         return None;
                     }
                     EventKind::Request {
@@ -403,11 +404,43 @@ impl Conn {
         }
     }
 
-    async fn plain_http(&mut self, head: handshake::HttpHead, mut body: Vec<u8>) {
+    async fn plain_http(
+        &mut self,
+        head: handshake::HttpHead,
+        mut body: Vec<u8>,
+        shutdown: &mut broadcast::Receiver<()>,
+    ) {
         let parts: Vec<&str> = head.start_line.split(' ').collect();
         let method = parts.first().copied().unwrap_or("").to_string();
         let target = parts.get(1).copied().unwrap_or("").to_string();
         let path = target.split('?').next().unwrap_or("").to_string();
+        if path == "/api/events" && method == "GET" {
+            let req = Request {
+                method: &method,
+                path: &path,
+                head: &head,
+                body: &[],
+                peer: self.peer,
+            };
+            if let Some(deny) = api::gate(&self.hub, &req) {
+                let _ = self.send(&deny).await;
+                return;
+            }
+            // The stream itself is not annotated: events about the events
+            // a page reads would feed themselves.
+            let hub = self.hub.clone();
+            let end = crate::cmd::inspect::stream(&hub.bus, &mut self.sock, true, async {
+                let _ = shutdown.recv().await;
+            })
+            .await;
+            if let crate::cmd::inspect::StreamEnd::Dropped(n) = end {
+                hub.notice(format!(
+                    "kinetid-wsdump: the browser on connection {} ({}) fell {n} events behind and was disconnected from /api/events (devices are never slowed for a page)",
+                    self.id, self.peer
+                ));
+            }
+            return;
+        }
         let want = head
             .get("content-length")
             .and_then(|v| v.parse::<usize>().ok())

@@ -86,7 +86,13 @@ pub struct Device {
     /// Still connected?
     pub online: bool,
     pub(super) recent_seqs: VecDeque<u64>,
+    /// Recent readings for the inspector's chart: (time, power_w,
+    /// energy_wh), the last hour, at most [`HISTORY_POINTS`].
+    pub(super) history: VecDeque<(f64, f64, f64)>,
 }
+
+/// Readings kept per device: an hour at the contract's one-minute period.
+pub const HISTORY_POINTS: usize = 64;
 
 impl Device {
     fn json(&self) -> Value {
@@ -203,6 +209,8 @@ pub struct Hub {
     pub buffered: AtomicUsize,
     /// Prometheus metrics (`/metrics`).
     pub metrics: ListenMetrics,
+    /// Events for the browser inspector.
+    pub bus: crate::cmd::inspect::Bus,
     dropped_seen: AtomicU64,
 }
 
@@ -214,7 +222,9 @@ impl Hub {
         err: LineSink,
         record: Option<Arc<Recorder>>,
     ) -> Hub {
+        let bus = crate::cmd::inspect::Bus::new(s.history, crate::cmd::inspect::HISTORY_BYTES);
         Hub {
+            bus,
             s,
             devices: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
@@ -264,13 +274,18 @@ impl Hub {
         Value::Array(v.into_iter().map(Device::json).collect())
     }
 
-    /// One device as JSON.
+    /// One device as JSON, with its recent readings (`history`: `[time,
+    /// power_w, energy_wh]`, oldest first).
     pub fn device_json(&self, id: &str) -> Option<Value> {
-        self.devices
-            .lock()
-            .expect("devices")
-            .get(id)
-            .map(Device::json)
+        let d = self.devices.lock().expect("devices");
+        let dev = d.get(id)?;
+        let mut v = dev.json();
+        v["history"] = dev
+            .history
+            .iter()
+            .map(|&(t, p, e)| json!([t, p, if e.is_nan() { None } else { Some(e) }]))
+            .collect();
+        Some(v)
     }
 
     /// A snapshot of the device table, sorted by id.
@@ -439,6 +454,7 @@ impl Hub {
             duplicates: 0,
             online: true,
             recent_seqs: VecDeque::new(),
+            history: VecDeque::new(),
         });
         if e.conn != conn || !e.online {
             e.since = t;
@@ -476,6 +492,17 @@ impl Hub {
         e.on = r.on.or(e.on);
         e.power_w = r.power_w;
         e.energy_wh = r.energy_wh;
+        if let Some(p) = r.power_w {
+            // Reception time: a plug's clock may be wrong.
+            let at = t;
+            e.history
+                .push_back((at, p, r.energy_wh.unwrap_or(f64::NAN)));
+            while e.history.len() > HISTORY_POINTS
+                || e.history.front().is_some_and(|h| h.0 < at - 3600.0)
+            {
+                e.history.pop_front();
+            }
+        }
     }
 
     /// A relay state for a device this connection carries.

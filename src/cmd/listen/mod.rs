@@ -105,6 +105,8 @@ pub struct Settings {
     pub max_devices: usize,
     /// Backend bugs committed on purpose.
     pub quirks: Vec<kinetid_wsdump::quirk::ServerQuirk>,
+    /// Events kept for the inspector's history.
+    pub history: usize,
 }
 
 /// The API token from the flag, the environment or a file; an empty one is
@@ -157,6 +159,7 @@ pub fn run(a: ListenArgs) -> Result<u8, AppError> {
         max_buffered: a.max_buffered as usize,
         max_devices: a.max_devices,
         quirks: a.quirks.clone(),
+        history: a.history,
     };
     memory::return_freed_memory();
     let console = !a.no_console && (a.console || std::io::stdin().is_terminal());

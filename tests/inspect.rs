@@ -1,0 +1,466 @@
+//! The browser inspector: its event stream (`/api/events`), its rules, and
+//! the page itself driven in headless Chromium like a person would.
+
+mod common;
+use common::cdp::Browser;
+use common::*;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn emulate(url: &str, args: &[&str]) -> std::process::Child {
+    Command::new(bin())
+        .args(["emulate-device", "--url", url])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Read the event stream for up to `secs` (or until `n` records), returning
+/// each record's (event name, data).
+fn read_events(addr: &str, headers: &str, n: usize, secs: u64) -> (String, Vec<(String, String)>) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    write!(
+        s,
+        "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{headers}\r\n"
+    )
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => raw.extend_from_slice(&buf[..k]),
+            Err(_) => {}
+        }
+        let text = String::from_utf8_lossy(&raw);
+        if Instant::now() > end || text.matches("\n\n").count() > n + 1 {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut recs = Vec::new();
+    for r in body.split("\n\n") {
+        let mut ev = String::from("message");
+        let mut data = String::new();
+        for l in r.lines() {
+            if let Some(v) = l.strip_prefix("event: ") {
+                ev = v.to_string();
+            } else if let Some(v) = l.strip_prefix("data: ") {
+                data.push_str(v);
+            }
+        }
+        if !data.is_empty() {
+            recs.push((ev, data));
+        }
+    }
+    (head.to_string(), recs)
+}
+
+#[test]
+fn event_stream_carries_the_json_output_with_history() {
+    let l = Listener::start(&["--format", "json", "--no-console"]);
+    let mut e = emulate(
+        &l.url(),
+        &["--passive", "1", "--interval", "1s", "--duration", "3s"],
+    );
+    assert!(e.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    // The history replayed on connect: every event so far, as --format json wrote it.
+    let (head, recs) = read_events(&l.addr(), "", usize::MAX, 2);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("Content-Type: text/event-stream"), "{head}");
+    let stdout = l.stop();
+    let printed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("\"conn\":1,"))
+        .collect();
+    let streamed: Vec<&str> = recs
+        .iter()
+        .map(|(_, d)| d.as_str())
+        .filter(|d| d.contains("\"conn\":1,"))
+        .collect();
+    assert!(printed.len() > 10, "{stdout}");
+    assert_eq!(streamed, printed, "the stream and --format json differ");
+    let kinds: Vec<String> = json_lines(&streamed.join("\n"))
+        .iter()
+        .map(|v| v["type"].as_str().unwrap().to_string())
+        .collect();
+    for k in ["open", "request", "response", "frame", "message", "end"] {
+        assert!(kinds.iter().any(|x| x == k), "no {k} event: {kinds:?}");
+    }
+}
+
+#[test]
+fn event_stream_follows_the_api_rules() {
+    let l = Listener::start(&["--api-token", "s3cret-token", "--quiet", "--no-console"]);
+    let a = l.addr();
+    let (head, _) = read_events(&a, "", 0, 1);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    let (head, _) = read_events(&a, "Authorization: Bearer wrong\r\n", 0, 1);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    let (head, _) = read_events(
+        &a,
+        "Authorization: Bearer s3cret-token\r\nOrigin: http://evil.example\r\n",
+        0,
+        1,
+    );
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let (head, _) = read_events(
+        &a,
+        "Authorization: Bearer s3cret-token\r\nSec-Fetch-Site: cross-site\r\n",
+        0,
+        1,
+    );
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    // A rebinding host name: the page would be another site's.
+    let mut s = std::net::TcpStream::connect(&a).unwrap();
+    write!(s, "GET /api/events HTTP/1.1\r\nHost: attacker.example:{}\r\nAuthorization: Bearer s3cret-token\r\n\r\n", l.port).unwrap();
+    let r = String::from_utf8_lossy(&read_all(&mut s)).to_string();
+    assert!(r.starts_with("HTTP/1.1 421"), "{r}");
+    let (head, _) = read_events(&a, "Authorization: Bearer s3cret-token\r\n", 0, 1);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The page and its info call follow the same rules.
+    let (st, _) = http(&a, "GET", "/api/info", "", "");
+    assert_eq!(st, 401);
+    let (st, body) = http(
+        &a,
+        "GET",
+        "/api/info",
+        "Authorization: Bearer s3cret-token\r\n",
+        "",
+    );
+    assert_eq!(st, 200);
+    assert!(body.contains("\"mode\":\"listen\""), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_that_does_not_read_is_dropped_and_devices_keep_going() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let l = Listener::start(&["--echo", "--quiet", "--no-console", "--history", "0"]);
+    // A page that opens the stream and never reads it.
+    let mut stalled = std::net::TcpStream::connect(l.addr()).unwrap();
+    write!(
+        stalled,
+        "GET /api/events HTTP/1.1\r\nHost: {}\r\n\r\n",
+        l.addr()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (ws, _) = tokio_tungstenite::connect_async(l.url()).await.unwrap();
+    let payload = "x".repeat(2000);
+    let n = 20_000;
+    let start = Instant::now();
+    let (mut tx, mut rx) = ws.split();
+    let sender = tokio::spawn(async move {
+        for _ in 0..n {
+            tx.send(Message::Text(payload.clone())).await.unwrap();
+        }
+        tx
+    });
+    let mut got = 0;
+    while got < n {
+        match tokio::time::timeout(Duration::from_secs(20), rx.next()).await {
+            Ok(Some(Ok(Message::Text(_)))) => got += 1,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("echo stopped after {got} of {n}: {other:?}"),
+        }
+    }
+    let mut tx = sender.await.unwrap();
+    let _ = tx.close().await;
+    eprintln!("{n} echoes in {:?} with a stalled page", start.elapsed());
+    let line = l
+        .stderr_until("events behind", Duration::from_secs(10))
+        .expect("no notice about the dropped page");
+    assert!(line.contains("/api/events"), "{line}");
+    drop(stalled);
+}
+
+#[test]
+fn replay_serve_streams_a_capture_and_ends() {
+    let f = root().join("fixtures/kinetid-session.hex");
+    let mut child = Command::new(bin())
+        .args(["replay", "--serve", "127.0.0.1:0"])
+        .arg(&f)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let (head, recs) = read_events(&addr, "", usize::MAX, 5);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (last, data) = recs.last().unwrap();
+    assert_eq!(last, "end", "{data}");
+    let out = Command::new(bin())
+        .args(["replay", "--format", "json"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let want: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let got: Vec<String> = recs[..recs.len() - 1]
+        .iter()
+        .map(|(_, d)| d.clone())
+        .collect();
+    assert_eq!(got, want);
+    let (st, body) = http(&addr, "GET", "/api/info", "", "");
+    assert_eq!(st, 200);
+    assert!(body.contains("\"mode\":\"replay\""), "{body}");
+    let (st, _) = http(&addr, "GET", "/", "", "");
+    assert_eq!(st, 200);
+    // Nothing to switch in a capture.
+    let (st, _) = http(
+        &addr,
+        "POST",
+        "/api/devices/KN-A4CF12F0E1B2/switch",
+        "Content-Type: application/json\r\n",
+        "{\"on\":false}",
+    );
+    assert_eq!(st, 404);
+    let (st, _) = http(
+        &addr,
+        "GET",
+        "/api/events",
+        "Origin: http://evil.example\r\n",
+        "",
+    );
+    assert_eq!(st, 403);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn screenshot_path(name: &str) -> std::path::PathBuf {
+    root().join("target/test-artifacts").join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspector_in_chromium_shows_frames_bytes_and_switches_a_plug() {
+    let Some(chrome) = chromium() else { return };
+    let l = Listener::start(&["--quiet", "--no-console"]);
+    let mut dev = emulate(
+        &l.url(),
+        &[
+            "--passive",
+            "1",
+            "--interval",
+            "1s",
+            "--duration",
+            "60s",
+            "--seed",
+            "7",
+        ],
+    );
+    let url = format!("http://127.0.0.1:{}/", l.port);
+    let mut b = Browser::open(chrome, &url, 1700, 1000).await;
+    // Frames appear as they come.
+    b.wait_for(
+        "document.querySelectorAll('#frames .row[data-kind=frame]').length >= 4",
+        30,
+    )
+    .await;
+    let conns = b
+        .eval("[...document.querySelectorAll('#conns .row')].map(r => r.textContent)")
+        .await;
+    assert!(conns.to_string().contains("KN-"), "{conns}");
+    // Click the device's hello (a masked frame with a 16-bit length).
+    b.eval("document.getElementById('follow').checked = false")
+        .await;
+    b.click("#frames .row[data-kind=frame]").await;
+    let title = b
+        .wait_for("document.getElementById('frame-title')?.textContent", 10)
+        .await;
+    assert!(title.as_str().unwrap().contains("masked"), "{title}");
+    // Hover the first byte: FIN, RSV and opcode share it.
+    b.hover("#bytemap .b[data-i='0']").await;
+    let t = b.wait_for("document.getElementById('hover').textContent.includes('opcode') && document.getElementById('hover').textContent", 10).await;
+    assert!(t.as_str().unwrap().contains("FIN = 1"), "{t}");
+    // The masking key, and a payload byte with its unmasking.
+    b.hover("#bytemap .b[data-g='gkey']").await;
+    let t = b.wait_for("document.getElementById('hover').textContent.includes('masking key') && document.getElementById('hover').textContent", 10).await;
+    assert!(t.as_str().unwrap().contains("XOR key"), "{t}");
+    let lit = b
+        .eval("document.querySelectorAll('#bytemap .b.hl').length")
+        .await;
+    assert_eq!(lit, 4, "hovering a key byte lights the whole key");
+    b.hover("#bytemap .b[data-g='gpay']").await;
+    let t = b.wait_for("document.getElementById('hover').textContent.includes('payload byte 0') && document.getElementById('hover').textContent", 10).await;
+    assert!(t.as_str().unwrap().contains("XOR key byte 0"), "{t}");
+    let text = b
+        .eval("document.getElementById('msgtext')?.textContent || ''")
+        .await;
+    assert!(text.as_str().unwrap().contains("\"hello\""), "{text}");
+    screenshot_frame(&mut b).await;
+    // Devices: switch the active plug off, see the state and the chart follow.
+    b.click("#tab-devices").await;
+    let active = b
+        .wait_for("(() => { const r = [...document.querySelectorAll('#devices .row')].find(r => r.textContent.includes('active')); return r && r.dataset.dev; })()", 20)
+        .await;
+    let sel = format!("#devices .row[data-dev='{}']", active.as_str().unwrap());
+    b.click(&sel).await;
+    b.wait_for(
+        "Number(document.getElementById('chart')?.dataset.points) >= 2",
+        20,
+    )
+    .await;
+    let before = b
+        .eval("Number(document.getElementById('chart').dataset.last)")
+        .await;
+    assert!(before.as_f64().unwrap() > 0.0, "{before}");
+    b.click("#btn-off").await;
+    let r = b
+        .wait_for("(() => { const t = document.getElementById('switch-result').textContent; return t !== 'sending…' && t; })()", 15)
+        .await;
+    assert!(r.as_str().unwrap().starts_with("HTTP 200"), "{r}");
+    b.wait_for(
+        "document.getElementById('dev-state').textContent.includes('relay off')",
+        10,
+    )
+    .await;
+    // The next report says 0 W: the chart's last point drops to zero.
+    b.wait_for("document.getElementById('chart').dataset.last === '0'", 10)
+        .await;
+    let energy = b
+        .eval("document.getElementById('energy').textContent")
+        .await;
+    assert!(
+        energy.as_str().unwrap().contains("energy counter"),
+        "{energy}"
+    );
+    b.screenshot(&screenshot_path("inspector-devices.png"))
+        .await;
+    let _ = dev.kill();
+    let _ = dev.wait();
+}
+
+async fn screenshot_frame(b: &mut Browser) {
+    b.screenshot(&screenshot_path("inspector-frames.png")).await;
+    if let Ok(p) = std::env::var("KINETID_INSPECTOR_SCREENSHOT") {
+        b.screenshot(std::path::Path::new(&p)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_strings_reach_the_page_as_text_never_as_markup() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let Some(chrome) = chromium() else { return };
+    let l = Listener::start(&["--quiet", "--no-console", "--lenient"]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(l.url()).await.unwrap();
+    let evil_id = "KN-<img src=x onerror=window.__xss=1>";
+    let hello = serde_json::json!({"t": "hello", "id": 1, "dev": evil_id, "fw": "<script>window.__xss=2</script>", "role": "active", "mains_v": 230, "mains_hz": 50, "period_s": 60, "passives": []});
+    ws.send(Message::Text(hello.to_string())).await.unwrap();
+    let err = serde_json::json!({"t": "error", "re": 1, "dev": evil_id, "code": "<b>bad</b>", "message": "<img src=y onerror=window.__xss=3>"});
+    ws.send(Message::Text(err.to_string())).await.unwrap();
+    ws.send(Message::Text("<svg onload=window.__xss=4></svg>".into()))
+        .await
+        .unwrap();
+    ws.send(Message::Binary(
+        b"<iframe src=javascript:window.__xss=5>".to_vec(),
+    ))
+    .await
+    .unwrap();
+    let mut b = Browser::open(chrome, &format!("http://127.0.0.1:{}/", l.port), 1600, 1000).await;
+    b.wait_for(
+        "document.querySelectorAll('#frames .row[data-kind=frame]').length >= 4",
+        30,
+    )
+    .await;
+    // Show every row's detail (payloads, messages, notes, handshake).
+    let rows = b
+        .eval("document.querySelectorAll('#frames .row').length")
+        .await
+        .as_u64()
+        .unwrap();
+    for i in 0..rows {
+        b.click(&format!("#frames .row:nth-child({})", i + 1)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.click("#conns .row").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = b.eval("document.body.innerText").await;
+    let seen = seen.as_str().unwrap();
+    assert!(seen.contains(evil_id), "the id is shown as text: {seen}");
+    let marks = b
+        .eval("[window.__xss === undefined, document.querySelectorAll('img, svg, iframe, b').length, document.scripts.length]")
+        .await;
+    assert_eq!(marks, serde_json::json!([true, 0, 1]), "{seen}");
+    let _ = ws.close(None).await;
+    let _ = ws.next().await;
+}
+
+#[test]
+fn proxy_serves_the_inspector_and_its_stream() {
+    let l = Listener::start(&["--quiet", "--no-console"]);
+    let mut p = Command::new(bin())
+        .args(["proxy", "--bind", "127.0.0.1:0", "--quiet", "--upstream"])
+        .arg(format!("ws://{}", l.addr()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(p.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let mut e = emulate(
+        &format!("ws://{addr}/ws"),
+        &["--interval", "1s", "--duration", "2s"],
+    );
+    assert!(e.wait().unwrap().success());
+    let (st, page) = http(&addr, "GET", "/api/inspector", "", "");
+    assert_eq!(st, 200);
+    assert!(page.contains("kinetid-wsdump inspector"));
+    let (st, info) = http(&addr, "GET", "/api/info", "", "");
+    assert_eq!(st, 200);
+    assert!(info.contains("\"mode\":\"proxy\""), "{info}");
+    let (head, recs) = read_events(&addr, "", usize::MAX, 2);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let ev = json_lines(
+        &recs
+            .iter()
+            .map(|(_, d)| d.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    // Both directions of the forwarded connection, annotated once each.
+    for dir in ["c2s", "s2c"] {
+        assert!(
+            ev.iter()
+                .any(|e| e["type"] == "message" && e["dir"] == dir && e["conn"] == 1),
+            "no {dir} message: {recs:?}"
+        );
+    }
+    let (st, _) = http(
+        &addr,
+        "GET",
+        "/api/events",
+        "Origin: http://evil.example\r\n",
+        "",
+    );
+    assert_eq!(st, 403);
+    let _ = p.kill();
+    let _ = p.wait();
+}
