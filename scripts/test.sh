@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-peers.sh
 mkdir -p target
-cargo test --all-targets 2>&1 | tee target/test-output.log
+status=0
+cargo test --all-targets --no-fail-fast 2>&1 | tee target/test-output.log || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' target/test-output.log | tee target/test-summary.txt
+exit "$status"

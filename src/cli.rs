@@ -82,6 +82,12 @@ pub struct ProxyArgs {
     /// (30s) or this many frames (20f).
     #[arg(long, value_name = "TIME|Nf")]
     pub cut_after: Option<String>,
+    /// Read commands from stdin even when it is not a terminal.
+    #[arg(long)]
+    pub console: bool,
+    /// Never read commands from stdin.
+    #[arg(long, conflicts_with = "console")]
+    pub no_console: bool,
     /// Events the browser inspector (`/`, `/api/events`) replays to a page
     /// that connects (0: none kept; live events still stream).
     #[arg(long, default_value_t = 5000)]

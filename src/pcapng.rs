@@ -27,6 +27,9 @@ struct Conn {
     /// Next sequence number of each side.
     seq_c: u32,
     seq_s: u32,
+    /// Notes (TLS facts, proxy faults, listener decisions) waiting to ride
+    /// on this connection's next packet as pcapng comments.
+    comments: Vec<String>,
 }
 
 /// Turns chunks into pcapng blocks.
@@ -153,6 +156,7 @@ impl PcapngWriter {
                     server,
                     seq_c: isn,
                     seq_s: isn ^ 0x5A5A_5A5A,
+                    comments: Vec::new(),
                 };
                 self.packet(&mut out, &mut k, t, Direction::C2S, SYN, &[]);
                 self.packet(&mut out, &mut k, t, Direction::S2C, SYN | ACK, &[]);
@@ -180,7 +184,21 @@ impl PcapngWriter {
                 self.packet(&mut out, &mut k, t, Direction::S2C, FIN | ACK, &[]);
                 self.packet(&mut out, &mut k, t, Direction::C2S, ACK, &[]);
             }
-            ChunkKind::Note(..) => {}
+            // No packet of its own: a comment on the connection's next
+            // packet (Wireshark shows it as frame.comment). Notes of a
+            // connection already ended have none to ride on.
+            ChunkKind::Note(_, n) => {
+                if let Some(k) = self.conns.get_mut(&c.conn) {
+                    if k.comments.len() < 64 {
+                        k.comments.push(format!(
+                            "kinetid-wsdump {} {}: {}",
+                            n.severity.as_str(),
+                            n.code.as_str(),
+                            n.message
+                        ));
+                    }
+                }
+            }
         }
         out
     }
@@ -197,6 +215,7 @@ impl PcapngWriter {
                 server: self.server,
                 seq_c: isn,
                 seq_s: isn ^ 0x5A5A_5A5A,
+                comments: Vec::new(),
             }
         })
     }
@@ -288,6 +307,16 @@ impl PcapngWriter {
         epb.extend_from_slice(&(frame.len() as u32).to_le_bytes());
         epb.extend_from_slice(&frame);
         epb.resize(epb.len().next_multiple_of(4), 0);
+        if !k.comments.is_empty() {
+            for c in k.comments.drain(..) {
+                let mut end = c.len().min(60_000);
+                while !c.is_char_boundary(end) {
+                    end -= 1;
+                }
+                option(&mut epb, 1, &c.as_bytes()[..end]);
+            }
+            option(&mut epb, 0, &[]);
+        }
         out.extend(block(6, &epb));
         let used = payload.len() as u32 + u32::from(flags & (SYN | FIN) != 0);
         match d {

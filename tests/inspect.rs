@@ -39,7 +39,7 @@ fn read_events(addr: &str, headers: &str, n: usize, secs: u64) -> (String, Vec<(
             Err(_) => {}
         }
         let text = String::from_utf8_lossy(&raw);
-        if Instant::now() > end || text.matches("\n\n").count() > n + 1 {
+        if Instant::now() > end || text.matches("\n\n").count() > n.saturating_add(1) {
             break;
         }
     }

@@ -697,3 +697,55 @@ fn listen_shows_only_the_device_asked_for() {
     assert_eq!(conns.len(), 1);
     assert!(ev.iter().any(|e| e["type"] == "open"));
 }
+
+#[test]
+fn listener_notes_ride_in_the_pcapng_recording_as_packet_comments() {
+    let dir = pcaps();
+    let file = dir.join("listen-tls.pcapng");
+    let data = dir.join("tls-data");
+    let l = Listener::start_env(
+        &[
+            "--tls",
+            "--tls-name",
+            "localhost",
+            "--no-console",
+            "--quiet",
+            "--record",
+            file.to_str().unwrap(),
+        ],
+        &[("KINETID_WSDUMP_DATA", data.to_str().unwrap())],
+    );
+    let st = Command::new(bin())
+        .args([
+            "emulate-device",
+            "--url",
+            &format!("wss://localhost:{}/ws", l.port),
+            "--insecure",
+            "--interval",
+            "200ms",
+            "--duration",
+            "800ms",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    l.stop();
+    let Some(tshark) = tshark() else { return };
+    let out = Command::new(tshark)
+        .arg("-r")
+        .arg(&file)
+        .args(["-T", "fields", "-e", "frame.comment"])
+        .output()
+        .unwrap();
+    let comments = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        comments.contains("kinetid-wsdump info tls-session") && comments.contains("TLS"),
+        "{comments}"
+    );
+    // The recording still replays (comments are options, not packets).
+    let replayed = replay(&file, &[]);
+    assert_eq!(replayed.code, 0, "{}", replayed.stderr);
+    assert!(!of_type(&replayed.events, "frame").is_empty());
+}

@@ -946,3 +946,96 @@ fn switches_and_messages_injected_through_the_api_reach_their_peer() {
         .any(|e| e["type"] == "message" && e["dir"] == "s2c" && e["kinetid"]["t"] == "switch"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn console_switches_and_injects_through_the_proxy() {
+    let l = Listener::start(&["--quiet", "--no-console"]);
+    let mut p = Command::new(bin())
+        .args(["proxy", "--bind", "127.0.0.1:0", "--quiet", "--console"])
+        .arg("--upstream")
+        .arg(format!("ws://{}", l.addr()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let err = p.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let until = |needle: &str| -> String {
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        let mut seen = String::new();
+        while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(l) => {
+                    seen.push_str(&l);
+                    seen.push('\n');
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no stderr line with {needle:?}; saw:\n{seen}");
+    };
+    let addr = until("listening on")
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .to_string();
+    until("console ready");
+    let mut plug = Command::new(bin())
+        .args(["emulate-device", "--url", &format!("ws://{addr}/ws")])
+        .args(["--interval", "1s", "--duration", "20s", "--seed", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = p.stdin.take().unwrap();
+    let mut say = |line: &str| writeln!(stdin, "{line}").unwrap();
+    // Wait until the plug said hello through the proxy.
+    let dev = loop {
+        say("conns");
+        let l = until("connection");
+        if l.contains("connections:") {
+            let _header = until("conn  peer");
+            let row = until("127.0.0.1:");
+            if let Some(d) = row.split_whitespace().find(|w| w.starts_with("KN-")) {
+                break d.to_string();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    say(&format!("off {dev}"));
+    let answer = until(&format!("{dev}: {{"));
+    assert!(
+        answer.contains("\"t\":\"state\"") && answer.contains("\"on\":false"),
+        "{answer}"
+    );
+    say("ping 1 from the console");
+    assert!(until("connection 1:").contains("ping frame, 16 payload bytes queued"));
+    say("close 1 1005");
+    assert!(until("close code").contains("cannot be sent"));
+    say("up 99 hello");
+    assert!(until("no connection 99").contains("being forwarded"));
+    say("bogus");
+    assert!(until("unknown command").contains("commands:"));
+    let _ = plug.kill();
+    let _ = plug.wait();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(p.id() as i32, libc::SIGINT) };
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while p.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < end,
+            "proxy with a console did not exit on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

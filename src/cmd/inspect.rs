@@ -10,7 +10,7 @@
 //! disconnected (its page reconnects and starts again from the history);
 //! the devices never wait for a browser.
 
-use kinetid_wsdump::annotate::Event;
+use kinetid_wsdump::annotate::{Event, EventKind};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -87,14 +87,24 @@ impl Bus {
         let mut ring = self.ring.lock().expect("bus");
         for e in ev {
             json.clear();
-            kinetid_wsdump::render::json::event(&mut json, e);
-            json.pop(); // the newline
-            if json.len() > MAX_EVENT_JSON {
-                let n = json.len();
+            // A big payload is not even rendered (its hex alone is twice
+            // its size): an `omitted` record stands for it.
+            let payload = match &e.kind {
+                EventKind::Frame(f) => f.payload.len(),
+                EventKind::Message(m) => {
+                    m.payload.len().max(m.text.as_ref().map_or(0, String::len))
+                }
+                _ => 0,
+            };
+            if payload <= MAX_EVENT_JSON / 4 {
+                kinetid_wsdump::render::json::event(&mut json, e);
+                json.pop(); // the newline
+            }
+            if json.len() > MAX_EVENT_JSON || payload > MAX_EVENT_JSON / 4 {
                 json.clear();
                 json.extend_from_slice(
                     format!(
-                        "{{\"type\":\"omitted\",\"conn\":{},\"dir\":\"{}\",\"offset\":{},\"event\":\"{}\",\"json_bytes\":{n},\"why\":\"longer than the stream carries ({MAX_EVENT_JSON} bytes); --format json shows it whole\"}}",
+                        "{{\"type\":\"omitted\",\"conn\":{},\"dir\":\"{}\",\"offset\":{},\"event\":\"{}\",\"payload_bytes\":{payload},\"why\":\"longer than the stream carries ({MAX_EVENT_JSON} bytes of JSON); --format json shows it whole\"}}",
                         e.conn,
                         e.dir.as_str(),
                         e.offset,

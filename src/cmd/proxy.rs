@@ -157,7 +157,11 @@ pub fn run(a: ProxyArgs) -> Result<u8, AppError> {
         .enable_all()
         .build()
         .map_err(|e| AppError::Failed(format!("runtime: {e}")))?;
-    rt.block_on(serve(a, upstream))
+    let r = rt.block_on(serve(a, upstream));
+    // The console's stdin read sits in a blocking thread that never ends by
+    // itself; nothing else may hold the exit up either.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    r
 }
 
 async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
@@ -220,6 +224,9 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
         pending: Default::default(),
         stopping: tokio::sync::watch::channel(false).0,
     });
+    if !a.no_console && (a.console || std::io::IsTerminal::is_terminal(&std::io::stdin())) {
+        tokio::spawn(console(sh.clone()));
+    }
     // Listening for the signals from here on, once: a signal that arrives
     // while a connection is being accepted is not lost.
     use tokio::signal::unix::{signal, SignalKind};
@@ -749,39 +756,9 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
                     (Some(on), _) => Some(on),
                     _ => break 'r err(400, r#"the body is {"on":true}, {"on":false} or {"toggle":true}"#),
                 };
-                let target = {
-                    let conns = link.sh.conns.lock().expect("conns");
-                    conns
-                        .iter()
-                        .find(|(_, e)| e.dev.as_deref() == Some(*id))
-                        .map(|(n, e)| (*n, e.tx.clone()))
-                };
-                let Some((conn, tx)) = target else {
-                    break 'r err(404, &format!("no device {id} is connected through the proxy"));
-                };
-                let cmd = 8000 + link.sh.next_cmd.fetch_add(1, Ordering::Relaxed) + 1;
-                let text = kinetid_wsdump::kinetid::switch(cmd, id, on);
-                let mut frame = Vec::new();
-                kinetid_wsdump::quirk::server_frame(
-                    &mut frame,
-                    kinetid_wsdump::frame::OpCode::Text,
-                    text.as_bytes(),
-                );
-                let (atx, arx) = tokio::sync::oneshot::channel();
-                link.sh.pending.lock().expect("pending").insert((conn, cmd), atx);
-                if tx.try_send((Direction::S2C, frame)).is_err() {
-                    link.sh.pending.lock().expect("pending").remove(&(conn, cmd));
-                    break 'r err(503, "that connection has too many injections waiting");
-                }
-                // The device's state (or error) answers; it also goes on
-                // to the upstream, as the device sent it (noted there).
-                let answer = tokio::time::timeout(SWITCH_WAIT, arx).await;
-                link.sh.pending.lock().expect("pending").remove(&(conn, cmd));
-                match answer {
-                    Ok(Ok(v)) if v["t"] == "error" => reply(502, serde_json::json!({"error": "the device answered error", "answer": v, "conn": conn, "injected": text})),
-                    Ok(Ok(v)) => reply(200, v),
-                    Ok(Err(_)) => err(502, "the device's connection ended before it answered"),
-                    Err(_) => err(504, &format!("the switch was injected (connection {conn}, id {cmd}) but the device did not answer within {} s", SWITCH_WAIT.as_secs())),
+                match switch_device(&link.sh, id, on).await {
+                    Ok(v) => reply(200, v),
+                    Err((status, v)) => reply(status, v),
                 }
             }
             ("POST", ["conns", n, "inject"]) => {
@@ -796,28 +773,12 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
                     "up" => Direction::C2S,
                     _ => break 'r err(400, r#""dir" is "down" (to the device) or "up" (to the upstream)"#),
                 };
-                let (op, payload) = match injected_frame(&v) {
-                    Ok(x) => x,
-                    Err(why) => break 'r err(400, &why),
+                let Ok(n) = n.parse::<u64>() else {
+                    break 'r err(404, &format!("no connection {n} is being forwarded"));
                 };
-                let mut frame = Vec::new();
-                let opts = kinetid_wsdump::frame::EncodeOptions {
-                    mask: (dir == Direction::C2S)
-                        .then(|| kinetid_wsdump::frame::MaskKey(rand::random())),
-                    ..kinetid_wsdump::frame::EncodeOptions::server()
-                };
-                kinetid_wsdump::frame::encode_frame(&mut frame, op, &payload, opts);
-                let text = format!("{} frame, {} payload bytes", op.name(), payload.len());
-                let tx = n
-                    .parse::<u64>()
-                    .ok()
-                    .and_then(|n| link.sh.conns.lock().expect("conns").get(&n).map(|e| e.tx.clone()));
-                match tx {
-                    None => err(404, &format!("no connection {n} is being forwarded")),
-                    Some(tx) => match tx.try_send((dir, frame)) {
-                        Ok(()) => reply(202, serde_json::json!({"conn": n, "dir": d, "injected": text})),
-                        Err(_) => err(503, "that connection has too many injections waiting"),
-                    },
+                match inject(&link.sh, n, dir, &v) {
+                    Ok(text) => reply(202, serde_json::json!({"conn": n, "dir": d, "injected": text})),
+                    Err((status, why)) => err(status, &why),
                 }
             }
             _ => err(404, "no such API call (GET /api/devices, POST /api/devices/ID/switch, POST /api/conns/N/inject)"),
@@ -825,6 +786,234 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
     };
     link.observe(Direction::S2C, &resp);
     let _ = tokio::time::timeout(Duration::from_secs(2), dev.write_all(&resp)).await;
+}
+
+/// Send a Kinetid switch to a device as if from the backend (`on`: None
+/// toggles) and wait for its answer: its `state`, or an HTTP status and a
+/// JSON error.
+async fn switch_device(
+    sh: &Shared,
+    id: &str,
+    on: Option<bool>,
+) -> Result<serde_json::Value, (u16, serde_json::Value)> {
+    let e = |status: u16, msg: String| (status, serde_json::json!({ "error": msg }));
+    let target = {
+        let conns = sh.conns.lock().expect("conns");
+        conns
+            .iter()
+            .find(|(_, e)| e.dev.as_deref() == Some(id))
+            .map(|(n, e)| (*n, e.tx.clone()))
+    };
+    let Some((conn, tx)) = target else {
+        return Err(e(
+            404,
+            format!("no device {id} is connected through the proxy"),
+        ));
+    };
+    let cmd = 8000 + sh.next_cmd.fetch_add(1, Ordering::Relaxed) + 1;
+    let text = kinetid_wsdump::kinetid::switch(cmd, id, on);
+    let mut frame = Vec::new();
+    kinetid_wsdump::quirk::server_frame(
+        &mut frame,
+        kinetid_wsdump::frame::OpCode::Text,
+        text.as_bytes(),
+    );
+    let (atx, arx) = tokio::sync::oneshot::channel();
+    sh.pending.lock().expect("pending").insert((conn, cmd), atx);
+    if tx.try_send((Direction::S2C, frame)).is_err() {
+        sh.pending.lock().expect("pending").remove(&(conn, cmd));
+        return Err(e(
+            503,
+            "that connection has too many injections waiting".into(),
+        ));
+    }
+    // The device's state (or error) answers; it also goes on to the
+    // upstream, as the device sent it (noted there).
+    let answer = tokio::time::timeout(SWITCH_WAIT, arx).await;
+    sh.pending.lock().expect("pending").remove(&(conn, cmd));
+    match answer {
+        Ok(Ok(v)) if v["t"] == "error" => Err((
+            502,
+            serde_json::json!({"error": "the device answered error", "answer": v, "conn": conn, "injected": text}),
+        )),
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(_)) => Err(e(502, "the device's connection ended before it answered".into())),
+        Err(_) => Err(e(
+            504,
+            format!(
+                "the switch was injected (connection {conn}, id {cmd}) but the device did not answer within {} s",
+                SWITCH_WAIT.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Queue a frame described by an injection body (`text`, `hex`, `ping`,
+/// `close`) for connection `n` in `dir`; what was queued, or why not.
+fn inject(
+    sh: &Shared,
+    n: u64,
+    dir: Direction,
+    v: &serde_json::Value,
+) -> Result<String, (u16, String)> {
+    let (op, payload) = injected_frame(v).map_err(|why| (400, why))?;
+    let mut frame = Vec::new();
+    let opts = kinetid_wsdump::frame::EncodeOptions {
+        mask: (dir == Direction::C2S).then(|| kinetid_wsdump::frame::MaskKey(rand::random())),
+        ..kinetid_wsdump::frame::EncodeOptions::server()
+    };
+    kinetid_wsdump::frame::encode_frame(&mut frame, op, &payload, opts);
+    let text = format!("{} frame, {} payload bytes", op.name(), payload.len());
+    let tx = sh
+        .conns
+        .lock()
+        .expect("conns")
+        .get(&n)
+        .map(|e| e.tx.clone());
+    match tx {
+        None => Err((404, format!("no connection {n} is being forwarded"))),
+        Some(tx) => match tx.try_send((dir, frame)) {
+            Ok(()) => Ok(text),
+            Err(_) => Err((
+                503,
+                "that connection has too many injections waiting".into(),
+            )),
+        },
+    }
+}
+
+/// The console's help line.
+const CONSOLE_HELP: &str = "commands: conns | on ID | off ID | toggle ID | down N TEXT | up N TEXT | ping N [TEXT] | close N [CODE [REASON]] | help (N: a connection number; down: to the device, up: to the upstream)";
+
+/// Read commands from stdin until it ends; outcomes on stderr.
+async fn console(sh: Arc<Shared>) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
+    let say = |sh: &Shared, s: String| sh.err.push(format!("{s}\n").into_bytes());
+    say(
+        &sh,
+        format!("kinetid-wsdump: console ready; {CONSOLE_HELP}"),
+    );
+    while let Ok(Some(line)) = lines.next_segment().await {
+        let Ok(line) = String::from_utf8(line) else {
+            say(&sh, "console: line ignored: not valid UTF-8".into());
+            continue;
+        };
+        let sh = sh.clone();
+        // Each command on its own: a switch waiting for a device does not
+        // block the console.
+        tokio::spawn(async move {
+            let out = console_command(&sh, line.trim()).await;
+            if !out.is_empty() {
+                say(&sh, out);
+            }
+        });
+    }
+}
+
+/// Run one console command and return what to print.
+async fn console_command(sh: &Shared, line: &str) -> String {
+    use kinetid_wsdump::escape::Esc;
+    let mut it = line.splitn(2, ' ');
+    let cmd = it.next().unwrap_or("");
+    let rest = it.next().unwrap_or("").trim();
+    let conn_and = |rest: &str| -> Result<(u64, String), String> {
+        let mut p = rest.splitn(2, ' ');
+        let n = p.next().unwrap_or("");
+        n.parse::<u64>()
+            .map(|n| (n, p.next().unwrap_or("").to_string()))
+            .map_err(|_| {
+                format!(
+                    "{:?} is not a connection number; {CONSOLE_HELP}",
+                    Esc(n).to_string()
+                )
+            })
+    };
+    let injected = |n: u64, r: Result<String, (u16, String)>| match r {
+        Ok(t) => format!("connection {n}: {t} queued"),
+        Err((_, why)) => Esc(&why).to_string(),
+    };
+    match cmd {
+        "" => String::new(),
+        "help" | "?" => CONSOLE_HELP.to_string(),
+        "conns" | "devices" | "ls" => {
+            let conns = sh.conns.lock().expect("conns");
+            let mut rows: Vec<(u64, String)> = conns
+                .iter()
+                .map(|(n, e)| {
+                    (
+                        *n,
+                        format!(
+                            "  {n:>5}  {:<22} {}",
+                            e.peer,
+                            e.dev.as_deref().unwrap_or("(no hello yet)")
+                        ),
+                    )
+                })
+                .collect();
+            rows.sort();
+            if rows.is_empty() {
+                return "no connection is being forwarded".into();
+            }
+            let mut s = format!(
+                "{} connections:\n   conn  peer                   device",
+                rows.len()
+            );
+            for (_, r) in rows {
+                s.push('\n');
+                s.push_str(&r);
+            }
+            s
+        }
+        "on" | "off" | "toggle" => {
+            let on = match cmd {
+                "on" => Some(true),
+                "off" => Some(false),
+                _ => None,
+            };
+            match switch_device(sh, rest, on).await {
+                Ok(v) => format!("{}: {}", Esc(rest), Esc(&v.to_string())),
+                Err((status, v)) => format!("{}: {status} {}", Esc(rest), Esc(&v.to_string())),
+            }
+        }
+        "down" | "up" => match conn_and(rest) {
+            Ok((n, text)) => {
+                let dir = if cmd == "down" {
+                    Direction::S2C
+                } else {
+                    Direction::C2S
+                };
+                injected(n, inject(sh, n, dir, &serde_json::json!({ "text": text })))
+            }
+            Err(e) => e,
+        },
+        "ping" => match conn_and(rest) {
+            Ok((n, text)) => injected(
+                n,
+                inject(sh, n, Direction::S2C, &serde_json::json!({ "ping": text })),
+            ),
+            Err(e) => e,
+        },
+        "close" => match conn_and(rest) {
+            Ok((n, args)) => match super::listen::console::close_args(&args) {
+                Ok((code, reason)) => injected(
+                    n,
+                    inject(
+                        sh,
+                        n,
+                        Direction::S2C,
+                        &serde_json::json!({ "close": code, "reason": reason }),
+                    ),
+                ),
+                Err(e) => e,
+            },
+            Err(e) => e,
+        },
+        other => format!(
+            "unknown command {:?}; {CONSOLE_HELP}",
+            Esc(other).to_string()
+        ),
+    }
 }
 
 /// How long `POST /api/devices/ID/switch` waits for the device's answer.
