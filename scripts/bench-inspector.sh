@@ -48,7 +48,9 @@ one() { # $1: page|none; prints "acked_per_s listener_cpu_percent"
   [ -n "$bpid" ] && { kill "$bpid" 2>/dev/null || true; wait "$bpid" 2>/dev/null || true; }
   kill "$lpid" 2>/dev/null || true; wait "$lpid" 2>/dev/null || true
   local hz; hz=$(getconf CLK_TCK)
-  echo "$(( (${a1%.*} - ${a0%.*}) / SECS )) $(( (c1 - c0) * 100 / hz / SECS ))"
+  # Times the page was disconnected for falling behind (it then reconnects).
+  local drops; drops=$(grep -c "events behind" "$TMP/listen.err" || true)
+  echo "$(( (${a1%.*} - ${a0%.*}) / SECS )) $(( (c1 - c0) * 100 / hz / SECS )) $drops"
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -56,7 +58,7 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 for r in $(seq "$RUNS"); do
   for m in none page; do
     res=$(one "$m")
-    echo "run $r, $m: $res (acks/s, listener CPU %)" >&2
+    echo "run $r, $m: $res (acks/s, listener CPU %, page dropped for falling behind)" >&2
     echo "$res" >> "$TMP/$m"
   done
 done
@@ -64,5 +66,6 @@ n_a=$(awk '{print $1}' "$TMP/none" | median); p_a=$(awk '{print $1}' "$TMP/page"
 n_c=$(awk '{print $2}' "$TMP/none" | median); p_c=$(awk '{print $2}' "$TMP/page" | median)
 echo "$PLUGS plugs every $INTERVAL, $SECS s, median of $RUNS:"
 echo "  no page:       $n_a reports acknowledged/s, listener CPU $n_c %"
-echo "  inspector open: $p_a reports acknowledged/s, listener CPU $p_c %"
+p_d=$(awk '{s += $3} END {print s}' "$TMP/page")
+echo "  inspector open: $p_a reports acknowledged/s, listener CPU $p_c % (the page fell behind and was dropped $p_d times over all runs)"
 echo "  throughput with the page open: $(echo "$p_a * 100 / $n_a" | bc -l | awk '{printf "%.1f", $1}') % of without"

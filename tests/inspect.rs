@@ -243,6 +243,26 @@ fn replay_serve_streams_a_capture_and_ends() {
         "",
     );
     assert_eq!(st, 403);
+    // The page over the capture: every frame listed, the byte map works.
+    if let Some(chrome) = chromium() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let mut b = Browser::open(chrome, &format!("http://{addr}/"), 1600, 1000).await;
+            b.wait_for("document.getElementById('status')?.textContent.startsWith('capture loaded')", 30)
+                .await;
+            let frames = want.iter().filter(|l| l.contains("\"type\":\"frame\"")).count();
+            let shown = b
+                .eval("S.items.filter(i => i.kind === 'frame').length")
+                .await;
+            assert_eq!(shown.as_u64().unwrap() as usize, frames);
+            b.click("#frames .row[data-kind=frame]").await;
+            b.hover("#bytemap .b[data-i='1']").await;
+            let t = b
+                .wait_for("document.getElementById('hover').textContent.includes('MASK') && document.getElementById('hover').textContent", 10)
+                .await;
+            assert!(t.as_str().unwrap().contains("payload length"), "{t}");
+        });
+    }
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -280,6 +300,23 @@ async fn inspector_in_chromium_shows_frames_bytes_and_switches_a_plug() {
         .eval("[...document.querySelectorAll('#conns .row')].map(r => r.textContent)")
         .await;
     assert!(conns.to_string().contains("KN-"), "{conns}");
+    // The upgrade row: both heads, their checks, the accept derivation.
+    b.eval("document.getElementById('follow').checked = false")
+        .await;
+    b.click("#frames .row[data-kind=request]").await;
+    let acc = b
+        .wait_for("document.getElementById('accept')?.textContent", 10)
+        .await;
+    assert!(
+        acc.as_str()
+            .unwrap()
+            .contains("258EAFA5-E914-47DA-95CA-C5AB0DC85B11"),
+        "{acc}"
+    );
+    let checks = b
+        .eval("[...document.querySelectorAll('table.checks td.ok')].length")
+        .await;
+    assert!(checks.as_u64().unwrap() >= 8, "{checks}");
     // Click the device's hello (a masked frame with a 16-bit length).
     b.eval("document.getElementById('follow').checked = false")
         .await;
@@ -307,6 +344,13 @@ async fn inspector_in_chromium_shows_frames_bytes_and_switches_a_plug() {
         .eval("document.getElementById('msgtext')?.textContent || ''")
         .await;
     assert!(text.as_str().unwrap().contains("\"hello\""), "{text}");
+    // The picture (README): the key lit.
+    b.hover("#bytemap .b[data-g='gkey']").await;
+    b.wait_for(
+        "document.getElementById('hover').textContent.includes('masking key')",
+        10,
+    )
+    .await;
     screenshot_frame(&mut b).await;
     // Devices: switch the active plug off, see the state and the chart follow.
     b.click("#tab-devices").await;
@@ -377,6 +421,16 @@ async fn device_strings_reach_the_page_as_text_never_as_markup() {
     ))
     .await
     .unwrap();
+    // Defence in depth: only the page's own script may run.
+    let mut raw_page = raw(&l.addr());
+    raw_page
+        .write_all(format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", l.addr()).as_bytes())
+        .unwrap();
+    let resp = String::from_utf8_lossy(&read_all(&mut raw_page)).to_string();
+    assert!(
+        resp.contains("Content-Security-Policy: default-src 'none'; script-src 'sha256-"),
+        "{resp}"
+    );
     let mut b = Browser::open(chrome, &format!("http://127.0.0.1:{}/", l.port), 1600, 1000).await;
     b.wait_for(
         "document.querySelectorAll('#frames .row[data-kind=frame]').length >= 4",

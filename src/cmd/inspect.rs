@@ -21,6 +21,33 @@ use tokio::sync::broadcast;
 /// The inspector page.
 pub const PAGE: &str = include_str!("inspect.html");
 
+/// The inspector page's response: the page with a Content-Security-Policy
+/// that lets only its own script run (by hash: an injected `<script>` or
+/// `onerror=` would not, even if markup ever got in), load nothing from
+/// elsewhere and talk only to its own origin.
+pub fn page_response(head_only: bool) -> Vec<u8> {
+    static CSP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let csp = CSP.get_or_init(|| {
+        use base64::Engine;
+        use sha2::Digest;
+        let script = PAGE
+            .split_once("<script>")
+            .and_then(|(_, r)| r.split_once("</script>"))
+            .map_or("", |(s, _)| s);
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
+        format!("default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    });
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nContent-Security-Policy: {csp}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n\r\n",
+        PAGE.len()
+    )
+    .into_bytes();
+    if !head_only {
+        r.extend_from_slice(PAGE.as_bytes());
+    }
+    r
+}
+
 /// The plain WebSocket client page (`/client`).
 pub const CLIENT_PAGE: &str = include_str!("listen/page.html");
 
@@ -260,6 +287,7 @@ pub fn serve_replay(c: Collector, bind: &str, label: &str) -> Result<u8, super::
         );
         let info = serde_json::json!({
             "mode": "replay", "file": label, "events": c.events, "left_out": c.left_out,
+            "started": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
             "version": env!("CARGO_PKG_VERSION"),
         });
         let shared = Arc::new((c.bus, info));
@@ -326,17 +354,7 @@ async fn replay_http(
         err(status, &why)
     } else {
         match (method, path) {
-            ("GET" | "HEAD", "/" | "/index.html") => {
-                let mut r = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\nConnection: close\r\n\r\n",
-                    PAGE.len()
-                )
-                .into_bytes();
-                if method == "GET" {
-                    r.extend_from_slice(PAGE.as_bytes());
-                }
-                r
-            }
+            ("GET" | "HEAD", "/" | "/index.html") => page_response(method == "HEAD"),
             ("GET", "/api/info") => json_response(200, &sh.1, ""),
             ("GET", "/api/devices") => json_response(200, &serde_json::json!([]), ""),
             ("GET", "/api/events") => {

@@ -146,6 +146,8 @@ struct Shared {
     /// Switches injected through the API waiting for the device's answer,
     /// by (connection, command id).
     pending: std::sync::Mutex<HashMap<(u64, u64), tokio::sync::oneshot::Sender<serde_json::Value>>>,
+    /// When the proxy started (Unix seconds).
+    started: f64,
     /// Set when the proxy is stopping (ends the event streams).
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -223,6 +225,7 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
         bus: super::inspect::Bus::new(a.history, super::inspect::HISTORY_BYTES),
         pending: Default::default(),
         stopping: tokio::sync::watch::channel(false).0,
+        started: super::listen::now(),
     });
     if !a.no_console && (a.console || std::io::IsTerminal::is_terminal(&std::io::stdin())) {
         tokio::spawn(console(sh.clone()));
@@ -671,22 +674,14 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
         }
         match (method.as_str(), path.as_str()) {
             ("GET" | "HEAD", "/api/inspector") => {
-                let page = super::inspect::PAGE.as_bytes();
-                let mut r = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-                    page.len()
-                )
-                .into_bytes();
-                if method == "GET" {
-                    r.extend_from_slice(page);
-                }
-                break 'r r;
+                break 'r super::inspect::page_response(method == "HEAD");
             }
             ("GET", "/api/info") => {
                 break 'r reply(
                     200,
                     serde_json::json!({
                         "mode": "proxy",
+                        "started": link.sh.started,
                         "upstream": format!("{}://{}", if link.sh.upstream.tls { "wss" } else { "ws" }, link.sh.upstream.host),
                         "version": env!("CARGO_PKG_VERSION"),
                     }),

@@ -171,14 +171,13 @@ pub async fn respond(hub: &Hub, r: &Request<'_>) -> Vec<u8> {
     }
     if is_page {
         return match r.method {
+            "GET" | "HEAD" if r.path != "/client" => {
+                crate::cmd::inspect::page_response(r.method == "HEAD")
+            }
             "GET" | "HEAD" => http_response(
                 200,
                 "text/html; charset=utf-8",
-                if r.path == "/client" {
-                    crate::cmd::inspect::CLIENT_PAGE.as_bytes()
-                } else {
-                    crate::cmd::inspect::PAGE.as_bytes()
-                },
+                crate::cmd::inspect::CLIENT_PAGE.as_bytes(),
                 r.method == "HEAD",
             ),
             _ => error_response(405, "Allow: GET, HEAD\r\n", "the page is GET only"),
@@ -237,6 +236,7 @@ async fn api(hub: &Hub, r: &Request<'_>) -> Vec<u8> {
             &json!({
                 "mode": "listen",
                 "version": env!("CARGO_PKG_VERSION"),
+                "started": hub.started,
                 "history": hub.s.history,
                 "echo": hub.s.echo,
             }),

@@ -211,6 +211,9 @@ pub struct Hub {
     pub metrics: ListenMetrics,
     /// Events for the browser inspector.
     pub bus: crate::cmd::inspect::Bus,
+    /// When the listener started (Unix seconds): a page tells a restarted
+    /// listener by it.
+    pub started: f64,
     dropped_seen: AtomicU64,
 }
 
@@ -225,6 +228,7 @@ impl Hub {
         let bus = crate::cmd::inspect::Bus::new(s.history, crate::cmd::inspect::HISTORY_BYTES);
         Hub {
             bus,
+            started: super::now(),
             s,
             devices: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
