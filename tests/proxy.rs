@@ -823,7 +823,7 @@ fn switches_and_messages_injected_through_the_api_reach_their_peer() {
         let (st, body) = http(&addr, "GET", "/api/devices", "", "");
         assert_eq!(st, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        conn = v["devices"]
+        conn = v
             .as_array()
             .unwrap()
             .iter()
@@ -849,6 +849,19 @@ fn switches_and_messages_injected_through_the_api_reach_their_peer() {
     let state: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(state["t"], "state", "{body}");
     assert_eq!(state["on"], false, "{body}");
+    // The proxy's table follows the plug's own messages, as listen's does.
+    let (_, body) = http(&addr, "GET", "/api/devices", "", "");
+    let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "KN-0000000000D1")
+        .cloned()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(row["on"], false, "{row}");
+    assert_eq!(row["role"], "active", "{row}");
+    assert_eq!(row["conn"], conn, "{row}");
     // A message to the backend, as if from the plug (masked on the way).
     let marker = r#"{"t":"report","id":99,"dev":"KN-0000000000D1","note":"injected"}"#;
     let body = serde_json::json!({"dir": "up", "text": marker}).to_string();

@@ -278,8 +278,110 @@ struct Entry {
     /// Frames to inject, and which way.
     tx: tokio::sync::mpsc::Sender<(Direction, Vec<u8>)>,
     peer: SocketAddr,
-    /// The device id its hello named.
-    dev: Option<String>,
+    /// The devices it carries: the plug its hello named, the passive plugs
+    /// that hello listed or whose reports it relays (at most
+    /// [`DEVICES_PER_CONN`]), each as last reported.
+    devices: Vec<DevRow>,
+}
+
+/// Devices one forwarded connection may carry in the table.
+const DEVICES_PER_CONN: usize = 64;
+
+/// A device seen through the proxy, as its messages said.
+#[derive(Debug, Clone)]
+struct DevRow {
+    id: String,
+    role: &'static str,
+    via: Option<String>,
+    on: Option<bool>,
+    power_w: Option<f64>,
+    energy_wh: Option<f64>,
+    seq: Option<u64>,
+    last_seen: f64,
+}
+
+impl Entry {
+    fn row(&mut self, id: &str, t: f64) -> Option<&mut DevRow> {
+        if let Some(i) = self.devices.iter().position(|d| d.id == id) {
+            return self.devices.get_mut(i);
+        }
+        if self.devices.len() >= DEVICES_PER_CONN {
+            return None;
+        }
+        self.devices.push(DevRow {
+            id: id.to_string(),
+            role: "unknown",
+            via: None,
+            on: None,
+            power_w: None,
+            energy_wh: None,
+            seq: None,
+            last_seen: t,
+        });
+        self.devices.last_mut()
+    }
+
+    /// What a device's message says about the devices on this connection.
+    fn learn(&mut self, t: &str, v: &serde_json::Value, at: f64) {
+        use kinetid_wsdump::kinetid::is_device_id;
+        let Some(dev) = v["dev"].as_str().filter(|d| is_device_id(d)) else {
+            return;
+        };
+        let active = self.devices.first().map(|d| d.id.clone());
+        match t {
+            "hello" => {
+                // A hello names the connection's plug: it comes first.
+                self.devices.retain(|d| d.id != dev);
+                self.devices.insert(
+                    0,
+                    DevRow {
+                        id: dev.to_string(),
+                        role: if v["role"] == "passive" {
+                            "passive"
+                        } else {
+                            "active"
+                        },
+                        via: None,
+                        on: None,
+                        power_w: None,
+                        energy_wh: None,
+                        seq: None,
+                        last_seen: at,
+                    },
+                );
+                self.devices.truncate(DEVICES_PER_CONN);
+                for p in v["passives"].as_array().into_iter().flatten() {
+                    if let Some(p) = p.as_str().filter(|p| is_device_id(p) && *p != dev) {
+                        if let Some(r) = self.row(p, at) {
+                            r.role = "passive";
+                            r.via = Some(dev.to_string());
+                        }
+                    }
+                }
+            }
+            // Only through the plug that said hello here: a connection
+            // cannot speak for a device it never introduced.
+            _ if active.is_none() => {}
+            "report" | "state" => {
+                let via = active.filter(|a| a != dev);
+                let Some(r) = self.row(dev, at) else { return };
+                if let Some(via) = via {
+                    r.via = Some(via);
+                    r.role = "passive";
+                }
+                r.last_seen = at;
+                if let Some(on) = v["on"].as_bool() {
+                    r.on = Some(on);
+                }
+                if t == "report" {
+                    r.power_w = v["power_w"].as_f64();
+                    r.energy_wh = v["energy_wh"].as_f64();
+                    r.seq = v["seq"].as_u64().or(r.seq);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// One device connection and its upstream.
@@ -351,15 +453,23 @@ impl Link {
                     answered.push(re);
                 }
             }
-            let Some(k) = m.kinetid.as_ref().filter(|k| k.t == "hello") else {
+            let Some(k) = m
+                .kinetid
+                .as_ref()
+                .filter(|k| matches!(k.t.as_str(), "hello" | "report" | "state"))
+            else {
                 continue;
             };
-            let dev = k
-                .dev
-                .clone()
-                .filter(|d| kinetid_wsdump::kinetid::is_device_id(d));
+            let Some(v) = m
+                .text
+                .as_deref()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+            else {
+                continue;
+            };
+            let at = e.time.unwrap_or_else(super::listen::now);
             if let Some(entry) = self.sh.conns.lock().expect("conns").get_mut(&self.id) {
-                entry.dev = dev;
+                entry.learn(&k.t, &v, at);
             }
         }
         answered
@@ -427,7 +537,7 @@ async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr)
                 Entry {
                     tx,
                     peer,
-                    dev: None,
+                    devices: Vec::new(),
                 },
             );
             pump(&mut link, &mut dev, &mut up, rx).await;
@@ -733,15 +843,7 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
         }
         let segs: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
         match (method.as_str(), segs.as_slice()) {
-            ("GET", ["devices"]) => {
-                let conns = link.sh.conns.lock().expect("conns");
-                let mut list: Vec<serde_json::Value> = conns
-                    .iter()
-                    .map(|(n, e)| serde_json::json!({"conn": n, "peer": e.peer.to_string(), "id": e.dev}))
-                    .collect();
-                list.sort_by_key(|v| v["conn"].as_u64());
-                reply(200, serde_json::json!({ "devices": list }))
-            }
+            ("GET", ["devices"]) => reply(200, devices_json(&link.sh)),
             ("POST", ["devices", id, "switch"]) => {
                 let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
                     break 'r err(400, "the body is not JSON");
@@ -783,6 +885,29 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
     let _ = tokio::time::timeout(Duration::from_secs(2), dev.write_all(&resp)).await;
 }
 
+/// The devices seen through the proxy, as `listen`'s `/api/devices` lists
+/// them (the fields a proxy can know), sorted by id.
+fn devices_json(sh: &Shared) -> serde_json::Value {
+    let conns = sh.conns.lock().expect("conns");
+    let mut list: Vec<(&str, serde_json::Value)> = conns
+        .iter()
+        .flat_map(|(n, e)| {
+            e.devices.iter().map(move |d| {
+                (
+                    d.id.as_str(),
+                    serde_json::json!({
+                        "id": d.id, "role": d.role, "via": d.via, "conn": n, "peer": e.peer.to_string(),
+                        "online": true, "last_seen": d.last_seen, "on": d.on, "power_w": d.power_w,
+                        "energy_wh": d.energy_wh, "seq": d.seq,
+                    }),
+                )
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| a.0.cmp(b.0));
+    serde_json::Value::Array(list.into_iter().map(|(_, v)| v).collect())
+}
+
 /// Send a Kinetid switch to a device as if from the backend (`on`: None
 /// toggles) and wait for its answer: its `state`, or an HTTP status and a
 /// JSON error.
@@ -796,7 +921,7 @@ async fn switch_device(
         let conns = sh.conns.lock().expect("conns");
         conns
             .iter()
-            .find(|(_, e)| e.dev.as_deref() == Some(id))
+            .find(|(_, e)| e.devices.iter().any(|d| d.id == id))
             .map(|(n, e)| (*n, e.tx.clone()))
     };
     let Some((conn, tx)) = target else {
@@ -936,14 +1061,22 @@ async fn console_command(sh: &Shared, line: &str) -> String {
             let mut rows: Vec<(u64, String)> = conns
                 .iter()
                 .map(|(n, e)| {
-                    (
-                        *n,
-                        format!(
-                            "  {n:>5}  {:<22} {}",
-                            e.peer,
-                            e.dev.as_deref().unwrap_or("(no hello yet)")
-                        ),
-                    )
+                    let devs: Vec<String> = e
+                        .devices
+                        .iter()
+                        .map(|d| match d.on {
+                            Some(on) => {
+                                format!("{} ({}, {})", d.id, d.role, if on { "on" } else { "off" })
+                            }
+                            None => format!("{} ({})", d.id, d.role),
+                        })
+                        .collect();
+                    let devs = if devs.is_empty() {
+                        "(no hello yet)".to_string()
+                    } else {
+                        devs.join(", ")
+                    };
+                    (*n, format!("  {n:>5}  {:<22} {}", e.peer, Esc(&devs)))
                 })
                 .collect();
             rows.sort();
@@ -951,7 +1084,7 @@ async fn console_command(sh: &Shared, line: &str) -> String {
                 return "no connection is being forwarded".into();
             }
             let mut s = format!(
-                "{} connections:\n   conn  peer                   device",
+                "{} connections:\n   conn  peer                   devices",
                 rows.len()
             );
             for (_, r) in rows {
