@@ -12,6 +12,7 @@ use std::time::Duration;
 struct Proxy {
     child: Child,
     port: u16,
+    tail: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Proxy {
@@ -55,8 +56,19 @@ impl Proxy {
             .and_then(|a| a.rsplit(':').next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-        (Proxy { child, port }, said)
+        // The last lines on stderr, for a proxy that does not stop.
+        let tail = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let t2 = tail.clone();
+        std::thread::spawn(move || {
+            for l in err.lines().map_while(Result::ok) {
+                let mut t = t2.lock().unwrap();
+                t.push(l);
+                if t.len() > 20 {
+                    t.remove(0);
+                }
+            }
+        });
+        (Proxy { child, port, tail }, said)
     }
 
     fn url(&self) -> String {
@@ -77,9 +89,25 @@ impl Proxy {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while self.child.try_wait().unwrap().is_none() {
             if std::time::Instant::now() > deadline {
+                // What its threads were doing, and what it last said.
+                let pid = self.child.id();
+                let mut threads = String::new();
+                for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let p = t.path();
+                    let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+                    let wchan = std::fs::read_to_string(p.join("wchan")).unwrap_or_default();
+                    threads.push_str(&format!("{} wchan={wchan}\n", stat.trim()));
+                }
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                panic!("the proxy did not exit within 10 s of SIGINT");
+                panic!(
+                    "the proxy did not exit within 10 s of SIGINT\nthreads:\n{threads}stderr:\n{}",
+                    self.tail.lock().unwrap().join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -62,6 +62,12 @@ pub const MAX_EVENT_JSON: usize = 256 * 1024;
 pub const HISTORY_BYTES: usize = 32 * 1024 * 1024;
 
 /// Where events go for browsers: the recent history and the live stream.
+///
+/// The history keeps the events themselves (a copy costs a fraction of
+/// writing their JSON); JSON is written only when a browser reads: for
+/// the history when a page connects, for live events while one is
+/// connected. With no page open, a device's bytes cost the inspector one
+/// copy of each event.
 pub struct Bus {
     ring: Mutex<Ring>,
     tx: broadcast::Sender<Arc<str>>,
@@ -71,8 +77,108 @@ pub struct Bus {
     pub dropped_clients: AtomicU64,
 }
 
+/// One entry of the history.
+#[derive(Clone)]
+enum Kept {
+    /// An event, as the annotator made it.
+    Event(Event),
+    /// A frame or message too big for the stream.
+    Omitted {
+        conn: u64,
+        dir: &'static str,
+        offset: u64,
+        event: &'static str,
+        payload: usize,
+    },
+    /// An SSE record already written (`replay --serve`).
+    Record(Arc<str>),
+}
+
+impl Kept {
+    fn of(e: &Event) -> Kept {
+        // A big payload is never copied nor rendered (its hex alone is
+        // twice its size): an `omitted` record stands for it.
+        let payload = match &e.kind {
+            EventKind::Frame(f) => f.payload.len(),
+            EventKind::Message(m) => m.payload.len().max(m.text.as_ref().map_or(0, String::len)),
+            _ => 0,
+        };
+        if payload > MAX_EVENT_JSON / 4 {
+            Kept::Omitted {
+                conn: e.conn,
+                dir: e.dir.as_str(),
+                offset: e.offset,
+                event: kinetid_wsdump::render::json::type_name(&e.kind),
+                payload,
+            }
+        } else {
+            Kept::Event(e.clone())
+        }
+    }
+
+    /// Bytes it holds, roughly (for the history's byte bound).
+    fn size(&self) -> usize {
+        match self {
+            Kept::Event(e) => {
+                256 + match &e.kind {
+                    EventKind::Frame(f) => f.payload.len() + f.head.len(),
+                    EventKind::Message(m) => {
+                        m.payload.len() + m.text.as_ref().map_or(0, String::len)
+                    }
+                    EventKind::Request { head, .. } | EventKind::Response { head, .. } => {
+                        head.len * 2
+                    }
+                    _ => 0,
+                }
+            }
+            Kept::Omitted { .. } => 64,
+            Kept::Record(r) => r.len(),
+        }
+    }
+
+    /// Its SSE record.
+    fn record(&self, id: u64, json: &mut Vec<u8>) -> Arc<str> {
+        json.clear();
+        match self {
+            Kept::Record(r) => return r.clone(),
+            Kept::Event(e) => {
+                kinetid_wsdump::render::json::event(json, e);
+                json.pop(); // the newline
+            }
+            Kept::Omitted { .. } => {}
+        }
+        if json.len() > MAX_EVENT_JSON || json.is_empty() {
+            let (conn, dir, offset, event, payload) = match self {
+                Kept::Omitted {
+                    conn,
+                    dir,
+                    offset,
+                    event,
+                    payload,
+                } => (*conn, *dir, *offset, *event, *payload),
+                Kept::Event(e) => (
+                    e.conn,
+                    e.dir.as_str(),
+                    e.offset,
+                    kinetid_wsdump::render::json::type_name(&e.kind),
+                    0,
+                ),
+                Kept::Record(_) => unreachable!("returned above"),
+            };
+            json.clear();
+            json.extend_from_slice(
+                format!(
+                    "{{\"type\":\"omitted\",\"conn\":{conn},\"dir\":\"{dir}\",\"offset\":{offset},\"event\":\"{event}\",\"payload_bytes\":{payload},\"why\":\"longer than the stream carries ({MAX_EVENT_JSON} bytes of JSON); --format json shows it whole\"}}"
+                )
+                .as_bytes(),
+            );
+        }
+        record(id, None, json)
+    }
+}
+
 struct Ring {
-    q: VecDeque<Arc<str>>,
+    q: VecDeque<(u64, Kept)>,
     bytes: usize,
     next_id: u64,
 }
@@ -100,69 +206,53 @@ impl Bus {
         }
     }
 
-    /// Is anyone to be told (a browser connected, or history kept)?
-    pub fn wanted(&self) -> bool {
-        self.keep > 0 || self.tx.receiver_count() > 0
-    }
-
     /// Put events on the stream (one lock for the batch).
     pub fn publish(&self, ev: &[Event]) {
-        if ev.is_empty() || !self.wanted() {
+        let live = self.tx.receiver_count() > 0;
+        if ev.is_empty() || (self.keep == 0 && !live) {
             return;
         }
-        let mut json = Vec::with_capacity(512);
+        let mut json = Vec::new();
         let mut ring = self.ring.lock().expect("bus");
         for e in ev {
-            json.clear();
-            // A big payload is not even rendered (its hex alone is twice
-            // its size): an `omitted` record stands for it.
-            let payload = match &e.kind {
-                EventKind::Frame(f) => f.payload.len(),
-                EventKind::Message(m) => {
-                    m.payload.len().max(m.text.as_ref().map_or(0, String::len))
-                }
-                _ => 0,
-            };
-            if payload <= MAX_EVENT_JSON / 4 {
-                kinetid_wsdump::render::json::event(&mut json, e);
-                json.pop(); // the newline
-            }
-            if json.len() > MAX_EVENT_JSON || payload > MAX_EVENT_JSON / 4 {
-                json.clear();
-                json.extend_from_slice(
-                    format!(
-                        "{{\"type\":\"omitted\",\"conn\":{},\"dir\":\"{}\",\"offset\":{},\"event\":\"{}\",\"payload_bytes\":{payload},\"why\":\"longer than the stream carries ({MAX_EVENT_JSON} bytes of JSON); --format json shows it whole\"}}",
-                        e.conn,
-                        e.dir.as_str(),
-                        e.offset,
-                        kinetid_wsdump::render::json::type_name(&e.kind)
-                    )
-                    .as_bytes(),
-                );
-            }
             let id = ring.next_id;
             ring.next_id += 1;
-            let rec = record(id, None, &json);
-            // Receivers may be gone: not an error.
-            let _ = self.tx.send(rec.clone());
-            if self.keep > 0 {
-                ring.bytes += rec.len();
-                ring.q.push_back(rec);
-                while ring.q.len() > self.keep || (ring.bytes > self.keep_bytes && ring.q.len() > 1)
-                {
-                    if let Some(old) = ring.q.pop_front() {
-                        ring.bytes -= old.len();
-                    }
-                }
+            let kept = Kept::of(e);
+            if live {
+                // Receivers may be gone since: not an error.
+                let _ = self.tx.send(kept.record(id, &mut json));
+            }
+            self.keep_entry(&mut ring, id, kept);
+        }
+    }
+
+    fn keep_entry(&self, ring: &mut Ring, id: u64, kept: Kept) {
+        if self.keep == 0 {
+            return;
+        }
+        ring.bytes += kept.size();
+        ring.q.push_back((id, kept));
+        while ring.q.len() > self.keep || (ring.bytes > self.keep_bytes && ring.q.len() > 1) {
+            if let Some((_, old)) = ring.q.pop_front() {
+                ring.bytes -= old.size();
             }
         }
     }
 
-    /// The history and a receiver for what comes after it, with nothing
-    /// lost or repeated in between.
+    /// The history (as SSE records) and a receiver for what comes after
+    /// it, with nothing lost or repeated in between.
     pub fn subscribe(&self) -> (Vec<Arc<str>>, broadcast::Receiver<Arc<str>>) {
-        let ring = self.ring.lock().expect("bus");
-        (ring.q.iter().cloned().collect(), self.tx.subscribe())
+        let (snapshot, rx) = {
+            let ring = self.ring.lock().expect("bus");
+            let snap: Vec<(u64, Kept)> = ring.q.iter().cloned().collect();
+            (snap, self.tx.subscribe())
+        };
+        let mut json = Vec::new();
+        let history = snapshot
+            .iter()
+            .map(|(id, k)| k.record(*id, &mut json))
+            .collect();
+        (history, rx)
     }
 
     /// Events kept.
@@ -180,10 +270,7 @@ impl Bus {
         ring.next_id += 1;
         let rec = record(id, None, json);
         let _ = self.tx.send(rec.clone());
-        if self.keep > 0 {
-            ring.bytes += rec.len();
-            ring.q.push_back(rec);
-        }
+        self.keep_entry(&mut ring, id, Kept::Record(rec));
     }
 }
 

@@ -251,6 +251,13 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
         }
     }
     sh.stopping.send_replace(true);
+    // However the connections behave, the process ends: a watchdog, as in
+    // listen, exits 5 s after the signal.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(5));
+        eprintln!("kinetid-wsdump: the proxy did not finish stopping within 5 s; exiting now");
+        std::process::exit(1);
+    });
     // Connections get a moment to finish what they are forwarding.
     let _ = tokio::time::timeout(Duration::from_millis(1500), async {
         while tasks.join_next().await.is_some() {}
