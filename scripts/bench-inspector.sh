@@ -24,7 +24,7 @@ cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 one() { # $1: page|none; prints "acked_per_s listener_cpu_percent"
   local port lpid epid bpid="" c0 c1
   port=$(free_port)
-  "$BIN" listen --bind "127.0.0.1:$port" --quiet --no-console > /dev/null 2> "$TMP/listen.err" &
+  "$BIN" listen --bind "127.0.0.1:$port" --quiet --history 5000 --no-console > /dev/null 2> "$TMP/listen.err" &
   lpid=$!; PIDS="$lpid"
   for _ in $(seq 100); do grep -q "listening on" "$TMP/listen.err" 2>/dev/null && break; sleep 0.05; done
   if [ "$1" = page ]; then

@@ -89,9 +89,10 @@ pub struct ProxyArgs {
     #[arg(long, conflicts_with = "console")]
     pub no_console: bool,
     /// Events the browser inspector (`/`, `/api/events`) replays to a page
-    /// that connects (0: none kept; live events still stream).
-    #[arg(long, default_value_t = 5000)]
-    pub history: usize,
+    /// that connects (default 5000; with --quiet 0: none kept, live events
+    /// still stream to an open page).
+    #[arg(long)]
+    pub history: Option<usize>,
     #[command(flatten)]
     pub filter: FilterArgs,
     #[command(flatten)]
@@ -341,9 +342,10 @@ pub struct ListenArgs {
     #[arg(long = "refuse")]
     pub refuse: Vec<String>,
     /// Events the browser inspector (`/`, `/api/events`) replays to a page
-    /// that connects (0: none kept; live events still stream).
-    #[arg(long, default_value_t = 5000)]
-    pub history: usize,
+    /// that connects (default 5000; with --quiet 0: none kept, live events
+    /// still stream to an open page).
+    #[arg(long)]
+    pub history: Option<usize>,
     #[command(flatten)]
     pub tls: TlsServerArgs,
     #[command(flatten)]

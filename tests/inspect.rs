@@ -274,7 +274,7 @@ fn screenshot_path(name: &str) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspector_in_chromium_shows_frames_bytes_and_switches_a_plug() {
     let Some(chrome) = chromium() else { return };
-    let l = Listener::start(&["--quiet", "--no-console"]);
+    let l = Listener::start(&["--format", "summary", "--no-console"]);
     let mut dev = emulate(
         &l.url(),
         &[
@@ -406,7 +406,7 @@ async fn device_strings_reach_the_page_as_text_never_as_markup() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let Some(chrome) = chromium() else { return };
-    let l = Listener::start(&["--quiet", "--no-console", "--lenient"]);
+    let l = Listener::start(&["--format", "summary", "--no-console", "--lenient"]);
     let (mut ws, _) = tokio_tungstenite::connect_async(l.url()).await.unwrap();
     let evil_id = "KN-<img src=x onerror=window.__xss=1>";
     let hello = serde_json::json!({"t": "hello", "id": 1, "dev": evil_id, "fw": "<script>window.__xss=2</script>", "role": "active", "mains_v": 230, "mains_hz": 50, "period_s": 60, "passives": []});
@@ -464,7 +464,15 @@ async fn device_strings_reach_the_page_as_text_never_as_markup() {
 fn proxy_serves_the_inspector_and_its_stream() {
     let l = Listener::start(&["--quiet", "--no-console"]);
     let mut p = Command::new(bin())
-        .args(["proxy", "--bind", "127.0.0.1:0", "--quiet", "--upstream"])
+        .args([
+            "proxy",
+            "--bind",
+            "127.0.0.1:0",
+            "--quiet",
+            "--history",
+            "1000",
+            "--upstream",
+        ])
         .arg(format!("ws://{}", l.addr()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -517,4 +525,41 @@ fn proxy_serves_the_inspector_and_its_stream() {
     assert_eq!(st, 403);
     let _ = p.kill();
     let _ = p.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_the_page_asks_for_it_and_then_shows_the_devices() {
+    let Some(chrome) = chromium() else { return };
+    let l = Listener::start(&[
+        "--format",
+        "summary",
+        "--no-console",
+        "--api-token",
+        "page-token-1",
+    ]);
+    let mut dev = emulate(&l.url(), &["--interval", "1s", "--duration", "30s"]);
+    let mut b = Browser::open(chrome, &format!("http://127.0.0.1:{}/", l.port), 1400, 900).await;
+    // Nothing is shown without the token; the page asks for it.
+    b.wait_for(
+        "getComputedStyle(document.getElementById('tokenbox')).display !== 'none'",
+        20,
+    )
+    .await;
+    let rows = b
+        .eval("document.querySelectorAll('#frames .row').length")
+        .await;
+    assert_eq!(rows, 0);
+    b.eval("document.getElementById('token').value = 'page-token-1'")
+        .await;
+    b.click("#tokenset").await;
+    b.wait_for(
+        "document.querySelectorAll('#frames .row[data-kind=frame]').length >= 2",
+        20,
+    )
+    .await;
+    // The token lives in the tab's session storage, never in a URL.
+    let url = b.eval("location.href").await;
+    assert!(!url.as_str().unwrap().contains("page-token-1"), "{url}");
+    let _ = dev.kill();
+    let _ = dev.wait();
 }

@@ -222,7 +222,14 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
         next_conn: AtomicU64::new(0),
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
-        bus: super::inspect::Bus::new(a.history, super::inspect::HISTORY_BYTES),
+        bus: super::inspect::Bus::new(
+            a.history.unwrap_or(if a.quiet {
+                0
+            } else {
+                super::listen::DEFAULT_HISTORY
+            }),
+            super::inspect::HISTORY_BYTES,
+        ),
         pending: Default::default(),
         stopping: tokio::sync::watch::channel(false).0,
         started: super::listen::now(),

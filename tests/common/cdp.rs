@@ -172,11 +172,13 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
-    /// Evaluate `expr` until it is truthy (or panic after `secs`).
+    /// Evaluate `expr` until it is truthy (or panic after `secs`); an
+    /// exception (the page not loaded yet) counts as not yet.
     pub async fn wait_for(&mut self, expr: &str, secs: u64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
+        let guarded = format!("(() => {{ try {{ return ({expr}); }} catch (e) {{ return null; }} }})()");
         loop {
-            let v = self.eval(expr).await;
+            let v = self.eval(&guarded).await;
             let truthy = !(v.is_null()
                 || v == json!(false)
                 || v == json!(0)

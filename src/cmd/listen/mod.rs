@@ -62,6 +62,10 @@ impl std::fmt::Debug for TlsServer {
     }
 }
 
+/// Events kept for the inspector by default (none with `--quiet`, which
+/// asks for the least work per byte).
+pub const DEFAULT_HISTORY: usize = 5000;
+
 /// Settings of a running listener (built from the flags).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -159,7 +163,9 @@ pub fn run(a: ListenArgs) -> Result<u8, AppError> {
         max_buffered: a.max_buffered as usize,
         max_devices: a.max_devices,
         quirks: a.quirks.clone(),
-        history: a.history,
+        history: a
+            .history
+            .unwrap_or(if a.quiet { 0 } else { DEFAULT_HISTORY }),
     };
     memory::return_freed_memory();
     let console = !a.no_console && (a.console || std::io::stdin().is_terminal());
