@@ -41,6 +41,10 @@ one() { # $1: page|none; prints "acked_per_s listener_cpu_percent"
   sleep $(( ramp + 1 ))
   c0=$(cpu "$lpid")
   local a0; a0=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^kinetid_wsdump_acks_sent_total/ {print $2}')
+  # With the page open: how smooth its drawing stays (animation frames).
+  if [ -n "$bpid" ] && [ -x "$PY" ]; then
+    "$PY" scripts/cdp_frames.py "$TMP/profile" $(( SECS > 12 ? 10 : SECS - 2 )) >> "$TMP/frames" 2>&1 &
+  fi
   sleep "$SECS"
   c1=$(cpu "$lpid")
   local a1; a1=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^kinetid_wsdump_acks_sent_total/ {print $2}')
@@ -53,6 +57,8 @@ one() { # $1: page|none; prints "acked_per_s listener_cpu_percent"
   echo "$(( (${a1%.*} - ${a0%.*}) / SECS )) $(( (c1 - c0) * 100 / hz / SECS )) $drops"
 }
 
+PY=target/peers-venv/bin/python
+: > "$TMP/frames"
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 : > "$TMP/none"; : > "$TMP/page"
 for r in $(seq "$RUNS"); do
@@ -68,4 +74,5 @@ echo "$PLUGS plugs every $INTERVAL, $SECS s, median of $RUNS:"
 echo "  no page:       $n_a reports acknowledged/s, listener CPU $n_c %"
 p_d=$(awk '{s += $3} END {print s}' "$TMP/page")
 echo "  inspector open: $p_a reports acknowledged/s, listener CPU $p_c % (the page fell behind and was dropped $p_d times over all runs)"
+if [ -s "$TMP/frames" ]; then sed 's/^/  page: /' "$TMP/frames"; fi
 echo "  throughput with the page open: $(echo "$p_a * 100 / $n_a" | bc -l | awk '{printf "%.1f", $1}') % of without"

@@ -22,7 +22,7 @@ wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 PL=$(free_port); PA=$(free_port); PB=$(free_port); PT=$(free_port); PU=$(free_port)
 "$BIN" listen --bind "127.0.0.1:$PL" --echo --quiet --no-console 2>/dev/null & PIDS+=($!)
 wait_port "$PL"
-"$BIN" proxy --upstream "ws://127.0.0.1:$PL" --bind "127.0.0.1:$PA" --quiet 2>/dev/null & PIDS+=($!)
+"$BIN" proxy --upstream "ws://127.0.0.1:$PL" --bind "127.0.0.1:$PA" --quiet --no-console 2>/dev/null & PIDS+=($!)
 "$BIN" proxy --tls --upstream "ws://127.0.0.1:$PL" --bind "127.0.0.1:$PT" --quiet 2>/dev/null & PIDS+=($!)
 wait_port "$PT"
 "$BIN" proxy --upstream "wss://localhost:$PT" --upstream-insecure --bind "127.0.0.1:$PU" --quiet 2>/dev/null & PIDS+=($!)

@@ -1530,6 +1530,12 @@ async fn pump(
         if cut_frames.is_some_and(|n| link.frames >= n) {
             return cut(link, &format!("after {} frames", link.frames));
         }
+        // What is due goes out now: a timer, even one already expired,
+        // fires on the timer's next millisecond tick, which would add up
+        // to 2 ms to every chunk forwarded without a fault.
+        if !drain_due(link, &mut lanes, dev, up).await {
+            return;
+        }
         let due = lanes.iter().filter_map(Lane::next_due).min();
         tokio::select! {
             r = dev.read(&mut from_dev), if lanes[0].readable() => {
@@ -1548,25 +1554,8 @@ async fn pump(
                 }
             }
             _ = sleep_until(due) => {
-                let now = tokio::time::Instant::now();
-                for (k, lane) in lanes.iter_mut().enumerate() {
-                    while lane.next_due().is_some_and(|d| d <= now) {
-                        let (_, b) = lane.queue.pop_front().expect("due");
-                        let to: &mut Stream = if k == 0 { &mut *up } else { &mut *dev };
-                        match b {
-                            Some(b) => {
-                                lane.queued -= b.len();
-                                let counter = if k == 0 { &link.sh.bytes_up } else { &link.sh.bytes_down };
-                                counter.fetch_add(b.len() as u64, Ordering::Relaxed);
-                                if to.write_all(&b).await.is_err() {
-                                    return;
-                                }
-                            }
-                            None => {
-                                let _ = to.shutdown().await;
-                            }
-                        }
-                    }
+                if !drain_due(link, &mut lanes, dev, up).await {
+                    return;
                 }
             }
             _ = sleep_until(cut_at) => {
@@ -1578,6 +1567,37 @@ async fn pump(
             }
         }
     }
+}
+
+/// Write out every queued chunk whose time has come (false: a side is gone).
+async fn drain_due(link: &Link, lanes: &mut [Lane; 2], dev: &mut Stream, up: &mut Stream) -> bool {
+    let now = tokio::time::Instant::now();
+    for (k, lane) in lanes.iter_mut().enumerate() {
+        while lane.next_due().is_some_and(|d| d <= now) {
+            let Some((_, b)) = lane.queue.pop_front() else {
+                break;
+            };
+            let to: &mut Stream = if k == 0 { &mut *up } else { &mut *dev };
+            match b {
+                Some(b) => {
+                    lane.queued -= b.len();
+                    let counter = if k == 0 {
+                        &link.sh.bytes_up
+                    } else {
+                        &link.sh.bytes_down
+                    };
+                    counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    if to.write_all(&b).await.is_err() {
+                        return false;
+                    }
+                }
+                None => {
+                    let _ = to.shutdown().await;
+                }
+            }
+        }
+    }
+    true
 }
 
 /// A read on one side: annotated and queued, or the end of that side queued.

@@ -176,7 +176,8 @@ impl Browser {
     /// exception (the page not loaded yet) counts as not yet.
     pub async fn wait_for(&mut self, expr: &str, secs: u64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
-        let guarded = format!("(() => {{ try {{ return ({expr}); }} catch (e) {{ return null; }} }})()");
+        let guarded =
+            format!("(() => {{ try {{ return ({expr}); }} catch (e) {{ return null; }} }})()");
         loop {
             let v = self.eval(&guarded).await;
             let truthy = !(v.is_null()
