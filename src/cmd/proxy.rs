@@ -167,6 +167,14 @@ pub fn run(a: ProxyArgs) -> Result<u8, AppError> {
 }
 
 async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
+    // Listening for the signals from here on, once, before "listening on"
+    // is printed: a signal sent as soon as that line appears is not lost
+    // (nor ignored, when the proxy was started with SIGINT ignored, as a
+    // shell's background job is), and one that arrives while a connection
+    // is being accepted is not lost either.
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |k| signal(k).map_err(|e| AppError::Failed(format!("signals: {e}")));
+    let (mut sigint, mut sigterm) = (sig(SignalKind::interrupt())?, sig(SignalKind::terminate())?);
     let tls_server = super::tls::from_args(&a.tls)?;
     let tls_client = match upstream.tls {
         true => {
@@ -237,11 +245,6 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
     if !a.no_console && (a.console || std::io::IsTerminal::is_terminal(&std::io::stdin())) {
         tokio::spawn(console(sh.clone()));
     }
-    // Listening for the signals from here on, once: a signal that arrives
-    // while a connection is being accepted is not lost.
-    use tokio::signal::unix::{signal, SignalKind};
-    let sig = |k| signal(k).map_err(|e| AppError::Failed(format!("signals: {e}")));
-    let (mut sigint, mut sigterm) = (sig(SignalKind::interrupt())?, sig(SignalKind::terminate())?);
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
