@@ -53,7 +53,7 @@ one() { # $1: page|none; prints "acked_per_s listener_cpu_percent"
   kill "$lpid" 2>/dev/null || true; wait "$lpid" 2>/dev/null || true
   local hz; hz=$(getconf CLK_TCK)
   # Times the page was disconnected for falling behind (it then reconnects).
-  local drops; drops=$(grep -c "events behind" "$TMP/listen.err" || true)
+  local drops; drops=$(grep -c "disconnected from /api/events" "$TMP/listen.err" || true)
   echo "$(( (${a1%.*} - ${a0%.*}) / SECS )) $(( (c1 - c0) * 100 / hz / SECS )) $drops"
 }
 

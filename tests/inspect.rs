@@ -177,31 +177,25 @@ async fn a_browser_that_does_not_read_is_dropped_and_devices_keep_going() {
     let _ = tx.close().await;
     eprintln!("{n} echoes in {:?} with a stalled page", start.elapsed());
     let line = l
-        .stderr_until("events behind", Duration::from_secs(10))
+        .stderr_until("disconnected from /api/events", Duration::from_secs(20))
         .expect("no notice about the dropped page");
-    assert!(line.contains("/api/events"), "{line}");
+    assert!(
+        line.contains("events behind") || line.contains("read nothing"),
+        "{line}"
+    );
     drop(stalled);
 }
 
 #[test]
 fn replay_serve_streams_a_capture_and_ends() {
     let f = root().join("fixtures/kinetid-session.hex");
-    let mut child = Command::new(bin())
-        .args(["replay", "--serve", "127.0.0.1:0"])
-        .arg(&f)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_string();
+    let (mut child, addr) = spawn_serving(
+        Command::new(bin())
+            .args(["replay", "--serve", "127.0.0.1:0"])
+            .arg(&f),
+        "http://",
+        '/',
+    );
     let (head, recs) = read_events(&addr, "", usize::MAX, 5);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let (last, data) = recs.last().unwrap();
@@ -463,30 +457,21 @@ async fn device_strings_reach_the_page_as_text_never_as_markup() {
 #[test]
 fn proxy_serves_the_inspector_and_its_stream() {
     let l = Listener::start(&["--quiet", "--no-console"]);
-    let mut p = Command::new(bin())
-        .args([
-            "proxy",
-            "--bind",
-            "127.0.0.1:0",
-            "--quiet",
-            "--history",
-            "1000",
-            "--upstream",
-        ])
-        .arg(format!("ws://{}", l.addr()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(p.stderr.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_string();
+    let (mut p, addr) = spawn_serving(
+        Command::new(bin())
+            .args([
+                "proxy",
+                "--bind",
+                "127.0.0.1:0",
+                "--quiet",
+                "--history",
+                "1000",
+            ])
+            .arg("--upstream")
+            .arg(format!("ws://{}", l.addr())),
+        "listening on ",
+        ' ',
+    );
     let mut e = emulate(
         &format!("ws://{addr}/ws"),
         &["--interval", "1s", "--duration", "2s"],

@@ -488,6 +488,18 @@ pub enum StreamEnd {
     Complete,
 }
 
+impl StreamEnd {
+    /// Why a page was cut off, for a line on stderr (None: it left, or
+    /// got everything).
+    pub fn why(&self) -> Option<String> {
+        match self {
+            StreamEnd::Dropped(n) => Some(format!("fell {n} events behind")),
+            StreamEnd::Stalled => Some("read nothing for 10 s".to_string()),
+            StreamEnd::Gone | StreamEnd::Complete => None,
+        }
+    }
+}
+
 /// The response head of the event stream.
 pub const STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n";
 

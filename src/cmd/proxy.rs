@@ -823,8 +823,8 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
                     let _ = stop.wait_for(|s| *s).await;
                 })
                 .await;
-                if let super::inspect::StreamEnd::Dropped(n) = end {
-                    tell(link, &format!("the browser fell {n} events behind and was disconnected from /api/events (the devices are never slowed for a page)"));
+                if let Some(why) = end.why() {
+                    tell(link, &format!("the browser {why} and was disconnected from /api/events (the devices are never slowed for a page)"));
                 }
                 return;
             }

@@ -321,21 +321,47 @@ pub fn chromium() -> Option<&'static str> {
     found
 }
 
+/// Flags every headless Chromium of the tests runs with: no sandbox (tests
+/// may run as root), nothing fetched from the network on its own.
+pub const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
+/// Start a command whose first stderr line names the address it serves
+/// (the text after `marker`, up to `end`); returns it and that address.
+pub fn spawn_serving(cmd: &mut Command, marker: &str, end: char) -> (Child, String) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = line
+        .split(marker)
+        .nth(1)
+        .and_then(|r| r.split(end).next())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    // Keep reading, so the child never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    (child, addr)
+}
+
 /// Run headless Chromium on a URL and return the DOM after `budget_ms` of virtual time.
 pub fn chromium_dom(chromium: &str, url: &str, budget_ms: u32) -> String {
     let profile =
         std::env::temp_dir().join(format!("kwd-chromium-{}-{}", std::process::id(), url.len()));
     let out = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
+        .args(CHROMIUM_FLAGS)
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(format!("--virtual-time-budget={budget_ms}"))
         .arg("--dump-dom")

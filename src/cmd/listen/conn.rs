@@ -433,9 +433,9 @@ impl Conn {
                 let _ = shutdown.recv().await;
             })
             .await;
-            if let crate::cmd::inspect::StreamEnd::Dropped(n) = end {
+            if let Some(why) = end.why() {
                 hub.notice(format!(
-                    "kinetid-wsdump: the browser on connection {} ({}) fell {n} events behind and was disconnected from /api/events (devices are never slowed for a page)",
+                    "kinetid-wsdump: the browser on connection {} ({}) {why} and was disconnected from /api/events (devices are never slowed for a page)",
                     self.id, self.peer
                 ));
             }
