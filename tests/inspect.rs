@@ -314,7 +314,7 @@ async fn inspector_in_chromium_shows_frames_bytes_and_switches_a_plug() {
     // Click the device's hello (a masked frame with a 16-bit length).
     b.eval("document.getElementById('follow').checked = false")
         .await;
-    b.click("#frames .row[data-kind=frame]").await;
+    b.click("#frames .row[data-kind=frame][data-dir=c2s]").await;
     let title = b
         .wait_for("document.getElementById('frame-title')?.textContent", 10)
         .await;
@@ -338,6 +338,22 @@ async fn inspector_in_chromium_shows_frames_bytes_and_switches_a_plug() {
         .eval("document.getElementById('msgtext')?.textContent || ''")
         .await;
     assert!(text.as_str().unwrap().contains("\"hello\""), "{text}");
+    // Filters: one direction, then text search.
+    b.eval("(() => { const f = document.getElementById('f-dir'); f.value = 's2c'; f.dispatchEvent(new Event('input')); })()")
+        .await;
+    let arrows = b
+        .wait_for("(() => { const r = [...document.querySelectorAll('#frames .row')].map(r => r.children[2].textContent); return r.length && r.every(a => a === '←') && r.length; })()", 10)
+        .await;
+    assert!(arrows.as_u64().unwrap() >= 1, "{arrows}");
+    b.eval("(() => { const f = document.getElementById('f-dir'); f.value = ''; f.dispatchEvent(new Event('input')); const t = document.getElementById('f-text'); t.value = 'welcome'; t.dispatchEvent(new Event('input')); })()")
+        .await;
+    let rows = b
+        .wait_for("(() => { const r = [...document.querySelectorAll('#frames .row')].map(r => r.textContent); return r.length && r.every(t => t.includes('welcome')) && r.length; })()", 10)
+        .await;
+    assert_eq!(rows, 1, "one welcome");
+    b.eval("(() => { const t = document.getElementById('f-text'); t.value = ''; t.dispatchEvent(new Event('input')); document.getElementById('frames').scrollTop = 0; })()")
+        .await;
+    b.click("#frames .row[data-kind=frame][data-dir=c2s]").await;
     // The picture (README): the key lit.
     b.hover("#bytemap .b[data-g='gkey']").await;
     b.wait_for(
