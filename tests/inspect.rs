@@ -550,17 +550,72 @@ async fn with_a_token_the_page_asks_for_it_and_then_shows_the_devices() {
         .eval("document.querySelectorAll('#frames .row').length")
         .await;
     assert_eq!(rows, 0);
-    b.eval("document.getElementById('token').value = 'page-token-1'")
+    b.eval("document.getElementById('token').value = 'page-token-1'; document.getElementById('tokenset').click()")
         .await;
-    b.click("#tokenset").await;
-    b.wait_for(
-        "document.querySelectorAll('#frames .row[data-kind=frame]').length >= 2",
-        20,
-    )
-    .await;
+    let shown = b
+        .wait_for_or(
+            "document.querySelectorAll('#frames .row[data-kind=frame]').length >= 2",
+            "document.getElementById('status').textContent",
+            30,
+        )
+        .await;
+    assert!(
+        shown.is_ok(),
+        "no frames after the token was given; status: {shown:?}"
+    );
     // The token lives in the tab's session storage, never in a URL.
     let url = b.eval("location.href").await;
     assert!(!url.as_str().unwrap().contains("page-token-1"), "{url}");
     let _ = dev.kill();
     let _ = dev.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_page_in_chromium_shows_both_ways_and_switches_through_the_proxy() {
+    let Some(chrome) = chromium() else { return };
+    let l = Listener::start(&["--quiet", "--no-console"]);
+    let (mut p, addr) = spawn_serving(
+        Command::new(bin())
+            .args(["proxy", "--bind", "127.0.0.1:0", "--format", "summary"])
+            .arg("--upstream")
+            .arg(format!("ws://{}", l.addr())),
+        "listening on ",
+        ' ',
+    );
+    let mut dev = emulate(
+        &format!("ws://{addr}/ws"),
+        &["--interval", "1s", "--duration", "40s"],
+    );
+    let mut b = Browser::open(chrome, &format!("http://{addr}/api/inspector"), 1500, 900).await;
+    b.wait_for(
+        "document.querySelectorAll('#frames .row[data-kind=frame][data-dir=s2c]').length >= 2",
+        30,
+    )
+    .await;
+    let mode = b.eval("document.getElementById('mode').textContent").await;
+    assert!(
+        mode.as_str().unwrap().starts_with("proxy to ws://"),
+        "{mode}"
+    );
+    b.click("#tab-devices").await;
+    let id = b
+        .wait_for("(() => { const r = [...document.querySelectorAll('#devices .row')].find(r => r.textContent.includes('active')); return r && r.dataset.dev; })()", 20)
+        .await;
+    b.click(&format!(
+        "#devices .row[data-dev='{}']",
+        id.as_str().unwrap()
+    ))
+    .await;
+    b.click("#btn-off").await;
+    let r = b
+        .wait_for("(() => { const t = document.getElementById('switch-result').textContent; return t !== 'sending…' && t; })()", 15)
+        .await;
+    assert!(
+        r.as_str().unwrap().starts_with("HTTP 200") && r.as_str().unwrap().contains("\"on\":false"),
+        "{r}"
+    );
+    let _ = dev.kill();
+    let _ = dev.wait();
+    let _ = p.kill();
+    let _ = p.wait();
 }

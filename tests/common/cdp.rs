@@ -17,6 +17,15 @@ pub struct Browser {
     profile: PathBuf,
     ws: Ws,
     next: u64,
+    /// One browser at a time per test binary: on two cores, several
+    /// Chromiums with their pages, listeners and plugs starve each other.
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+fn turns() -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    static T: std::sync::OnceLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
+        std::sync::OnceLock::new();
+    T.get_or_init(Default::default).clone()
 }
 
 impl Drop for Browser {
@@ -67,6 +76,7 @@ fn get(port: u16, path: &str) -> Option<String> {
 impl Browser {
     /// Start headless Chromium on `url` (window `w` x `h`) and attach to its page.
     pub async fn open(chromium: &str, url: &str, w: u32, h: u32) -> Browser {
+        let turn = turns().lock_owned().await;
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let profile = std::env::temp_dir().join(format!(
             "kwd-cdp-{}-{}",
@@ -123,6 +133,7 @@ impl Browser {
             profile,
             ws,
             next: 1,
+            _turn: turn,
         }
     }
 
@@ -182,6 +193,29 @@ impl Browser {
                 return v;
             }
             assert!(Instant::now() < deadline, "timed out waiting for {expr}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Like `wait_for`, but on time out returns `Err` with what `explain`
+    /// evaluates to then (the page's own account of why).
+    pub async fn wait_for_or(
+        &mut self,
+        expr: &str,
+        explain: &str,
+        secs: u64,
+    ) -> Result<Value, Value> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let guarded =
+            format!("(() => {{ try {{ return ({expr}); }} catch (e) {{ return null; }} }})()");
+        loop {
+            let v = self.eval(&guarded).await;
+            if !(v.is_null() || v == json!(false) || v == json!(0) || v == json!("")) {
+                return Ok(v);
+            }
+            if Instant::now() >= deadline {
+                return Err(self.eval(explain).await);
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
