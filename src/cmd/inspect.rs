@@ -75,6 +75,8 @@ pub struct Bus {
     keep_bytes: usize,
     /// Browsers dropped for falling behind.
     pub dropped_clients: AtomicU64,
+    /// Pages reading the live stream (read without a lock on every batch).
+    readers: std::sync::atomic::AtomicUsize,
 }
 
 /// One entry of the history.
@@ -203,17 +205,23 @@ impl Bus {
             keep,
             keep_bytes,
             dropped_clients: AtomicU64::new(0),
+            readers: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
     /// Put events on the stream (one lock for the batch).
     pub fn publish(&self, ev: &[Event]) {
-        let live = self.tx.receiver_count() > 0;
-        if ev.is_empty() || (self.keep == 0 && !live) {
+        // Without history and without a reader there is nothing to do; a
+        // page subscribing at this very moment sees the events that come
+        // after (no history was kept to give it anyway).
+        if ev.is_empty() || (self.keep == 0 && self.readers.load(Ordering::Relaxed) == 0) {
             return;
         }
         let mut json = Vec::new();
         let mut ring = self.ring.lock().expect("bus");
+        // Read under the lock subscribers take: an event is either in a
+        // new page's history or on its stream, never lost between.
+        let live = self.readers.load(Ordering::Relaxed) > 0;
         for e in ev {
             let id = ring.next_id;
             ring.next_id += 1;
@@ -240,10 +248,12 @@ impl Bus {
     }
 
     /// The history (as SSE records) and a receiver for what comes after
-    /// it, with nothing lost or repeated in between.
+    /// it, with nothing lost or repeated in between. The caller is counted
+    /// as a reader until it calls [`Bus::unsubscribe`].
     pub fn subscribe(&self) -> (Vec<Arc<str>>, broadcast::Receiver<Arc<str>>) {
         let (snapshot, rx) = {
             let ring = self.ring.lock().expect("bus");
+            self.readers.fetch_add(1, Ordering::Relaxed);
             let snap: Vec<(u64, Kept)> = ring.q.iter().cloned().collect();
             (snap, self.tx.subscribe())
         };
@@ -253,6 +263,11 @@ impl Bus {
             .map(|(id, k)| k.record(*id, &mut json))
             .collect();
         (history, rx)
+    }
+
+    /// A reader from [`Bus::subscribe`] is gone.
+    pub fn unsubscribe(&self) {
+        self.readers.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Events kept.
@@ -514,7 +529,14 @@ pub async fn stream<W: AsyncWrite + Unpin>(
 ) -> StreamEnd {
     tokio::pin!(stop);
     const WRITE: Duration = Duration::from_secs(10);
+    struct Reading<'a>(&'a Bus);
+    impl Drop for Reading<'_> {
+        fn drop(&mut self) {
+            self.0.unsubscribe();
+        }
+    }
     let (history, mut rx) = bus.subscribe();
+    let _reading = Reading(bus);
     let mut out = Vec::with_capacity(64 * 1024);
     out.extend_from_slice(STREAM_HEAD);
     // A comment first, so the browser sees the stream open at once.
