@@ -30,6 +30,12 @@ use std::net::{IpAddr, SocketAddr};
 pub const MAX_OUT_OF_ORDER: usize = 1 << 20;
 /// Out-of-order bytes held over all connections, at most.
 pub const MAX_OUT_OF_ORDER_TOTAL: usize = 32 << 20;
+/// Notes read from one packet's comments, at most.
+const MAX_PACKET_NOTES: usize = 16;
+
+/// Notes an undecided connection holds, at most.
+const MAX_HELD_NOTES: usize = 64;
+
 /// Bytes of a connection held before it is known to be WebSocket.
 const MAX_UNDECIDED: usize = 16 * 1024;
 /// The same over all connections.
@@ -105,8 +111,9 @@ struct Seg {
 
 #[derive(Debug)]
 enum Kind {
-    /// Not known yet: bytes held until the client's first bytes say.
-    Undecided(Vec<(Direction, Option<f64>, u64, Vec<u8>)>, usize),
+    /// Not known yet: bytes (and recorded notes) held until the client's
+    /// first bytes say.
+    Undecided(Vec<(Direction, Option<f64>, u64, Held)>, usize),
     WebSocket(u64),
     Other,
 }
@@ -211,7 +218,13 @@ impl Reassembler {
     }
 
     /// One TCP segment of packet `pkt`.
-    fn segment(&mut self, s: Segment<'_>, pkt: u64, time: Option<f64>) {
+    fn segment(
+        &mut self,
+        s: Segment<'_>,
+        pkt: u64,
+        time: Option<f64>,
+        notes: Vec<(Option<Direction>, Note)>,
+    ) {
         let k = key(s.src, s.dst);
         self.serial += 1;
         if !self.flows.contains_key(&k) {
@@ -283,7 +296,11 @@ impl Reassembler {
             self.close(k, time, Some(pkt));
             return;
         }
-        let mut out: Vec<(Direction, Piece)> = Vec::new();
+        // Notes a recording carried on this packet come before its bytes.
+        let mut out: Vec<(Direction, Piece)> = notes
+            .into_iter()
+            .map(|(d, n)| (d.unwrap_or(dir), Piece::Note(n, pkt, time)))
+            .collect();
         let room = MAX_OUT_OF_ORDER_TOTAL.saturating_sub(self.held);
         {
             let before = flow.c2s.ooo_bytes + flow.s2c.ooo_bytes;
@@ -349,7 +366,14 @@ impl Reassembler {
                     Piece::Data(bytes, pkt, time) => {
                         *size += bytes.len();
                         self.undecided += bytes.len();
-                        held.push((d, time, pkt, bytes));
+                        held.push((d, time, pkt, Held::Data(bytes)));
+                    }
+                    // A note a recording carried: kept in its place.
+                    Piece::Note(n, pkt, time) => {
+                        if held.len() < MAX_HELD_NOTES {
+                            held.push((d, time, pkt, Held::Note(n)));
+                        }
+                        return;
                     }
                     // A gap before the head is whole: judged on what came.
                     other => gap = Some(other),
@@ -357,7 +381,11 @@ impl Reassembler {
                 let client: Vec<u8> = held
                     .iter()
                     .filter(|(d, ..)| *d == Direction::C2S)
-                    .flat_map(|(.., b)| b.iter().copied())
+                    .flat_map(|(.., h)| match h {
+                        Held::Data(b) => b.as_slice(),
+                        Held::Note(_) => &[],
+                    })
+                    .copied()
                     .take(MAX_UNDECIDED)
                     .collect();
                 // Bounded over all connections too: past it, a connection
@@ -390,8 +418,12 @@ impl Reassembler {
                         let first_pkt = held.first().map_or(0, |h| h.2);
                         let first_time = held.first().and_then(|h| h.1);
                         self.open(k, c, first_time, first_pkt);
-                        for (d, time, pkt, b) in held {
-                            self.emit(c, d, Piece::Data(b, pkt, time));
+                        for (d, time, pkt, h) in held {
+                            let p = match h {
+                                Held::Data(b) => Piece::Data(b, pkt, time),
+                                Held::Note(n) => Piece::Note(n, pkt, time),
+                            };
+                            self.emit(c, d, p);
                         }
                         if let Some(g) = gap {
                             self.emit(c, d, g);
@@ -471,6 +503,13 @@ impl Reassembler {
 }
 
 /// What one direction hands on, in order.
+/// What an undecided connection holds.
+#[derive(Debug)]
+enum Held {
+    Data(Vec<u8>),
+    Note(Note),
+}
+
 enum Piece {
     Data(Vec<u8>, u64, Option<f64>),
     Gap(u64, u64, Option<f64>),
@@ -960,7 +999,7 @@ impl Packets {
                 } else {
                     f64::from(b.ts_usec) / 1e6
                 };
-                self.packet(lt, b.data, Some(f64::from(b.ts_sec) + frac));
+                self.packet(lt, b.data, Some(f64::from(b.ts_sec) + frac), Vec::new());
             }
             PcapBlockOwned::NG(Block::SectionHeader(_)) => self.ifaces.clear(),
             PcapBlockOwned::NG(Block::InterfaceDescription(i)) => self.ifaces.push(Iface {
@@ -982,25 +1021,56 @@ impl Packets {
                 };
                 let ts = e.decode_ts_f64(i.offset.max(0) as u64, i.resolution.max(1));
                 let data = &e.data[..(e.caplen as usize).min(e.data.len())];
-                self.packet(i.linktype, data, Some(ts));
+                let notes = recorded_notes(&e.options);
+                self.packet(i.linktype, data, Some(ts), notes);
             }
             PcapBlockOwned::NG(Block::SimplePacket(s)) => {
                 let lt = self.ifaces.first().map_or(1, |i| i.linktype);
-                self.packet(lt, s.data, None);
+                self.packet(lt, s.data, None, Vec::new());
             }
             PcapBlockOwned::NG(_) => {}
         }
         Ok(())
     }
 
-    fn packet(&mut self, linktype: i32, data: &[u8], time: Option<f64>) {
+    fn packet(
+        &mut self,
+        linktype: i32,
+        data: &[u8],
+        time: Option<f64>,
+        notes: Vec<(Option<Direction>, Note)>,
+    ) {
         self.pkt += 1;
         let seg = slice(linktype, data).and_then(|p| tcp_segment(&p));
         match seg {
-            Some(s) => self.tcp.segment(s, self.pkt, time),
+            Some(s) => self.tcp.segment(s, self.pkt, time, notes),
             None => self.tcp.counts.not_tcp += 1,
         }
     }
+}
+
+/// Notes a recording by this tool carried as packet comments
+/// (`kinetid-wsdump SEVERITY CODE DIR: message`, see `pcapng.rs`); other
+/// comments are someone else's and stay unread. At most
+/// [`MAX_PACKET_NOTES`] a packet.
+fn recorded_notes(options: &[pcap_parser::PcapNGOption<'_>]) -> Vec<(Option<Direction>, Note)> {
+    options
+        .iter()
+        .filter(|o| o.code == pcap_parser::OptionCode::Comment)
+        .filter_map(|o| {
+            let text = std::str::from_utf8(o.as_bytes().ok()?).ok()?;
+            let (head, message) = text.strip_prefix("kinetid-wsdump ")?.split_once(": ")?;
+            let mut w = head.split(' ');
+            let (sev, code) = (w.next()?, w.next()?);
+            let dir = match w.next() {
+                Some("c2s") => Some(Direction::C2S),
+                Some("s2c") => Some(Direction::S2C),
+                _ => None,
+            };
+            Some((dir, crate::note::listener_note(sev, code, message)?))
+        })
+        .take(MAX_PACKET_NOTES)
+        .collect()
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {

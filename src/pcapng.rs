@@ -187,13 +187,14 @@ impl PcapngWriter {
             // No packet of its own: a comment on the connection's next
             // packet (Wireshark shows it as frame.comment). Notes of a
             // connection already ended have none to ride on.
-            ChunkKind::Note(_, n) => {
+            ChunkKind::Note(d, n) => {
                 if let Some(k) = self.conns.get_mut(&c.conn) {
                     if k.comments.len() < 64 {
                         k.comments.push(format!(
-                            "kinetid-wsdump {} {}: {}",
+                            "kinetid-wsdump {} {} {}: {}",
                             n.severity.as_str(),
                             n.code.as_str(),
+                            d.as_str(),
                             n.message
                         ));
                     }

@@ -597,6 +597,11 @@ async fn the_proxy_page_in_chromium_shows_both_ways_and_switches_through_the_pro
         mode.as_str().unwrap().starts_with("proxy to ws://"),
         "{mode}"
     );
+    // A note of its own (the Host the proxy rewrote) is a row too.
+    let note = b
+        .wait_for("(() => { const r = document.querySelector('#frames .row[data-kind=note]'); return r && r.textContent; })()", 10)
+        .await;
+    assert!(note.as_str().unwrap().contains("Host"), "{note}");
     b.click("#tab-devices").await;
     let id = b
         .wait_for("(() => { const r = [...document.querySelectorAll('#devices .row')].find(r => r.textContent.includes('active')); return r && r.dataset.dev; })()", 20)

@@ -744,8 +744,25 @@ fn listener_notes_ride_in_the_pcapng_recording_as_packet_comments() {
         comments.contains("kinetid-wsdump info tls-session") && comments.contains("TLS"),
         "{comments}"
     );
-    // The recording still replays (comments are options, not packets).
+    // Replayed, the comments are the listener's notes again, in place:
+    // the TLS session right after the connection opened, as live.
     let replayed = replay(&file, &[]);
     assert_eq!(replayed.code, 0, "{}", replayed.stderr);
     assert!(!of_type(&replayed.events, "frame").is_empty());
+    let kinds: Vec<&str> = replayed
+        .events
+        .iter()
+        .filter(|e| e["conn"] == 1)
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(&kinds[..3], ["open", "note", "request"], "{kinds:?}");
+    let tls = of_type(&replayed.events, "note")
+        .into_iter()
+        .find(|e| e["notes"][0]["code"] == "tls-session")
+        .unwrap_or_else(|| panic!("no tls-session note: {:?}", replayed.events));
+    assert_eq!(tls["dir"], "c2s");
+    assert!(
+        tls["notes"][0]["message"].as_str().unwrap().contains("TLS"),
+        "{tls}"
+    );
 }
