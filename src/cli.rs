@@ -82,17 +82,8 @@ pub struct ProxyArgs {
     /// (30s) or this many frames (20f).
     #[arg(long, value_name = "TIME|Nf")]
     pub cut_after: Option<String>,
-    /// Read commands from stdin even when it is not a terminal.
-    #[arg(long)]
-    pub console: bool,
-    /// Never read commands from stdin.
-    #[arg(long, conflicts_with = "console")]
-    pub no_console: bool,
-    /// Events the browser inspector (`/`, `/api/events`) replays to a page
-    /// that connects (default 5000; with --quiet 0: none kept, live events
-    /// still stream to an open page).
-    #[arg(long)]
-    pub history: Option<usize>,
+    #[command(flatten)]
+    pub session: SessionArgs,
     #[command(flatten)]
     pub filter: FilterArgs,
     #[command(flatten)]
@@ -159,6 +150,41 @@ impl FilterArgs {
             since: self.since,
             until: self.until,
         }
+    }
+}
+
+/// The console and the inspector's history, for `listen` and `proxy`.
+#[derive(Debug, Clone, Args)]
+pub struct SessionArgs {
+    /// Read commands from stdin even when it is not a terminal.
+    #[arg(long)]
+    pub console: bool,
+    /// Never read commands from stdin.
+    #[arg(long, conflicts_with = "console")]
+    pub no_console: bool,
+    /// Events the browser inspector (`/`, `/api/events`) replays to a page
+    /// that connects (default 5000; with --quiet 0: none kept, live events
+    /// still stream to an open page).
+    #[arg(long)]
+    pub history: Option<usize>,
+}
+
+/// Events the inspector keeps by default.
+pub const DEFAULT_HISTORY: usize = 5000;
+
+impl SessionArgs {
+    /// Read commands from stdin? (`--console`, else when it is a terminal.)
+    pub fn console(&self) -> bool {
+        use std::io::IsTerminal;
+        !self.no_console && (self.console || std::io::stdin().is_terminal())
+    }
+
+    /// Events to keep for the inspector: `--history`, else
+    /// [`DEFAULT_HISTORY`], or none with `--quiet` (which asks for the
+    /// least work per byte).
+    pub fn history(&self, quiet: bool) -> usize {
+        self.history
+            .unwrap_or(if quiet { 0 } else { DEFAULT_HISTORY })
     }
 }
 
@@ -298,12 +324,6 @@ pub struct ListenArgs {
     /// Echo every data message; no Kinetid layer (for conformance suites).
     #[arg(long)]
     pub echo: bool,
-    /// Read commands from stdin even when it is not a terminal.
-    #[arg(long)]
-    pub console: bool,
-    /// Never read commands from stdin.
-    #[arg(long, conflicts_with = "console")]
-    pub no_console: bool,
     /// Require `Authorization: Bearer TOKEN` on /api/ and allow non-loopback peers
     /// (also from KINETID_API_TOKEN or --api-token-file, which keep it out of `ps`).
     #[arg(long)]
@@ -341,11 +361,8 @@ pub struct ListenArgs {
     /// Device ids refused at hello (error unknown_device, close 1008).
     #[arg(long = "refuse")]
     pub refuse: Vec<String>,
-    /// Events the browser inspector (`/`, `/api/events`) replays to a page
-    /// that connects (default 5000; with --quiet 0: none kept, live events
-    /// still stream to an open page).
-    #[arg(long)]
-    pub history: Option<usize>,
+    #[command(flatten)]
+    pub session: SessionArgs,
     #[command(flatten)]
     pub tls: TlsServerArgs,
     #[command(flatten)]

@@ -79,19 +79,35 @@ pub struct Bus {
     readers: std::sync::atomic::AtomicUsize,
 }
 
+/// What an `omitted` record says of the event it stands for.
+#[derive(Clone, Copy)]
+struct Gist {
+    conn: u64,
+    dir: &'static str,
+    offset: u64,
+    event: &'static str,
+    payload: usize,
+}
+
+impl Gist {
+    fn of(e: &Event, payload: usize) -> Gist {
+        Gist {
+            conn: e.conn,
+            dir: e.dir.as_str(),
+            offset: e.offset,
+            event: kinetid_wsdump::render::json::type_name(&e.kind),
+            payload,
+        }
+    }
+}
+
 /// One entry of the history.
 #[derive(Clone)]
 enum Kept {
     /// An event, as the annotator made it.
     Event(Event),
     /// A frame or message too big for the stream.
-    Omitted {
-        conn: u64,
-        dir: &'static str,
-        offset: u64,
-        event: &'static str,
-        payload: usize,
-    },
+    Omitted(Gist),
     /// An SSE record already written (`replay --serve`).
     Record(Arc<str>),
 }
@@ -106,13 +122,7 @@ impl Kept {
             _ => 0,
         };
         if payload > MAX_EVENT_JSON / 4 {
-            Kept::Omitted {
-                conn: e.conn,
-                dir: e.dir.as_str(),
-                offset: e.offset,
-                event: kinetid_wsdump::render::json::type_name(&e.kind),
-                payload,
-            }
+            Kept::Omitted(Gist::of(e, payload))
         } else {
             Kept::Event(e.clone())
         }
@@ -133,7 +143,7 @@ impl Kept {
                     _ => 0,
                 }
             }
-            Kept::Omitted { .. } => 64,
+            Kept::Omitted(_) => 64,
             Kept::Record(r) => r.len(),
         }
     }
@@ -141,40 +151,26 @@ impl Kept {
     /// Its SSE record.
     fn record(&self, id: u64, json: &mut Vec<u8>) -> Arc<str> {
         json.clear();
-        match self {
+        let g = match self {
             Kept::Record(r) => return r.clone(),
+            Kept::Omitted(g) => *g,
             Kept::Event(e) => {
                 kinetid_wsdump::render::json::event(json, e);
                 json.pop(); // the newline
+                if json.len() <= MAX_EVENT_JSON {
+                    return record(id, None, json);
+                }
+                Gist::of(e, 0)
             }
-            Kept::Omitted { .. } => {}
-        }
-        if json.len() > MAX_EVENT_JSON || json.is_empty() {
-            let (conn, dir, offset, event, payload) = match self {
-                Kept::Omitted {
-                    conn,
-                    dir,
-                    offset,
-                    event,
-                    payload,
-                } => (*conn, *dir, *offset, *event, *payload),
-                Kept::Event(e) => (
-                    e.conn,
-                    e.dir.as_str(),
-                    e.offset,
-                    kinetid_wsdump::render::json::type_name(&e.kind),
-                    0,
-                ),
-                Kept::Record(_) => unreachable!("returned above"),
-            };
-            json.clear();
-            json.extend_from_slice(
-                format!(
-                    "{{\"type\":\"omitted\",\"conn\":{conn},\"dir\":\"{dir}\",\"offset\":{offset},\"event\":\"{event}\",\"payload_bytes\":{payload},\"why\":\"longer than the stream carries ({MAX_EVENT_JSON} bytes of JSON); --format json shows it whole\"}}"
-                )
-                .as_bytes(),
-            );
-        }
+        };
+        json.clear();
+        json.extend_from_slice(
+            format!(
+                "{{\"type\":\"omitted\",\"conn\":{},\"dir\":\"{}\",\"offset\":{},\"event\":\"{}\",\"payload_bytes\":{},\"why\":\"longer than the stream carries ({MAX_EVENT_JSON} bytes of JSON); --format json shows it whole\"}}",
+                g.conn, g.dir, g.offset, g.event, g.payload
+            )
+            .as_bytes(),
+        );
         record(id, None, json)
     }
 }
@@ -642,11 +638,14 @@ mod tests {
         assert_eq!(bus.kept(), 10);
         let (h, _) = bus.subscribe();
         assert!(h[0].starts_with("id: 16\n"), "{}", h[0]);
+        // The byte bound, not the count, limits this one.
         let small = Bus::new(1000, 2000);
         small.publish(&events(100));
+        let kept = small.kept();
+        assert!(kept > 0 && kept < 100, "{kept}");
+        assert!(small.ring.lock().unwrap().bytes <= 2000);
         let (h, _) = small.subscribe();
-        assert!(h.iter().map(|r| r.len()).sum::<usize>() <= 2000);
-        assert!(!h.is_empty());
+        assert_eq!(h.len(), kept);
     }
 
     #[test]

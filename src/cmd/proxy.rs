@@ -230,19 +230,12 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
         next_conn: AtomicU64::new(0),
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
-        bus: super::inspect::Bus::new(
-            a.history.unwrap_or(if a.quiet {
-                0
-            } else {
-                super::listen::DEFAULT_HISTORY
-            }),
-            super::inspect::HISTORY_BYTES,
-        ),
+        bus: super::inspect::Bus::new(a.session.history(a.quiet), super::inspect::HISTORY_BYTES),
         pending: Default::default(),
         stopping: tokio::sync::watch::channel(false).0,
         started: super::listen::now(),
     });
-    if !a.no_console && (a.console || std::io::IsTerminal::is_terminal(&std::io::stdin())) {
+    if a.session.console() {
         tokio::spawn(console(sh.clone()));
     }
     let mut tasks = tokio::task::JoinSet::new();
@@ -317,6 +310,21 @@ struct DevRow {
     last_seen: f64,
 }
 
+impl DevRow {
+    fn new(id: &str, role: &'static str, t: f64) -> DevRow {
+        DevRow {
+            id: id.to_string(),
+            role,
+            via: None,
+            on: None,
+            power_w: None,
+            energy_wh: None,
+            seq: None,
+            last_seen: t,
+        }
+    }
+}
+
 impl Entry {
     fn row(&mut self, id: &str, t: f64) -> Option<&mut DevRow> {
         if let Some(i) = self.devices.iter().position(|d| d.id == id) {
@@ -325,16 +333,7 @@ impl Entry {
         if self.devices.len() >= DEVICES_PER_CONN {
             return None;
         }
-        self.devices.push(DevRow {
-            id: id.to_string(),
-            role: "unknown",
-            via: None,
-            on: None,
-            power_w: None,
-            energy_wh: None,
-            seq: None,
-            last_seen: t,
-        });
+        self.devices.push(DevRow::new(id, "unknown", t));
         self.devices.last_mut()
     }
 
@@ -349,23 +348,12 @@ impl Entry {
             "hello" => {
                 // A hello names the connection's plug: it comes first.
                 self.devices.retain(|d| d.id != dev);
-                self.devices.insert(
-                    0,
-                    DevRow {
-                        id: dev.to_string(),
-                        role: if v["role"] == "passive" {
-                            "passive"
-                        } else {
-                            "active"
-                        },
-                        via: None,
-                        on: None,
-                        power_w: None,
-                        energy_wh: None,
-                        seq: None,
-                        last_seen: at,
-                    },
-                );
+                let role = if v["role"] == "passive" {
+                    "passive"
+                } else {
+                    "active"
+                };
+                self.devices.insert(0, DevRow::new(dev, role, at));
                 self.devices.truncate(DEVICES_PER_CONN);
                 for p in v["passives"].as_array().into_iter().flatten() {
                     if let Some(p) = p.as_str().filter(|p| is_device_id(p) && *p != dev) {

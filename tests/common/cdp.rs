@@ -179,21 +179,9 @@ impl Browser {
     /// Evaluate `expr` until it is truthy (or panic after `secs`); an
     /// exception (the page not loaded yet) counts as not yet.
     pub async fn wait_for(&mut self, expr: &str, secs: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let guarded =
-            format!("(() => {{ try {{ return ({expr}); }} catch (e) {{ return null; }} }})()");
-        loop {
-            let v = self.eval(&guarded).await;
-            let truthy = !(v.is_null()
-                || v == json!(false)
-                || v == json!(0)
-                || v == json!("")
-                || v.as_array().is_some_and(|a| a.is_empty()));
-            if truthy {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {expr}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        match self.wait_for_or(expr, "null", secs).await {
+            Ok(v) => v,
+            Err(_) => panic!("timed out waiting for {expr}"),
         }
     }
 
@@ -210,7 +198,12 @@ impl Browser {
             format!("(() => {{ try {{ return ({expr}); }} catch (e) {{ return null; }} }})()");
         loop {
             let v = self.eval(&guarded).await;
-            if !(v.is_null() || v == json!(false) || v == json!(0) || v == json!("")) {
+            let falsy = v.is_null()
+                || v == json!(false)
+                || v == json!(0)
+                || v == json!("")
+                || v.as_array().is_some_and(|a| a.is_empty());
+            if !falsy {
                 return Ok(v);
             }
             if Instant::now() >= deadline {

@@ -27,7 +27,6 @@ use hub::Hub;
 use kinetid_wsdump::annotate::Config;
 use kinetid_wsdump::handshake::error_response;
 use kinetid_wsdump::render::Printer;
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -61,10 +60,6 @@ impl std::fmt::Debug for TlsServer {
         f.write_str("TlsServer")
     }
 }
-
-/// Events kept for the inspector by default (none with `--quiet`, which
-/// asks for the least work per byte).
-pub const DEFAULT_HISTORY: usize = 5000;
 
 /// Settings of a running listener (built from the flags).
 #[derive(Debug, Clone)]
@@ -163,12 +158,10 @@ pub fn run(a: ListenArgs) -> Result<u8, AppError> {
         max_buffered: a.max_buffered as usize,
         max_devices: a.max_devices,
         quirks: a.quirks.clone(),
-        history: a
-            .history
-            .unwrap_or(if a.quiet { 0 } else { DEFAULT_HISTORY }),
+        history: a.session.history(a.quiet),
     };
     memory::return_freed_memory();
-    let console = !a.no_console && (a.console || std::io::stdin().is_terminal());
+    let console = a.session.console();
     let stop = watch_signals();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
