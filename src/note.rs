@@ -124,6 +124,8 @@ pub enum Code {
     DeviceReplaced,
     /// `frame-timeout`
     FrameTimeout,
+    /// `half-open-timeout`
+    HalfOpenTimeout,
     /// `proxy-fault`
     ProxyFault,
     /// `proxy-injected`
@@ -261,6 +263,7 @@ impl Code {
         Code::DeviceRegistryFull,
         Code::DeviceReplaced,
         Code::FrameTimeout,
+        Code::HalfOpenTimeout,
         Code::ProxyFault,
         Code::ProxyInjected,
         Code::ProxyHostRewritten,
@@ -346,6 +349,7 @@ impl Code {
             Code::CaptureStartMissed => "capture-start-missed",
             Code::CaptureOverlapDiffers => "capture-overlap-differs",
             Code::FrameTimeout => "frame-timeout",
+            Code::HalfOpenTimeout => "half-open-timeout",
             Code::HintContAfterFin => "hint-cont-after-fin",
             Code::HintFinEveryFragment => "hint-fin-every-fragment",
             Code::HintLen1274byte => "hint-len127-4byte",
@@ -435,6 +439,7 @@ impl Code {
             | Code::CaptureStartMissed
             | Code::CaptureOverlapDiffers
             | Code::FrameTimeout
+            | Code::HalfOpenTimeout
             | Code::ProxyFault
             | Code::ProxyInjected
             | Code::ProxyHostRewritten
@@ -516,6 +521,7 @@ pub const LISTENER_NOTES: &[(Code, &str)] = &[
     (Code::DeviceRegistryFull, "kinetid v1"),
     (Code::MemoryBudgetExceeded, "RFC 6455 10.4"),
     (Code::FrameTimeout, "RFC 6455 10.4"),
+    (Code::HalfOpenTimeout, "RFC 6455 7.1.1"),
     (Code::WriteTimeout, "RFC 6455 10.4"),
     (Code::CaptureOverlapDiffers, "capture"),
     (Code::ProxyHostRewritten, "RFC 9110 7.2"),

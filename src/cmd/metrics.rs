@@ -42,6 +42,77 @@ pub fn encode(r: &Registry) -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
+/// What the process holds now: tokio tasks alive, open descriptors and
+/// resident memory (the last two under Prometheus's standard process
+/// names). Appended to every command's metrics, so a leak shows on a
+/// dashboard, and the leak tests read the same figures.
+pub fn process_text() -> String {
+    let r = Registry::new();
+    let tasks = tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_alive_tasks())
+        .unwrap_or(0);
+    gauge(
+        &r,
+        "kinetid_wsdump_tasks",
+        "Tokio tasks alive in this process (connections, pages, timers)",
+    )
+    .set(tasks as i64);
+    if let Ok(d) = std::fs::read_dir("/proc/self/fd") {
+        gauge(&r, "process_open_fds", "Number of open file descriptors")
+            .set(d.count().saturating_sub(1) as i64);
+    }
+    if let Some(kib) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        })
+    {
+        gauge(
+            &r,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+        )
+        .set(kib * 1024);
+    }
+    encode(&r)
+}
+
+/// The proxy's metrics: connections and bytes forwarded, then the
+/// process's own figures.
+pub fn proxy_text(connections: u64, open: u64, bytes_up: u64, bytes_down: u64) -> String {
+    let r = Registry::new();
+    let p = "kinetid_wsdump_proxy_";
+    counter(
+        &r,
+        &format!("{p}connections_total"),
+        "Device connections accepted",
+    )
+    .inc_by(connections);
+    gauge(
+        &r,
+        &format!("{p}connections_open"),
+        "Device connections open now",
+    )
+    .set(open as i64);
+    counter(
+        &r,
+        &format!("{p}bytes_up_total"),
+        "Bytes forwarded device to upstream",
+    )
+    .inc_by(bytes_up);
+    counter(
+        &r,
+        &format!("{p}bytes_down_total"),
+        "Bytes forwarded upstream to device",
+    )
+    .inc_by(bytes_down);
+    let mut t = encode(&r);
+    t.push_str(&process_text());
+    t
+}
+
 /// A close code as a label: the code itself when a Close frame may carry
 /// it, `none` for a Close without one, `invalid` otherwise.
 fn close_label(c: Option<CloseCode>) -> String {
@@ -284,7 +355,9 @@ pub fn fleet_text(s: &FleetSnapshot) -> String {
         s.shard.0,
     );
     g("shards", "Shards in the fleet (N of K/N)", s.shard.1);
-    encode(&r)
+    let mut t = encode(&r);
+    t.push_str(&process_text());
+    t
 }
 
 #[cfg(test)]

@@ -139,6 +139,8 @@ struct Shared {
     /// upstream to connect and answer.
     head_timeout: Duration,
     next_conn: AtomicU64,
+    /// Device connections whose task is still running.
+    open: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     /// Events for the browser inspector.
@@ -150,6 +152,26 @@ struct Shared {
     started: f64,
     /// Set when the proxy is stopping (ends the event streams).
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Devices whose connection ended, as last seen, newest last (at most
+    /// [`DEPARTED_MAX`]): `/api/devices` lists them as offline.
+    departed: std::sync::Mutex<std::collections::VecDeque<DevRow>>,
+}
+
+/// Departed devices remembered for `/api/devices`, at most.
+const DEPARTED_MAX: usize = 4096;
+
+impl Shared {
+    /// A connection's devices are offline now.
+    fn depart(&self, devices: Vec<DevRow>) {
+        let mut d = self.departed.lock().expect("departed");
+        for row in devices {
+            d.retain(|r| r.id != row.id);
+            if d.len() >= DEPARTED_MAX {
+                d.pop_front();
+            }
+            d.push_back(row);
+        }
+    }
 }
 
 /// Run `proxy` from flags.
@@ -228,12 +250,14 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
             .transpose()
             .map_err(AppError::Usage)?,
         next_conn: AtomicU64::new(0),
+        open: AtomicU64::new(0),
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
         bus: super::inspect::Bus::new(a.session.history(a.quiet), super::inspect::HISTORY_BYTES),
         pending: Default::default(),
         stopping: tokio::sync::watch::channel(false).0,
         started: super::listen::now(),
+        departed: Default::default(),
     });
     if a.session.console() {
         tokio::spawn(console(sh.clone()));
@@ -520,7 +544,19 @@ impl Link {
     }
 }
 
+/// Counts a connection open for as long as its task lives (however it
+/// ends, aborted at shutdown included).
+struct OpenGuard(Arc<Shared>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr) {
+    sh.open.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGuard(sh.clone());
     let mut link = Link {
         sh: sh.clone(),
         id,
@@ -546,7 +582,10 @@ async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr)
                 },
             );
             pump(&mut link, &mut dev, &mut up, rx).await;
-            sh.conns.lock().expect("conns").remove(&id);
+            let gone = sh.conns.lock().expect("conns").remove(&id);
+            if let Some(gone) = gone {
+                sh.depart(gone.devices);
+            }
         }
     }
     let t = super::listen::now();
@@ -791,6 +830,21 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
             ("GET" | "HEAD", "/api/inspector") => {
                 break 'r super::inspect::page_response(method == "HEAD");
             }
+            ("GET", "/api/metrics") => {
+                let sh = &link.sh;
+                let text = crate::cmd::metrics::proxy_text(
+                    sh.next_conn.load(Ordering::Relaxed),
+                    sh.open.load(Ordering::Relaxed),
+                    sh.bytes_up.load(Ordering::Relaxed),
+                    sh.bytes_down.load(Ordering::Relaxed),
+                );
+                break 'r super::listen::api::http_response(
+                    200,
+                    crate::cmd::metrics::CONTENT_TYPE,
+                    text.as_bytes(),
+                    false,
+                );
+            }
             ("GET", "/api/info") => {
                 break 'r reply(
                     200,
@@ -893,23 +947,32 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
 /// The devices seen through the proxy, as `listen`'s `/api/devices` lists
 /// them (the fields a proxy can know), sorted by id.
 fn devices_json(sh: &Shared) -> serde_json::Value {
-    let conns = sh.conns.lock().expect("conns");
-    let mut list: Vec<(&str, serde_json::Value)> = conns
-        .iter()
-        .flat_map(|(n, e)| {
-            e.devices.iter().map(move |d| {
-                (
-                    d.id.as_str(),
-                    serde_json::json!({
-                        "id": d.id, "role": d.role, "via": d.via, "conn": n, "peer": e.peer.to_string(),
-                        "online": true, "last_seen": d.last_seen, "on": d.on, "power_w": d.power_w,
-                        "energy_wh": d.energy_wh, "seq": d.seq,
-                    }),
-                )
-            })
+    let row = |d: &DevRow, conn: Option<u64>, peer: Option<String>, online: bool| {
+        serde_json::json!({
+            "id": d.id, "role": d.role, "via": d.via, "conn": conn, "peer": peer,
+            "online": online, "last_seen": d.last_seen, "on": d.on, "power_w": d.power_w,
+            "energy_wh": d.energy_wh, "seq": d.seq,
         })
-        .collect();
-    list.sort_by(|a, b| a.0.cmp(b.0));
+    };
+    let mut list: Vec<(String, serde_json::Value)> = Vec::new();
+    {
+        let conns = sh.conns.lock().expect("conns");
+        for (n, e) in conns.iter() {
+            for d in &e.devices {
+                list.push((
+                    d.id.clone(),
+                    row(d, Some(*n), Some(e.peer.to_string()), true),
+                ));
+            }
+        }
+    }
+    let online: std::collections::HashSet<String> = list.iter().map(|(id, _)| id.clone()).collect();
+    for d in sh.departed.lock().expect("departed").iter() {
+        if !online.contains(&d.id) {
+            list.push((d.id.clone(), row(d, None, None, false)));
+        }
+    }
+    list.sort_by(|a, b| a.0.cmp(&b.0));
     serde_json::Value::Array(list.into_iter().map(|(_, v)| v).collect())
 }
 
@@ -1355,6 +1418,9 @@ pub fn faults(a: &ProxyArgs) -> Result<(Faults, Faults), AppError> {
 /// until they drain).
 const LANE_MAX: usize = 16 << 20;
 
+/// How long one side may stay open after the other ended its side.
+const HALF_OPEN_LINGER: Duration = Duration::from_secs(10);
+
 /// One direction's forwarding: what is due when.
 struct Lane {
     faults: Faults,
@@ -1514,10 +1580,11 @@ async fn pump(
     let mut lanes = [Lane::new(fu), Lane::new(fd)];
     let mut from_dev = vec![0u8; 16 * 1024];
     let mut from_up = vec![0u8; 16 * 1024];
+    // Once one side has ended, the other gets this long to end too (a
+    // WebSocket has no use for a half-open connection; a peer that never
+    // closes its side must not hold the connection's task forever).
+    let mut linger: Option<tokio::time::Instant> = None;
     loop {
-        if !lanes[0].open && !lanes[1].open && lanes.iter().all(|l| l.queue.is_empty()) {
-            return;
-        }
         if cut_frames.is_some_and(|n| link.frames >= n) {
             return cut(link, &format!("after {} frames", link.frames));
         }
@@ -1526,6 +1593,14 @@ async fn pump(
         // to 2 ms to every chunk forwarded without a fault.
         if !drain_due(link, &mut lanes, dev, up).await {
             return;
+        }
+        // Checked after the drain: the last side's end is queued as a
+        // marker, and once it is written nothing else can wake this loop.
+        if !lanes[0].open && !lanes[1].open && lanes.iter().all(|l| l.queue.is_empty()) {
+            return;
+        }
+        if linger.is_none() && (!lanes[0].open || !lanes[1].open) {
+            linger = Some(tokio::time::Instant::now() + HALF_OPEN_LINGER);
         }
         let due = lanes.iter().filter_map(Lane::next_due).min();
         tokio::select! {
@@ -1548,6 +1623,15 @@ async fn pump(
                 if !drain_due(link, &mut lanes, dev, up).await {
                     return;
                 }
+            }
+            _ = sleep_until(linger) => {
+                let (gone, open) = if lanes[0].open { ("upstream", "device") } else { ("device", "upstream") };
+                let what = format!(
+                    "the {gone} ended its side {} s ago and the {open} never ended its own; both connections closed",
+                    HALF_OPEN_LINGER.as_secs()
+                );
+                link.notice(Direction::C2S, tls_note(Severity::Warning, Code::HalfOpenTimeout, what));
+                return;
             }
             _ = sleep_until(cut_at) => {
                 let d = link.sh.cut.map_or(String::new(), |c| match c {

@@ -481,3 +481,110 @@ pub fn tcpdump() -> Option<&'static str> {
     None
 }
 pub mod cdp;
+
+/// A running `proxy` on an ephemeral loopback port.
+pub struct Proxy {
+    pub child: Child,
+    pub port: u16,
+    tail: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str, extra: &[&str]) -> Proxy {
+        Self::start_env(upstream, extra, &[]).0
+    }
+
+    /// Start with environment variables; also returns the start-up lines
+    /// on stderr before "listening on".
+    pub fn start_env(upstream: &str, extra: &[&str], env: &[(&str, &str)]) -> (Proxy, String) {
+        let mut child = Command::new(bin())
+            .envs(env.iter().copied())
+            .args([
+                "proxy",
+                "--upstream",
+                upstream,
+                "--bind",
+                "127.0.0.1:0",
+                "--color",
+                "never",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut said = String::new();
+        let mut line = String::new();
+        while !line.contains("listening on") {
+            line.clear();
+            if err.read_line(&mut line).unwrap() == 0 {
+                panic!("proxy exited: {said}");
+            }
+            said.push_str(&line);
+        }
+        let port = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split([',', ' ']).next())
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        // The last lines on stderr, for a proxy that does not stop.
+        let tail = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let t2 = tail.clone();
+        std::thread::spawn(move || {
+            for l in err.lines().map_while(Result::ok) {
+                let mut t = t2.lock().unwrap();
+                t.push(l);
+                if t.len() > 20 {
+                    t.remove(0);
+                }
+            }
+        });
+        (Proxy { child, port, tail }, said)
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    /// SIGINT, wait (10 s at most: a proxy that does not exit fails the
+    /// test instead of hanging it), return stdout.
+    pub fn stop(mut self) -> String {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let mut stdout = self.child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            stdout.read_to_string(&mut out).ok();
+            out
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                // What its threads were doing, and what it last said.
+                let pid = self.child.id();
+                let mut threads = String::new();
+                for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let p = t.path();
+                    let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+                    let wchan = std::fs::read_to_string(p.join("wchan")).unwrap_or_default();
+                    threads.push_str(&format!("{} wchan={wchan}\n", stat.trim()));
+                }
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "the proxy did not exit within 10 s of SIGINT\nthreads:\n{threads}stderr:\n{}",
+                    self.tail.lock().unwrap().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        reader.join().unwrap()
+    }
+}

@@ -191,6 +191,9 @@ pub fn run(a: EmulateArgs) -> Result<u8, AppError> {
         if let Some(l) = metrics {
             let l = tokio::net::TcpListener::from_std(l)
                 .map_err(|e| AppError::Io("metrics listener".into(), e))?;
+            if let Ok(at) = l.local_addr() {
+                eprintln!("kinetid-wsdump: emulator metrics on http://{at}/metrics");
+            }
             let plugs = a.count as u64;
             tokio::spawn(serve_metrics(l, stats.clone(), plugs, shard));
         }

@@ -103,7 +103,7 @@ pub fn is_loopback(peer: &SocketAddr) -> bool {
     peer.ip().to_canonical().is_loopback()
 }
 
-fn http_response(status: u16, ctype: &str, body: &[u8], head_only: bool) -> Vec<u8> {
+pub fn http_response(status: u16, ctype: &str, body: &[u8], head_only: bool) -> Vec<u8> {
     let mut v = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n\r\n",
         handshake::reason_phrase(status),

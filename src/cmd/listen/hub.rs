@@ -267,7 +267,9 @@ impl Hub {
         self.metrics
             .output_dropped
             .inc_by(dropped.saturating_sub(seen));
-        self.metrics.encode()
+        let mut t = self.metrics.encode();
+        t.push_str(&crate::cmd::metrics::process_text());
+        t
     }
 
     /// All devices as JSON.
