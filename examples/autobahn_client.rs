@@ -133,7 +133,9 @@ fn run_case(base: &str, path: &str) -> Result<(), String> {
             Ok(n) => {
                 let mut ev = Vec::new();
                 ann.feed(Direction::S2C, &buf[..n], None, &mut ev);
-                pending = sess.on_peer(ev, Instant::now());
+                let now = Instant::now();
+                pending = sess.on_peer(ev, now);
+                pending.extend(sess.on_partial(&mut ann, now));
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 pending = sess.on_tick(Instant::now());

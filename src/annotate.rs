@@ -298,6 +298,20 @@ struct DirState {
     /// so far because no frame header fitted.
     hunt_from: u64,
     hunt_skipped: u64,
+    /// The text frame still arriving, checked as far as it came (see
+    /// [`Annotator::partial_text_invalid`]).
+    early: Option<EarlyUtf8>,
+}
+
+/// How far the text frame still arriving has been checked for UTF-8.
+#[derive(Debug)]
+struct EarlyUtf8 {
+    /// Stream offset of the frame's first header byte.
+    at: u64,
+    /// Payload bytes checked.
+    done: u64,
+    utf8: Utf8Stream,
+    bad: bool,
 }
 
 impl DirState {
@@ -329,6 +343,7 @@ impl DirState {
             inflater: None,
             hunt_from: 0,
             hunt_skipped: 0,
+            early: None,
         }
     }
 
@@ -409,6 +424,61 @@ impl Annotator {
     pub fn mid_frame(&self, dir: Direction) -> bool {
         let st = self.state(dir);
         st.phase == Phase::Frames && (!st.decoder.pending().is_empty() || st.decoder.skipping() > 0)
+    }
+
+    /// Fail fast (RFC 6455 8.1): is the text frame still arriving in `dir`
+    /// already not UTF-8? A session fails the connection on the first
+    /// invalid byte instead of waiting for a frame that may never end.
+    /// Nothing is shown for it here: the frame is judged, with its note,
+    /// when it is complete, as before. Each payload byte is checked once,
+    /// however the frame arrives.
+    pub fn partial_text_invalid(&mut self, dir: Direction) -> bool {
+        let st = match dir {
+            Direction::C2S => &mut self.c2s,
+            Direction::S2C => &mut self.s2c,
+        };
+        if st.phase != Phase::Frames || st.decoder.skipping() > 0 {
+            return false;
+        }
+        let at = st.decoder.offset();
+        let pending = st.decoder.pending();
+        let frame::HeaderParse::Header(h) = frame::parse_header(pending) else {
+            return false;
+        };
+        if h.rsv1 || h.rsv2 || h.rsv3 {
+            return false;
+        }
+        if st.early.as_ref().is_none_or(|e| e.at != at) {
+            let utf8 = match (h.opcode, st.frag.as_ref()) {
+                (OpCode::Text, None) => Utf8Stream::new(),
+                (OpCode::Continuation, Some(f)) => match &f.utf8 {
+                    Some(u) => u.clone(),
+                    None => return false,
+                },
+                _ => return false,
+            };
+            st.early = Some(EarlyUtf8 {
+                at,
+                done: 0,
+                utf8,
+                bad: false,
+            });
+        }
+        let Some(e) = st.early.as_mut() else {
+            return false;
+        };
+        let have = (pending.len() - h.header_len) as u64;
+        let upto = have.min(h.payload_len);
+        if !e.bad && upto > e.done {
+            let from = h.header_len + e.done as usize;
+            let mut chunk = pending[from..h.header_len + upto as usize].to_vec();
+            if let Some(k) = h.mask {
+                crate::mask::apply_mask_offset(&mut chunk, k.0, (e.done % 4) as usize);
+            }
+            e.bad = e.utf8.push(&chunk).is_err();
+            e.done = upto;
+        }
+        e.bad
     }
 
     /// Payload bytes the decoder for `dir` is still skipping.

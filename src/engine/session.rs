@@ -9,8 +9,9 @@
 //! handshake. `listen` drives one in the server role and `emulate-device` in
 //! the client role, so the two cannot disagree.
 
-use crate::annotate::{close_code_for, Event, EventKind, MessageEvent};
+use crate::annotate::{close_code_for, Annotator, Event, EventKind, MessageEvent};
 use crate::frame::{close_payload, CloseCode, Direction, OpCode, Role};
+use crate::note::Code;
 use std::time::{Duration, Instant};
 
 /// How a session behaves.
@@ -277,6 +278,26 @@ impl Session {
         out
     }
 
+    /// After the peer's bytes were fed to `ann` (and their events given to
+    /// [`Session::on_peer`]): fail fast on a text frame that is not yet
+    /// complete but already invalid UTF-8 (RFC 6455 8.1 allows failing as
+    /// soon as the invalid byte is seen; a peer that sends the rest only
+    /// after it hears back would otherwise hold the connection). The
+    /// frame's note comes from the annotator once the frame is complete.
+    pub fn on_partial(&mut self, ann: &mut Annotator, now: Instant) -> Vec<Output> {
+        if self.failed || self.close_sent || self.done || self.cfg.lenient {
+            return Vec::new();
+        }
+        if ann.partial_text_invalid(self.peer_dir()) {
+            return self.fail(
+                CloseCode::INVALID_DATA.0,
+                Code::TextInvalidUtf8.as_str(),
+                now,
+            );
+        }
+        Vec::new()
+    }
+
     /// Timers: the closing-handshake deadline, keep-alive pings, idleness.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
@@ -362,7 +383,10 @@ mod tests {
         fn raw(&mut self, dir: Direction, b: &[u8], at_ms: u64) -> Vec<Output> {
             let mut ev = Vec::new();
             self.ann.feed(dir, b, None, &mut ev);
-            self.s.on_peer(ev, self.t0 + Duration::from_millis(at_ms))
+            let now = self.t0 + Duration::from_millis(at_ms);
+            let mut out = self.s.on_peer(ev, now);
+            out.extend(self.s.on_partial(&mut self.ann, now));
+            out
         }
         fn tick(&mut self, at_ms: u64) -> Vec<Output> {
             self.s.on_tick(self.t0 + Duration::from_millis(at_ms))
@@ -381,6 +405,91 @@ mod tests {
             } if payload.len() >= 2 => Some(u16::from_be_bytes([payload[0], payload[1]])),
             _ => None,
         })
+    }
+
+    /// A frame from the peer of `r`, encoded as its role does.
+    fn peer_bytes(r: &Rig, op: OpCode, fin: bool, payload: &[u8]) -> (Direction, Vec<u8>) {
+        let (dir, role) = match r.s.cfg.role {
+            Role::Server => (Direction::C2S, Role::Client),
+            Role::Client => (Direction::S2C, Role::Server),
+        };
+        let mut b = Vec::new();
+        let opts = EncodeOptions {
+            fin,
+            ..EncodeOptions::for_role(role)
+        };
+        encode_frame(&mut b, op, payload, opts);
+        (dir, b)
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_the_first_bad_byte_not_at_the_frame_end() {
+        // Autobahn 6.4.3/6.4.4: one text frame in pieces, the invalid
+        // bytes in the middle piece; the rest only after a pause.
+        let text = "\u{3ba}\u{1f79}\u{3c3}\u{3bc}\u{3b5}".as_bytes();
+        let mut payload = text.to_vec();
+        payload.extend_from_slice(b"\xf4\x90\x80\x80");
+        payload.extend_from_slice(b"edited");
+        for mut r in [Rig::server(), Rig::client()] {
+            let (dir, b) = peer_bytes(&r, OpCode::Text, true, &payload);
+            let head = b.len() - payload.len();
+            let cut1 = head + text.len();
+            assert!(r.raw(dir, &b[..cut1], 0).is_empty(), "valid so far");
+            let out = r.raw(dir, &b[cut1..cut1 + 4], 1);
+            assert_eq!(closes_with(&out), Some(1007), "{out:?}");
+            assert!(r.s.failed());
+            // The rest changes nothing; the annotator still judges the
+            // frame whole, with its note, once it is complete.
+            let mut ev = Vec::new();
+            r.ann.feed(dir, &b[cut1 + 4..], None, &mut ev);
+            let notes: Vec<_> = ev.iter().flat_map(|e| e.notes()).map(|n| n.code).collect();
+            assert!(notes.contains(&Code::TextInvalidUtf8), "{notes:?}");
+        }
+    }
+
+    #[test]
+    fn valid_text_in_pieces_and_split_code_points_never_fail() {
+        let payload = "h\u{e9}llo \u{1f50c} w\u{f6}rld".as_bytes().to_vec();
+        for mut r in [Rig::server(), Rig::client()] {
+            let (dir, b) = peer_bytes(&r, OpCode::Text, true, &payload);
+            let mut delivered = 0;
+            for (i, byte) in b.iter().enumerate() {
+                let out = r.raw(dir, std::slice::from_ref(byte), i as u64);
+                assert_eq!(closes_with(&out), None, "byte {i}: {out:?}");
+                delivered += out
+                    .iter()
+                    .filter(|o| matches!(o, Output::Deliver(_)))
+                    .count();
+            }
+            assert_eq!(delivered, 1);
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_continuation_still_arriving_fails_too() {
+        // A code point split across fragments, then a bad byte in the
+        // second fragment before it is complete.
+        let mut r = Rig::server();
+        let (dir, first) = peer_bytes(&r, OpCode::Text, false, b"ok \xe2\x82");
+        assert!(r.raw(dir, &first, 0).is_empty());
+        let (_, second) = peer_bytes(&r, OpCode::Continuation, true, b"\xacfine\xff and more");
+        let head = second.len() - b"\xacfine\xff and more".len();
+        assert!(
+            r.raw(dir, &second[..head + 5], 1).is_empty(),
+            "euro sign completed"
+        );
+        let out = r.raw(dir, &second[head + 5..head + 6], 2);
+        assert_eq!(closes_with(&out), Some(1007), "{out:?}");
+    }
+
+    #[test]
+    fn lenient_sessions_only_watch() {
+        let mut r = Rig::new(SessionConfig {
+            lenient: true,
+            ..SessionConfig::new(Role::Server)
+        });
+        let (dir, b) = peer_bytes(&r, OpCode::Text, true, b"ab\xffcd");
+        assert!(r.raw(dir, &b[..b.len() - 1], 0).is_empty());
     }
 
     #[test]

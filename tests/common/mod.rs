@@ -73,9 +73,18 @@ impl Listener {
         Self::spawn(args, Stdio::null(), env)
     }
 
+    /// Start on a given address (a restart on the port a first run got).
+    pub fn start_at(bind: &str, args: &[&str]) -> Listener {
+        Self::spawn_at(bind, args, Stdio::null(), &[])
+    }
+
     fn spawn(args: &[&str], stdin: Stdio, env: &[(&str, &str)]) -> Listener {
+        Self::spawn_at("127.0.0.1:0", args, stdin, env)
+    }
+
+    fn spawn_at(bind: &str, args: &[&str], stdin: Stdio, env: &[(&str, &str)]) -> Listener {
         let mut child = Command::new(bin())
-            .args(["listen", "--bind", "127.0.0.1:0", "--color", "never"])
+            .args(["listen", "--bind", bind, "--color", "never"])
             .args(args)
             .envs(env.iter().copied())
             .stdin(stdin)

@@ -393,7 +393,9 @@ async fn serve(
                 match got {
                     Ok(Some(ev)) => {
                         link.show(&ev);
-                        pending = sess.on_peer(ev, Instant::now());
+                        let now = Instant::now();
+                        pending = sess.on_peer(ev, now);
+                        pending.extend(sess.on_partial(&mut link.ann, now));
                     }
                     Ok(None) => return ended(&sess, stop, link),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}

@@ -497,7 +497,8 @@ impl Conn {
             Backend::new(cfg, now)
         });
         let mut frame_deadline: Option<Instant> = None;
-        let outs = sess.on_peer(first, now);
+        let mut outs = sess.on_peer(first, now);
+        outs.extend(sess.on_partial(&mut self.ann, now));
         if self.apply(&mut sess, &mut backend, outs).await.is_err() {
             return;
         }
@@ -537,7 +538,9 @@ impl Conn {
                         (true, None) => Some(Instant::now() + s.frame_timeout),
                         (true, d) => d,
                     };
-                    let outs = sess.on_peer(ev, Instant::now());
+                    let now = Instant::now();
+                    let mut outs = sess.on_peer(ev, now);
+                    outs.extend(sess.on_partial(&mut self.ann, now));
                     self.apply(&mut sess, &mut backend, outs).await
                 }
                 Some(cmd) = rx.recv() => self.command(*cmd, &mut sess, &mut backend).await,
