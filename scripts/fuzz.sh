@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-600}; shift || true
-TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(request response frames files kinetid inflate pcap)
+TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(request response frames files kinetid inflate pcap machines)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 for t in "${TARGETS[@]}"; do

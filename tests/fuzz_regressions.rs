@@ -33,6 +33,7 @@ fn all_targets(name: &str, data: &[u8]) {
         fuzzcheck::kinetid(data);
         fuzzcheck::inflate(data);
         fuzzcheck::pcap(data);
+        fuzzcheck::machines(data);
     });
     assert!(r.is_ok(), "a fuzz property failed on {name}");
 }
@@ -81,4 +82,20 @@ fn saved_regressions_hold_every_property() {
         n += 1;
     }
     assert!(n >= 1, "no regression inputs in {}", dir.display());
+}
+
+#[test]
+fn the_state_machines_hold_their_invariants_over_random_event_sequences() {
+    // Random sequences of the machines target's operations, both roles.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for i in 0..4000 {
+        let n = rng.gen_range(1..200);
+        let data: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+        let r = std::panic::catch_unwind(|| fuzzcheck::machines(&data));
+        assert!(
+            r.is_ok(),
+            "machines failed on input {i}: {}",
+            hex::encode(&data)
+        );
+    }
 }

@@ -227,8 +227,14 @@ impl Session {
                     }
                     match f.header.opcode {
                         // A ping is answered until a Close has been received
-                        // (RFC 6455 5.5.2), even after ours went out.
-                        OpCode::Ping if !self.close_received && self.cfg.answer_pings => {
+                        // (RFC 6455 5.5.2), even after ours went out. One
+                        // over 125 bytes (seen only when lenient) is not:
+                        // its echo would be an invalid frame of our own.
+                        OpCode::Ping
+                            if !self.close_received
+                                && self.cfg.answer_pings
+                                && f.payload.len() <= 125 =>
+                        {
                             out.push(Output::Frame {
                                 opcode: OpCode::Pong,
                                 payload: f.payload.clone(),
