@@ -227,13 +227,18 @@ def main():
                 stop.wait(1)
 
     def churn():
-        seed = 1000
+        # A pool of seeds, round robin: a plug that leaves comes back later
+        # (as after a power cut: its seq starts again), so the device table
+        # stays the size of the fleet; no two live emulators share a seed
+        # (the pool outlasts the longest life, 12 x 3 s > 15 s).
+        n = 0
         live = []
         while not stop.wait(3.0):
-            seed += 1
-            p = emulator(bin_, f"ws://{pbaddr}/ws", acks, f"churn{seed}", 3, seed,
+            n += 1
+            seed = 1000 + n % 12
+            p = emulator(bin_, f"ws://{pbaddr}/ws", acks, f"churn{n}", 3, seed,
                          rng.randint(4, 15), interval="500ms")
-            live.append((p, seed % 3 == 0, time.monotonic() + rng.uniform(2, 6)))
+            live.append((p, n % 3 == 0, time.monotonic() + rng.uniform(2, 6)))
             churned[0] += 1
             for item in list(live):
                 p, kill, at = item

@@ -1610,7 +1610,9 @@ async fn pump(
             r = up.read(&mut from_up), if lanes[1].readable() => {
                 took(link, &mut lanes[1], Direction::S2C, r, &from_up)
             }
-            Some((dir, frame)) = inject.recv() => {
+            // Injected frames waiting for a boundary are few: past that the
+            // channel fills and the API answers 503.
+            Some((dir, frame)) = inject.recv(), if lanes.iter().map(|l| l.pending.len()).sum::<usize>() < 16 => {
                 let lane = &mut lanes[usize::from(dir == Direction::S2C)];
                 lane.pending.push_back(frame);
                 // At a boundary now: it goes at once; else after the frame
