@@ -43,6 +43,7 @@ fn open(base: &str, path: &str) -> Result<Opened, String> {
             max_frame: 64 << 20,
             max_message: 64 << 20,
             kinetid: false,
+            kinetid_auto: false,
             handshake: HandshakeMode::Expect,
             limits: Limits::default(),
             resync: false,

@@ -102,6 +102,7 @@ class Acks:
     def __init__(self):
         self.lock = threading.Lock()
         self.sent = 0
+        self.acks = 0
         self.acked = set()
 
     def follow(self, stream, tag):
@@ -125,6 +126,7 @@ class Acks:
                 k = by_id.pop(key + (v.get("re"),), None)
                 if k:
                     with self.lock:
+                        self.acks += 1
                         self.acked.add(k)
 
 
@@ -268,7 +270,7 @@ def main():
             next_line += a.every
             now = {k: held(p.pid, addr, path) for k, (p, addr, path) in procs.items()}
             with acks.lock:
-                sent, acked = acks.sent, len(acks.acked)
+                sent, acked = acks.sent, acks.acks
             log(f"soak: t={time.monotonic() - t0:.0f}s " + " ".join(
                 f"{k} fds={v['fds']} rss={v['rss_kib'] // 1024}MiB tasks={v['tasks']}"
                 for k, v in now.items() if v) +

@@ -31,6 +31,12 @@ pub struct Config {
     pub limits: Limits,
     /// Decode text messages as Kinetid messages.
     pub kinetid: bool,
+    /// With `kinetid`: decide per connection whether it is Kinetid
+    /// traffic (`kinetid.v1` offered, or the first data message is a
+    /// Kinetid message) and show other traffic as plain WebSocket, with an
+    /// info note saying why. False: every text message is judged as
+    /// Kinetid (`listen` plays the Kinetid backend, `--kinetid` forces it).
+    pub kinetid_auto: bool,
     /// Does the stream start with the HTTP handshake?
     pub handshake: HandshakeMode,
     /// After a length that does not fit, decode on from the next plausible
@@ -48,6 +54,7 @@ impl Default for Config {
             max_message: 16 << 20,
             limits: Limits::default(),
             kinetid: true,
+            kinetid_auto: false,
             handshake: HandshakeMode::Expect,
             resync: false,
             deflate: Some(crate::deflate::ServerPolicy::default()),
@@ -274,7 +281,9 @@ struct DirState {
     last_key: Option<MaskKey>,
     last_data_final: bool,
     close_at: Option<u64>,
-    pings_unanswered: Vec<u64>,
+    /// This side's pings not answered yet, oldest first (at most
+    /// [`PINGS_KEPT`]): offset, payload (at most 125 bytes) and time.
+    pings_unanswered: Vec<OutPing>,
     /// The other side's frame count when the outstanding ping was sent.
     other_frames_at_ping: u64,
     /// `ping-not-answered` already raised for the outstanding run of pings.
@@ -287,8 +296,6 @@ struct DirState {
     masked_data_seen: bool,
     /// The frame the stream ended in was shown as a truncated frame event.
     truncated_shown: bool,
-    /// When this side's latest ping was seen, while unanswered.
-    ping_time: Option<f64>,
     /// The other side had already sent its Close when that ping was seen
     /// (a closing peer that lets the ping go is no firmware bug).
     ping_after_close: bool,
@@ -302,6 +309,22 @@ struct DirState {
     /// [`Annotator::partial_text_invalid`]).
     early: Option<EarlyUtf8>,
 }
+
+/// A ping waiting for its pong.
+#[derive(Debug, Clone)]
+struct OutPing {
+    offset: u64,
+    payload: Vec<u8>,
+    time: Option<f64>,
+}
+
+/// Unanswered pings remembered per side (the oldest and the newest are
+/// what the rules need; between them a pong may answer any).
+const PINGS_KEPT: usize = 16;
+
+/// Seconds a pong may take before it is named late, and before a ping
+/// with no pong is named unanswered while the connection runs.
+const PONG_LATE_S: f64 = 5.0;
 
 /// How far the text frame still arriving has been checked for UTF-8.
 #[derive(Debug)]
@@ -338,7 +361,6 @@ impl DirState {
             frames: 0,
             masked_data_seen: false,
             truncated_shown: false,
-            ping_time: None,
             ping_after_close: false,
             inflater: None,
             hunt_from: 0,
@@ -376,6 +398,11 @@ pub struct Annotator {
     /// permessage-deflate in force (from the response).
     deflate: Option<crate::deflate::Agreed>,
     finished: bool,
+    /// The time of the bytes being fed (what frame rules about time use).
+    now: Option<f64>,
+    /// With `kinetid_auto`: is this connection Kinetid traffic (`None`:
+    /// not decided yet)?
+    kin: Option<bool>,
 }
 
 impl Annotator {
@@ -393,6 +420,8 @@ impl Annotator {
             offered_ext: Vec::new(),
             deflate: None,
             finished: false,
+            now: None,
+            kin: None,
         }
     }
 
@@ -530,6 +559,7 @@ impl Annotator {
         time: Option<f64>,
         out: &mut Vec<Event>,
     ) {
+        self.now = time;
         let conn = self.conn;
         let cfg = self.cfg;
         let ev = |dir, offset, kind| Event {
@@ -593,6 +623,12 @@ impl Annotator {
                                     });
                                     if let Some(v) = &verdict {
                                         self.offered_ext = v.offered_extensions.clone();
+                                        if v.offered_protocols
+                                            .iter()
+                                            .any(|p| p == crate::handshake::KINETID_PROTOCOL)
+                                        {
+                                            self.kin = Some(true);
+                                        }
                                     }
                                     self.upgrade_asked = Some(kind == RequestKind::WebSocket);
                                     match &verdict {
@@ -649,6 +685,15 @@ impl Annotator {
                                     } else {
                                         Phase::Raw("after a non-101 response (body)".into())
                                     };
+                                    // A refused upgrade never became a WebSocket:
+                                    // what the client sends on is not frames, and its
+                                    // end is no WebSocket close.
+                                    if verdict.status != 101 && self.c2s.phase == Phase::Frames {
+                                        self.c2s.phase = Phase::Raw(format!(
+                                            "after a refused upgrade (the server answered {})",
+                                            verdict.status
+                                        ));
+                                    }
                                     let hints =
                                         head_hints(&head, self.key.as_deref(), Some(&verdict));
                                     out.push(ev(dir, 0, EventKind::Response { head, verdict }));
@@ -740,7 +785,6 @@ impl Annotator {
                     if let Some((h, head)) = skipped {
                         self.diagnose_length(dir, &h, &head, &mut frame_ev.notes);
                     }
-                    self.ping_timing(dir, &mut frame_ev, time);
                     let offset = frame_ev.offset;
                     out.push(Event {
                         conn: self.conn,
@@ -765,29 +809,6 @@ impl Annotator {
                     }
                 }
             }
-        }
-    }
-
-    /// Seconds a pong may take before it is named late.
-    const PONG_LATE_S: f64 = 5.0;
-
-    /// Pongs that come long after the ping they answer (needs times).
-    fn ping_timing(&mut self, dir: Direction, f: &mut FrameEvent, time: Option<f64>) {
-        let other = dir.reverse();
-        match f.header.opcode {
-            OpCode::Ping => self.state_mut(dir).ping_time = time,
-            OpCode::Pong => {
-                if let (Some(t0), Some(t)) = (self.state_mut(other).ping_time.take(), time) {
-                    if t - t0 > Self::PONG_LATE_S {
-                        f.notes.push(Note::warning(
-                            Code::PingAnsweredLate,
-                            "RFC 6455 5.5.2",
-                            format!("this pong came {:.1} s after the ping it answers; a pong is due as soon as practical (a firmware that answers pings only from its main loop or its report timer)", t - t0),
-                        ));
-                    }
-                }
-            }
-            _ => {}
         }
     }
 
@@ -940,8 +961,14 @@ impl Annotator {
         dir: Direction,
         raw: frame::RawFrame,
     ) -> (FrameEvent, Option<(u64, MessageEvent)>) {
-        let cfg = self.cfg;
+        let mut cfg = self.cfg;
+        let undecided = cfg.kinetid && cfg.kinetid_auto && self.kin.is_none();
+        if cfg.kinetid_auto && self.kin == Some(false) {
+            cfg.kinetid = false;
+        }
         let pmd = self.deflate.is_some();
+        let now = self.now;
+        let kin = &mut self.kin;
         let (st, other) = match dir {
             Direction::C2S => (&mut self.c2s, &mut self.s2c),
             Direction::S2C => (&mut self.s2c, &mut self.c2s),
@@ -998,14 +1025,13 @@ impl Annotator {
         let mut message = None;
         match h.opcode {
             OpCode::Close => close = judge_close(st, &raw, &mut notes),
-            OpCode::Ping => judge_ping(st, other, &raw, &mut notes),
-            OpCode::Pong => {
-                // A pong answers the other side's pings; an unsolicited one is allowed (5.5.3).
-                other.pings_unanswered.clear();
-                other.ping_warned = false;
-            }
+            OpCode::Ping => judge_ping(st, other, &raw, now, &mut notes),
+            OpCode::Pong => judge_pong(other, &raw, now, &mut notes),
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                message = judge_data(st, &raw, cfg, dir, index, pmd, &mut notes)
+                message = judge_data(st, &raw, cfg, dir, index, pmd, &mut notes);
+                if let (true, Some((_, m))) = (undecided, message.as_mut()) {
+                    *kin = Some(decide_kinetid(m));
+                }
             }
             OpCode::Reserved(_) => {}
         }
@@ -1031,6 +1057,7 @@ impl Annotator {
     /// given up, a note says so, and decoding resumes at the next frame
     /// header that fits.
     pub fn gap(&mut self, dir: Direction, missing: u64, time: Option<f64>, out: &mut Vec<Event>) {
+        self.now = time;
         let cfg = self.cfg;
         let st = self.state_mut(dir);
         let (at, dropped) = match &st.phase {
@@ -1092,6 +1119,7 @@ impl Annotator {
 
     /// Both directions have ended: report what is left and the connection-level notes.
     pub fn finish(&mut self, time: Option<f64>, out: &mut Vec<Event>) {
+        self.now = time;
         if self.finished {
             return;
         }
@@ -1234,8 +1262,11 @@ impl Annotator {
                 (&self.c2s, &self.s2c, "device"),
                 (&self.s2c, &self.c2s, "server"),
             ] {
-                let crossed = st.ping_after_close || other.close_at.is_some();
-                if let (Some(p), false) = (st.pings_unanswered.first(), crossed) {
+                // Already named while the connection ran: once is enough.
+                let crossed = st.ping_after_close || other.close_at.is_some() || st.ping_warned;
+                if let (Some(OutPing { offset: p, .. }), false) =
+                    (st.pings_unanswered.first(), crossed)
+                {
                     notes.push(Note::warning(
                         Code::PingNotAnswered,
                         "RFC 6455 5.5.2",
@@ -1315,10 +1346,24 @@ fn judge_close(
     }
     let p = &raw.payload;
     if p.len() == 1 {
+        // A firmware that writes the code as one byte sends its low byte:
+        // 0xE8 is 1000's (a libwebsockets release did this), 0xE9 1001's.
+        let meant = [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1011]
+            .into_iter()
+            .find(|c| (c & 0xff) as u8 == p[0]);
+        let why = match meant {
+            Some(c) => format!(
+                "close payload of 1 byte (0x{:02x}): a status code needs 2; 0x{:02x} is the low byte of {c} ({}), so the firmware most likely wrote the code into one byte instead of two, big-endian",
+                p[0],
+                p[0],
+                CloseCode(c).meaning()
+            ),
+            None => format!("close payload of 1 byte (0x{:02x}): a status code needs 2", p[0]),
+        };
         notes.push(Note::error(
             Code::ClosePayloadOneByte,
             "RFC 6455 5.5.1",
-            "close payload of 1 byte: a status code needs 2",
+            why,
         ));
     } else if p.len() >= 2 {
         let code = CloseCode(u16::from_be_bytes([p[0], p[1]]));
@@ -1352,22 +1397,102 @@ fn judge_close(
     close
 }
 
-/// A Ping frame: is the previous one still unanswered? (RFC 6455 5.5.2-3)
-fn judge_ping(st: &mut DirState, other: &DirState, raw: &frame::RawFrame, notes: &mut Vec<Note>) {
+/// A Ping frame: is an earlier one still unanswered? (RFC 6455 5.5.2-3)
+fn judge_ping(
+    st: &mut DirState,
+    other: &DirState,
+    raw: &frame::RawFrame,
+    now: Option<f64>,
+    notes: &mut Vec<Note>,
+) {
     // RFC 6455 5.5.3 lets a peer answer only the latest of several
-    // pings, so a pipelined burst is legal. The peer is judged
-    // deaf only when it sent frames of its own since the previous
-    // ping and still no pong, and only once per unanswered run.
-    if let Some(prev) = st.pings_unanswered.first() {
-        if other.frames > st.other_frames_at_ping && !st.ping_warned {
+    // pings, so a pipelined burst is legal, and a peer busy sending may
+    // read a ping late. The peer is judged deaf only when it sent frames
+    // of its own since the oldest unanswered ping and, where times are
+    // known, that ping has waited longer than a pong may take; once per
+    // unanswered run.
+    if let Some(oldest) = st.pings_unanswered.first() {
+        let waited = now.zip(oldest.time).map(|(a, b)| a - b);
+        let talked = other.frames > st.other_frames_at_ping;
+        if talked && !st.ping_warned && waited.is_none_or(|w| w > PONG_LATE_S) {
             st.ping_warned = true;
-            notes.push(Note::warning(Code::PingNotAnswered, "RFC 6455 5.5.2", format!("the ping at byte {prev} of this direction was never answered with a pong although the peer sent other frames since (a firmware that ignores pings)")));
+            let when = match waited {
+                Some(w) => format!("had no pong {w:.1} s later"),
+                None => "had no pong before this next ping".to_string(),
+            };
+            notes.push(Note::warning(Code::PingNotAnswered, "RFC 6455 5.5.2", format!("the ping at byte {} of this direction {when}, although the peer sent other frames since (a firmware that ignores pings, or one that reads only between its own writes)", oldest.offset)));
         }
     }
-    st.pings_unanswered.clear();
-    st.pings_unanswered.push(raw.offset);
+    if st.pings_unanswered.is_empty() {
+        st.other_frames_at_ping = other.frames;
+    }
+    if st.pings_unanswered.len() >= PINGS_KEPT {
+        // Keep the oldest (its age is what is judged) and the newest.
+        st.pings_unanswered.remove(1);
+    }
+    st.pings_unanswered.push(OutPing {
+        offset: raw.offset,
+        payload: raw.payload[..raw.payload.len().min(125)].to_vec(),
+        time: now,
+    });
     st.ping_after_close = other.close_at.is_some();
-    st.other_frames_at_ping = other.frames;
+}
+
+/// A Pong frame: it answers the other side's pings with one's payload
+/// (RFC 6455 5.5.3); an unsolicited pong is allowed and judged on nothing.
+fn judge_pong(
+    other: &mut DirState,
+    raw: &frame::RawFrame,
+    now: Option<f64>,
+    notes: &mut Vec<Note>,
+) {
+    if other.pings_unanswered.is_empty() {
+        return;
+    }
+    let pings = std::mem::take(&mut other.pings_unanswered);
+    let warned = std::mem::replace(&mut other.ping_warned, false);
+    // The newest ping it echoes (a pong may answer only the latest);
+    // pings after that one stay unanswered.
+    let Some(i) = pings.iter().rposition(|p| p.payload == raw.payload) else {
+        let want: Vec<String> = pings
+            .iter()
+            .rev()
+            .take(3)
+            .map(|p| {
+                format!(
+                    "{:?}",
+                    crate::escape::esc(&String::from_utf8_lossy(&p.payload)).to_string()
+                )
+            })
+            .collect();
+        notes.push(Note::warning(
+            Code::PongPayloadMismatch,
+            "RFC 6455 5.5.3",
+            format!(
+                "this pong carries {} byte(s) ({:?}) but the ping(s) it answers carried {}: a pong must echo its ping's application data (a firmware that answers every ping with an empty or fixed pong)",
+                raw.payload.len(),
+                crate::escape::esc(&String::from_utf8_lossy(&raw.payload)).to_string(),
+                want.join(" or ")
+            ),
+        ));
+        return;
+    };
+    let answered = &pings[i];
+    let late = now.zip(answered.time).map(|(a, b)| a - b);
+    match late {
+        Some(w) if w > PONG_LATE_S => notes.push(Note::warning(
+            Code::PingAnsweredLate,
+            "RFC 6455 5.5.2",
+            format!("this pong came {w:.1} s after the ping at byte {} it answers; a pong is due as soon as practical (a firmware that answers pings only from its main loop or its report timer)", answered.offset),
+        )),
+        _ if warned => notes.push(Note::info(
+            Code::PingAnsweredLate,
+            "RFC 6455 5.5.2",
+            format!("this pong answers the ping at byte {} after all{}: the earlier ping-not-answered warning is settled (the peer was busy, not deaf)", answered.offset, late.map_or(String::new(), |w| format!(", {w:.1} s after it"))),
+        )),
+        _ => {}
+    }
+    other.pings_unanswered = pings[i + 1..].to_vec();
 }
 
 /// A data frame: fragmentation rules (RFC 6455 5.4), the message limit,
@@ -1572,6 +1697,30 @@ fn finish_message(
         notes,
         compressed_len,
     }
+}
+
+/// The first data message of a connection nobody said was Kinetid: is it
+/// a Kinetid message (a JSON object whose `t` names one)? When it is not,
+/// what the Kinetid layer made of it is taken back and a note says why
+/// the connection is shown as plain WebSocket.
+fn decide_kinetid(m: &mut MessageEvent) -> bool {
+    let is_kinetid = m
+        .kinetid
+        .as_ref()
+        .is_some_and(|k| kinetid::is_message_type(&k.t));
+    if !is_kinetid {
+        m.kinetid = None;
+        m.notes.retain(|n| !n.code.as_str().starts_with("kinetid-"));
+        m.notes.push(Note::info(
+            Code::NotKinetid,
+            "kinetid v1",
+            format!(
+                "not Kinetid traffic: the client did not offer {} and the connection's first message is no Kinetid message, so its messages are shown as plain WebSocket (--kinetid judges them as Kinetid all the same)",
+                crate::handshake::KINETID_PROTOCOL
+            ),
+        ));
+    }
+    is_kinetid
 }
 
 /// A compressed message, inflated in place (bounded by the message limit);

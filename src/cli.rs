@@ -7,7 +7,12 @@ use std::path::PathBuf;
 
 /// kinetid-wsdump: see every byte of a WebSocket, judged against RFC 6455 and the Kinetid device protocol.
 #[derive(Debug, Parser)]
-#[command(name = "kinetid-wsdump", version, about, long_about = None)]
+#[command(
+    name = "kinetid-wsdump",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KINETID_WSDUMP_COMMIT"), ")"),
+    about,
+    long_about = None
+)]
 pub struct Cli {
     /// More diagnostics on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -48,8 +53,13 @@ pub struct ProxyArgs {
     #[arg(long, short)]
     pub quiet: bool,
     /// Do not decode text messages as Kinetid messages.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kinetid")]
     pub no_kinetid: bool,
+    /// Judge every connection as Kinetid traffic (by default a connection
+    /// is Kinetid when its client offers kinetid.v1 or its first message
+    /// is a Kinetid message; others are shown as plain WebSocket).
+    #[arg(long)]
+    pub kinetid: bool,
     #[command(flatten)]
     pub tls: TlsServerArgs,
     /// Extra CA certificates (PEM) trusted for a wss:// upstream.
@@ -255,11 +265,16 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub chunk: Option<usize>,
     /// Do not decode text messages as Kinetid messages.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kinetid")]
     pub no_kinetid: bool,
-    /// Serve the browser inspector over the files instead of printing
-    /// (at http://ADDR/, until Ctrl-C).
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8080", conflicts_with = "write")]
+    /// Judge every connection as Kinetid traffic (by default a connection
+    /// is Kinetid when its client offers kinetid.v1 or its first message
+    /// is a Kinetid message; others are shown as plain WebSocket).
+    #[arg(long)]
+    pub kinetid: bool,
+    /// Serve the browser inspector over the files instead of printing, at
+    /// http://127.0.0.1:8080/ or at `--serve=ADDR`, until Ctrl-C.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, require_equals = true, default_missing_value = "127.0.0.1:8080", conflicts_with = "write")]
     pub serve: Option<String>,
     /// After a frame length that does not fit, decode on from the next
     /// plausible frame header (named in a hint) instead of giving up.
@@ -334,6 +349,12 @@ pub struct ListenArgs {
     /// A host name the page and API answer to, besides IP addresses and localhost (repeatable).
     #[arg(long = "allow-host")]
     pub allow_host: Vec<String>,
+    /// A web page origin whose WebSocket may connect as a device, besides
+    /// this listener's own pages (repeatable): `http://localhost:3000` for
+    /// a dev server, `null` for a page opened from a file, `*` for any.
+    /// The API and the event stream keep their own rules.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
     /// Bytes all connections together may hold in unfinished frames and messages;
     /// a connection that would go over is closed with 1013.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
@@ -559,6 +580,22 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn replay_serve_takes_its_address_only_after_an_equals_sign() {
+        use clap::Parser;
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Replay(r) => (r.serve, r.files),
+            _ => unreachable!(),
+        };
+        // As the README writes it: the file is a file, not an address.
+        let (serve, files) = parse(&["kw", "replay", "--serve", "fixtures/kinetid-session.hex"]);
+        assert_eq!(serve.as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(files, vec![PathBuf::from("fixtures/kinetid-session.hex")]);
+        let (serve, files) = parse(&["kw", "replay", "--serve=127.0.0.1:0", "a.pcap"]);
+        assert_eq!(serve.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(files, vec![PathBuf::from("a.pcap")]);
+    }
 
     #[test]
     fn durations() {

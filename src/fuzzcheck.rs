@@ -94,6 +94,7 @@ pub fn frames(data: &[u8]) {
         max_message: 8192,
         limits: Limits::default(),
         kinetid: true,
+        kinetid_auto: false,
         handshake: HandshakeMode::Detect,
         resync: false,
         deflate: Some(crate::deflate::ServerPolicy::default()),
@@ -383,12 +384,12 @@ pub fn machines(data: &[u8]) {
     // Hand what the session delivers to the application's machine; what
     // that machine asks to send goes through the session's own rules.
     let apply = |sess: &mut Session,
-                     said: &mut Said,
-                     backend: &mut Backend,
-                     home: &mut Home,
-                     unanswered: &mut HashMap<u64, u32>,
-                     out: Vec<Output>,
-                     now: Instant| {
+                 said: &mut Said,
+                 backend: &mut Backend,
+                 home: &mut Home,
+                 unanswered: &mut HashMap<u64, u32>,
+                 out: Vec<Output>,
+                 now: Instant| {
         check(said, &out);
         for o in out {
             let Output::Deliver(m) = o else { continue };

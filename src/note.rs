@@ -236,6 +236,10 @@ pub enum Code {
     KinetidStateContradicts,
     /// `ping-answered-late`
     PingAnsweredLate,
+    /// `pong-payload-mismatch`
+    PongPayloadMismatch,
+    /// `not-kinetid`
+    NotKinetid,
     /// `deflate-invalid`
     DeflateInvalid,
     /// `deflate-rsv1-misplaced`
@@ -319,6 +323,8 @@ impl Code {
         Code::KinetidEnergyBackwards,
         Code::KinetidStateContradicts,
         Code::PingAnsweredLate,
+        Code::PongPayloadMismatch,
+        Code::NotKinetid,
         Code::DeflateInvalid,
         Code::DeflateRsv1Misplaced,
     ];
@@ -400,6 +406,8 @@ impl Code {
             Code::KinetidEnergyBackwards => "kinetid-energy-backwards",
             Code::KinetidStateContradicts => "kinetid-state-contradicts",
             Code::PingAnsweredLate => "ping-answered-late",
+            Code::PongPayloadMismatch => "pong-payload-mismatch",
+            Code::NotKinetid => "not-kinetid",
             Code::DeflateInvalid => "deflate-invalid",
             Code::DeflateRsv1Misplaced => "deflate-rsv1-misplaced",
         }
@@ -487,7 +495,9 @@ impl Code {
             | Code::KinetidSeqReset
             | Code::KinetidEnergyBackwards
             | Code::KinetidStateContradicts
-            | Code::PingAnsweredLate => None,
+            | Code::PingAnsweredLate
+            | Code::PongPayloadMismatch
+            | Code::NotKinetid => None,
             Code::CloseReasonInvalidUtf8 | Code::TextInvalidUtf8 => Some(CloseCode::INVALID_DATA),
             Code::MessageTooBig | Code::PayloadTooBig => Some(CloseCode::TOO_BIG),
         }

@@ -19,6 +19,9 @@ pub struct Stats {
     pub warnings: u64,
     /// Notes of severity info.
     pub infos: u64,
+    /// Upgrade requests the server answered with another status than 101
+    /// (a refusal is the server's decision, not a broken rule).
+    pub refused: u64,
 }
 
 impl Stats {
@@ -31,6 +34,11 @@ impl Stats {
             EventKind::Request {
                 verdict: Some(v), ..
             } if !v.accepted() => self.errors += 1,
+            EventKind::Response { verdict, .. }
+                if verdict.status != 101 && verdict.error.is_some() =>
+            {
+                self.refused += 1
+            }
             EventKind::Response { verdict, .. } if verdict.error.is_some() => self.errors += 1,
             _ => {}
         }

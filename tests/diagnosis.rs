@@ -310,3 +310,188 @@ fn a_head_without_its_blank_line_is_named() {
         codes(&ev)
     );
 }
+
+/// Timed chunks of one connection without a handshake.
+fn timed(chunks: &[(f64, Direction, Vec<u8>)], auto: bool) -> Vec<Event> {
+    let chunks: Vec<Chunk> = chunks
+        .iter()
+        .map(|(t, d, b)| Chunk {
+            time: Some(1_767_225_600.0 + t),
+            conn: 1,
+            pkt: None,
+            kind: ChunkKind::Data(*d, b.clone()),
+        })
+        .collect();
+    let cfg = Config {
+        handshake: HandshakeMode::None,
+        kinetid_auto: auto,
+        ..cfg()
+    };
+    annotate_all(&chunks, cfg, None)
+}
+
+fn server(op: OpCode, p: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    encode_frame(&mut v, op, p, EncodeOptions::server());
+    v
+}
+
+#[test]
+fn a_busy_client_that_answers_its_pings_late_is_not_called_deaf() {
+    // A synchronous client: it sends a report, then reads; the pong for
+    // ping "1" comes 1.9 s late, after ping "2" went out.
+    use Direction::{C2S, S2C};
+    let k = [9, 8, 7, 6];
+    let ev = timed(
+        &[
+            (0.0, C2S, masked(OpCode::Text, &report(1, 0), k)),
+            (0.1, S2C, server(OpCode::Ping, b"1")),
+            (0.5, C2S, masked(OpCode::Text, &report(2, 0), k)),
+            (1.1, S2C, server(OpCode::Ping, b"2")),
+            (2.0, C2S, masked(OpCode::Pong, b"1", k)),
+            (2.1, C2S, masked(OpCode::Pong, b"2", k)),
+        ],
+        false,
+    );
+    let c = codes(&ev);
+    assert!(!c.iter().any(|c| c.starts_with("ping-")), "{c:?}");
+}
+
+#[test]
+fn a_client_that_never_answers_is_named_once_the_pong_is_overdue() {
+    use Direction::{C2S, S2C};
+    let mut script = Vec::new();
+    for i in 0..8u64 {
+        let t = i as f64;
+        script.push((t, S2C, server(OpCode::Ping, i.to_string().as_bytes())));
+        let k = [9, 8, 7, i as u8];
+        script.push((t + 0.5, C2S, masked(OpCode::Text, &report(i, 0), k)));
+    }
+    let c = codes(&timed(&script, false));
+    let n = c.iter().filter(|c| *c == "ping-not-answered").count();
+    assert_eq!(n, 1, "{c:?}");
+    // The note is on the first ping that comes once the oldest one has
+    // waited past the 5 s limit, not on the second.
+    let ev = timed(&script, false);
+    let at = ev
+        .iter()
+        .find(|e| {
+            e.notes()
+                .iter()
+                .any(|n| n.code.as_str() == "ping-not-answered")
+        })
+        .unwrap();
+    assert!(at.time.unwrap() - 1_767_225_600.0 > 5.0, "{:?}", at.time);
+}
+
+#[test]
+fn a_pong_that_does_not_echo_its_ping_is_named() {
+    use Direction::{C2S, S2C};
+    let k = [9, 8, 7, 6];
+    let ev = timed(
+        &[
+            (0.0, S2C, server(OpCode::Ping, b"1")),
+            (0.1, C2S, masked(OpCode::Pong, b"", k)),
+            (1.0, S2C, server(OpCode::Ping, b"2")),
+            (1.1, C2S, masked(OpCode::Pong, b"2", k)),
+            // Unsolicited: allowed, judged on nothing.
+            (2.0, C2S, masked(OpCode::Pong, b"hb", k)),
+        ],
+        false,
+    );
+    let c = codes(&ev);
+    assert_eq!(
+        c.iter().filter(|c| *c == "pong-payload-mismatch").count(),
+        1,
+        "{c:?}"
+    );
+}
+
+#[test]
+fn a_one_byte_close_is_explained_as_the_low_byte_of_its_code() {
+    let ev = frames_only(&masked(OpCode::Close, &[0xE8], [1, 2, 3, 4]), false);
+    let n = ev
+        .iter()
+        .flat_map(|e| e.notes())
+        .find(|n| n.code.as_str() == "close-payload-one-byte")
+        .unwrap();
+    assert!(n.message.contains("low byte of 1000"), "{}", n.message);
+}
+
+#[test]
+fn other_protocols_are_shown_as_plain_websocket_unless_forced() {
+    // A message bus: JSON arrays and objects without `t`.
+    use Direction::{C2S, S2C};
+    let script = [
+        (
+            0.0,
+            C2S,
+            masked(OpCode::Text, br#"["SUBSCRIBE","plugs/+"]"#, [3, 1, 4, 1]),
+        ),
+        (
+            0.1,
+            S2C,
+            server(OpCode::Text, br#"{"topic":"plugs/a","v":1}"#),
+        ),
+        (
+            0.2,
+            C2S,
+            masked(OpCode::Text, br#"{"op":"ping"}"#, [2, 7, 1, 8]),
+        ),
+        (
+            0.3,
+            C2S,
+            masked(OpCode::Close, &1000u16.to_be_bytes(), [1, 4, 1, 4]),
+        ),
+        (0.4, S2C, server(OpCode::Close, &1000u16.to_be_bytes())),
+    ];
+    let auto = timed(&script, true);
+    let c = codes(&auto);
+    assert_eq!(c, vec!["not-kinetid".to_string()], "{c:?}");
+    assert!(auto
+        .iter()
+        .flat_map(|e| e.notes())
+        .all(|n| n.severity == Severity::Info));
+    // Forced (what listen does, and --kinetid): judged as Kinetid.
+    let forced = codes(&timed(&script, false));
+    assert!(
+        forced.iter().any(|c| c.starts_with("kinetid-")),
+        "{forced:?}"
+    );
+    // A Kinetid first message keeps the layer on in auto mode.
+    let kin = [(
+        0.0,
+        C2S,
+        masked(OpCode::Text, br#"{"t":"report"}"#, [5, 5, 5, 5]),
+    )];
+    let c = codes(&timed(&kin, true));
+    assert!(c.iter().any(|c| c == "kinetid-missing-field"), "{c:?}");
+}
+
+#[test]
+fn a_refused_upgrade_ends_as_a_refusal_not_as_a_websocket_without_close() {
+    let l = Listener::start(&["--no-console", "--format", "json"]);
+    let mut s = raw(&l.addr());
+    use std::io::Write;
+    s.write_all(upgrade_request("Origin: http://elsewhere.example\r\n").as_bytes())
+        .unwrap();
+    let r = read_all(&mut s);
+    assert!(
+        r.starts_with(b"HTTP/1.1 403"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
+    drop(s);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut l = l;
+    let summary = {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &l.child.id().to_string()])
+            .status();
+        l.stderr_until(" refused), ", Duration::from_secs(10))
+            .unwrap()
+    };
+    let _ = l.child.wait();
+    assert!(summary.contains("1 connection (1 refused)"), "{summary}");
+    assert!(summary.contains(" 0 error notes"), "{summary}");
+}

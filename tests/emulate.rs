@@ -334,7 +334,9 @@ fn every_quirk_is_named_by_the_core_and_by_listen() {
                     "--format",
                     "json",
                     "--duration",
-                    "3s",
+                    // A ping is named unanswered once it has waited past
+                    // the 5 s a pong may take.
+                    if q == Quirk::NoPong { "7s" } else { "3s" },
                 ]);
                 let emu = cmd
                     .stdout(Stdio::piped())

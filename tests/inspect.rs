@@ -191,7 +191,7 @@ fn replay_serve_streams_a_capture_and_ends() {
     let f = root().join("fixtures/kinetid-session.hex");
     let (mut child, addr) = spawn_serving(
         Command::new(bin())
-            .args(["replay", "--serve", "127.0.0.1:0"])
+            .args(["replay", "--serve=127.0.0.1:0"])
             .arg(&f),
         "http://",
         '/',

@@ -82,6 +82,7 @@ pub fn config(
             max_headers: l.max_headers,
         },
         kinetid,
+        kinetid_auto: false,
         handshake: kinetid_wsdump::annotate::HandshakeMode::Expect,
         resync,
         deflate,

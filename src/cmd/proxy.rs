@@ -229,6 +229,7 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
     let sh = Arc::new(Shared {
         cfg: Config {
             handshake: HandshakeMode::Expect,
+            kinetid_auto: !a.kinetid,
             ..config(&a.limits, !a.no_kinetid, false, Some(Default::default()))
         },
         printer: printer(&a.output),
@@ -297,9 +298,10 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
     if let Some(o) = &sh.out {
         o.close(Duration::from_millis(1000));
     }
+    let conns = sh.next_conn.load(Ordering::Relaxed);
     eprintln!(
-        "kinetid-wsdump: {} connections, {} bytes device->upstream, {} bytes upstream->device",
-        sh.next_conn.load(Ordering::Relaxed),
+        "kinetid-wsdump: {conns} connection{}, {} bytes device->upstream, {} bytes upstream->device",
+        if conns == 1 { "" } else { "s" },
         sh.bytes_up.load(Ordering::Relaxed),
         sh.bytes_down.load(Ordering::Relaxed)
     );

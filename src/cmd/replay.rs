@@ -42,19 +42,22 @@ fn replay_all(a: &ReplayArgs, p: Printer, out: &mut dyn Write) -> Result<u8, App
     let mut run = Run {
         a,
         p,
-        cfg: config(
-            &a.limits,
-            !a.no_kinetid,
-            a.resync,
-            Some(kinetid_wsdump::deflate::ServerPolicy::default()),
-        ),
+        cfg: kinetid_wsdump::annotate::Config {
+            kinetid_auto: !a.kinetid,
+            ..config(
+                &a.limits,
+                !a.no_kinetid,
+                a.resync,
+                Some(kinetid_wsdump::deflate::ServerPolicy::default()),
+            )
+        },
         total: Stats::default(),
         file_error: false,
         conn_base: 0,
         filter: kinetid_wsdump::filter::Filter::new(a.filter.spec()),
         shown: Vec::new(),
         convert: match &a.write {
-            Some(p) => Some(Convert::create(p)?),
+            Some(p) => Some(Convert::create(p, &a.files)?),
             None => None,
         },
     };
@@ -299,10 +302,32 @@ enum Convert {
     Fixture { w: Out, conn: Option<u64> },
 }
 
-/// The converted file.
+/// The converted file, written under a temporary name beside it and
+/// renamed when complete (an interrupted run leaves the old file as it was).
 struct Out {
     w: std::io::BufWriter<std::fs::File>,
     name: String,
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    done: bool,
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Is `out` one of the inputs (the same file under any name)?
+fn is_an_input(out: &Path, inputs: &[std::path::PathBuf]) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let o = std::fs::metadata(out).ok()?;
+    inputs
+        .iter()
+        .find(|i| std::fs::metadata(i).is_ok_and(|m| m.dev() == o.dev() && m.ino() == o.ino()))
+        .cloned()
 }
 
 impl Out {
@@ -314,16 +339,41 @@ impl Out {
 }
 
 impl Convert {
-    fn create(path: &Path) -> Result<Convert, AppError> {
+    fn create(path: &Path, inputs: &[std::path::PathBuf]) -> Result<Convert, AppError> {
         let name = path.display().to_string();
-        let f = std::fs::File::create(path).map_err(|e| AppError::Io(name.clone(), e))?;
-        let mut out = Out {
-            w: std::io::BufWriter::new(f),
-            name,
-        };
+        if let Some(i) = is_an_input(path, inputs) {
+            return Err(AppError::Usage(format!(
+                "--write {name}: that is the input {} itself; writing it would destroy what is being read (write to another file)",
+                i.display()
+            )));
+        }
         let ext = path
             .extension()
             .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        let kind = match ext.as_deref() {
+            Some("pcap") => {
+                return Err(AppError::Usage(format!(
+                    "--write {name}: classic pcap is not written; name the file .pcapng (Wireshark, tshark and tcpdump read it), .hex (a fixture) or anything else (the text capture format)"
+                )))
+            }
+            Some("pcapng") => "pcapng (packets, for Wireshark)",
+            Some("hex") => "a hex fixture",
+            _ => "the text capture format (name it .pcapng for Wireshark)",
+        };
+        let file_name = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{file_name}.partial-{}", std::process::id()));
+        let f = std::fs::File::create(&tmp).map_err(|e| AppError::Io(name.clone(), e))?;
+        eprintln!("kinetid-wsdump: writing {} as {kind}", Esc(&name));
+        let mut out = Out {
+            w: std::io::BufWriter::new(f),
+            name,
+            path: path.to_path_buf(),
+            tmp,
+            done: false,
+        };
         Ok(match ext.as_deref() {
             Some("pcapng") => {
                 let server = std::net::SocketAddr::from(([127, 0, 0, 1], 8080));
@@ -394,6 +444,11 @@ impl Convert {
         let mut out = match self {
             Convert::Pcapng(_, o) | Convert::Capture(o) | Convert::Fixture { w: o, .. } => o,
         };
-        out.w.flush().map_err(|e| AppError::Io(out.name.clone(), e))
+        out.w
+            .flush()
+            .map_err(|e| AppError::Io(out.name.clone(), e))?;
+        std::fs::rename(&out.tmp, &out.path).map_err(|e| AppError::Io(out.name.clone(), e))?;
+        out.done = true;
+        Ok(())
     }
 }

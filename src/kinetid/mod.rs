@@ -102,6 +102,11 @@ fn push_f64(s: &mut String, x: f64) {
 const DEVICE_TYPES: &[&str] = &["hello", "report", "state", "error"];
 const BACKEND_TYPES: &[&str] = &["welcome", "ack", "switch", "error"];
 
+/// Is `t` the type of a message the contract names (either direction)?
+pub fn is_message_type(t: &str) -> bool {
+    DEVICE_TYPES.contains(&t) || BACKEND_TYPES.contains(&t)
+}
+
 /// A message being summarised: its object and the fields every type has.
 struct Ctx<'a> {
     obj: &'a Obj<'a>,

@@ -300,11 +300,32 @@ async fn switch(hub: &Hub, id: &str, r: &Request<'_>) -> Vec<u8> {
 /// The same rules for a WebSocket upgrade, when it comes from a browser: a
 /// browser always sends `Origin`; devices and other clients usually send
 /// none, and any `Host` is theirs to choose.
-pub fn check_upgrade(head: &HttpHead, allow: &[String]) -> Result<(), (u16, String)> {
-    if head.get("origin").is_none() {
+///
+/// `origins` (`--allow-origin`) lets other pages connect as devices: a
+/// page of the developer's own (`null` from a file, a dev server's
+/// origin, or `*` for any). Their `Host` is still checked.
+pub fn check_upgrade(
+    head: &HttpHead,
+    allow: &[String],
+    origins: &[String],
+) -> Result<(), (u16, String)> {
+    let Some(origin) = head.get("origin").map(str::trim) else {
         return Ok(());
+    };
+    let listed = origins
+        .iter()
+        .any(|o| o == "*" || o.eq_ignore_ascii_case(origin));
+    match check_browser(head, allow) {
+        Err((403, _)) if listed => Ok(()),
+        Err((403, why)) => Err((
+            403,
+            format!(
+                "{why}; to let this page connect as a device, start listen with --allow-origin {}",
+                if origin.is_empty() { "null" } else { origin }
+            ),
+        )),
+        other => other,
     }
-    check_browser(head, allow)
 }
 
 #[cfg(test)]

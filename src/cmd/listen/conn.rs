@@ -184,6 +184,8 @@ impl Conn {
                 .fetch_add(self.stats.errors - before.errors, Ordering::Relaxed);
             c.warnings
                 .fetch_add(self.stats.warnings - before.warnings, Ordering::Relaxed);
+            c.refused
+                .fetch_add(self.stats.refused - before.refused, Ordering::Relaxed);
             match (&e.kind, e.dir) {
                 (EventKind::Frame(_), Direction::C2S) => {
                     c.frames_in.fetch_add(1, Ordering::Relaxed)
@@ -376,7 +378,11 @@ impl Conn {
                         verdict: Some(v),
                         ..
                     } => {
-                        let mut resp = match api::check_upgrade(head, &self.hub.s.allow_hosts) {
+                        let mut resp = match api::check_upgrade(
+                            head,
+                            &self.hub.s.allow_hosts,
+                            &self.hub.s.allow_origins,
+                        ) {
                             Err((status, why)) => error_response(status, "", &why),
                             Ok(()) => handshake::server_response(v),
                         };

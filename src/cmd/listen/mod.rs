@@ -94,6 +94,8 @@ pub struct Settings {
     pub api_token: Option<String>,
     /// Host names (besides IP literals and localhost) the page and API answer to.
     pub allow_hosts: Vec<String>,
+    /// `--allow-origin`: pages whose WebSocket may connect as a device.
+    pub allow_origins: Vec<String>,
     /// Devices refused at hello.
     pub refuse: Vec<String>,
     /// How long a switch waits for the device.
@@ -153,6 +155,7 @@ pub fn run(a: ListenArgs) -> Result<u8, AppError> {
         write_timeout: a.write_timeout,
         api_token: api_token(&a)?,
         allow_hosts: a.allow_host.clone(),
+        allow_origins: a.allow_origin.clone(),
         refuse: a.refuse.clone(),
         reply_timeout: a.reply_timeout,
         max_buffered: a.max_buffered as usize,
@@ -382,17 +385,21 @@ fn finish(hub: &Hub) {
         .is_none_or(|o| o.close(Duration::from_millis(1000)));
     let c = &hub.counters;
     let dropped = hub.out.as_ref().map_or(0, LineSink::dropped_lines);
+    let n = |v: &std::sync::atomic::AtomicU64, one: &str, many: &str| {
+        let v = v.load(Ordering::Relaxed);
+        format!("{v} {}", if v == 1 { one } else { many })
+    };
     hub.notice(format!(
-        "kinetid-wsdump: {} connections ({} refused), {} frames in, {} frames out, {} messages in, {} bytes in, {} bytes out, {} error notes, {} warnings, {} output lines dropped{}",
-        c.connections.load(Ordering::Relaxed),
+        "kinetid-wsdump: {} ({} refused), {} in, {} out, {} in, {} in, {} out, {}, {}, {} output lines dropped{}",
+        n(&c.connections, "connection", "connections"),
         c.refused.load(Ordering::Relaxed),
-        c.frames_in.load(Ordering::Relaxed),
-        c.frames_out.load(Ordering::Relaxed),
-        c.messages_in.load(Ordering::Relaxed),
-        c.bytes_in.load(Ordering::Relaxed),
-        c.bytes_out.load(Ordering::Relaxed),
-        c.errors.load(Ordering::Relaxed),
-        c.warnings.load(Ordering::Relaxed),
+        n(&c.frames_in, "frame", "frames"),
+        n(&c.frames_out, "frame", "frames"),
+        n(&c.messages_in, "message", "messages"),
+        n(&c.bytes_in, "byte", "bytes"),
+        n(&c.bytes_out, "byte", "bytes"),
+        n(&c.errors, "error note", "error notes"),
+        n(&c.warnings, "warning", "warnings"),
         dropped,
         if stdout_ok { "" } else { " (stdout stalled: its last lines were not written)" },
     ));

@@ -172,10 +172,25 @@ impl Recorder {
     /// between the devices and `server`, for Wireshark), else the text
     /// capture format.
     pub fn for_path(path: &Path, server: std::net::SocketAddr) -> io::Result<Arc<Recorder>> {
-        if path
+        let ext = path
             .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("pcapng"))
-        {
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        if ext.as_deref() == Some("pcap") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "classic pcap is not written; name the recording .pcapng (Wireshark, tshark and tcpdump read it) or anything else for the text capture format",
+            ));
+        }
+        eprintln!(
+            "kinetid-wsdump: recording to {} as {}",
+            kinetid_wsdump::escape::Esc(&path.display().to_string()),
+            if ext.as_deref() == Some("pcapng") {
+                "pcapng (packets, for Wireshark)"
+            } else {
+                "the text capture format (name it .pcapng for Wireshark)"
+            }
+        );
+        if ext.as_deref() == Some("pcapng") {
             let w = kinetid_wsdump::pcapng::PcapngWriter::new(server);
             let head = w.header();
             return Self::create_with(path, &head, Some(Mutex::new(w)));
