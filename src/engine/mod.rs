@@ -11,6 +11,7 @@
 //! a [`device::Home`] per plug, and both move bytes and nothing else.
 
 pub mod backend;
+pub mod certify;
 pub mod device;
 pub mod session;
 
