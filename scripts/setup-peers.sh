@@ -9,8 +9,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=target/peers-venv
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import websockets' 2>/dev/null; then
-  python3 -m venv "$VENV" && "$VENV/bin/pip" install -q "websockets>=13" || echo "setup-peers: could not install python websockets" >&2
+# junitparser: a JUnit XML reader nobody here wrote, for certify's --junit.
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import websockets, junitparser' 2>/dev/null; then
+  { [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"; } && "$VENV/bin/pip" install -q "websockets>=13" "junitparser>=3" || echo "setup-peers: could not install python websockets and junitparser" >&2
 fi
 # Debian packages: chromium (browser tests), prometheus (promtool checks
 # /metrics), tshark (pcap tests). tshark asks whether non-root users may

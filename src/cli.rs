@@ -31,6 +31,10 @@ pub enum Command {
     EmulateDevice(EmulateArgs),
     /// Annotate captured or hand-written byte streams (fixtures, recordings, raw files).
     Replay(ReplayArgs),
+    /// Put a device's WebSocket client through the conformance suite: play
+    /// the Kinetid backend for the device that connects, case after case,
+    /// and exit 0 only when no case failed.
+    Certify(CertifyArgs),
     /// Stand between devices and their real backend: forward every byte
     /// unchanged both ways and annotate it.
     Proxy(ProxyArgs),
@@ -574,6 +578,39 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("{s:?} is not a duration"));
     }
     Ok(std::time::Duration::from_secs_f64(v * mult))
+}
+
+/// `certify`.
+#[derive(Debug, Clone, Args)]
+pub struct CertifyArgs {
+    /// Address to listen on; point the device at ws://ADDR/ws.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Test only this device (others are answered 503).
+    #[arg(long, value_name = "KN-...")]
+    pub device: Option<String>,
+    /// Run only cases whose id contains this (repeatable; `--list` shows them).
+    #[arg(long = "cases", value_name = "PATTERN")]
+    pub cases: Vec<String>,
+    /// List the cases and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Write the report as JSON (every case: id, title, rule, verdict, evidence).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Write the results as JUnit XML, as CI systems read them.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Record every byte both ways (as listen --record).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Print the annotation of every byte to stdout too, in this format,
+    /// before the summary.
+    #[arg(long, value_enum)]
+    pub show: Option<Format>,
+    /// How long to wait for the device to connect for a case.
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    pub connect_timeout: std::time::Duration,
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Command::Listen(a) => cmd::listen(a),
         Command::EmulateDevice(a) => cmd::emulate(a),
         Command::Proxy(a) => cmd::proxy(a),
+        Command::Certify(a) => cmd::certify::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -47,6 +47,11 @@ pub enum Quirk {
     Latin1,
     /// Send two reports in one text message (each second report joins the one before).
     JsonConcat,
+    /// Take any 101 as accepted, whatever its Sec-WebSocket-Accept,
+    /// Upgrade, Connection and subprotocol say (no client-side checks).
+    AcceptAnything,
+    /// Answer every ping with an empty pong instead of echoing its payload.
+    EmptyPong,
 }
 
 /// A backend bug `listen --quirk` commits on purpose (for testing clients).
@@ -112,7 +117,16 @@ impl Quirk {
             Quirk::StrlenPlusOne => Code::HintCString,
             Quirk::Latin1 => Code::HintLatin1,
             Quirk::JsonConcat => Code::HintJsonConcat,
+            Quirk::AcceptAnything => Code::HintAcceptAlteredKey,
+            Quirk::EmptyPong => Code::PongPayloadMismatch,
         }
+    }
+
+    /// Does the bug show in the device's bytes against a correct server?
+    /// (Accepting a bad handshake shows only against a server that sends
+    /// one: `certify` does.)
+    pub fn shows_on_the_wire(self) -> bool {
+        !matches!(self, Quirk::AcceptAnything)
     }
 }
 

@@ -5,6 +5,7 @@
 //! * [`listen`]: the listener, its connections, API, console and sinks.
 //! * [`emulate`]: the plug, home and fleet emulator.
 
+pub mod certify;
 pub mod emulate;
 pub mod inspect;
 pub mod listen;

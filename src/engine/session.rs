@@ -32,6 +32,9 @@ pub struct SessionConfig {
     pub answer_pings: bool,
     /// Answer a Close (false reproduces firmware that closes silently).
     pub answer_close: bool,
+    /// Answer pings with empty pongs (reproduces firmware that does not
+    /// echo the ping's payload).
+    pub empty_pongs: bool,
 }
 
 impl SessionConfig {
@@ -45,6 +48,7 @@ impl SessionConfig {
             lenient: false,
             answer_pings: true,
             answer_close: true,
+            empty_pongs: false,
         }
     }
 }
@@ -237,7 +241,11 @@ impl Session {
                         {
                             out.push(Output::Frame {
                                 opcode: OpCode::Pong,
-                                payload: f.payload.clone(),
+                                payload: if self.cfg.empty_pongs {
+                                    Vec::new()
+                                } else {
+                                    f.payload.clone()
+                                },
                             });
                         }
                         OpCode::Close => {

@@ -184,6 +184,7 @@ type Upgraded = (PlugSock, Annotator, Vec<Event>, Option<Deflater>);
 pub type PlugSock = crate::cmd::sock::Sock<tokio_rustls::client::TlsStream<TcpStream>>;
 
 async fn handshake(sh: &Shared, conn_no: u64) -> Result<Upgraded, LinkError> {
+    let quirks_accept_anything = sh.quirks.contains(&Quirk::AcceptAnything);
     let addr = sh.url.addr.clone();
     let connect_err = |why: String| LinkError::Connect {
         addr: addr.clone(),
@@ -248,9 +249,10 @@ async fn handshake(sh: &Shared, conn_no: u64) -> Result<Upgraded, LinkError> {
                     return Err(hs(format!("malformed response: {}", he.reason)))
                 }
                 EventKind::Response { verdict, .. } => {
+                    let any = quirks_accept_anything && verdict.status == 101;
                     return match &verdict.error {
-                        Some(err) => Err(hs(format!("refused: {err}"))),
-                        None => {
+                        Some(err) if !any => Err(hs(format!("refused: {err}"))),
+                        _ => {
                             let d = verdict.deflate.map(|a| Deflater::new(a.client));
                             Ok((sock, ann, ev, d))
                         }
@@ -338,6 +340,7 @@ async fn serve(
             idle_timeout: Some(Duration::from_secs(90)),
             close_timeout: Duration::from_secs(1),
             answer_pings: !link.writer.has(Quirk::NoPong),
+            empty_pongs: link.writer.has(Quirk::EmptyPong),
             answer_close: !link.writer.has(Quirk::SilentClose),
             ..SessionConfig::new(Role::Client)
         },

@@ -1,0 +1,455 @@
+//! `kinetid-wsdump certify`: the driver of the conformance suite. It
+//! accepts the device's connections one at a time, moves bytes between the
+//! socket and the annotator, and hands the annotator's events and the
+//! clock to the case's [`Probe`] (`engine/certify.rs`), which decides
+//! everything: what to write, when to drop TCP, the verdict. Then the
+//! summary, the JSON report and the JUnit file.
+
+use crate::cli::CertifyArgs;
+use crate::cmd::listen::sinks::Recorder;
+use crate::cmd::AppError;
+use kinetid_wsdump::annotate::{Annotator, Config, Event, HandshakeMode};
+use kinetid_wsdump::capture::{Chunk, ChunkKind};
+use kinetid_wsdump::engine::certify::{suite, Act, Case, Probe, Verdict};
+use kinetid_wsdump::escape::Esc;
+use kinetid_wsdump::frame::Direction;
+use kinetid_wsdump::render::Printer;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// One case's outcome, for the reports.
+struct Outcome {
+    case: Case,
+    verdict: Verdict,
+    seconds: f64,
+    device_errors: Vec<String>,
+}
+
+/// Run `certify` from flags.
+pub fn run(a: CertifyArgs) -> Result<u8, AppError> {
+    let cases: Vec<Case> = suite()
+        .into_iter()
+        .filter(|c| a.cases.is_empty() || a.cases.iter().any(|p| c.id.contains(p.as_str())))
+        .collect();
+    if a.list {
+        for c in &cases {
+            println!(
+                "{:34} {:11} {}  [{}]",
+                c.id,
+                c.family.as_str(),
+                c.title,
+                c.rule
+            );
+        }
+        return Ok(0);
+    }
+    if cases.is_empty() {
+        return Err(AppError::Usage(format!(
+            "no case matches {:?} (certify --list shows them)",
+            a.cases
+        )));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Io("tokio runtime".into(), e))?;
+    let started = Instant::now();
+    let outcomes = rt.block_on(serve(&a, cases))?;
+    rt.shutdown_timeout(Duration::from_millis(200));
+    let total = started.elapsed().as_secs_f64();
+    let failed = outcomes
+        .iter()
+        .filter(|o| matches!(o.verdict, Verdict::Fail(_)))
+        .count();
+    summary(&outcomes, total);
+    if let Some(p) = &a.report {
+        std::fs::write(p, report_json(&outcomes, total))
+            .map_err(|e| AppError::Io(p.display().to_string(), e))?;
+    }
+    if let Some(p) = &a.junit {
+        std::fs::write(p, junit(&outcomes, total))
+            .map_err(|e| AppError::Io(p.display().to_string(), e))?;
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+async fn serve(a: &CertifyArgs, cases: Vec<Case>) -> Result<Vec<Outcome>, AppError> {
+    let listener = TcpListener::bind(&a.bind)
+        .await
+        .map_err(|e| AppError::Io(a.bind.clone(), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| AppError::Io(a.bind.clone(), e))?;
+    eprintln!(
+        "kinetid-wsdump: certify listening on {local}: point the device at ws://{local}/ws ({} case{})",
+        cases.len(),
+        if cases.len() == 1 { "" } else { "s" }
+    );
+    let record = match &a.record {
+        Some(p) => Some(
+            Recorder::for_path(p, local).map_err(|e| AppError::Io(p.display().to_string(), e))?,
+        ),
+        None => None,
+    };
+    let printer = a.show.map(|format| Printer {
+        format,
+        color: false,
+        max_dump: 256,
+    });
+    let mut d = Driver {
+        listener,
+        record,
+        printer,
+        conn: 0,
+        device: a.device.clone(),
+    };
+    let mut outcomes = Vec::new();
+    let total = cases.len();
+    for (i, case) in cases.into_iter().enumerate() {
+        let t0 = Instant::now();
+        let (verdict, errs) = d.run_case(case.clone(), a.connect_timeout).await;
+        let o = Outcome {
+            case,
+            verdict,
+            seconds: t0.elapsed().as_secs_f64(),
+            device_errors: errs,
+        };
+        eprintln!(
+            "certify: [{}/{}] {:12} {} ({:.1} s): {}",
+            i + 1,
+            total,
+            o.verdict.as_str().to_uppercase(),
+            o.case.id,
+            o.seconds,
+            Esc(o.verdict.evidence())
+        );
+        outcomes.push(o);
+    }
+    if let Some(r) = &d.record {
+        r.sync();
+    }
+    Ok(outcomes)
+}
+
+struct Driver {
+    listener: TcpListener,
+    record: Option<Arc<Recorder>>,
+    printer: Option<Printer>,
+    conn: u64,
+    device: Option<String>,
+}
+
+/// How a connection ended for the probe.
+enum End {
+    /// The probe is done.
+    Done,
+    /// The probe waits for the device's next connection.
+    Away,
+}
+
+impl Driver {
+    async fn run_case(&mut self, case: Case, connect_timeout: Duration) -> (Verdict, Vec<String>) {
+        let mut probe: Option<Probe> = None;
+        loop {
+            let wait = probe
+                .as_ref()
+                .and_then(Probe::next_deadline)
+                .map_or(connect_timeout, |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
+            let accepted = tokio::time::timeout(wait, self.listener.accept()).await;
+            let (sock, peer) = match accepted {
+                Ok(Ok(s)) => s,
+                Ok(Err(_)) => continue,
+                Err(_) => {
+                    // No connection in time.
+                    if let Some(p) = probe.as_mut() {
+                        p.on_tick(Instant::now());
+                        if let Some(v) = p.verdict() {
+                            return (v.clone(), p.device_errors().to_vec());
+                        }
+                    }
+                    return (
+                        Verdict::NotObserved(format!(
+                            "the device did not connect within {} s",
+                            connect_timeout.as_secs()
+                        )),
+                        Vec::new(),
+                    );
+                }
+            };
+            let _ = sock.set_nodelay(true);
+            let now = Instant::now();
+            let p = match probe.as_mut() {
+                Some(p) => {
+                    p.on_reconnect(now);
+                    p
+                }
+                None => probe.insert(Probe::new(case.clone(), now)),
+            };
+            self.conn += 1;
+            let end = self.connection(p, sock, peer).await;
+            if matches!(end, End::Done) || p.is_done() {
+                let v = p.verdict().cloned().unwrap_or_else(|| {
+                    Verdict::NotObserved("the connection ended before the case was decided".into())
+                });
+                return (v, p.device_errors().to_vec());
+            }
+        }
+    }
+
+    fn record(&self, kind: ChunkKind) {
+        if let Some(r) = &self.record {
+            r.record(&Chunk {
+                time: Some(super::listen::now()),
+                conn: self.conn,
+                pkt: None,
+                kind,
+            });
+        }
+    }
+
+    fn show(&self, ev: &[Event]) {
+        let Some(p) = &self.printer else { return };
+        let mut buf = Vec::new();
+        for e in ev {
+            let _ = p.event(&mut buf, e);
+        }
+        let _ = std::io::stdout().write_all(&buf);
+    }
+
+    /// One device connection, driven until the probe is done with it.
+    async fn connection(
+        &mut self,
+        p: &mut Probe,
+        mut sock: TcpStream,
+        peer: std::net::SocketAddr,
+    ) -> End {
+        let cfg = Config {
+            handshake: HandshakeMode::Expect,
+            kinetid: true,
+            kinetid_auto: false,
+            deflate: None,
+            ..Config::default()
+        };
+        let mut ann = Annotator::new(self.conn, cfg);
+        let mut ev = Vec::new();
+        let t = super::listen::now();
+        self.record(ChunkKind::Open(peer.to_string()));
+        ann.open(&peer.to_string(), Some(t), &mut ev);
+        self.show(&ev);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut end = End::Done;
+        'conn: loop {
+            let wait = p.next_deadline().map_or(Duration::from_secs(120), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            let acts = match tokio::time::timeout(wait, sock.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    let bytes = &buf[..n];
+                    self.record(ChunkKind::Data(Direction::C2S, bytes.to_vec()));
+                    let mut ev = Vec::new();
+                    ann.feed(Direction::C2S, bytes, Some(super::listen::now()), &mut ev);
+                    self.show(&ev);
+                    // A device that is not the one asked for waits its turn.
+                    if let (Some(want), Some(dev)) = (&self.device, p.device()) {
+                        if want != dev {
+                            break 'conn;
+                        }
+                    }
+                    p.on_events(&ev, Instant::now(), super::listen::now())
+                }
+                Ok(_) => {
+                    p.on_eof(Instant::now());
+                    break 'conn;
+                }
+                Err(_) => p.on_tick(Instant::now()),
+            };
+            for a in acts {
+                let bytes = match a {
+                    Act::CloseTcp => {
+                        if p.awaits_connection() {
+                            end = End::Away;
+                        }
+                        break 'conn;
+                    }
+                    Act::Write(b) => {
+                        if sock.write_all(&b).await.is_err() {
+                            p.on_eof(Instant::now());
+                            break 'conn;
+                        }
+                        b
+                    }
+                    Act::WriteBytewise(b) => {
+                        for x in &b {
+                            if sock.write_all(std::slice::from_ref(x)).await.is_err() {
+                                break;
+                            }
+                            // Each byte its own segment (Nagle is off).
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                        b
+                    }
+                };
+                self.record(ChunkKind::Data(Direction::S2C, bytes.clone()));
+                let mut ev = Vec::new();
+                ann.feed(Direction::S2C, &bytes, Some(super::listen::now()), &mut ev);
+                self.show(&ev);
+            }
+            if p.is_done() {
+                break;
+            }
+        }
+        let _ = sock.shutdown().await;
+        drop(sock);
+        self.record(ChunkKind::Eof);
+        let mut ev = Vec::new();
+        ann.finish(Some(super::listen::now()), &mut ev);
+        self.show(&ev);
+        end
+    }
+}
+
+fn summary(outcomes: &[Outcome], total: f64) {
+    let count = |s: &str| outcomes.iter().filter(|o| o.verdict.as_str() == s).count();
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:34} {:12} {:>7}  {}\n",
+        "case", "verdict", "seconds", "evidence"
+    ));
+    for o in outcomes {
+        out.push_str(&format!(
+            "{:34} {:12} {:>7.1}  {}\n",
+            o.case.id,
+            o.verdict.as_str(),
+            o.seconds,
+            Esc(o.verdict.evidence())
+        ));
+    }
+    out.push_str(&format!(
+        "certify: {} passed, {} failed, {} not observed in {:.0} s\n",
+        count("pass"),
+        count("fail"),
+        count("not-observed"),
+        total
+    ));
+    let _ = std::io::stdout().write_all(out.as_bytes());
+}
+
+fn report_json(outcomes: &[Outcome], total: f64) -> String {
+    let cases: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "id": o.case.id,
+                "title": o.case.title,
+                "family": o.case.family.as_str(),
+                "rule": o.case.rule,
+                "verdict": o.verdict.as_str(),
+                "evidence": o.verdict.evidence(),
+                "device_error_notes": o.device_errors,
+                "seconds": (o.seconds * 1000.0).round() / 1000.0,
+            })
+        })
+        .collect();
+    let count = |s: &str| outcomes.iter().filter(|o| o.verdict.as_str() == s).count();
+    let v = serde_json::json!({
+        "tool": "kinetid-wsdump certify",
+        "version": env!("CARGO_PKG_VERSION"),
+        "seconds": (total * 10.0).round() / 10.0,
+        "passed": count("pass"),
+        "failed": count("fail"),
+        "not_observed": count("not-observed"),
+        "cases": cases,
+    });
+    format!("{v:#}\n")
+}
+
+/// XML text and attribute escaping.
+fn xml(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => o.push(' '),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// JUnit XML: a testsuite per family, a testcase per case; a failure
+/// carries the evidence, a case not observed is skipped with its reason.
+fn junit(outcomes: &[Outcome], total: f64) -> String {
+    let mut families: Vec<&str> = outcomes.iter().map(|o| o.case.family.as_str()).collect();
+    families.dedup();
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let failed = outcomes
+        .iter()
+        .filter(|o| o.verdict.as_str() == "fail")
+        .count();
+    let skipped = outcomes
+        .iter()
+        .filter(|o| o.verdict.as_str() == "not-observed")
+        .count();
+    s.push_str(&format!(
+        "<testsuites name=\"kinetid-wsdump certify\" tests=\"{}\" failures=\"{failed}\" skipped=\"{skipped}\" time=\"{total:.3}\">\n",
+        outcomes.len()
+    ));
+    let mut seen = Vec::new();
+    for f in families {
+        if seen.contains(&f) {
+            continue;
+        }
+        seen.push(f);
+        let of: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| o.case.family.as_str() == f)
+            .collect();
+        let fl = of.iter().filter(|o| o.verdict.as_str() == "fail").count();
+        let sk = of
+            .iter()
+            .filter(|o| o.verdict.as_str() == "not-observed")
+            .count();
+        let t: f64 = of.iter().map(|o| o.seconds).sum();
+        s.push_str(&format!(
+            "  <testsuite name=\"{f}\" tests=\"{}\" failures=\"{fl}\" skipped=\"{sk}\" errors=\"0\" time=\"{t:.3}\">\n",
+            of.len()
+        ));
+        for o in of {
+            s.push_str(&format!(
+                "    <testcase classname=\"certify.{f}\" name=\"{}\" time=\"{:.3}\">\n",
+                xml(o.case.id),
+                o.seconds
+            ));
+            match &o.verdict {
+                Verdict::Pass(e) => {
+                    s.push_str(&format!("      <system-out>{}</system-out>\n", xml(e)))
+                }
+                Verdict::Fail(e) => s.push_str(&format!(
+                    "      <failure message=\"{}\" type=\"{}\">{}\nrule: {}</failure>\n",
+                    xml(e),
+                    xml(o.case.id),
+                    xml(e),
+                    xml(o.case.rule)
+                )),
+                Verdict::NotObserved(e) => s.push_str(&format!(
+                    "      <skipped message=\"not observed: {}\"/>\n",
+                    xml(e)
+                )),
+            }
+            s.push_str("    </testcase>\n");
+        }
+        s.push_str("  </testsuite>\n");
+    }
+    s.push_str("</testsuites>\n");
+    s
+}
