@@ -31,6 +31,14 @@ pub enum Command {
     EmulateDevice(EmulateArgs),
     /// Annotate captured or hand-written byte streams (fixtures, recordings, raw files).
     Replay(ReplayArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `man -l <(kinetid-wsdump man)`).
+    Man,
     /// Put a device's WebSocket client through the conformance suite: play
     /// the Kinetid backend for the device that connects, case after case,
     /// and exit 0 only when no case failed.

@@ -34,6 +34,20 @@ fn main() -> ExitCode {
         Command::EmulateDevice(a) => cmd::emulate(a),
         Command::Proxy(a) => cmd::proxy(a),
         Command::Certify(a) => cmd::certify::run(a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut c = Cli::command();
+            clap_complete::generate(shell, &mut c, "kinetid-wsdump", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let page = clap_mangen::Man::new(Cli::command());
+            match page.render(&mut std::io::stdout()) {
+                Ok(()) => Ok(0),
+                Err(e) => Err(cmd::AppError::Io("stdout".into(), e)),
+            }
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -494,3 +494,39 @@ fn a_home_with_compression_is_served_and_switched() {
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+/// The emulator says what it does on a stderr that is no terminal: a line
+/// when its plug connects, progress every 5 s for a fleet, and a readable
+/// summary at the end.
+#[test]
+fn the_emulator_says_what_it_does() {
+    let l = Listener::start(&["--quiet", "--no-console"]);
+    let one = emulator(&["--url", &l.url(), "--interval", "500ms", "--duration", "2s"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&one.stderr);
+    assert!(err.contains(&format!("connected to {}", l.url())), "{err}");
+    assert!(
+        err.contains("emulate-device: 1 connection (0 reconnects)"),
+        "{err}"
+    );
+    let fleet = emulator(&[
+        "--url",
+        &l.url(),
+        "--count",
+        "3",
+        "--interval",
+        "500ms",
+        "--duration",
+        "6s",
+    ])
+    .stdout(Stdio::null())
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&fleet.stderr);
+    assert!(err.contains("3/3 plugs online, reports"), "{err}");
+    assert!(err.contains("emulate-device: 3 connections"), "{err}");
+    assert!(!err.contains("\"connected\""), "no raw JSON: {err}");
+    l.stop();
+}

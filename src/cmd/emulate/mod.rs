@@ -201,7 +201,18 @@ pub fn run(a: EmulateArgs) -> Result<u8, AppError> {
         Ok::<_, AppError>(())
     })?;
     let summary = stats.json();
-    eprintln!("kinetid-wsdump: emulate-device summary: {summary}");
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    eprintln!(
+        "kinetid-wsdump: emulate-device: {} ({} reconnect{}), {} sent, {} acknowledged, {} obeyed, {}",
+        plural(g(&stats.connects), "connection", "connections"),
+        g(&stats.reconnects),
+        if g(&stats.reconnects) == 1 { "" } else { "s" },
+        plural(g(&stats.reports_sent), "report", "reports"),
+        g(&stats.reports_acked),
+        plural(g(&stats.commands), "switch", "switches"),
+        plural(g(&stats.errors), "error", "errors"),
+    );
     if let Some(p) = &a.stats_json {
         std::fs::write(p, format!("{summary}\n"))
             .map_err(|e| AppError::Io(p.display().to_string(), e))?;
@@ -317,8 +328,11 @@ async fn fleet(a: &EmulateArgs, shared: Shared, seed: u64, base: u64, shard: Sha
             plug::run(home, sh, stop, i as u64 + 1, offset).await
         }));
     }
-    let status = (count > 1 && std::io::stderr().is_terminal())
-        .then(|| tokio::spawn(status_line(shared.stats.clone(), count)));
+    let status = Some(if count > 1 && std::io::stderr().is_terminal() {
+        tokio::spawn(status_line(shared.stats.clone(), count))
+    } else {
+        tokio::spawn(progress(shared.stats.clone(), count, a.url.clone()))
+    });
     let stop_after = async {
         match a.duration {
             Some(d) => tokio::time::sleep(d).await,
@@ -396,6 +410,54 @@ async fn serve_metrics(
             let _ =
                 tokio::time::timeout(Duration::from_secs(5), s.write_all(resp.as_bytes())).await;
         });
+    }
+}
+
+/// What the emulator says when stderr is no terminal (a log, CI) or it
+/// runs one plug: when plugs come online or go, and every 5 s while a
+/// fleet runs, online plugs, reports per second, reconnects and errors.
+async fn progress(st: Arc<FleetStats>, count: usize, url: String) {
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut t = tokio::time::interval(Duration::from_secs(1));
+    let mut last = (u64::MAX, 0u64, 0u64);
+    let mut at = std::time::Instant::now();
+    let mut ticks = 0u64;
+    loop {
+        t.tick().await;
+        ticks += 1;
+        let online = g(&st.connected);
+        let (sent, acked) = (g(&st.reports_sent), g(&st.reports_acked));
+        if count == 1 {
+            if online != last.0 {
+                if online == 1 {
+                    eprintln!(
+                        "kinetid-wsdump: connected to {url} ({} reconnects so far)",
+                        g(&st.reconnects)
+                    );
+                } else if last.0 != u64::MAX {
+                    eprintln!(
+                        "kinetid-wsdump: disconnected from {url}; reconnecting with back-off"
+                    );
+                }
+            }
+            last.0 = online;
+            continue;
+        }
+        if ticks % 5 != 0 && online == last.0 {
+            continue;
+        }
+        if ticks % 5 == 0 || (online as usize == count && last.0 as usize != count) {
+            let dt = at.elapsed().as_secs_f64().max(0.001);
+            eprintln!(
+                "kinetid-wsdump: {online}/{count} plugs online, reports {sent} sent {acked} acknowledged ({:.0}/s), {} switches, {} reconnects, {} errors",
+                (acked.saturating_sub(last.2)) as f64 / dt,
+                g(&st.commands),
+                g(&st.reconnects),
+                g(&st.errors)
+            );
+            at = std::time::Instant::now();
+            last = (online, sent, acked);
+        }
     }
 }
 
