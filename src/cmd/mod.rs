@@ -51,6 +51,82 @@ impl AppError {
     }
 }
 
+/// This machine's addresses on its networks (not loopback, not
+/// link-local), for the URLs a device on the LAN can be given.
+pub fn lan_addresses() -> Vec<std::net::IpAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we walk read-only and
+    // free once with freeifaddrs.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return out;
+        }
+        let mut p = head;
+        while !p.is_null() {
+            let a = (*p).ifa_addr;
+            if !a.is_null() {
+                match i32::from((*a).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(a as *const libc::sockaddr_in);
+                        out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                            sin.sin_addr.s_addr,
+                        ))));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(a as *const libc::sockaddr_in6);
+                        out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    out.retain(|ip| match ip {
+        IpAddr::V4(v) => !v.is_loopback() && !v.is_link_local() && !v.is_unspecified(),
+        IpAddr::V6(v) => {
+            !v.is_loopback() && !v.is_unspecified() && (v.segments()[0] & 0xffc0) != 0xfe80
+        }
+    });
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Is `bind` (HOST:PORT) a wildcard address (every interface)?
+pub fn is_wildcard(bind: &str) -> bool {
+    bind.parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_unspecified())
+}
+
+/// On a wildcard address: the URLs to give a device on the LAN, one line
+/// each on stderr, and whether the page and API answer there.
+pub fn tell_lan_urls(local: std::net::SocketAddr, scheme: &str, api_note: Option<&str>) {
+    if !local.ip().is_unspecified() {
+        return;
+    }
+    let v6 = local.is_ipv6();
+    let addrs: Vec<_> = lan_addresses()
+        .into_iter()
+        .filter(|ip| v6 || ip.is_ipv4())
+        .collect();
+    if addrs.is_empty() {
+        eprintln!(
+            "kinetid-wsdump: listening on every interface, but this machine has no LAN address"
+        );
+    }
+    for ip in addrs {
+        let at = std::net::SocketAddr::new(ip, local.port());
+        eprintln!("kinetid-wsdump: for a device on the LAN: {scheme}://{at}/ws");
+    }
+    if let Some(n) = api_note {
+        eprintln!("kinetid-wsdump: {n} (devices connect from anywhere)");
+    }
+}
+
 /// Build a printer from flags.
 pub fn printer(o: &OutputArgs) -> Printer {
     let color = match o.color {
@@ -124,4 +200,20 @@ thread_local! {
 /// async), so the buffer is never held across a wait.
 pub fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
     READ_BUFFER.with(|b| f(&mut b.borrow_mut()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lan_addresses_are_neither_loopback_nor_link_local() {
+        for ip in super::lan_addresses() {
+            assert!(!ip.is_loopback() && !ip.is_unspecified(), "{ip}");
+            if let std::net::IpAddr::V4(v) = ip {
+                assert!(!v.is_link_local(), "{ip}");
+            }
+        }
+        assert!(super::is_wildcard("0.0.0.0:8080"));
+        assert!(super::is_wildcard("[::]:8080"));
+        assert!(!super::is_wildcard("127.0.0.1:8080"));
+    }
 }

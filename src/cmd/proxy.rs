@@ -197,7 +197,7 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
     use tokio::signal::unix::{signal, SignalKind};
     let sig = |k| signal(k).map_err(|e| AppError::Failed(format!("signals: {e}")));
     let (mut sigint, mut sigterm) = (sig(SignalKind::interrupt())?, sig(SignalKind::terminate())?);
-    let tls_server = super::tls::from_args(&a.tls)?;
+    let tls_server = super::tls::from_args(&super::tls::with_lan_names(&a.tls, &a.bind))?;
     let tls_client = match upstream.tls {
         true => {
             if a.upstream_insecure {
@@ -219,6 +219,11 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
         if tls_server.is_some() { "wss" } else { "ws" },
         if upstream.tls { "wss" } else { "ws" },
         upstream.host
+    );
+    super::tell_lan_urls(
+        local,
+        if tls_server.is_some() { "wss" } else { "ws" },
+        Some("the proxy's API answers this machine only"),
     );
     let record = match &a.record {
         Some(p) => Some(

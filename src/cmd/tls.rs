@@ -251,6 +251,31 @@ pub fn from_args(a: &crate::cli::TlsServerArgs) -> Result<Option<TlsAcceptor>, A
     Ok(Some(t.acceptor))
 }
 
+/// On a wildcard address with a self-signed certificate, the machine's LAN
+/// addresses join the names it is made for (a plug given
+/// `wss://192.0.2.2:8080/ws` checks that address), and a line says so.
+pub fn with_lan_names(a: &crate::cli::TlsServerArgs, bind: &str) -> crate::cli::TlsServerArgs {
+    let mut a = a.clone();
+    if a.tls && a.tls_cert.is_none() && super::is_wildcard(bind) {
+        let lan: Vec<String> = super::lan_addresses()
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect();
+        if !lan.is_empty() {
+            eprintln!(
+                "kinetid-wsdump: --tls on every interface: the self-signed certificate also names {}",
+                lan.join(", ")
+            );
+        }
+        for ip in lan {
+            if !a.tls_name.contains(&ip) {
+                a.tls_name.push(ip);
+            }
+        }
+    }
+    a
+}
+
 /// What a TLS port does with a device, before any HTTP: `Ok` with the
 /// session and a line saying what it is, or `Err` with why not (plain
 /// bytes on the TLS port get `400` written to them).

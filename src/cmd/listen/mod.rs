@@ -142,7 +142,8 @@ pub fn run(a: ListenArgs) -> Result<u8, AppError> {
             (!a.no_deflate).then(|| a.deflate.unwrap_or_default()),
         ),
         printer: printer(&a.output),
-        tls: crate::cmd::tls::from_args(&a.tls)?.map(TlsServer),
+        tls: crate::cmd::tls::from_args(&crate::cmd::tls::with_lan_names(&a.tls, &a.bind))?
+            .map(TlsServer),
         filter: a.filter.spec(),
         quiet: a.quiet,
         lenient: a.lenient,
@@ -245,6 +246,13 @@ async fn serve(
         ("ws", "http")
     };
     eprintln!("kinetid-wsdump: listening on {local} ({ws}://{local}/ws, page {http}://{local}/, API {http}://{local}/api/devices)");
+    crate::cmd::tell_lan_urls(
+        local,
+        ws,
+        s.api_token.is_none().then_some(
+            "the page and API answer this machine only; give --api-token-file FILE to open them to the LAN",
+        ),
+    );
 
     let out =
         (!s.quiet).then(|| LineSink::spawn("stdout", Box::new(std::io::stdout()), STDOUT_QUEUE));
