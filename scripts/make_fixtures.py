@@ -259,6 +259,15 @@ def main():
     b.s2c(frame(8, struct.pack(">H", 1000)))
     b.write()
 
+    b = Fixture("bug-empty-pong", "firmware bug: pings answered with empty pongs (the payload not echoed)")
+    b.handshake()
+    b.c2s(frame(1, HELLO, KEYS[0]))
+    b.s2c(frame(9, b"1"), "ping with payload 1")
+    b.c2s(frame(10, b"", KEYS[2]), "pong without the ping's payload")
+    b.c2s(frame(8, struct.pack(">H", 1000), KEYS[1]))
+    b.s2c(frame(8, struct.pack(">H", 1000)))
+    b.write()
+
     s = Fixture("kinetid-session", "a whole Kinetid session: handshake, hello/welcome, reports/acks, switch/state, ping/pong, close")
     s.handshake()
     s.c2s(frame(1, HELLO, s.key()), "hello")
