@@ -52,57 +52,62 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ProxyArgs {
     /// Where devices are sent: ws:// or wss://HOST[:PORT] (the path is the device's).
-    #[arg(long)]
+    #[arg(value_name = "URL", long, help_heading = "Network")]
     pub upstream: String,
     /// Address devices connect to.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(
+        value_name = "ADDR",
+        long,
+        default_value = "127.0.0.1:8080",
+        help_heading = "Network"
+    )]
     pub bind: String,
     /// Write every byte both ways to this file (.pcapng for Wireshark, any
     /// other name the text capture format).
-    #[arg(long)]
+    #[arg(value_name = "FILE", long, help_heading = "Output")]
     pub record: Option<PathBuf>,
     /// No per-frame output; counters on exit.
-    #[arg(long, short)]
+    #[arg(long, short, help_heading = "Output")]
     pub quiet: bool,
     /// Do not decode text messages as Kinetid messages.
-    #[arg(long, conflicts_with = "kinetid")]
+    #[arg(long, conflicts_with = "kinetid", help_heading = "Decoding")]
     pub no_kinetid: bool,
     /// Judge every connection as Kinetid traffic (by default a connection
     /// is Kinetid when its client offers kinetid.v1 or its first message
     /// is a Kinetid message; others are shown as plain WebSocket).
-    #[arg(long)]
+    #[arg(long, help_heading = "Decoding")]
     pub kinetid: bool,
     #[command(flatten)]
     pub tls: TlsServerArgs,
     /// Extra CA certificates (PEM) trusted for a wss:// upstream.
-    #[arg(long)]
+    #[arg(value_name = "FILE", long, help_heading = "Network")]
     pub upstream_ca: Option<PathBuf>,
     /// Do not verify a wss:// upstream's certificate (still encrypted).
-    #[arg(long)]
+    #[arg(long, help_heading = "Network")]
     pub upstream_insecure: bool,
     /// Fault: delay each chunk by this much ([up:|down:]200ms; up is device
     /// to upstream; repeatable).
-    #[arg(long, value_name = "[up:|down:]TIME")]
+    #[arg(long, value_name = "[up:|down:]TIME", help_heading = "Faults")]
     pub delay: Vec<String>,
     /// Fault: up to this much more delay at random per chunk (order kept).
-    #[arg(long, value_name = "[up:|down:]TIME")]
+    #[arg(long, value_name = "[up:|down:]TIME", help_heading = "Faults")]
     pub jitter: Vec<String>,
     /// Fault: at most this many bytes per second ([up:|down:]10kB/s).
-    #[arg(long, value_name = "[up:|down:]RATE")]
+    #[arg(long, value_name = "[up:|down:]RATE", help_heading = "Faults")]
     pub bandwidth: Vec<String>,
     /// Fault: take ping frames out of a direction (up, down or both).
-    #[arg(long, value_name = "up|down|both")]
+    #[arg(long, value_name = "up|down|both", help_heading = "Faults")]
     pub drop_pings: Vec<String>,
     /// Fault: stop reading a direction (up, down or both).
-    #[arg(long, value_name = "up|down|both")]
+    #[arg(long, value_name = "up|down|both", help_heading = "Faults")]
     pub stall: Vec<String>,
     /// How long a device has for its TLS handshake and its head, and the
     /// upstream to connect and answer it.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(value_name = "TIME", long, default_value = "10s", value_parser = parse_duration, help_heading = "Network")]
     pub head_timeout: std::time::Duration,
     /// Fault: drop both TCP connections without a Close after this long
     /// (30s) or this many frames (20f).
-    #[arg(long, value_name = "TIME|Nf")]
+    #[arg(long, value_name = "TIME|Nf", help_heading = "Faults")]
     pub cut_after: Option<String>,
     #[command(flatten)]
     pub session: SessionArgs,
@@ -127,6 +132,7 @@ pub enum ColorChoice {
 
 /// Output flags shared by the commands.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Output")]
 pub struct OutputArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -135,13 +141,14 @@ pub struct OutputArgs {
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
     /// Payload bytes shown per frame in text output.
-    #[arg(long, default_value_t = 512)]
+    #[arg(value_name = "BYTES", long, default_value_t = 512)]
     pub max_dump: usize,
 }
 
 /// What to show, shared by `replay` and `listen` (it never changes what is
 /// counted, recorded or answered).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "What to show")]
 pub struct FilterArgs {
     /// Show only this connection (repeatable).
     #[arg(long = "conn", value_name = "N")]
@@ -155,10 +162,10 @@ pub struct FilterArgs {
     pub only_notes: bool,
     /// Show only events at or after this time (Unix seconds, or UTC as
     /// 2026-01-01T00:00:00Z).
-    #[arg(long, value_parser = kinetid_wsdump::filter::parse_time)]
+    #[arg(value_name = "TIME", long, value_parser = kinetid_wsdump::filter::parse_time)]
     pub since: Option<f64>,
     /// Show only events at or before this time.
-    #[arg(long, value_parser = kinetid_wsdump::filter::parse_time)]
+    #[arg(value_name = "TIME", long, value_parser = kinetid_wsdump::filter::parse_time)]
     pub until: Option<f64>,
 }
 
@@ -177,6 +184,7 @@ impl FilterArgs {
 
 /// The console and the inspector's history, for `listen` and `proxy`.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Console and inspector")]
 pub struct SessionArgs {
     /// Read commands from stdin even when it is not a terminal.
     #[arg(long)]
@@ -184,10 +192,11 @@ pub struct SessionArgs {
     /// Never read commands from stdin.
     #[arg(long, conflicts_with = "console")]
     pub no_console: bool,
-    /// Events the browser inspector (`/`, `/api/events`) replays to a page
-    /// that connects (default 5000; with --quiet 0: none kept, live events
-    /// still stream to an open page).
-    #[arg(long)]
+    /// Events the browser inspector (listen's `/`, the proxy's
+    /// `/api/inspector`; both stream `/api/events`) replays to a page that
+    /// connects [default: 5000; with --quiet 0: none kept, live events still
+    /// stream to an open page].
+    #[arg(long, value_name = "N")]
     pub history: Option<usize>,
 }
 
@@ -212,36 +221,38 @@ impl SessionArgs {
 
 /// TLS toward devices, for `listen` and `proxy`.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "TLS")]
 pub struct TlsServerArgs {
     /// Speak TLS to devices (wss://): with --tls-cert/--tls-key, or a
     /// self-signed certificate for --tls-name made once and kept.
     #[arg(long)]
     pub tls: bool,
     /// Certificate chain (PEM) for --tls.
-    #[arg(long, requires = "tls")]
+    #[arg(value_name = "FILE", long, requires = "tls")]
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) for --tls.
-    #[arg(long, requires = "tls")]
+    #[arg(value_name = "FILE", long, requires = "tls")]
     pub tls_key: Option<PathBuf>,
     /// Names the self-signed certificate is for (repeatable).
-    #[arg(long, default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+    #[arg(value_name = "NAME", long, default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
     pub tls_name: Vec<String>,
 }
 
 /// Decoder limits shared by the commands.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Limits")]
 pub struct LimitArgs {
     /// Largest frame payload stored (bytes, or 64KiB, 16MiB, 1GB); larger payloads are skipped and flagged.
-    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    #[arg(value_name = "SIZE", long, default_value = "16MiB", value_parser = parse_size)]
     pub max_frame: u64,
     /// Largest reassembled message (bytes, or with a unit: 16MiB).
-    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    #[arg(value_name = "SIZE", long, default_value = "16MiB", value_parser = parse_size)]
     pub max_message: u64,
     /// Largest HTTP head (bytes, or with a unit: 8KiB).
-    #[arg(long, default_value = "8KiB", value_parser = parse_size_usize)]
+    #[arg(value_name = "SIZE", long, default_value = "8KiB", value_parser = parse_size_usize)]
     pub max_head: usize,
     /// Most HTTP header lines.
-    #[arg(long, default_value_t = 100)]
+    #[arg(value_name = "N", long, default_value_t = 100)]
     pub max_headers: usize,
 }
 
@@ -256,41 +267,42 @@ pub struct ReplayArgs {
     /// Packet captures: take every TCP connection to this port as
     /// WebSocket, its upgrade captured or not (for captures that start in
     /// the middle of a connection).
-    #[arg(long)]
+    #[arg(value_name = "PORT", long, help_heading = "Input")]
     pub port: Option<u16>,
     /// Write the input to this file instead of annotating it, converted to
     /// the format its name asks for: .pcapng (packets for Wireshark), .hex
     /// (a hex fixture, one connection) or any other name (the text capture
     /// format).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub write: Option<PathBuf>,
     /// Treat the files as raw binary bytes of one direction.
-    #[arg(long)]
+    #[arg(long, help_heading = "Input")]
     pub raw: bool,
     /// Direction of raw bytes.
-    #[arg(long, value_enum, default_value_t = DirArg::C2s, requires = "raw")]
+    #[arg(long, value_enum, default_value_t = DirArg::C2s, requires = "raw", help_heading = "Input")]
     pub dir: DirArg,
     /// Exit with status 1 when any note of severity error is raised (for firmware CI).
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub strict: bool,
-    /// Feed the bytes in pieces of this size (the output must not change).
-    #[arg(long)]
+    /// Feed the bytes in pieces of this many bytes (the output must not
+    /// change) [default: each file at once].
+    #[arg(value_name = "BYTES", long, help_heading = "Input")]
     pub chunk: Option<usize>,
     /// Do not decode text messages as Kinetid messages.
-    #[arg(long, conflicts_with = "kinetid")]
+    #[arg(long, conflicts_with = "kinetid", help_heading = "Decoding")]
     pub no_kinetid: bool,
     /// Judge every connection as Kinetid traffic (by default a connection
     /// is Kinetid when its client offers kinetid.v1 or its first message
     /// is a Kinetid message; others are shown as plain WebSocket).
-    #[arg(long)]
+    #[arg(long, help_heading = "Decoding")]
     pub kinetid: bool,
     /// Serve the browser inspector over the files instead of printing, at
     /// http://127.0.0.1:8080/ or at `--serve=ADDR`, until Ctrl-C.
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, require_equals = true, default_missing_value = "127.0.0.1:8080", conflicts_with = "write")]
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, require_equals = true, default_missing_value = "127.0.0.1:8080", conflicts_with = "write", help_heading = "Output")]
     pub serve: Option<String>,
     /// After a frame length that does not fit, decode on from the next
     /// plausible frame header (named in a hint) instead of giving up.
-    #[arg(long)]
+    #[arg(long, help_heading = "Decoding")]
     pub resync: bool,
     #[command(flatten)]
     pub filter: FilterArgs,
@@ -313,86 +325,118 @@ pub enum DirArg {
 #[derive(Debug, Args)]
 pub struct ListenArgs {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(
+        value_name = "ADDR",
+        long,
+        default_value = "127.0.0.1:8080",
+        help_heading = "Network"
+    )]
     pub bind: String,
     /// Connections served at once; beyond it new ones get 503.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(
+        value_name = "N",
+        long,
+        default_value_t = 10_000,
+        help_heading = "Network"
+    )]
     pub max_connections: usize,
     /// Time between server pings (30s, 500ms, 2m; 0: none).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(value_name = "TIME", long, default_value = "30s", value_parser = parse_duration, help_heading = "Timers")]
     pub ping_interval: std::time::Duration,
     /// A device silent this long is closed.
-    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    #[arg(value_name = "TIME", long, default_value = "90s", value_parser = parse_duration, help_heading = "Timers")]
     pub idle_timeout: std::time::Duration,
     /// Time allowed for the first message (hello).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(value_name = "TIME", long, default_value = "10s", value_parser = parse_duration, help_heading = "Timers")]
     pub hello_timeout: std::time::Duration,
     /// Time allowed to finish the HTTP request head (then 408).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(value_name = "TIME", long, default_value = "10s", value_parser = parse_duration, help_heading = "Timers")]
     pub head_timeout: std::time::Duration,
     /// Annotate violations but keep the connection open.
-    #[arg(long)]
+    #[arg(long, help_heading = "Backend behaviour")]
     pub lenient: bool,
     /// With --lenient: after a frame length that does not fit, decode on
     /// from the next plausible frame header.
-    #[arg(long, requires = "lenient")]
+    #[arg(long, requires = "lenient", help_heading = "Backend behaviour")]
     pub resync: bool,
     /// Decline permessage-deflate (RFC 7692) offers; by default they are accepted.
-    #[arg(long, conflicts_with = "deflate")]
+    #[arg(long, conflicts_with = "deflate", help_heading = "Backend behaviour")]
     pub no_deflate: bool,
     /// The server's own permessage-deflate preferences when it accepts an
     /// offer: server_no_context_takeover; client_no_context_takeover;
     /// server_max_window_bits=N.
-    #[arg(long, value_parser = kinetid_wsdump::deflate::ServerPolicy::parse)]
+    #[arg(long, value_name = "PARAMS", value_parser = kinetid_wsdump::deflate::ServerPolicy::parse, help_heading = "Backend behaviour")]
     pub deflate: Option<kinetid_wsdump::deflate::ServerPolicy>,
     /// Backend bugs to commit on purpose, for testing clients (repeatable).
-    #[arg(long = "quirk", value_enum)]
+    #[arg(long = "quirk", value_enum, help_heading = "Backend behaviour")]
     pub quirks: Vec<kinetid_wsdump::quirk::ServerQuirk>,
     /// Echo every data message; no Kinetid layer (for conformance suites).
-    #[arg(long)]
+    #[arg(long, help_heading = "Backend behaviour")]
     pub echo: bool,
     /// Require `Authorization: Bearer TOKEN` on /api/ and allow non-loopback peers
     /// (also from KINETID_API_TOKEN or --api-token-file, which keep it out of `ps`).
-    #[arg(long)]
+    #[arg(value_name = "TOKEN", long, help_heading = "Page and API")]
     pub api_token: Option<String>,
     /// Read the API token from this file (its first line).
-    #[arg(long, conflicts_with = "api_token")]
+    #[arg(
+        value_name = "FILE",
+        long,
+        conflicts_with = "api_token",
+        help_heading = "Page and API"
+    )]
     pub api_token_file: Option<PathBuf>,
     /// A host name the page and API answer to, besides IP addresses and localhost (repeatable).
-    #[arg(long = "allow-host")]
+    #[arg(
+        value_name = "HOST",
+        long = "allow-host",
+        help_heading = "Page and API"
+    )]
     pub allow_host: Vec<String>,
     /// A web page origin whose WebSocket may connect as a device, besides
     /// this listener's own pages (repeatable): `http://localhost:3000` for
     /// a dev server, `null` for a page opened from a file, `*` for any.
     /// The API and the event stream keep their own rules.
-    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    #[arg(
+        long = "allow-origin",
+        value_name = "ORIGIN",
+        help_heading = "Page and API"
+    )]
     pub allow_origin: Vec<String>,
     /// Bytes all connections together may hold in unfinished frames and messages;
     /// a connection that would go over is closed with 1013.
-    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    #[arg(value_name = "SIZE", long, default_value = "256MiB", value_parser = parse_size, help_heading = "Limits")]
     pub max_buffered: u64,
     /// Time allowed for the rest of a frame once its first byte arrived (then close 1008).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(value_name = "TIME", long, default_value = "30s", value_parser = parse_duration, help_heading = "Timers")]
     pub frame_timeout: std::time::Duration,
     /// Time a write may wait for a device that stopped reading (then the connection is dropped).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(value_name = "TIME", long, default_value = "10s", value_parser = parse_duration, help_heading = "Timers")]
     pub write_timeout: std::time::Duration,
     /// Rows in the device table (offline devices make room first).
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(
+        value_name = "N",
+        long,
+        default_value_t = 100_000,
+        help_heading = "Backend behaviour"
+    )]
     pub max_devices: usize,
     /// Write every byte both ways to this file, before it is acted on: a
     /// name ending in .pcapng records packets for Wireshark (synthesised
     /// Ethernet/IP/TCP), any other the tool's text capture format.
-    #[arg(long)]
+    #[arg(value_name = "FILE", long, help_heading = "Output")]
     pub record: Option<PathBuf>,
     /// No per-frame output; counters on exit.
-    #[arg(long, short)]
+    #[arg(long, short, help_heading = "Output")]
     pub quiet: bool,
     /// How long a switch from the API or console waits for the device's answer.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(value_name = "TIME", long, default_value = "10s", value_parser = parse_duration, help_heading = "Timers")]
     pub reply_timeout: std::time::Duration,
     /// Device ids refused at hello (error unknown_device, close 1008).
-    #[arg(long = "refuse")]
+    #[arg(
+        value_name = "KN-...",
+        long = "refuse",
+        help_heading = "Backend behaviour"
+    )]
     pub refuse: Vec<String>,
     #[command(flatten)]
     pub session: SessionArgs,
@@ -410,83 +454,104 @@ pub struct ListenArgs {
 #[derive(Debug, Args)]
 pub struct EmulateArgs {
     /// Backend URL.
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    #[arg(
+        value_name = "URL",
+        long,
+        default_value = "ws://127.0.0.1:8080/ws",
+        help_heading = "Connection"
+    )]
     pub url: String,
     /// Report period (1s, 500ms, 2m).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(value_name = "TIME", long, default_value = "60s", value_parser = parse_duration, help_heading = "Plug")]
     pub interval: std::time::Duration,
     /// Device id (default: derived from the seed).
-    #[arg(long)]
+    #[arg(value_name = "KN-...", long, help_heading = "Plug")]
     pub id: Option<String>,
     /// Seed for readings, ids and jitter.
-    #[arg(long)]
+    #[arg(value_name = "N", long, help_heading = "Plug")]
     pub seed: Option<u64>,
     /// What is plugged in.
-    #[arg(long, value_enum, default_value_t = kinetid_wsdump::meter::Appliance::Kettle)]
+    #[arg(long, value_enum, default_value_t = kinetid_wsdump::meter::Appliance::Kettle, help_heading = "Plug")]
     pub appliance: kinetid_wsdump::meter::Appliance,
     /// Mains grid.
-    #[arg(long, value_enum, default_value_t = kinetid_wsdump::meter::Mains::Eu)]
+    #[arg(long, value_enum, default_value_t = kinetid_wsdump::meter::Mains::Eu, help_heading = "Plug")]
     pub mains: kinetid_wsdump::meter::Mains,
-    /// Fragment messages larger than this many bytes (1024 emulates esp_websocket_client).
-    #[arg(long)]
+    /// Fragment messages larger than this many bytes (1024 emulates
+    /// esp_websocket_client) [default: whole messages, one frame each].
+    #[arg(value_name = "BYTES", long, help_heading = "Connection")]
     pub frame_size: Option<usize>,
     /// Press the button now and then (an unsolicited state).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(value_name = "TIME", long, value_parser = parse_duration, help_heading = "Plug")]
     pub button_every: Option<std::time::Duration>,
     /// Passive plugs behind this one over PLC.
-    #[arg(long, default_value_t = 0)]
+    #[arg(
+        value_name = "N",
+        long,
+        default_value_t = 0,
+        help_heading = "Home and fleet"
+    )]
     pub passive: usize,
     /// Simulated PLC latency.
-    #[arg(long, default_value = "40ms", value_parser = parse_duration)]
+    #[arg(value_name = "TIME", long, default_value = "40ms", value_parser = parse_duration, help_heading = "Home and fleet")]
     pub plc_latency: std::time::Duration,
     /// Fraction of PLC exchanges lost (0.0-1.0).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(
+        value_name = "FRACTION",
+        long,
+        default_value_t = 0.0,
+        help_heading = "Home and fleet"
+    )]
     pub plc_loss: f64,
     /// Independent active plugs in this process.
-    #[arg(long, default_value_t = 1)]
+    #[arg(
+        value_name = "N",
+        long,
+        default_value_t = 1,
+        help_heading = "Home and fleet"
+    )]
     pub count: usize,
     /// Spread the connects of --count plugs over this time.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    #[arg(value_name = "TIME", long, default_value = "0s", value_parser = parse_duration, help_heading = "Home and fleet")]
     pub ramp: std::time::Duration,
     /// Offset each of --count plugs' reports by a share of this time after
     /// the period boundary (default 0s: all on the boundary, as the contract
     /// says, so a fleet reports in one burst; firmware that adds jitter
     /// spreads it).
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    #[arg(value_name = "TIME", long, default_value = "0s", value_parser = parse_duration, help_heading = "Home and fleet")]
     pub spread: std::time::Duration,
     /// Stop after this long (close 1000, then exit).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(value_name = "TIME", long, value_parser = parse_duration, help_heading = "Run")]
     pub duration: Option<std::time::Duration>,
     /// Firmware bugs to commit on purpose (repeatable).
-    #[arg(long = "quirk", value_enum)]
+    #[arg(long = "quirk", value_enum, help_heading = "Run")]
     pub quirks: Vec<kinetid_wsdump::quirk::Quirk>,
     /// Show the plug's own traffic through the annotator.
-    #[arg(long)]
+    #[arg(long, help_heading = "Run")]
     pub dump: bool,
     /// wss://: extra CA certificates (PEM) to trust for the backend.
-    #[arg(long)]
+    #[arg(value_name = "FILE", long, help_heading = "Connection")]
     pub ca: Option<PathBuf>,
     /// wss://: do not verify the backend's certificate (still encrypted).
-    #[arg(long)]
+    #[arg(long, help_heading = "Connection")]
     pub insecure: bool,
     /// Offer permessage-deflate (RFC 7692) and compress messages when the
     /// backend accepts.
-    #[arg(long)]
+    #[arg(long, help_heading = "Connection")]
     pub deflate: bool,
     /// Write counters as JSON to this file at exit.
-    #[arg(long)]
+    #[arg(value_name = "FILE", long, help_heading = "Run")]
     pub stats_json: Option<PathBuf>,
     /// Unacknowledged reports kept for resending.
-    #[arg(long, default_value_t = 256)]
+    #[arg(value_name = "N", long, default_value_t = 256, help_heading = "Plug")]
     pub queue: usize,
     /// Serve Prometheus metrics at http://ADDR/metrics (0.0.0.0:9100 in a pod).
-    #[arg(long)]
+    #[arg(value_name = "ADDR", long, help_heading = "Run")]
     pub metrics_bind: Option<String>,
     /// Be shard K of N (K from 0): N processes with the same --seed form one
     /// fleet, with distinct plug ids and interleaved connects; --count is per
     /// shard. `--shard N` takes K from JOB_COMPLETION_INDEX (a Kubernetes
     /// Indexed Job).
-    #[arg(long, value_parser = parse_shard)]
+    #[arg(value_name = "K/N", long, value_parser = parse_shard, help_heading = "Home and fleet")]
     pub shard: Option<Shard>,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -592,7 +657,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 #[derive(Debug, Clone, Args)]
 pub struct CertifyArgs {
     /// Address to listen on; point the device at ws://ADDR/ws.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(value_name = "ADDR", long, default_value = "127.0.0.1:8080")]
     pub bind: String,
     /// Test only this device (others are answered 503).
     #[arg(long, value_name = "KN-...")]
@@ -617,7 +682,7 @@ pub struct CertifyArgs {
     #[arg(long, value_enum)]
     pub show: Option<Format>,
     /// How long to wait for the device to connect for a case.
-    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    #[arg(value_name = "TIME", long, default_value = "90s", value_parser = parse_duration)]
     pub connect_timeout: std::time::Duration,
 }
 

@@ -365,7 +365,7 @@ pub fn serve_replay(c: Collector, bind: &str, label: &str) -> Result<u8, super::
     rt.block_on(async move {
         let l = tokio::net::TcpListener::bind(bind)
             .await
-            .map_err(|e| AppError::Failed(format!("cannot listen on {bind}: {e}")))?;
+            .map_err(|e| crate::cmd::cannot_listen("--serve=", bind, e))?;
         let addr = l
             .local_addr()
             .map_err(|e| AppError::Io("listener".into(), e))?;

@@ -51,6 +51,33 @@ impl AppError {
     }
 }
 
+/// A listening socket that could not be opened, said the same way by every
+/// command: which flag, which address, why, and what to do. A port in use
+/// or an address this machine does not have is the command line asking for
+/// something that cannot work here: exit status 2, as for other usage errors.
+pub fn cannot_listen(flag: &str, addr: &str, e: std::io::Error) -> AppError {
+    use std::io::ErrorKind;
+    let flag_ = flag.trim_end_matches('=');
+    let flag = if flag.ends_with('=') {
+        flag.to_string()
+    } else {
+        format!("{flag} ")
+    };
+    let hint = match e.kind() {
+        ErrorKind::AddrInUse => format!(
+            "the port is in use (another kinetid-wsdump, or another server); pick a free one with {flag}HOST:PORT, or port 0 for any"
+        ),
+        ErrorKind::AddrNotAvailable => format!(
+            "this machine has no such address; {flag}127.0.0.1:PORT is this machine only, {flag}0.0.0.0:PORT every network"
+        ),
+        ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges; use 8080 or above)".to_string()
+        }
+        _ => e.to_string(),
+    };
+    AppError::Usage(format!("cannot listen on {addr} ({flag_}): {hint}"))
+}
+
 /// This machine's addresses on its networks (not loopback, not
 /// link-local), for the URLs a device on the LAN can be given.
 pub fn lan_addresses() -> Vec<std::net::IpAddr> {

@@ -210,7 +210,7 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
     };
     let listener = TcpListener::bind(&a.bind)
         .await
-        .map_err(|e| AppError::Io(a.bind.clone(), e))?;
+        .map_err(|e| crate::cmd::cannot_listen("--bind", &a.bind, e))?;
     let local = listener
         .local_addr()
         .map_err(|e| AppError::Io(a.bind.clone(), e))?;

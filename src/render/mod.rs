@@ -450,16 +450,20 @@ impl Printer {
                     )?;
                 }
                 match &v.failure {
+                    // What the request deserves, not what this server
+                    // answered: that is the response event (a proxy's 502,
+                    // a listener's 503 when full).
                     None => writeln!(
                         w,
-                        "  verdict: {}",
-                        "101 Switching Protocols".style(st(c, Style::new().green().bold()))
+                        "  verdict: {} (a server may answer 101 Switching Protocols)",
+                        "valid request".style(st(c, Style::new().green().bold()))
                     ),
                     Some(f) => writeln!(
                         w,
-                        "  verdict: {} {}",
-                        format!("{} {}", v.status, crate::handshake::reason_phrase(v.status))
-                            .style(st(c, Style::new().red().bold())),
+                        "  verdict: {} (due: {} {}): {}",
+                        "invalid request".style(st(c, Style::new().red().bold())),
+                        v.status,
+                        crate::handshake::reason_phrase(v.status),
                         Esc(&f.to_string())
                     ),
                 }
@@ -701,13 +705,12 @@ impl Printer {
             EventKind::Request { head, verdict, .. } => match verdict {
                 Some(v) => writeln!(
                     w,
-                    "{p} request {:?} -> {}{}",
+                    "{p} request {:?} {}",
                     head.start_line,
-                    v.status,
-                    v.failure
-                        .as_ref()
-                        .map(|f| format!(" ({})", Esc(&f.to_string())))
-                        .unwrap_or_default()
+                    match &v.failure {
+                        None => "valid".to_string(),
+                        Some(f) => format!("invalid ({} due: {})", v.status, Esc(&f.to_string())),
+                    }
                 ),
                 None => writeln!(w, "{p} request {:?} (plain HTTP)", head.start_line),
             },

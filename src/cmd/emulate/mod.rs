@@ -183,7 +183,7 @@ pub fn run(a: EmulateArgs) -> Result<u8, AppError> {
         Some(addr) => Some(
             std::net::TcpListener::bind(addr)
                 .and_then(|l| l.set_nonblocking(true).map(|_| l))
-                .map_err(|e| AppError::Failed(format!("--metrics-bind {addr}: {e}")))?,
+                .map_err(|e| crate::cmd::cannot_listen("--metrics-bind", addr, e))?,
         ),
         None => None,
     };

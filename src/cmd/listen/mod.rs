@@ -235,7 +235,7 @@ async fn serve(
 ) -> Result<u8, AppError> {
     let listener = TcpListener::bind(&bind)
         .await
-        .map_err(|e| AppError::Failed(format!("cannot listen on {bind}: {e}")))?;
+        .map_err(|e| crate::cmd::cannot_listen("--bind", &bind, e))?;
     let local = listener
         .local_addr()
         .map_err(|e| AppError::Io("local address".into(), e))?;
@@ -284,7 +284,7 @@ async fn serve(
             _ = stop.changed() => break,
         }
     }
-    hub.notice("kinetid-wsdump: shutting down: close 1001 to every device (up to 2 s; Ctrl-C again to quit now)");
+    hub.notice("kinetid-wsdump: shutting down: close 1001 to every device (up to 2.5 s; Ctrl-C again to quit now)");
     let _ = shutdown_tx.send(());
     let handles: Vec<_> = std::mem::take(&mut *tasks.lock().expect("tasks"));
     let _ = tokio::time::timeout(GRACE, async {
