@@ -198,6 +198,11 @@ pub struct SessionArgs {
     /// stream to an open page].
     #[arg(long, value_name = "N")]
     pub history: Option<usize>,
+    /// Print and count the tool's own web traffic too (its page, API, event
+    /// stream and metrics requests); by default they are kept out of the
+    /// output, the inspector and the connection count (never out of --record).
+    #[arg(long)]
+    pub show_http: bool,
 }
 
 /// Events the inspector keeps by default.

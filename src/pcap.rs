@@ -78,6 +78,39 @@ pub struct Counts {
     pub tcp_connections: u64,
     /// Of them, WebSocket.
     pub websocket: u64,
+    /// Connections that began before the capture (no SYN seen) and were
+    /// not decoded: their upgrade was never captured.
+    pub mid_stream: u64,
+    /// The first of them, client then server.
+    pub mid_stream_example: Option<(SocketAddr, SocketAddr)>,
+    /// Their server ports, with how many connections each (the first 8
+    /// ports seen).
+    pub mid_stream_ports: [(u16, u64); 8],
+}
+
+impl Counts {
+    /// The server port most of the undecoded mid-stream connections went
+    /// to, for a `--port` hint.
+    pub fn mid_stream_port(&self) -> Option<u16> {
+        self.mid_stream_ports
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .max_by_key(|(_, n)| *n)
+            .map(|(p, _)| *p)
+    }
+
+    fn note_mid_stream(&mut self, client: SocketAddr, server: SocketAddr) {
+        self.mid_stream += 1;
+        self.mid_stream_example.get_or_insert((client, server));
+        let port = server.port();
+        if let Some(slot) = self
+            .mid_stream_ports
+            .iter_mut()
+            .find(|(p, n)| *p == port || *n == 0)
+        {
+            *slot = (port, slot.1 + 1);
+        }
+    }
 }
 
 /// One endpoint pair, client first once known.
@@ -455,7 +488,12 @@ impl Reassembler {
         }
         let conn = match flow.kind {
             Kind::WebSocket(c) => c,
-            _ => return,
+            _ => {
+                if flow.mid_stream {
+                    self.counts.note_mid_stream(flow.client, flow.server);
+                }
+                return;
+            }
         };
         for d in [Direction::C2S, Direction::S2C] {
             let mut out = Vec::new();

@@ -64,7 +64,8 @@ fn evil_site(page: String) -> u16 {
 #[test]
 fn a_page_on_another_origin_cannot_switch_a_plug() {
     let Some(chromium) = chromium() else { return };
-    let l = Listener::start(&["--format", "json", "--no-console"]);
+    // --show-http: the requests the page made are judged from the output.
+    let l = Listener::start(&["--format", "json", "--no-console", "--show-http"]);
     let mut dev = device(&l.addr(), DEV);
     dev.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();

@@ -842,3 +842,53 @@ fn no_hello_and_unknown_devices_are_closed_with_1008() {
     assert_eq!(got.last().unwrap().1[..2], 1008u16.to_be_bytes());
     l.stop();
 }
+
+#[test]
+fn the_tools_own_web_traffic_is_out_of_view_unless_asked() {
+    let dir = root().join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let rec = dir.join(format!("own-web-{}.txt", std::process::id()));
+    let rec_s = rec.to_str().unwrap();
+    for show in [false, true] {
+        let mut args = vec!["--no-console", "--record", rec_s];
+        if show {
+            args.push("--show-http");
+        }
+        let l = Listener::start(&args);
+        // A page polling the API, its favicon, the metrics.
+        for path in ["/api/devices", "/api/devices", "/favicon.ico", "/metrics"] {
+            let (status, _) = http(&l.addr(), "GET", path, "", "");
+            assert!(status == 200 || status == 404, "{path}: {status}");
+        }
+        // A device that forgot its Upgrade header is a device's bug: shown.
+        let (status, body) = http(&l.addr(), "GET", "/ws", "", "");
+        assert!(
+            status == 404 && body.contains("with an Upgrade"),
+            "{status} {body}"
+        );
+        let (summary, out) = l.stop_with_summary();
+        assert!(out.contains("GET /ws HTTP/1.1"), "{out}");
+        let recorded = std::fs::read_to_string(&rec).unwrap();
+        assert!(
+            recorded.contains(&hex::encode("GET /api/devices")),
+            "not in --record"
+        );
+        if show {
+            assert!(out.contains("GET /api/devices"), "{out}");
+            assert!(summary.contains("5 connections"), "{summary}");
+            assert!(!summary.contains("not shown"), "{summary}");
+        } else {
+            assert!(
+                !out.contains("/api/devices") && !out.contains("favicon"),
+                "{out}"
+            );
+            assert!(
+                summary.contains("1 connection ")
+                    && summary
+                        .contains("4 requests to this tool's page, API and metrics not shown"),
+                "{summary}"
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&rec);
+}

@@ -122,7 +122,7 @@ fn every_synthetic_capture_gives_what_it_should() {
         if name == "mixed.pcap" {
             assert!(
                 r.stderr
-                    .contains("1 other connections and 1 packets that are not TCP skipped"),
+                    .contains("1 other connection and 1 packet that is not TCP skipped"),
                 "{}",
                 r.stderr
             );
@@ -765,4 +765,29 @@ fn listener_notes_ride_in_the_pcapng_recording_as_packet_comments() {
         tls["notes"][0]["message"].as_str().unwrap().contains("TLS"),
         "{tls}"
     );
+}
+
+#[test]
+fn a_capture_that_starts_mid_connection_names_it_and_the_port_to_give() {
+    let f = pcaps().join("midstream.pcap");
+    let r = replay(&f, &[]);
+    assert_eq!(r.code, 0);
+    assert!(of_type(&r.events, "open").is_empty());
+    assert!(
+        r.stderr
+            .contains("1 TCP connection began before the capture did (192.168.1.23:49152 -> 192.168.1.10:8080)")
+            && r.stderr.contains("replay --port 8080"),
+        "{}",
+        r.stderr
+    );
+    // With the port: decoded, and the report period, never captured (no
+    // hello, no welcome), is not assumed to be 60 s.
+    let r = replay(&f, &["--port", "8080"]);
+    let got = codes(&r.events);
+    assert!(got.contains(&"capture-start-missed".to_string()), "{got:?}");
+    assert!(
+        !got.iter().any(|c| c.starts_with("kinetid-report-")),
+        "{got:?}"
+    );
+    assert!(!r.stderr.contains("began before"), "{}", r.stderr);
 }

@@ -851,6 +851,11 @@ fn switches_and_messages_injected_through_the_api_reach_their_peer() {
             .is_some_and(|n| n.iter().any(|n| n["severity"] == "error"))));
     // The proxy marked both injections and annotated the frames.
     let pev = json_lines(&out_p);
+    // Its own API requests were answered but kept out of its output.
+    assert!(
+        !out_p.contains("/api/devices") && !out_p.contains("/inject"),
+        "the proxy printed its own API traffic: {out_p}"
+    );
     let marks = pev
         .iter()
         .flat_map(|e| e["notes"].as_array().cloned().unwrap_or_default())

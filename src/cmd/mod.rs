@@ -10,6 +10,7 @@ pub mod emulate;
 pub mod inspect;
 pub mod listen;
 pub mod metrics;
+pub mod ownweb;
 pub mod proxy;
 pub mod replay;
 pub mod sock;

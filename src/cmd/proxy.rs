@@ -139,6 +139,10 @@ struct Shared {
     /// upstream to connect and answer.
     head_timeout: Duration,
     next_conn: AtomicU64,
+    /// `--show-http`: show and count requests for the proxy's own API.
+    show_http: bool,
+    /// Requests for the proxy's own API and page, out of view.
+    web: AtomicU64,
     /// Device connections whose task is still running.
     open: AtomicU64,
     bytes_up: AtomicU64,
@@ -256,6 +260,8 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
             .transpose()
             .map_err(AppError::Usage)?,
         next_conn: AtomicU64::new(0),
+        show_http: a.session.show_http,
+        web: AtomicU64::new(0),
         open: AtomicU64::new(0),
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
@@ -303,12 +309,20 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
     if let Some(o) = &sh.out {
         o.close(Duration::from_millis(1000));
     }
-    let conns = sh.next_conn.load(Ordering::Relaxed);
+    let web = sh.web.load(Ordering::Relaxed);
+    let conns = sh.next_conn.load(Ordering::Relaxed) - web;
     eprintln!(
-        "kinetid-wsdump: {conns} connection{}, {} bytes device->upstream, {} bytes upstream->device",
+        "kinetid-wsdump: {conns} connection{}, {} bytes device->upstream, {} bytes upstream->device{}",
         if conns == 1 { "" } else { "s" },
         sh.bytes_up.load(Ordering::Relaxed),
-        sh.bytes_down.load(Ordering::Relaxed)
+        sh.bytes_down.load(Ordering::Relaxed),
+        match web {
+            0 => String::new(),
+            w => format!(
+                "; {w} request{} to the proxy's API and page not shown (--show-http shows them)",
+                if w == 1 { "" } else { "s" }
+            ),
+        }
     );
     sh.err.close(Duration::from_millis(500));
     Ok(0)
@@ -429,6 +443,8 @@ struct Link {
     frames: u64,
     ann: Annotator,
     filter: Option<Filter>,
+    /// Whether this is the proxy's own web traffic, out of view.
+    web: super::ownweb::OwnWeb,
 }
 
 impl Link {
@@ -523,6 +539,15 @@ impl Link {
     }
 
     fn show(&mut self, ev: Vec<Event>) {
+        if self.web.pass(&ev).is_some() {
+            self.show_now(ev);
+        }
+    }
+
+    fn show_now(&mut self, ev: Vec<Event>) {
+        if ev.is_empty() {
+            return;
+        }
         self.sh.bus.publish(&ev);
         let Some(out) = &self.sh.out else { return };
         let ev = match self.filter.as_mut() {
@@ -571,6 +596,7 @@ async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr)
         frames: 0,
         ann: Annotator::new(id, sh.cfg),
         filter: (!sh.filter.is_empty()).then(|| Filter::new(sh.filter.clone())),
+        web: super::ownweb::OwnWeb::new(sh.show_http),
     };
     let t = super::listen::now();
     link.record(t, ChunkKind::Open(peer.to_string()));
@@ -578,7 +604,10 @@ async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr)
     link.ann.open(&peer.to_string(), Some(t), &mut ev);
     link.show(ev);
     if let Some(mut dev) = device_side(&mut link, sock).await {
-        if let Some(mut up) = upgrade(&mut link, &mut dev).await {
+        let upgraded = upgrade(&mut link, &mut dev).await;
+        let held = link.web.show();
+        link.show_now(held);
+        if let Some(mut up) = upgraded {
             let (tx, rx) = tokio::sync::mpsc::channel(16);
             sh.conns.lock().expect("conns").insert(
                 id,
@@ -595,6 +624,10 @@ async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr)
             }
         }
     }
+    // A connection that ended before its request line (a failed TLS
+    // handshake, a silent peer) is shown with what it did.
+    let held = link.web.show();
+    link.show_now(held);
     let t = super::listen::now();
     link.record(t, ChunkKind::Eof);
     let mut ev = Vec::new();
@@ -658,6 +691,8 @@ async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
         };
         link.observe(Direction::C2S, &buf[..n]);
         head.extend_from_slice(&buf[..n]);
+        let held = link.web.head_bytes(&head);
+        link.show_now(held);
         match handshake::parse_head(&head, sh.cfg.limits) {
             HeadParse::Partial => continue,
             HeadParse::Invalid(e) => {
@@ -670,6 +705,9 @@ async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
                     && path.starts_with("/api/")
                 {
                     let rest = head[h.len..].to_vec();
+                    if link.web.plain_request(path.split('?').next().unwrap_or("")) {
+                        sh.web.fetch_add(1, Ordering::Relaxed);
+                    }
                     api(link, dev, &h, rest).await;
                     return None;
                 }

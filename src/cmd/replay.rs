@@ -182,14 +182,29 @@ impl Run<'_> {
         if let Input::Pcap { r, .. } = &input {
             let c = r.counts();
             eprintln!(
-                "kinetid-wsdump: {}: {} packets, {} TCP connections of which {} WebSocket; {} other connections and {} packets that are not TCP skipped",
+                "kinetid-wsdump: {}: {}, {} of which {} WebSocket; {} and {} that {} not TCP skipped",
                 Esc(&name),
-                c.packets,
-                c.tcp_connections,
+                plural(c.packets, "packet"),
+                plural(c.tcp_connections, "TCP connection"),
                 c.websocket,
-                c.tcp_connections - c.websocket,
-                c.not_tcp
+                plural(c.tcp_connections - c.websocket, "other connection"),
+                plural(c.not_tcp, "packet"),
+                if c.not_tcp == 1 { "is" } else { "are" },
             );
+            if let (Some((client, server)), Some(port)) =
+                (c.mid_stream_example, c.mid_stream_port())
+            {
+                let others = c.mid_stream - 1;
+                eprintln!(
+                    "kinetid-wsdump: {}: {} began before the capture did ({client} -> {server}{}), so no upgrade was seen and {} taken for WebSocket; if {} WebSocket, give the server's port: replay --port {port} {}",
+                    Esc(&name),
+                    if c.mid_stream == 1 { "1 TCP connection".to_string() } else { format!("{} TCP connections", c.mid_stream) },
+                    if others == 0 { String::new() } else { format!(" and {others} more") },
+                    if c.mid_stream == 1 { "it was not" } else { "they were not" },
+                    if c.mid_stream == 1 { "it is" } else { "they are" },
+                    Esc(&name),
+                );
+            }
         }
         if let Some(err) = input.error() {
             eprintln!(
@@ -451,4 +466,9 @@ impl Convert {
         out.done = true;
         Ok(())
     }
+}
+
+/// `1 packet`, `2 packets`.
+fn plural(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }

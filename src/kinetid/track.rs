@@ -25,6 +25,10 @@ struct Plug {
 /// The per-connection memory of a Kinetid conversation.
 #[derive(Debug, Default)]
 pub struct Tracker {
+    /// The report period in force: the welcome's `period_s`, else the
+    /// hello's, else the contract's 60 s once a hello or welcome was seen.
+    /// Unknown (no boundary judged) on a connection whose start was not
+    /// captured: a period never seen is not assumed.
     period: Option<u64>,
     plugs: HashMap<String, Plug>,
     /// Switch commands seen, by id: the plug and what was asked.
@@ -37,7 +41,14 @@ impl Tracker {
         let mut notes = Vec::new();
         match (&m.typed, dir) {
             (Some(Msg::Hello(h)), Direction::C2S) => {
-                self.period = h.period_s.filter(|p| *p >= 1);
+                self.period = Some(h.period_s.filter(|p| *p >= 1).unwrap_or(60));
+            }
+            (Some(Msg::Welcome(w)), Direction::S2C) => {
+                if let Some(p) = w.period_s.filter(|p| *p >= 1) {
+                    self.period = Some(p);
+                } else if self.period.is_none() {
+                    self.period = Some(60);
+                }
             }
             (Some(Msg::Report(r)), Direction::C2S) => {
                 if let (Some(dev), Some(seq)) = (&r.dev, r.seq) {
@@ -80,8 +91,7 @@ impl Tracker {
         direct: bool,
         notes: &mut Vec<Note>,
     ) {
-        let period = self.period.unwrap_or(60);
-        if let (Some(ts), true) = (ts, direct) {
+        if let (Some(ts), true, Some(period)) = (ts, direct, self.period) {
             let off = ts % period;
             let off = off.min(period - off);
             if off > BOUNDARY_SLACK {
@@ -134,7 +144,7 @@ impl Tracker {
                 ));
             }
         }
-        if let (Some(t), Some(prev), true) = (ts, p.ts, direct) {
+        if let (Some(t), Some(prev), true, Some(period)) = (ts, p.ts, direct, self.period) {
             if seq > p.seq && t > prev && t - prev < period {
                 notes.push(Note::warning(
                     Code::KinetidReportTooFrequent,

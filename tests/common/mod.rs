@@ -153,11 +153,19 @@ impl Listener {
     }
 
     /// SIGINT, wait for exit, return stdout.
-    pub fn stop(mut self) -> String {
+    pub fn stop(self) -> String {
+        self.stop_with_summary().1
+    }
+
+    /// SIGINT, wait for exit; the summary line on stderr and stdout.
+    pub fn stop_with_summary(mut self) -> (String, String) {
         Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status()
             .unwrap();
+        let summary = self
+            .stderr_until("output lines dropped", Duration::from_secs(10))
+            .unwrap_or_default();
         let end = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -170,7 +178,7 @@ impl Listener {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.stdout.take().unwrap().join().unwrap()
+        (summary, self.stdout.take().unwrap().join().unwrap())
     }
 }
 

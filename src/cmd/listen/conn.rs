@@ -67,6 +67,8 @@ pub struct Conn {
     /// What to show of this connection (`--conn`, `--device`, ...), when
     /// anything is filtered.
     filter: Option<Box<kinetid_wsdump::filter::Filter>>,
+    /// Whether this is the tool's own web traffic, out of view.
+    web: crate::cmd::ownweb::OwnWeb,
 }
 
 impl Drop for Conn {
@@ -85,6 +87,7 @@ impl Conn {
         tls: Option<String>,
     ) -> Conn {
         let ann = Annotator::new(id, hub.s.cfg);
+        let hub_show_http = hub.s.show_http;
         let filter = (!hub.s.filter.is_empty())
             .then(|| Box::new(kinetid_wsdump::filter::Filter::new(hub.s.filter.clone())));
         Conn {
@@ -100,6 +103,7 @@ impl Conn {
             registry_full_noted: false,
             deflater: None,
             filter,
+            web: crate::cmd::ownweb::OwnWeb::new(hub_show_http),
         }
     }
 
@@ -174,6 +178,19 @@ impl Conn {
     }
 
     fn emit(&mut self, ev: &[Event]) {
+        if let Some(ev) = self.web.pass(ev) {
+            self.emit_now(ev);
+        }
+    }
+
+    /// Show what the own-web check let through or released.
+    fn release(&mut self, held: Vec<Event>) {
+        if !held.is_empty() {
+            self.emit_now(&held);
+        }
+    }
+
+    fn emit_now(&mut self, ev: &[Event]) {
         self.hub.bus.publish(ev);
         let c = &self.hub.counters;
         for e in ev {
@@ -313,7 +330,10 @@ impl Conn {
         if let Some(m) = self.tls.take() {
             self.notice(note::listener(Severity::Info, Code::TlsSession, m));
         }
-        if let Some(leftover) = self.handshake(&mut shutdown).await {
+        let upgraded = self.handshake(&mut shutdown).await;
+        let held = self.web.show();
+        self.release(held);
+        if let Some(leftover) = upgraded {
             let (tx, rx) = mpsc::channel(64);
             self.hub.conns.lock().expect("conns").insert(self.id, tx);
             self.websocket(leftover, rx, &mut shutdown).await;
@@ -356,6 +376,8 @@ impl Conn {
                 raw.extend_from_slice(&buf[..n]);
             }
             let ev = self.observe(Direction::C2S, &buf[..n]);
+            let held = self.web.head_bytes(&raw);
+            self.release(held);
             for (i, e) in ev.iter().enumerate() {
                 match &e.kind {
                     EventKind::HeadError(he) => {
@@ -370,6 +392,12 @@ impl Conn {
                     } => {
                         let body = raw[head.len.min(raw.len())..].to_vec();
                         let head = head.clone();
+                        let path = head.start_line.split(' ').nth(1).unwrap_or("");
+                        if self.web.plain_request(path.split('?').next().unwrap_or("")) {
+                            let c = &self.hub.counters;
+                            c.connections.fetch_sub(1, Ordering::Relaxed);
+                            c.web.fetch_add(1, Ordering::Relaxed);
+                        }
                         self.plain_http(head, body, shutdown).await;
                         return None;
                     }

@@ -186,6 +186,9 @@ pub struct Counters {
     pub errors: AtomicU64,
     /// Warning notes raised.
     pub warnings: AtomicU64,
+    /// Requests for the tool's own page, API and metrics (not shown, not
+    /// among the connections; `--show-http` shows them as connections).
+    pub web: AtomicU64,
 }
 
 /// State shared by every connection.

@@ -108,6 +108,8 @@ pub struct Settings {
     pub quirks: Vec<kinetid_wsdump::quirk::ServerQuirk>,
     /// Events kept for the inspector's history.
     pub history: usize,
+    /// `--show-http`: show and count the tool's own web requests.
+    pub show_http: bool,
 }
 
 /// The API token from the flag, the environment or a file; an empty one is
@@ -163,6 +165,7 @@ pub fn run(a: ListenArgs) -> Result<u8, AppError> {
         max_devices: a.max_devices,
         quirks: a.quirks.clone(),
         history: a.session.history(a.quiet),
+        show_http: a.session.show_http,
     };
     memory::return_freed_memory();
     let console = a.session.console();
@@ -398,7 +401,7 @@ fn finish(hub: &Hub) {
         format!("{v} {}", if v == 1 { one } else { many })
     };
     hub.notice(format!(
-        "kinetid-wsdump: {} ({} refused), {} in, {} out, {} in, {} in, {} out, {}, {}, {} output lines dropped{}",
+        "kinetid-wsdump: {} ({} refused), {} in, {} out, {} in, {} in, {} out, {}, {}, {} output lines dropped{}{}",
         n(&c.connections, "connection", "connections"),
         c.refused.load(Ordering::Relaxed),
         n(&c.frames_in, "frame", "frames"),
@@ -410,6 +413,13 @@ fn finish(hub: &Hub) {
         n(&c.warnings, "warning", "warnings"),
         dropped,
         if stdout_ok { "" } else { " (stdout stalled: its last lines were not written)" },
+        match c.web.load(Ordering::Relaxed) {
+            0 => String::new(),
+            w => format!(
+                "; {w} request{} to this tool's page, API and metrics not shown (--show-http shows them)",
+                if w == 1 { "" } else { "s" }
+            ),
+        },
     ));
     hub.err.close(Duration::from_millis(500));
 }
