@@ -624,3 +624,178 @@ async fn the_proxy_page_in_chromium_shows_both_ways_and_switches_through_the_pro
     let _ = p.kill();
     let _ = p.wait();
 }
+
+/// How many characters the summary cells in `rows` have room for, at the
+/// least (the width of a digit in the cell's font measures a character).
+const VISIBLE_CHARS: &str = "(rows) => { const g = document.createElement('canvas').getContext('2d'); return Math.min(...[...document.querySelectorAll(rows)].map((r) => { const s = r.querySelector('.sum'); if (!s || !s.textContent.length) return 1e9; g.font = getComputedStyle(s).font; return Math.floor(s.clientWidth / g.measureText('0').width); })); }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspector_at_1280_px_reads_switches_in_one_click_and_draws_each_reading_once() {
+    let Some(chrome) = chromium() else { return };
+    let l = Listener::start(&["--format", "summary", "--no-console"]);
+    let mut dev = emulate(
+        &l.url(),
+        &[
+            "--passive",
+            "1",
+            "--interval",
+            "1s",
+            "--duration",
+            "90s",
+            "--seed",
+            "11",
+        ],
+    );
+    let url = format!("http://127.0.0.1:{}/", l.port);
+    let mut b = Browser::open(chrome, &url, 1280, 800).await;
+    b.wait_for(
+        "document.querySelectorAll('#frames .row[data-kind=frame] .sum').length >= 6",
+        30,
+    )
+    .await;
+    // Nothing picked: the detail pane is narrow, the summaries long.
+    let rows = "'#frames .row[data-kind=frame]'";
+    let seen = b.eval(&format!("({VISIBLE_CHARS})({rows})")).await;
+    assert!(
+        seen.as_f64().unwrap() >= 40.0,
+        "summary shows {seen} characters"
+    );
+    let ids = b.eval(&format!("({VISIBLE_CHARS})('#conns .row')")).await;
+    assert!(
+        ids.as_f64().unwrap() >= 15.0,
+        "device id shows {ids} characters"
+    );
+    // A frame picked: the detail pane opens, the summaries stay readable.
+    b.eval("document.getElementById('follow').checked = false")
+        .await;
+    b.click("#frames .row[data-kind=frame][data-dir=c2s]").await;
+    b.wait_for("document.getElementById('frame-title')?.textContent", 10)
+        .await;
+    let seen = b.eval(&format!("({VISIBLE_CHARS})({rows})")).await;
+    assert!(
+        seen.as_f64().unwrap() >= 20.0,
+        "summary shows {seen} characters with the detail open"
+    );
+    let detail = b
+        .eval("document.getElementById('right').getBoundingClientRect().width")
+        .await;
+    assert!(detail.as_f64().unwrap() >= 280.0, "detail pane {detail} px");
+    // One click switches a plug from its connection's details...
+    b.click("#conns .row").await;
+    b.click("[data-switch=conn-off]").await;
+    let r = b
+        .wait_for("(() => { const t = document.getElementById('toast').textContent; return t.includes('HTTP') && t; })()", 15)
+        .await;
+    assert!(r.as_str().unwrap().contains("HTTP 200"), "{r}");
+    // ... and from the device list, without picking the device first.
+    b.eval("document.getElementById('toast').textContent = ''")
+        .await;
+    b.click("#tab-devices").await;
+    b.click("#devices .row [data-switch=row-on]").await;
+    let r = b
+        .wait_for("(() => { const t = document.getElementById('toast').textContent; return t.includes('HTTP') && t; })()", 15)
+        .await;
+    assert!(r.as_str().unwrap().contains("HTTP 200"), "{r}");
+    // The chart: each reading once (the listener's history and the live
+    // events overlap), round ticks.
+    let active = b
+        .wait_for("(() => { const r = [...document.querySelectorAll('#devices .row')].find(r => r.textContent.includes('active')); return r && r.dataset.dev; })()", 20)
+        .await;
+    let id = active.as_str().unwrap().to_string();
+    b.click(&format!("#devices .row[data-dev='{id}'] .id"))
+        .await;
+    b.wait_for(
+        "Number(document.getElementById('chart')?.dataset.points) >= 4",
+        20,
+    )
+    .await;
+    let points = b
+        .eval("Number(document.getElementById('chart').dataset.points)")
+        .await
+        .as_u64()
+        .unwrap();
+    let (_, body) = http(&l.addr(), "GET", &format!("/api/devices/{id}"), "", "");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let reports = v["reports"].as_u64().unwrap();
+    assert!(
+        points <= reports && points + 3 >= reports,
+        "{points} points drawn for {reports} reports"
+    );
+    let yt = b
+        .eval("document.getElementById('chart').dataset.yticks")
+        .await;
+    let yt: Vec<f64> = yt
+        .as_str()
+        .unwrap()
+        .split('|')
+        .map(|t| t.trim_end_matches(" W").parse().unwrap())
+        .collect();
+    let step = yt[1] - yt[0];
+    let mant = step / 10f64.powf(step.log10().floor());
+    assert!(
+        [1.0, 2.0, 2.5, 5.0].iter().any(|m| (m - mant).abs() < 1e-9),
+        "y step {step}: {yt:?}"
+    );
+    let xt = b
+        .eval("document.getElementById('chart').dataset.xticks")
+        .await;
+    for t in xt.as_str().unwrap().split('|') {
+        let ok = t == "now"
+            || t.strip_prefix('-')
+                .and_then(|r| r.strip_suffix(" s").or_else(|| r.strip_suffix(" min")))
+                .is_some_and(|n| n.parse::<u32>().is_ok());
+        assert!(ok, "x tick {t:?} in {xt}");
+    }
+    b.screenshot(&screenshot_path("inspector-1280.png")).await;
+    let _ = dev.kill();
+    let _ = dev.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_says_why_the_server_refused_it() {
+    let Some(chrome) = chromium() else { return };
+    let l = Listener::start(&["--quiet", "--no-console"]);
+    let url = format!("http://127.0.0.1:{}/", l.port);
+    let mut b = Browser::open(chrome, &url, 1280, 800).await;
+    b.wait_for(
+        "document.getElementById('status').textContent === 'live'",
+        20,
+    )
+    .await;
+    // What another machine's browser gets from /api/info (its peer is not
+    // loopback; tests stay on loopback, so the answer is put in its place).
+    b.call(
+        "Fetch.enable",
+        serde_json::json!({"patterns": [{"urlPattern": "*/api/info*"}]}),
+    )
+    .await;
+    b.call("Page.reload", serde_json::json!({})).await;
+    let paused = b.event("Fetch.requestPaused", 20).await;
+    use base64::Engine;
+    let body = r#"{"error":"the API answers loopback peers only; start listen with --api-token (or KINETID_API_TOKEN) to open it"}"#;
+    b.call(
+        "Fetch.fulfillRequest",
+        serde_json::json!({
+            "requestId": paused["requestId"],
+            "responseCode": 403,
+            "responseHeaders": [{"name": "Content-Type", "value": "application/json"}],
+            "body": base64::engine::general_purpose::STANDARD.encode(body),
+        }),
+    )
+    .await;
+    let st = b
+        .wait_for("(() => { const s = document.getElementById('status'); return s.className === 'bad' && s.textContent; })()", 20)
+        .await;
+    let st = st.as_str().unwrap();
+    assert!(
+        st.contains("HTTP 403") && st.contains("loopback peers only") && st.contains("--api-token"),
+        "{st}"
+    );
+    let banner = b
+        .eval("document.getElementById('banner').textContent")
+        .await;
+    assert!(
+        banner.as_str().unwrap().contains("another machine"),
+        "{banner}"
+    );
+}

@@ -17,6 +17,8 @@ pub struct Browser {
     profile: PathBuf,
     ws: Ws,
     next: u64,
+    /// Events that came while a call waited for its answer.
+    events: std::collections::VecDeque<Value>,
     /// One browser at a time per test binary: on two cores, several
     /// Chromiums with their pages, listeners and plugs starve each other.
     _turn: tokio::sync::OwnedMutexGuard<()>,
@@ -133,6 +135,7 @@ impl Browser {
             profile,
             ws,
             next: 1,
+            events: Default::default(),
             _turn: turn,
         }
     }
@@ -155,6 +158,30 @@ impl Browser {
                 if v["id"] == id {
                     assert!(v["error"].is_null(), "{method}: {}", v["error"]);
                     return v["result"].clone();
+                }
+                if v["method"].is_string() && self.events.len() < 1000 {
+                    self.events.push_back(v);
+                }
+            }
+        }
+    }
+
+    /// The next event named `method` (its params), within `secs`.
+    pub async fn event(&mut self, method: &str, secs: u64) -> Value {
+        if let Some(i) = self.events.iter().position(|e| e["method"] == method) {
+            return self.events.remove(i).unwrap()["params"].clone();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {method} event"))
+                .expect("DevTools closed")
+                .unwrap();
+            if let Message::Text(t) = m {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["method"] == method {
+                    return v["params"].clone();
                 }
             }
         }
