@@ -8,6 +8,34 @@ use cli::{Cli, Command};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+/// Log lines in the style of every other message the tool prints:
+/// `kinetid-wsdump: warning: ...` (no timestamp, no module path).
+struct OneStyle;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for OneStyle
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            tracing::Level::INFO => "info",
+            tracing::Level::DEBUG => "debug",
+            tracing::Level::TRACE => "trace",
+        };
+        write!(w, "kinetid-wsdump: {level}: ")?;
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.verbose {
@@ -26,6 +54,7 @@ fn main() -> ExitCode {
             std::io::stderr().is_terminal()
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         )
+        .event_format(OneStyle)
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {

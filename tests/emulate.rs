@@ -526,7 +526,35 @@ fn the_emulator_says_what_it_does() {
     .unwrap();
     let err = String::from_utf8_lossy(&fleet.stderr);
     assert!(err.contains("3/3 plugs online, reports"), "{err}");
+    assert!(err.contains("ack round trip p50 "), "{err}");
     assert!(err.contains("emulate-device: 3 connections"), "{err}");
     assert!(!err.contains("\"connected\""), "no raw JSON: {err}");
+    // -v: a line per plug, in the style of every other message (no
+    // timestamp, no module path).
+    let verbose = emulator(&[
+        "-v",
+        "--url",
+        &l.url(),
+        "--count",
+        "2",
+        "--interval",
+        "500ms",
+        "--duration",
+        "1s",
+    ])
+    .stdout(Stdio::null())
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&verbose.stderr);
+    let per_plug = err
+        .lines()
+        .filter(|l| l.starts_with("kinetid-wsdump: info: KN-") && l.contains(": connected to "))
+        .count();
+    assert_eq!(per_plug, 2, "{err}");
+    assert!(
+        err.lines()
+            .all(|l| l.is_empty() || l.starts_with("kinetid-wsdump: ")),
+        "one message style: {err}"
+    );
     l.stop();
 }

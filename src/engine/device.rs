@@ -43,8 +43,9 @@ pub enum Out {
     Send(Box<Msg>),
     /// A report was sent (for the counters).
     ReportSent,
-    /// A report was acknowledged.
-    ReportAcked,
+    /// A report was acknowledged, this long after it was sent on this
+    /// connection (the ack's round trip).
+    ReportAcked(Duration),
     /// A switch was obeyed.
     Command,
 }
@@ -124,7 +125,7 @@ pub struct Home {
     connected: bool,
     welcomed: bool,
     next_id: u64,
-    inflight: VecDeque<(u64, String, u64)>,
+    inflight: VecDeque<(u64, String, u64, Instant)>,
     plc: Vec<PlcJob>,
     next_button: Option<Instant>,
 }
@@ -188,7 +189,7 @@ impl Home {
         m
     }
 
-    fn send_report(&mut self, r: Report, out: &mut Vec<Out>) {
+    fn send_report(&mut self, r: Report, now: Instant, out: &mut Vec<Out>) {
         let Msg::Report(r) = self.request(Msg::Report(r)) else {
             return;
         };
@@ -196,6 +197,7 @@ impl Home {
             r.id.unwrap_or(0),
             r.dev.clone().unwrap_or_default(),
             r.seq.unwrap_or(0),
+            now,
         ));
         if self.inflight.len() > 4096 {
             self.inflight.pop_front();
@@ -266,7 +268,7 @@ impl Home {
             let fresh = self.take_readings(unix);
             if self.connected {
                 for r in fresh {
-                    self.send_report(r, &mut out);
+                    self.send_report(r, now, &mut out);
                 }
             }
         }
@@ -327,27 +329,29 @@ impl Home {
                     .queue
                     .iter()
                     .filter(|r| {
-                        !inflight.iter().any(|(_, d, q)| {
+                        !inflight.iter().any(|(_, d, q, _)| {
                             r.dev.as_deref() == Some(d.as_str()) && r.seq == Some(*q)
                         })
                     })
                     .cloned()
                     .collect();
                 for r in queued {
-                    self.send_report(r, &mut out);
+                    self.send_report(r, now, &mut out);
                 }
             }
             Msg::Ack(a) => {
                 let Some(re) = a.re else { return out };
-                let Some(pos) = self.inflight.iter().position(|(id, _, _)| *id == re) else {
+                let Some(pos) = self.inflight.iter().position(|(id, ..)| *id == re) else {
                     return out;
                 };
-                let (_, dev, seq) = self.inflight.remove(pos).unwrap_or_default();
+                let Some((_, dev, seq, sent)) = self.inflight.remove(pos) else {
+                    return out;
+                };
                 let before = self.queue.len();
                 self.queue
                     .retain(|r| !(r.dev.as_deref() == Some(dev.as_str()) && r.seq == Some(seq)));
                 if self.queue.len() < before {
-                    out.push(Out::ReportAcked);
+                    out.push(Out::ReportAcked(now.saturating_duration_since(sent)));
                 }
             }
             Msg::Switch(s) => self.switch(s, now, unix, &mut out),
@@ -512,8 +516,15 @@ mod tests {
             .collect();
         assert_eq!(seqs, ["2", "3", "3"], "{out:?}");
         // An ack removes exactly its report.
-        let out = h.on_message(&message(r#"{"t":"ack","re":2}"#), t0, 2.0);
-        assert_eq!(out, vec![Out::ReportAcked]);
+        let out = h.on_message(
+            &message(r#"{"t":"ack","re":2}"#),
+            t0 + Duration::from_millis(30),
+            2.0,
+        );
+        assert!(
+            matches!(out[..], [Out::ReportAcked(rtt)] if rtt >= Duration::from_millis(30)),
+            "{out:?}"
+        );
         assert_eq!(h.queued(), 2);
         assert!(
             h.on_message(&message(r#"{"t":"ack","re":2}"#), t0, 2.0)

@@ -44,6 +44,87 @@ pub struct FleetStats {
     pub errors: AtomicU64,
     /// Unacknowledged reports queued over all homes.
     pub queued: AtomicU64,
+    /// Report-to-ack round trips.
+    pub rtt: RttHist,
+}
+
+/// Buckets of the round-trip histogram: a quarter octave each, from 1 µs
+/// up to about 2^28 µs (4.5 min).
+const RTT_BUCKETS: usize = 112;
+
+/// A histogram of ack round trips that many plugs add to without a lock:
+/// counts in log-spaced buckets (a quantile is known within 19 %).
+#[derive(Debug)]
+pub struct RttHist(Box<[AtomicU64]>);
+
+impl Default for RttHist {
+    fn default() -> Self {
+        RttHist((0..RTT_BUCKETS).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl RttHist {
+    fn bucket(d: Duration) -> usize {
+        let us = (d.as_secs_f64() * 1e6).max(1.0);
+        ((us.log2() * 4.0) as usize).min(RTT_BUCKETS - 1)
+    }
+
+    /// Count one round trip.
+    pub fn add(&self, d: Duration) {
+        self.0[Self::bucket(d)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn counts(&self) -> Vec<u64> {
+        self.0.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+
+    /// The `q` quantile (0..1) of `counts` (or of the difference of two
+    /// snapshots): the upper edge of the bucket it falls in.
+    pub fn quantile(counts: &[u64], q: f64) -> Option<Duration> {
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let want = ((total as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return Some(Duration::from_secs_f64(
+                    2f64.powf((i + 1) as f64 / 4.0) / 1e6,
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// `3.4 ms`, `120 ms`, `1.2 s`.
+fn short_duration(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.1} s", ms / 1e3)
+    }
+}
+
+/// `ack round trip p50 3.4 ms, p99 12 ms`, or nothing without acks.
+fn rtt_text(counts: &[u64]) -> String {
+    match (
+        RttHist::quantile(counts, 0.5),
+        RttHist::quantile(counts, 0.99),
+    ) {
+        (Some(p50), Some(p99)) => format!(
+            ", ack round trip p50 {} p99 {}",
+            short_duration(p50),
+            short_duration(p99)
+        ),
+        _ => String::new(),
+    }
 }
 
 impl FleetStats {
@@ -72,6 +153,8 @@ impl FleetStats {
             "connected": g(&self.connected), "connects": g(&self.connects), "reconnects": g(&self.reconnects),
             "reports_sent": g(&self.reports_sent), "reports_acked": g(&self.reports_acked),
             "commands": g(&self.commands), "errors": g(&self.errors),
+            "ack_rtt_p50_ms": RttHist::quantile(&self.rtt.counts(), 0.5).map(|d| d.as_secs_f64() * 1e3),
+            "ack_rtt_p99_ms": RttHist::quantile(&self.rtt.counts(), 0.99).map(|d| d.as_secs_f64() * 1e3),
         })
     }
 }
@@ -204,12 +287,13 @@ pub fn run(a: EmulateArgs) -> Result<u8, AppError> {
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     eprintln!(
-        "kinetid-wsdump: emulate-device: {} ({} reconnect{}), {} sent, {} acknowledged, {} obeyed, {}",
+        "kinetid-wsdump: emulate-device: {} ({} reconnect{}), {} sent, {} acknowledged{}, {} obeyed, {}",
         plural(g(&stats.connects), "connection", "connections"),
         g(&stats.reconnects),
         if g(&stats.reconnects) == 1 { "" } else { "s" },
         plural(g(&stats.reports_sent), "report", "reports"),
         g(&stats.reports_acked),
+        rtt_text(&stats.rtt.counts()),
         plural(g(&stats.commands), "switch", "switches"),
         plural(g(&stats.errors), "error", "errors"),
     );
@@ -328,7 +412,8 @@ async fn fleet(a: &EmulateArgs, shared: Shared, seed: u64, base: u64, shard: Sha
             plug::run(home, sh, stop, i as u64 + 1, offset).await
         }));
     }
-    let status = Some(if count > 1 && std::io::stderr().is_terminal() {
+    let live_line = count > 1 && std::io::stderr().is_terminal();
+    let status = Some(if live_line {
         tokio::spawn(status_line(shared.stats.clone(), count))
     } else {
         tokio::spawn(progress(shared.stats.clone(), count, a.url.clone()))
@@ -357,7 +442,10 @@ async fn fleet(a: &EmulateArgs, shared: Shared, seed: u64, base: u64, shard: Sha
     .await;
     if let Some(t) = status {
         t.abort();
-        eprintln!();
+        if live_line {
+            // End the line the status was redrawn on.
+            eprintln!();
+        }
     }
 }
 
@@ -422,6 +510,7 @@ async fn progress(st: Arc<FleetStats>, count: usize, url: String) {
     let mut last = (u64::MAX, 0u64, 0u64);
     let mut at = std::time::Instant::now();
     let mut ticks = 0u64;
+    let mut rtt_before = st.rtt.counts();
     loop {
         t.tick().await;
         ticks += 1;
@@ -448,9 +537,17 @@ async fn progress(st: Arc<FleetStats>, count: usize, url: String) {
         }
         if ticks % 5 == 0 || (online as usize == count && last.0 as usize != count) {
             let dt = at.elapsed().as_secs_f64().max(0.001);
+            let rtt_now = st.rtt.counts();
+            let window: Vec<u64> = rtt_now
+                .iter()
+                .zip(&rtt_before)
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect();
+            rtt_before = rtt_now;
             eprintln!(
-                "kinetid-wsdump: {online}/{count} plugs online, reports {sent} sent {acked} acknowledged ({:.0}/s), {} switches, {} reconnects, {} errors",
+                "kinetid-wsdump: {online}/{count} plugs online, reports {sent} sent {acked} acknowledged ({:.0}/s{}), {} switches, {} reconnects, {} errors",
                 (acked.saturating_sub(last.2)) as f64 / dt,
+                rtt_text(&window),
                 g(&st.commands),
                 g(&st.reconnects),
                 g(&st.errors)
@@ -487,6 +584,27 @@ fn appliance_for(k: usize) -> Appliance {
         Appliance::Microwave,
         Appliance::Heater,
     ][k % 5]
+}
+
+#[cfg(test)]
+mod rtt_tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_quantiles_are_within_a_bucket() {
+        let h = RttHist::default();
+        assert_eq!(RttHist::quantile(&h.counts(), 0.5), None);
+        for ms in 1..=100u64 {
+            h.add(Duration::from_millis(ms));
+        }
+        let c = h.counts();
+        let p50 = RttHist::quantile(&c, 0.5).unwrap().as_secs_f64() * 1e3;
+        let p99 = RttHist::quantile(&c, 0.99).unwrap().as_secs_f64() * 1e3;
+        assert!((50.0..=50.0 * 1.19 + 1.0).contains(&p50), "{p50}");
+        assert!((99.0..=99.0 * 1.19 + 1.0).contains(&p99), "{p99}");
+        assert_eq!(short_duration(Duration::from_micros(3400)), "3.4 ms");
+        assert_eq!(short_duration(Duration::from_millis(1200)), "1.2 s");
+    }
 }
 
 #[cfg(test)]

@@ -278,7 +278,10 @@ fn sync_queue(home: &Home, stats: &FleetStats, seen: &mut u64) {
 fn count(stats: &FleetStats, out: &Out) {
     let c = match out {
         Out::ReportSent => &stats.reports_sent,
-        Out::ReportAcked => &stats.reports_acked,
+        Out::ReportAcked(rtt) => {
+            stats.rtt.add(*rtt);
+            &stats.reports_acked
+        }
         Out::Command => &stats.commands,
         Out::Send(_) => return,
     };
@@ -315,6 +318,12 @@ async fn connection(
         sh.stats.reconnects.fetch_add(1, Ordering::Relaxed);
     }
     sh.stats.connected.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(
+        "{}: connected to {} (connection {conn_no}{})",
+        home.active.id,
+        sh.url.addr,
+        if first { "" } else { ", a reconnect" }
+    );
     let r = serve(home, sh, stop, &mut link, ev, queued).await;
     home.on_disconnected();
     sh.stats.connected.fetch_sub(1, Ordering::Relaxed);
@@ -347,7 +356,7 @@ async fn serve(
         now,
     );
     let hello = home.on_connected(now);
-    if let Err(e) = apply_home(link, sh, &sess, hello).await {
+    if let Err(e) = apply_home(link, sh, &sess, &home.active.id, hello).await {
         return End::Lost(e);
     }
     let mut after = Vec::new();
@@ -409,7 +418,7 @@ async fn serve(
                 let now = Instant::now();
                 pending = sess.on_tick(now);
                 let outs = home.on_tick(now, unix_now());
-                if let Err(e) = apply_home(link, sh, &sess, outs).await {
+                if let Err(e) = apply_home(link, sh, &sess, &home.active.id, outs).await {
                     return End::Lost(e);
                 }
             }
@@ -443,10 +452,18 @@ async fn apply_home(
     link: &mut Link,
     sh: &Shared,
     sess: &Session,
+    who: &str,
     outs: Vec<Out>,
 ) -> Result<(), LinkError> {
     for o in outs {
         count(&sh.stats, &o);
+        // -v: what each plug does; -vv: every report and ack too.
+        match &o {
+            Out::Command => tracing::info!("{who}: obeyed a switch"),
+            Out::ReportAcked(rtt) => tracing::debug!("{who}: report acknowledged after {rtt:?}"),
+            Out::Send(m) => tracing::debug!("{who}: sends {}", m.to_json()),
+            Out::ReportSent => {}
+        }
         let Out::Send(m) = o else { continue };
         if !sess.is_open() {
             continue;
@@ -480,7 +497,7 @@ async fn apply_session(
             Output::Frame { opcode, payload } => link.frame(opcode, &payload).await?,
             Output::Deliver(m) => {
                 let outs = home.on_message(&m, Instant::now(), unix_now());
-                apply_home(link, sh, sess, outs).await?;
+                apply_home(link, sh, sess, &home.active.id, outs).await?;
             }
             Output::CloseTcp => return Ok(()),
         }
