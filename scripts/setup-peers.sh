@@ -10,8 +10,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=target/peers-venv
 # junitparser: a JUnit XML reader nobody here wrote, for certify's --junit.
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import websockets, junitparser' 2>/dev/null; then
-  { [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"; } && "$VENV/bin/pip" install -q "websockets>=13" "junitparser>=3" || echo "setup-peers: could not install python websockets and junitparser" >&2
+# kubernetes-validate: checks deploy/kubernetes against the Kubernetes schemas.
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import websockets, junitparser, kubernetes_validate' 2>/dev/null; then
+  { [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"; } && "$VENV/bin/pip" install -q "websockets>=13" "junitparser>=3" "kubernetes-validate>=1.30" || echo "setup-peers: could not install python websockets, junitparser and kubernetes-validate" >&2
 fi
 # Debian packages: chromium (browser tests), prometheus (promtool checks
 # /metrics), tshark (pcap tests). tshark asks whether non-root users may

@@ -309,3 +309,56 @@ fn the_kubernetes_manifests_carry_what_an_indexed_job_needs() {
         Some("metrics")
     );
 }
+
+/// Every manifest under deploy/kubernetes against the Kubernetes API
+/// schemas (strict: an unknown field fails), by a validator nobody here
+/// wrote. The PodMonitor is a Prometheus Operator resource the Kubernetes
+/// schemas do not cover: its shape is checked by the test above.
+#[test]
+fn the_kubernetes_manifests_pass_the_kubernetes_schemas() {
+    let Some(kv) = kubernetes_validate() else {
+        return;
+    };
+    let dir = root().join("deploy/kubernetes");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for f in &files {
+        let out = std::process::Command::new(&kv)
+            .arg("--strict")
+            .arg(f)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {said}", f.display());
+        assert!(said.contains("passed for resource job/"), "{said}");
+        for line in said.lines().filter(|l| l.starts_with("WARN")) {
+            assert!(
+                line.contains("kind PodMonitor"),
+                "unexpected warning: {line}"
+            );
+        }
+    }
+    // The validator does reject what is wrong: a field the Job schema lacks.
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let bad = text.replacen("completionMode:", "completionMood:", 1);
+    assert_ne!(bad, text);
+    let tmp = root().join(format!(
+        "target/test-artifacts/bad-job-{}.yaml",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(tmp.parent().unwrap()).unwrap();
+    std::fs::write(&tmp, bad).unwrap();
+    let out = std::process::Command::new(&kv)
+        .arg("--strict")
+        .arg(&tmp)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a misspelt field passed");
+    let _ = std::fs::remove_file(&tmp);
+}

@@ -402,6 +402,21 @@ pub fn proc_kib(pid: u32, field: &str) -> u64 {
 /// The Python interpreter of the venv that has `websockets`, if set up.
 /// Absent: the calling test skips with a printed reason, except under
 /// CI=true, where a skipped peer test fails.
+/// The `kubernetes-validate` command from the peers' venv; a test without
+/// it skips, except under CI=true (scripts/setup-peers.sh installs it).
+pub fn kubernetes_validate() -> Option<PathBuf> {
+    let kv = root().join("target/peers-venv/bin/kubernetes-validate");
+    if kv.exists() {
+        return Some(kv);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "kubernetes-validate is missing under CI: scripts/setup-peers.sh must install it"
+    );
+    eprintln!("SKIPPED: kubernetes-validate is not set up (scripts/setup-peers.sh does it)");
+    None
+}
+
 pub fn python_websockets() -> Option<PathBuf> {
     let py = root().join("target/peers-venv/bin/python");
     if py.exists() {
