@@ -238,6 +238,11 @@ pub struct TlsServerArgs {
     /// Private key (PEM) for --tls.
     #[arg(value_name = "FILE", long, requires = "tls")]
     pub tls_key: Option<PathBuf>,
+    /// Write every TLS session's secrets to this file (NSS key log format,
+    /// as SSLKEYLOGFILE, which is read too): Wireshark then decrypts a
+    /// capture of the wss:// traffic, both legs of a proxy included.
+    #[arg(long, value_name = "FILE")]
+    pub keylog: Option<PathBuf>,
     /// Names the self-signed certificate is for (repeatable).
     #[arg(value_name = "NAME", long, default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
     pub tls_name: Vec<String>,
@@ -539,6 +544,10 @@ pub struct EmulateArgs {
     /// wss://: do not verify the backend's certificate (still encrypted).
     #[arg(long, help_heading = "Connection")]
     pub insecure: bool,
+    /// wss://: write the TLS session secrets to this file (NSS key log
+    /// format, as SSLKEYLOGFILE, which is read too), for Wireshark.
+    #[arg(long, value_name = "FILE", help_heading = "Connection")]
+    pub keylog: Option<PathBuf>,
     /// Offer permessage-deflate (RFC 7692) and compress messages when the
     /// backend accepts.
     #[arg(long, help_heading = "Connection")]

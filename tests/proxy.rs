@@ -979,3 +979,124 @@ fn console_switches_and_injects_through_the_proxy() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `--keylog`: a tcpdump of wss:// through `proxy --tls` to a `listen
+/// --tls` upstream opens decrypted in tshark with the key file, both legs;
+/// without it, no WebSocket is seen.
+#[test]
+fn a_keylog_lets_tshark_decrypt_both_tls_legs_of_the_proxy() {
+    let (Some(tcpdump), Some(tshark)) = (tcpdump(), tshark()) else {
+        return;
+    };
+    let dir = root().join(format!(
+        "target/test-artifacts/keylog-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data");
+    let env = [("KINETID_WSDUMP_DATA", data.to_str().unwrap())];
+    let keys = dir.join("keys.txt");
+    let l = Listener::start_env(&["--tls", "--quiet", "--no-console"], &env);
+    let (p, said) = Proxy::start_env(
+        &format!("wss://{}", l.addr()),
+        &[
+            "--tls",
+            "--upstream-insecure",
+            "--quiet",
+            "--no-console",
+            "--keylog",
+            keys.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(
+        said.contains("TLS session secrets are written to"),
+        "{said}"
+    );
+    let (lp, pp) = (l.port, p.port);
+    let cap = dir.join("wss.pcap");
+    let mut td = Command::new(tcpdump)
+        .args([
+            "-i",
+            "lo",
+            "-U",
+            "--immediate-mode",
+            "-n",
+            "-Z",
+            "root",
+            "-s",
+            "0",
+            "-w",
+        ])
+        .arg(&cap)
+        .arg(format!("tcp port {} or tcp port {}", l.port, p.port))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(td.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("listening on"), "tcpdump: {line}");
+    let st = Command::new(bin())
+        .args([
+            "emulate-device",
+            "--url",
+            &format!("wss://127.0.0.1:{}/ws", p.port),
+        ])
+        .args(["--insecure", "--interval", "300ms", "--duration", "1500ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling the tcpdump child started above.
+    unsafe { libc::kill(td.id() as i32, libc::SIGINT) };
+    td.wait().unwrap();
+    p.stop();
+    l.stop();
+    let texts = |with_keys: bool| {
+        let mut c = Command::new(tshark);
+        c.arg("-r").arg(&cap);
+        if with_keys {
+            c.arg("-o")
+                .arg(format!("tls.keylog_file:{}", keys.display()));
+        }
+        for port in [lp, pp] {
+            c.args(["-d", &format!("tcp.port=={port},tls")]);
+            c.args(["-d", &format!("tls.port=={port},http")]);
+        }
+        let out = c
+            .args([
+                "-Y",
+                "websocket.payload",
+                "-T",
+                "fields",
+                "-e",
+                "tcp.dstport",
+            ])
+            .args(["-e", "websocket.payload.text"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let plain = texts(true);
+    let hellos: Vec<&str> = plain
+        .lines()
+        .filter(|l| l.contains(r#""t":"hello""#))
+        .collect();
+    // The device's hello on the device leg and again on the upstream leg.
+    assert!(
+        hellos.iter().any(|h| h.starts_with(&pp.to_string()))
+            && hellos.iter().any(|h| h.starts_with(&lp.to_string())),
+        "{plain}"
+    );
+    assert!(plain.contains(r#""t":"ack""#), "{plain}");
+    assert!(
+        texts(false).trim().is_empty(),
+        "decrypted without the keys?"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -201,6 +201,9 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
     use tokio::signal::unix::{signal, SignalKind};
     let sig = |k| signal(k).map_err(|e| AppError::Failed(format!("signals: {e}")));
     let (mut sigint, mut sigterm) = (sig(SignalKind::interrupt())?, sig(SignalKind::terminate())?);
+    if a.tls.tls || upstream.tls {
+        super::tls::set_keylog(a.tls.keylog.as_deref())?;
+    }
     let tls_server = super::tls::from_args(&super::tls::with_lan_names(&a.tls, &a.bind))?;
     let tls_client = match upstream.tls {
         true => {

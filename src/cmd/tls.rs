@@ -16,6 +16,75 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+/// `--keylog FILE`, else `SSLKEYLOGFILE`: where every TLS leg writes its
+/// session secrets in the NSS key log format Wireshark reads (Preferences,
+/// Protocols, TLS, (Pre)-Master-Secret log filename), so a tcpdump of
+/// `wss://` traffic opens decrypted.
+static KEYLOG: std::sync::OnceLock<Option<Arc<KeyLogTo>>> = std::sync::OnceLock::new();
+
+/// Key log lines appended to one file (mode 0600: it decrypts traffic).
+struct KeyLogTo {
+    path: PathBuf,
+    file: std::sync::Mutex<std::fs::File>,
+}
+
+impl std::fmt::Debug for KeyLogTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyLogTo({})", self.path.display())
+    }
+}
+
+impl rustls::KeyLog for KeyLogTo {
+    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+        use std::io::Write;
+        let line = format!(
+            "{label} {} {}\n",
+            hex::encode(client_random),
+            hex::encode(secret)
+        );
+        if let Ok(mut f) = self.file.lock() {
+            // A full disk loses key lines, never the traffic.
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+}
+
+/// Set the key log once, from `--keylog` or `SSLKEYLOGFILE` (the flag
+/// wins); said on stderr, since the file decrypts what it covers.
+pub fn set_keylog(flag: Option<&Path>) -> Result<(), AppError> {
+    let env = std::env::var_os("SSLKEYLOGFILE").filter(|v| !v.is_empty());
+    let Some(path) = flag.map(Path::to_path_buf).or(env.map(PathBuf::from)) else {
+        let _ = KEYLOG.set(None);
+        return Ok(());
+    };
+    let mut o = std::fs::OpenOptions::new();
+    o.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let file = o
+        .open(&path)
+        .map_err(|e| AppError::Io(path.display().to_string(), e))?;
+    eprintln!(
+        "kinetid-wsdump: TLS session secrets are written to {} (Wireshark decrypts captures with it; keep it as private as the traffic)",
+        path.display()
+    );
+    let _ = KEYLOG.set(Some(Arc::new(KeyLogTo {
+        path,
+        file: std::sync::Mutex::new(file),
+    })));
+    Ok(())
+}
+
+fn key_log() -> Option<Arc<dyn rustls::KeyLog>> {
+    KEYLOG
+        .get()
+        .and_then(|k| k.clone())
+        .map(|k| k as Arc<dyn rustls::KeyLog>)
+}
+
 /// A TLS server for devices.
 pub struct ServerTls {
     /// The acceptor.
@@ -82,12 +151,15 @@ pub fn server(
         }
     };
     let fp = fingerprint(&certs[0]);
-    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| AppError::Failed(format!("TLS: {e}")))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| AppError::Failed(format!("TLS certificate and key: {e}")))?;
+    if let Some(k) = key_log() {
+        cfg.key_log = k;
+    }
     Ok(ServerTls {
         acceptor: TlsAcceptor::from(Arc::new(cfg)),
         fingerprint: fp,
@@ -180,7 +252,7 @@ pub fn client(ca: Option<&Path>, insecure: bool) -> Result<TlsConnector, AppErro
     let builder = rustls::ClientConfig::builder_with_provider(p.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| AppError::Failed(format!("TLS: {e}")))?;
-    let cfg = if insecure {
+    let mut cfg = if insecure {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCert(p)))
@@ -196,6 +268,9 @@ pub fn client(ca: Option<&Path>, insecure: bool) -> Result<TlsConnector, AppErro
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
+    if let Some(k) = key_log() {
+        cfg.key_log = k;
+    }
     Ok(TlsConnector::from(Arc::new(cfg)))
 }
 

@@ -314,6 +314,9 @@ pub fn run(a: EmulateArgs) -> Result<u8, AppError> {
 /// Check the flags and build what every plug shares.
 fn shared(a: &EmulateArgs) -> Result<Shared, AppError> {
     let url = parse_url(&a.url).map_err(AppError::Usage)?;
+    if url.tls {
+        crate::cmd::tls::set_keylog(a.keylog.as_deref())?;
+    }
     let tls = match url.tls {
         true => Some((
             crate::cmd::tls::client(a.ca.as_deref(), a.insecure)?,

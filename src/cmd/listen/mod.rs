@@ -136,6 +136,9 @@ fn api_token(a: &ListenArgs) -> Result<Option<String>, AppError> {
 
 /// Run `listen` from flags.
 pub fn run(a: ListenArgs) -> Result<u8, AppError> {
+    if a.tls.tls {
+        crate::cmd::tls::set_keylog(a.tls.keylog.as_deref())?;
+    }
     let settings = Settings {
         cfg: config(
             &a.limits,
