@@ -327,6 +327,16 @@ def diagnosis_fixtures():
     d.c2s(frame(1, report(3, 7), KEYS[4]), "the next report, whole")
     d.write()
 
+    d = Fixture("diag-length-address", "diagnosis: a 64-bit length holding an ESP32 data-RAM address (0x3FFB1C24) before a report and a ping")
+    d.handshake()
+    d.c2s(frame(1, HELLO, KEYS[0]), "hello")
+    body = report(2, 6)
+    k = KEYS[3]
+    d.c2s(bytes([0x81, 0x80 | 127]) + struct.pack(">Q", 0x3FFB1C24) + k + bytes(c ^ k[i % 4] for i, c in enumerate(body)),
+          f"text frame declaring 0x3FFB1C24 bytes, a {len(body)}-byte report follows")
+    d.c2s(frame(9, b"1", KEYS[4]), "a ping, whole, right after it")
+    d.write()
+
     d = Fixture("diag-mask-restart", "diagnosis: the mask key index restarts every 30-byte write buffer")
     d.handshake()
     k = KEYS[1]

@@ -308,6 +308,24 @@ struct DirState {
     /// The text frame still arriving, checked as far as it came (see
     /// [`Annotator::partial_text_invalid`]).
     early: Option<EarlyUtf8>,
+    /// An oversized frame whose length no cause explained yet: the first
+    /// bytes of its skipped payload, looked at again as more arrive and
+    /// when the stream ends (a length that holds an address is told by
+    /// the real frames that follow it). Those bytes were skipped: decoding
+    /// does not resume there (with `--resync` the cause is looked for at
+    /// once, on the bytes that came with the header).
+    probe: Option<Box<LengthProbe>>,
+}
+
+/// See [`DirState::probe`].
+#[derive(Debug)]
+struct LengthProbe {
+    header: FrameHeader,
+    head: Vec<u8>,
+    /// Stream offset of the payload's first byte.
+    payload_at: u64,
+    /// The payload's first bytes (at most [`DIAG_WINDOW`]).
+    bytes: Vec<u8>,
 }
 
 /// A ping waiting for its pong.
@@ -366,6 +384,7 @@ impl DirState {
             hunt_from: 0,
             hunt_skipped: 0,
             early: None,
+            probe: None,
         }
     }
 
@@ -750,7 +769,19 @@ impl Annotator {
                     }
                 }
                 Phase::Frames => {
+                    let probed = match st.probe.as_mut() {
+                        Some(p) if st.decoder.skipping() > 0 => {
+                            let n = (st.decoder.skipping().min(data.len() as u64) as usize)
+                                .min(DIAG_WINDOW - p.bytes.len().min(DIAG_WINDOW));
+                            p.bytes.extend_from_slice(&data[..n]);
+                            n > 0 && p.bytes.len() >= DIAG_WINDOW
+                        }
+                        _ => false,
+                    };
                     st.decoder.feed(data);
+                    if probed {
+                        self.probe_length(dir, false, time, out);
+                    }
                     self.drain_frames(dir, time, out);
                     let st = match dir {
                         Direction::C2S => &mut self.c2s,
@@ -779,8 +810,7 @@ impl Annotator {
                     return;
                 }
                 Decoded::Frame(raw) => {
-                    let skipped =
-                        (raw.skipped && self.cfg.resync).then(|| (raw.header, raw.head.clone()));
+                    let skipped = raw.skipped.then(|| (raw.header, raw.head.clone()));
                     let (mut frame_ev, msg_ev) = self.judge_frame(dir, raw);
                     if let Some((h, head)) = skipped {
                         self.diagnose_length(dir, &h, &head, &mut frame_ev.notes);
@@ -825,6 +855,9 @@ impl Annotator {
             self.drain_frames(dir, time, out);
             let st = self.state_mut(dir);
             if st.decoder.skipping() > 0 || st.decoder.is_stuck() {
+                if st.probe.is_some() {
+                    self.probe_length(dir, true, time, out);
+                }
                 return;
             }
             let pending = st.decoder.pending();
@@ -933,13 +966,33 @@ impl Annotator {
         };
         let at_end = st.decoder.at_eof() && after.len() < DIAG_WINDOW;
         let after = &after[..after.len().min(DIAG_WINDOW)];
-        let Some(cause) = diagnose::length_cause(h, head, after, at_end, dir.sender()) else {
-            return;
-        };
         let payload_at = if stuck {
             st.decoder.offset()
         } else {
             st.decoder.offset() - st.decoder.skipped_bytes().len() as u64
+        };
+        // Without --resync the cause is looked for once the payload's first
+        // DIAG_WINDOW bytes came (or the stream ended): the same bytes
+        // however the stream was cut into reads, so the same note.
+        if !resync && !stuck && st.decoder.skipping() > 0 {
+            st.probe = Some(Box::new(LengthProbe {
+                header: *h,
+                head: head.to_vec(),
+                payload_at,
+                bytes: after.to_vec(),
+            }));
+            return;
+        }
+        let Some(cause) = diagnose::length_cause(h, head, after, at_end, dir.sender()) else {
+            if !stuck && st.decoder.skipping() > 0 {
+                st.probe = Some(Box::new(LengthProbe {
+                    header: *h,
+                    head: head.to_vec(),
+                    payload_at,
+                    bytes: after.to_vec(),
+                }));
+            }
+            return;
         };
         let k = cause.fits();
         notes.push(length_note(h, &cause, payload_at + k, resync));
@@ -953,6 +1006,29 @@ impl Annotator {
             } else {
                 st.decoder.resync(k as usize);
             }
+        }
+    }
+
+    /// Look again at an oversized frame's payload as far as it came: a
+    /// cause found is said in a note (`at_end`: the stream ended, so the
+    /// frames after it may run to its end). The bytes were already
+    /// skipped, so decoding does not resume from there.
+    fn probe_length(
+        &mut self,
+        dir: Direction,
+        at_end: bool,
+        time: Option<f64>,
+        out: &mut Vec<Event>,
+    ) {
+        let st = self.state_mut(dir);
+        let Some(p) = st.probe.take() else { return };
+        let bytes = &p.bytes[..p.bytes.len().min(DIAG_WINDOW)];
+        let whole = p.bytes.len() < DIAG_WINDOW;
+        let cause =
+            diagnose::length_cause(&p.header, &p.head, bytes, at_end && whole, dir.sender());
+        if let Some(c) = cause {
+            let note = length_note(&p.header, &c, p.payload_at + c.fits(), LengthNext::Offer);
+            self.notice(dir, note, time, out);
         }
     }
 
@@ -1597,11 +1673,54 @@ fn judge_data(
 
 /// The note that names a bad length's cause; `next_at` is the stream offset
 /// where the real next frame starts.
-fn length_note(h: &FrameHeader, cause: &diagnose::LengthCause, next_at: u64, resync: bool) -> Note {
-    let then = if resync {
-        "; decoding resumes there (--resync)"
-    } else {
-        "; --resync decodes on from there"
+/// What the decoder does at the real next frame, for a length note.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LengthNext {
+    /// It resumes there (`--resync`).
+    Resumes,
+    /// It does not; `--resync` would.
+    Offer,
+}
+
+impl From<bool> for LengthNext {
+    fn from(resync: bool) -> Self {
+        if resync {
+            LengthNext::Resumes
+        } else {
+            LengthNext::Offer
+        }
+    }
+}
+
+/// A length that reads as an address in a microcontroller's memory map:
+/// the region's name.
+fn address_region(len: u64) -> Option<&'static str> {
+    match len {
+        0x3FF0_0000..=0x3FFF_FFFF => {
+            Some("an ESP32's or ESP8266's internal data RAM (0x3FF0_0000-0x3FFF_FFFF)")
+        }
+        0x3FC8_0000..=0x3FCF_FFFF => {
+            Some("an ESP32-S3's or ESP32-C3's internal data RAM (0x3FC8_0000-0x3FCF_FFFF)")
+        }
+        0x4000_0000..=0x400F_FFFF => {
+            Some("an ESP32's instruction RAM or ROM (0x4000_0000-0x400F_FFFF)")
+        }
+        0x2000_0000..=0x2007_FFFF => {
+            Some("a Cortex-M microcontroller's SRAM (0x2000_0000-0x2007_FFFF)")
+        }
+        _ => None,
+    }
+}
+
+fn length_note(
+    h: &FrameHeader,
+    cause: &diagnose::LengthCause,
+    next_at: u64,
+    next: impl Into<LengthNext>,
+) -> Note {
+    let then = match next.into() {
+        LengthNext::Resumes => "; decoding resumes there (--resync)",
+        LengthNext::Offer => "; --resync decodes on from there",
     };
     match cause {
         diagnose::LengthCause::ByteOrder { swapped } => Note::info(
@@ -1616,10 +1735,16 @@ fn length_note(h: &FrameHeader, cause: &diagnose::LengthCause, next_at: u64, res
         diagnose::LengthCause::NotALength { fits } => Note::info(
             Code::HintLengthNotALength,
             "RFC 6455 5.2",
-            format!(
-                "the declared length {} does not fit what follows; a plausible frame header starts at byte {next_at}, {fits} bytes into the payload, so a length of {fits} would have fitted: the length field may hold a pointer, a buffer size or a miscounted length{then}",
-                h.payload_len
-            ),
+            match address_region(h.payload_len) {
+                Some(region) => format!(
+                    "the declared length {} (0x{:X}) is an address in {region}, not a length: a complete frame header starts at byte {next_at}, right after a {fits}-byte payload, so the payload was {fits} bytes and the firmware wrote a pointer where its length belongs (a known ESP32 server bug){then}",
+                    h.payload_len, h.payload_len
+                ),
+                None => format!(
+                    "the declared length {} does not fit what follows; a plausible frame header starts at byte {next_at}, {fits} bytes into the payload, so a length of {fits} would have fitted: the length field may hold a pointer, a buffer size or a miscounted length{then}",
+                    h.payload_len
+                ),
+            },
         ),
     }
 }

@@ -16,6 +16,7 @@
 //! and feed this one core, so a captured file and a live socket are
 //! annotated identically.
 
+pub mod across;
 pub mod annotate;
 pub mod capture;
 pub mod deflate;

@@ -244,6 +244,18 @@ pub enum Code {
     DeflateInvalid,
     /// `deflate-rsv1-misplaced`
     DeflateRsv1Misplaced,
+    /// `mask-keys-repeat-across-connections`
+    MaskKeysRepeatAcross,
+    /// `handshake-key-reused`
+    HandshakeKeyReused,
+    /// `reconnect-storm`
+    ReconnectStorm,
+    /// `reconnect-no-backoff`
+    ReconnectNoBackoff,
+    /// `kinetid-reports-forgotten`
+    KinetidReportsForgotten,
+    /// `kinetid-clock-off`
+    KinetidClockOff,
 }
 
 impl Code {
@@ -325,6 +337,12 @@ impl Code {
         Code::PingAnsweredLate,
         Code::PongPayloadMismatch,
         Code::NotKinetid,
+        Code::MaskKeysRepeatAcross,
+        Code::HandshakeKeyReused,
+        Code::ReconnectStorm,
+        Code::ReconnectNoBackoff,
+        Code::KinetidReportsForgotten,
+        Code::KinetidClockOff,
         Code::DeflateInvalid,
         Code::DeflateRsv1Misplaced,
     ];
@@ -407,6 +425,12 @@ impl Code {
             Code::KinetidStateContradicts => "kinetid-state-contradicts",
             Code::PingAnsweredLate => "ping-answered-late",
             Code::PongPayloadMismatch => "pong-payload-mismatch",
+            Code::MaskKeysRepeatAcross => "mask-keys-repeat-across-connections",
+            Code::HandshakeKeyReused => "handshake-key-reused",
+            Code::ReconnectStorm => "reconnect-storm",
+            Code::ReconnectNoBackoff => "reconnect-no-backoff",
+            Code::KinetidReportsForgotten => "kinetid-reports-forgotten",
+            Code::KinetidClockOff => "kinetid-clock-off",
             Code::NotKinetid => "not-kinetid",
             Code::DeflateInvalid => "deflate-invalid",
             Code::DeflateRsv1Misplaced => "deflate-rsv1-misplaced",
@@ -497,6 +521,12 @@ impl Code {
             | Code::KinetidStateContradicts
             | Code::PingAnsweredLate
             | Code::PongPayloadMismatch
+            | Code::MaskKeysRepeatAcross
+            | Code::HandshakeKeyReused
+            | Code::ReconnectStorm
+            | Code::ReconnectNoBackoff
+            | Code::KinetidReportsForgotten
+            | Code::KinetidClockOff
             | Code::NotKinetid => None,
             Code::CloseReasonInvalidUtf8 | Code::TextInvalidUtf8 => Some(CloseCode::INVALID_DATA),
             Code::MessageTooBig | Code::PayloadTooBig => Some(CloseCode::TOO_BIG),

@@ -52,6 +52,47 @@ pub enum Quirk {
     AcceptAnything,
     /// Answer every ping with an empty pong instead of echoing its payload.
     EmptyPong,
+    /// Take the masking keys and the Sec-WebSocket-Key from a generator
+    /// seeded the same on every connection (an unseeded PRNG: every boot
+    /// sends the same sequence).
+    SeededKeys,
+}
+
+/// The generator [`Quirk::SeededKeys`] restarts on every connection
+/// (splitmix64 from a constant seed).
+#[derive(Debug, Clone)]
+pub struct SeededKeys(std::cell::Cell<u64>);
+
+impl SeededKeys {
+    /// The generator as a fresh boot has it.
+    pub fn new() -> Self {
+        SeededKeys(std::cell::Cell::new(0x4b4e_5744_7573_6b31))
+    }
+
+    /// The next 64 pseudo-random bits.
+    pub fn next(&self) -> u64 {
+        let s = self.0.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.0.set(s);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A Sec-WebSocket-Key from the generator (base64 of 16 bytes).
+    pub fn handshake_key(&self) -> String {
+        use base64::Engine;
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.next().to_be_bytes());
+        b[8..].copy_from_slice(&self.next().to_be_bytes());
+        base64::engine::general_purpose::STANDARD.encode(b)
+    }
+}
+
+impl Default for SeededKeys {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// A backend bug `listen --quirk` commits on purpose (for testing clients).
@@ -119,6 +160,7 @@ impl Quirk {
             Quirk::JsonConcat => Code::HintJsonConcat,
             Quirk::AcceptAnything => Code::HintAcceptAlteredKey,
             Quirk::EmptyPong => Code::PongPayloadMismatch,
+            Quirk::SeededKeys => Code::MaskKeysRepeatAcross,
         }
     }
 
@@ -126,7 +168,8 @@ impl Quirk {
     /// (Accepting a bad handshake shows only against a server that sends
     /// one: `certify` does.)
     pub fn shows_on_the_wire(self) -> bool {
-        !matches!(self, Quirk::AcceptAnything)
+        // Predictable keys show only from one connection to the next.
+        !matches!(self, Quirk::AcceptAnything | Quirk::SeededKeys)
     }
 }
 
@@ -136,6 +179,7 @@ pub struct FrameWriter {
     quirks: Vec<Quirk>,
     frame_size: Option<usize>,
     fixed: MaskKey,
+    seeded: SeededKeys,
 }
 
 impl FrameWriter {
@@ -149,6 +193,7 @@ impl FrameWriter {
             quirks: quirks.to_vec(),
             frame_size,
             fixed,
+            seeded: SeededKeys::new(),
         }
     }
 
@@ -164,6 +209,8 @@ impl FrameWriter {
             Some(MaskKey([0; 4]))
         } else if self.has(Quirk::FixedMask) {
             Some(self.fixed)
+        } else if self.has(Quirk::SeededKeys) {
+            Some(MaskKey((self.seeded.next() as u32).to_be_bytes()))
         } else {
             Some(MaskKey::random())
         }

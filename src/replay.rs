@@ -57,6 +57,8 @@ impl Stats {
 pub struct Replayer {
     cfg: Config,
     anns: BTreeMap<u64, Annotator>,
+    /// What devices do from one connection to the next.
+    across: crate::across::Across,
 }
 
 impl Replayer {
@@ -65,6 +67,7 @@ impl Replayer {
         Replayer {
             cfg,
             anns: BTreeMap::new(),
+            across: crate::across::Across::new(),
         }
     }
 
@@ -77,6 +80,16 @@ impl Replayer {
                 e.pkt = c.pkt;
             }
         }
+        self.across_connections(from, out);
+    }
+
+    /// Causes across connections, found in the events from `from` on.
+    fn across_connections(&mut self, from: usize, out: &mut Vec<Event>) {
+        let mut more = Vec::new();
+        for e in &out[from..] {
+            self.across.observe(e, &mut more);
+        }
+        out.extend(more);
     }
 
     /// The connection's annotator; one seen first without an `open` (a
@@ -125,9 +138,11 @@ impl Replayer {
 
     /// End every connection still open.
     pub fn finish(&mut self, out: &mut Vec<Event>) {
+        let from = out.len();
         for (_, mut a) in std::mem::take(&mut self.anns) {
             a.finish(None, out);
         }
+        self.across_connections(from, out);
     }
 }
 

@@ -62,6 +62,7 @@ fn every_diagnosis_fixture_names_its_cause() {
         ("diag-truncated", "truncated-frame"),
         ("diag-length-le", "hint-length-byte-order"),
         ("diag-length-not-a-length", "hint-length-not-a-length"),
+        ("diag-length-address", "hint-length-not-a-length"),
         ("diag-mask-restart", "hint-mask-restart"),
         ("diag-mask-not-applied", "hint-mask-not-applied"),
         ("diag-mask-other-key", "hint-mask-key-mismatch"),
@@ -494,4 +495,79 @@ fn a_refused_upgrade_ends_as_a_refusal_not_as_a_websocket_without_close() {
     let _ = l.child.wait();
     assert!(summary.contains("1 connection (1 refused)"), "{summary}");
     assert!(summary.contains(" 0 error notes"), "{summary}");
+}
+
+/// Causes across connections, from an emulated plug that restarts its key
+/// generator on every connection (as firmware with an unseeded generator
+/// does at every boot), against `listen` and through `proxy`; the same
+/// plug without the bug raises none of them.
+#[test]
+fn predictable_keys_across_connections_are_found_live_and_clean_plugs_raise_nothing() {
+    let across = [
+        "mask-keys-repeat-across-connections",
+        "handshake-key-reused",
+        "reconnect-storm",
+        "reconnect-no-backoff",
+        "kinetid-reports-forgotten",
+        "kinetid-clock-off",
+    ];
+    for quirk in [None, Some("seeded-keys")] {
+        let l = Listener::start(&["--format", "json", "--no-console"]);
+        let p = Proxy::start(&l.url(), &["--format", "json", "--no-console"]);
+        for _ in 0..2 {
+            let mut c = std::process::Command::new(bin());
+            c.args([
+                "emulate-device",
+                "--url",
+                &p.url(),
+                "--id",
+                "KN-0000000000C1",
+            ])
+            .args(["--interval", "300ms", "--duration", "1s"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+            if let Some(q) = quirk {
+                c.args(["--quirk", q]);
+            }
+            assert!(c.status().unwrap().success());
+        }
+        let (out_p, out_l) = (p.stop(), l.stop());
+        for (who, out) in [("proxy", &out_p), ("listen", &out_l)] {
+            let ev = json_lines(out);
+            let found: Vec<(u64, String)> = ev
+                .iter()
+                .flat_map(|e| {
+                    let conn = e["conn"].as_u64().unwrap_or(0);
+                    e["notes"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(move |n| (conn, n["code"].as_str().unwrap_or("").to_string()))
+                })
+                .filter(|(_, c)| across.contains(&c.as_str()))
+                .collect();
+            match quirk {
+                None => assert!(found.is_empty(), "{who}: {found:?}"),
+                Some(_) => {
+                    for code in [
+                        "mask-keys-repeat-across-connections",
+                        "handshake-key-reused",
+                    ] {
+                        let on: Vec<u64> = found
+                            .iter()
+                            .filter(|(_, c)| c == code)
+                            .map(|(n, _)| *n)
+                            .collect();
+                        assert_eq!(
+                            on,
+                            [2],
+                            "{who}: {code} once, on the second connection: {found:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

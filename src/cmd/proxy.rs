@@ -139,6 +139,8 @@ struct Shared {
     /// upstream to connect and answer.
     head_timeout: Duration,
     next_conn: AtomicU64,
+    /// What devices do from one connection to the next.
+    across: std::sync::Mutex<kinetid_wsdump::across::Across>,
     /// `--show-http`: show and count requests for the proxy's own API.
     show_http: bool,
     /// Requests for the proxy's own API and page, out of view.
@@ -264,6 +266,7 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
             .map_err(AppError::Usage)?,
         next_conn: AtomicU64::new(0),
         show_http: a.session.show_http,
+        across: Default::default(),
         web: AtomicU64::new(0),
         open: AtomicU64::new(0),
         bytes_up: AtomicU64::new(0),
@@ -547,9 +550,18 @@ impl Link {
         }
     }
 
-    fn show_now(&mut self, ev: Vec<Event>) {
+    fn show_now(&mut self, mut ev: Vec<Event>) {
         if ev.is_empty() {
             return;
+        }
+        {
+            let mut more = Vec::new();
+            let mut across = self.sh.across.lock().expect("across");
+            for e in &ev {
+                across.observe(e, &mut more);
+            }
+            drop(across);
+            ev.extend(more);
         }
         self.sh.bus.publish(&ev);
         let Some(out) = &self.sh.out else { return };

@@ -208,7 +208,13 @@ async fn handshake(sh: &Shared, conn_no: u64) -> Result<Upgraded, LinkError> {
             crate::cmd::sock::Sock::Tls(Box::new(s))
         }
     };
-    let key = handshake::random_key();
+    // The seeded-keys bug draws the handshake key from the generator its
+    // masking keys come from, restarted on every connection.
+    let key = if sh.quirks.contains(&Quirk::SeededKeys) {
+        kinetid_wsdump::quirk::SeededKeys::new().handshake_key()
+    } else {
+        handshake::random_key()
+    };
     let mut req = handshake::client_request(&sh.url.host, &sh.url.path, &key, &[KINETID_PROTOCOL]);
     if sh.deflate {
         req.truncate(req.len() - 2);

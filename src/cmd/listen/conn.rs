@@ -191,6 +191,20 @@ impl Conn {
     }
 
     fn emit_now(&mut self, ev: &[Event]) {
+        let mut more = Vec::new();
+        {
+            let mut across = self.hub.across.lock().expect("across");
+            for e in ev {
+                across.observe(e, &mut more);
+            }
+        }
+        self.emit_batch(ev);
+        if !more.is_empty() {
+            self.emit_batch(&more);
+        }
+    }
+
+    fn emit_batch(&mut self, ev: &[Event]) {
         self.hub.bus.publish(ev);
         let c = &self.hub.counters;
         for e in ev {

@@ -217,6 +217,9 @@ pub struct Hub {
     /// When the listener started (Unix seconds): a page tells a restarted
     /// listener by it.
     pub started: f64,
+    /// What devices do from one connection to the next (see
+    /// `kinetid_wsdump::across`).
+    pub across: Mutex<kinetid_wsdump::across::Across>,
     dropped_seen: AtomicU64,
 }
 
@@ -244,6 +247,7 @@ impl Hub {
             record,
             buffered: AtomicUsize::new(0),
             metrics: ListenMetrics::new(),
+            across: Mutex::new(kinetid_wsdump::across::Across::new()),
             dropped_seen: AtomicU64::new(0),
         }
     }
