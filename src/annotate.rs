@@ -324,8 +324,10 @@ struct LengthProbe {
     head: Vec<u8>,
     /// Stream offset of the payload's first byte.
     payload_at: u64,
-    /// The payload's first bytes (at most [`DIAG_WINDOW`]).
+    /// The payload's first bytes, up to `target`.
     bytes: Vec<u8>,
+    /// Bytes looked at: [`DIAG_WINDOW`], or the whole payload when shorter.
+    target: usize,
 }
 
 /// A ping waiting for its pong.
@@ -410,6 +412,8 @@ pub struct Annotator {
     protocols: Vec<String>,
     /// Some(false) after a plain HTTP request: its response is not a handshake.
     upgrade_asked: Option<bool>,
+    /// The port the device connected to, when known.
+    server_port: Option<u16>,
     /// The Kinetid conversation over time.
     track: kinetid::track::Tracker,
     /// Extensions the request offered.
@@ -435,6 +439,7 @@ impl Annotator {
             key: None,
             protocols: Vec::new(),
             upgrade_asked: None,
+            server_port: None,
             track: kinetid::track::Tracker::default(),
             offered_ext: Vec::new(),
             deflate: None,
@@ -542,6 +547,13 @@ impl Annotator {
     }
 
     /// An Open event (for live connections and recordings).
+    /// The port the device connected to, when the driver knows it (a
+    /// listener's own port, a capture's server side): a `Host` without a
+    /// port on a port other than 80 or 443 is then named.
+    pub fn set_server_port(&mut self, port: u16) {
+        self.server_port = Some(port);
+    }
+
     pub fn open(&self, peer: &str, time: Option<f64>, out: &mut Vec<Event>) {
         out.push(Event {
             conn: self.conn,
@@ -665,7 +677,15 @@ impl Annotator {
                                                 .into(),
                                         ),
                                     }
-                                    let hints = head_hints(&head, None, None);
+                                    let mut hints = head_hints(&head, None, None);
+                                    if let Some(v) = &verdict {
+                                        hints.extend(upgrade_hints(
+                                            &head,
+                                            &v.offered_protocols,
+                                            self.server_port,
+                                            cfg.kinetid && !cfg.kinetid_auto,
+                                        ));
+                                    }
                                     out.push(ev(
                                         dir,
                                         0,
@@ -772,9 +792,9 @@ impl Annotator {
                     let probed = match st.probe.as_mut() {
                         Some(p) if st.decoder.skipping() > 0 => {
                             let n = (st.decoder.skipping().min(data.len() as u64) as usize)
-                                .min(DIAG_WINDOW - p.bytes.len().min(DIAG_WINDOW));
+                                .min(p.target.saturating_sub(p.bytes.len()));
                             p.bytes.extend_from_slice(&data[..n]);
-                            n > 0 && p.bytes.len() >= DIAG_WINDOW
+                            n > 0 && p.bytes.len() >= p.target
                         }
                         _ => false,
                     };
@@ -836,6 +856,11 @@ impl Annotator {
                             pkt: None,
                             kind: EventKind::Message(Box::new(m)),
                         });
+                    }
+                    // The bytes a probe needs came with the header.
+                    let st = self.state_mut(dir);
+                    if st.probe.as_ref().is_some_and(|p| p.bytes.len() >= p.target) {
+                        self.probe_length(dir, false, time, out);
                     }
                 }
             }
@@ -974,24 +999,23 @@ impl Annotator {
         // Without --resync the cause is looked for once the payload's first
         // DIAG_WINDOW bytes came (or the stream ended): the same bytes
         // however the stream was cut into reads, so the same note.
-        if !resync && !stuck && st.decoder.skipping() > 0 {
+        if !resync && stuck {
+            // Without --resync a length with its top bit set stops the
+            // decoder (the rest is shown raw), as before: not judged here.
+            return;
+        }
+        if !resync {
+            let target = DIAG_WINDOW.min(usize::try_from(h.payload_len).unwrap_or(usize::MAX));
             st.probe = Some(Box::new(LengthProbe {
                 header: *h,
                 head: head.to_vec(),
                 payload_at,
-                bytes: after.to_vec(),
+                bytes: after[..after.len().min(target)].to_vec(),
+                target,
             }));
             return;
         }
         let Some(cause) = diagnose::length_cause(h, head, after, at_end, dir.sender()) else {
-            if !stuck && st.decoder.skipping() > 0 {
-                st.probe = Some(Box::new(LengthProbe {
-                    header: *h,
-                    head: head.to_vec(),
-                    payload_at,
-                    bytes: after.to_vec(),
-                }));
-            }
             return;
         };
         let k = cause.fits();
@@ -1020,15 +1044,24 @@ impl Annotator {
         time: Option<f64>,
         out: &mut Vec<Event>,
     ) {
+        let conn = self.conn;
         let st = self.state_mut(dir);
         let Some(p) = st.probe.take() else { return };
-        let bytes = &p.bytes[..p.bytes.len().min(DIAG_WINDOW)];
-        let whole = p.bytes.len() < DIAG_WINDOW;
+        let short = p.bytes.len() < p.target;
         let cause =
-            diagnose::length_cause(&p.header, &p.head, bytes, at_end && whole, dir.sender());
+            diagnose::length_cause(&p.header, &p.head, &p.bytes, at_end && short, dir.sender());
         if let Some(c) = cause {
             let note = length_note(&p.header, &c, p.payload_at + c.fits(), LengthNext::Offer);
-            self.notice(dir, note, time, out);
+            // Placed where the bytes looked at end: the same however the
+            // stream was cut into reads.
+            out.push(Event {
+                conn,
+                dir,
+                offset: p.payload_at + p.bytes.len() as u64,
+                time,
+                pkt: None,
+                kind: EventKind::Notice { note },
+            });
         }
     }
 
@@ -1369,6 +1402,53 @@ impl Annotator {
 /// What an HTTP head's bytes tell about how it was written: bare LF line
 /// ends, and for a response whose accept does not match, how it was
 /// computed.
+/// What an upgrade request shows of its client library: a `Host` without
+/// the port the device connected to (RFC 9110 7.2; libwebsockets once sent
+/// it so), a subprotocol other than Kinetid's offered where Kinetid is
+/// spoken (arduinoWebSockets offers `arduino` unless told otherwise).
+fn upgrade_hints(
+    head: &HttpHead,
+    offered: &[String],
+    port: Option<u16>,
+    kinetid: bool,
+) -> Vec<Note> {
+    let mut notes: Vec<Note> = port
+        .and_then(|p| host_without_port(head, p))
+        .into_iter()
+        .collect();
+    if kinetid
+        && !offered.is_empty()
+        && !offered
+            .iter()
+            .any(|p| p == crate::handshake::KINETID_PROTOCOL)
+    {
+        notes.push(Note::info(
+            Code::HintOtherSubprotocol,
+            "kinetid v1",
+            format!("the device offers subprotocol {} but not kinetid.v1: its WebSocket library offers a default of its own (arduinoWebSockets offers \"arduino\" unless begin() is given a protocol); offer kinetid.v1", offered.iter().map(|p| format!("{:?}", crate::escape::esc(p))).collect::<Vec<_>>().join(", ")),
+        ));
+    }
+    notes
+}
+
+/// A `Host` without the port the device connected to, `port`, when that
+/// is not 80 or 443 (RFC 9110 7.2). A listener, which knows its port,
+/// raises it as its own note (so a recording replays it).
+pub fn host_without_port(head: &HttpHead, port: u16) -> Option<Note> {
+    let host = head.get("host")?;
+    let has_port = match host.strip_prefix('[') {
+        Some(r) => r.contains("]:"),
+        None => host.contains(':'),
+    };
+    (!has_port && port != 80 && port != 443).then(|| {
+        Note::warning(
+            Code::HintHostWithoutPort,
+            "RFC 9110 7.2",
+            format!("Host {:?} has no port, but the device connected to port {port}: the Host header must carry the port when it is not the scheme's default (80 for ws://, 443 for wss://); a server or proxy that routes or checks by Host refuses or misroutes it (a known libwebsockets client bug)", crate::escape::esc(host)),
+        )
+    })
+}
+
 fn head_hints(head: &HttpHead, key: Option<&str>, verdict: Option<&ClientVerdict>) -> Vec<Note> {
     let mut notes = Vec::new();
     if head.bare_lf {

@@ -115,11 +115,16 @@ pub fn frames(data: &[u8]) {
             i += 1;
         }
         b.finish(None, &mut split);
-        assert_eq!(
-            render(&whole),
-            render(&split),
-            "chunking changed the annotation"
-        );
+        let (w, sp) = (render(&whole), render(&split));
+        if w != sp {
+            let (w, sp) = (String::from_utf8_lossy(&w), String::from_utf8_lossy(&sp));
+            let at = w.lines().zip(sp.lines()).position(|(a, b)| a != b);
+            panic!(
+                "chunking changed the annotation at line {at:?}:\nwhole: {}\nsplit: {}",
+                at.and_then(|i| w.lines().nth(i)).unwrap_or("(ends)"),
+                at.and_then(|i| sp.lines().nth(i)).unwrap_or("(ends)")
+            );
+        }
     }
 }
 

@@ -256,6 +256,10 @@ pub enum Code {
     KinetidReportsForgotten,
     /// `kinetid-clock-off`
     KinetidClockOff,
+    /// `hint-host-without-port`
+    HintHostWithoutPort,
+    /// `hint-other-subprotocol`
+    HintOtherSubprotocol,
 }
 
 impl Code {
@@ -337,6 +341,8 @@ impl Code {
         Code::PingAnsweredLate,
         Code::PongPayloadMismatch,
         Code::NotKinetid,
+        Code::HintHostWithoutPort,
+        Code::HintOtherSubprotocol,
         Code::MaskKeysRepeatAcross,
         Code::HandshakeKeyReused,
         Code::ReconnectStorm,
@@ -425,6 +431,8 @@ impl Code {
             Code::KinetidStateContradicts => "kinetid-state-contradicts",
             Code::PingAnsweredLate => "ping-answered-late",
             Code::PongPayloadMismatch => "pong-payload-mismatch",
+            Code::HintHostWithoutPort => "hint-host-without-port",
+            Code::HintOtherSubprotocol => "hint-other-subprotocol",
             Code::MaskKeysRepeatAcross => "mask-keys-repeat-across-connections",
             Code::HandshakeKeyReused => "handshake-key-reused",
             Code::ReconnectStorm => "reconnect-storm",
@@ -521,6 +529,8 @@ impl Code {
             | Code::KinetidStateContradicts
             | Code::PingAnsweredLate
             | Code::PongPayloadMismatch
+            | Code::HintHostWithoutPort
+            | Code::HintOtherSubprotocol
             | Code::MaskKeysRepeatAcross
             | Code::HandshakeKeyReused
             | Code::ReconnectStorm
@@ -569,6 +579,7 @@ pub const LISTENER_NOTES: &[(Code, &str)] = &[
     (Code::ProxyInjected, "proxy"),
     (Code::TlsSession, "RFC 8446"),
     (Code::TlsFailed, "RFC 8446"),
+    (Code::HintHostWithoutPort, "RFC 9110 7.2"),
 ];
 
 /// A listener note from its recorded code, severity and message; `None`

@@ -107,13 +107,21 @@ impl Replayer {
     fn chunk_events(&mut self, c: &Chunk, out: &mut Vec<Event>) {
         match &c.kind {
             ChunkKind::Open(peer) => {
-                let ann = Annotator::new(
+                let mut ann = Annotator::new(
                     c.conn,
                     Config {
                         handshake: HandshakeMode::Expect,
                         ..self.cfg
                     },
                 );
+                // A capture's "client -> server:port".
+                if let Some(port) = peer
+                    .split_once(" -> ")
+                    .and_then(|(_, srv)| srv.rsplit(':').next())
+                    .and_then(|p| p.parse().ok())
+                {
+                    ann.set_server_port(port);
+                }
                 ann.open(peer, c.time, out);
                 self.anns.insert(c.conn, ann);
             }

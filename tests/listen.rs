@@ -892,3 +892,85 @@ fn the_tools_own_web_traffic_is_out_of_view_unless_asked() {
     }
     let _ = std::fs::remove_file(&rec);
 }
+
+/// A device whose TLS library offers TLS 1.1 at most is told so (rustls
+/// alone says only that the peer is incompatible).
+#[test]
+fn a_client_hello_below_tls_1_2_is_named() {
+    let data = std::env::temp_dir().join(format!("kw-tls11-{}", std::process::id()));
+    let env = [("KINETID_WSDUMP_DATA", data.to_str().unwrap())];
+    let l = Listener::start_env(&["--tls", "--quiet", "--no-console"], &env);
+    // A TLS 1.1 ClientHello: legacy version 0x0302, no supported_versions.
+    let mut h = vec![0x03, 0x02];
+    h.extend([7u8; 32]);
+    h.push(0);
+    h.extend([0x00, 0x02, 0x00, 0x2f]); // TLS_RSA_WITH_AES_128_CBC_SHA
+    h.extend([1, 0]);
+    h.extend([0, 0]); // no extensions
+    let mut hs = vec![1, 0];
+    hs.extend((h.len() as u16).to_be_bytes());
+    hs.extend(h);
+    let mut rec = vec![0x16, 3, 2];
+    rec.extend((hs.len() as u16).to_be_bytes());
+    rec.extend(hs);
+    let mut s = raw(&l.addr());
+    s.write_all(&rec).unwrap();
+    let said = l
+        .stderr_until(
+            "TLS handshake with the device failed",
+            Duration::from_secs(10),
+        )
+        .expect("a failure line");
+    assert!(
+        said.contains("offers TLS 1.1 at most") && said.contains("TLS 1.2 or later"),
+        "{said}"
+    );
+    drop(s);
+    l.stop();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// What an upgrade shows of the device's library: a Host without the port
+/// it connected to, and a subprotocol of the library's own instead of
+/// kinetid.v1; a correct head raises neither.
+#[test]
+fn host_without_port_and_a_foreign_subprotocol_are_named() {
+    let l = Listener::start(&["--format", "json", "--no-console"]);
+    let head = |host: &str, proto: &str| {
+        format!("GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {proto}\r\n\r\n")
+    };
+    for req in [
+        head("127.0.0.1", "kinetid.v1"),
+        head(&l.addr(), "arduino"),
+        head(&l.addr(), "kinetid.v1"),
+    ] {
+        let mut s = raw(&l.addr());
+        s.write_all(req.as_bytes()).unwrap();
+        let _ = read_close_code(&mut s);
+    }
+    let ev = json_lines(&l.stop());
+    let on = |conn: u64| -> Vec<String> {
+        note_codes(
+            &ev.iter()
+                .filter(|e| e["conn"] == conn)
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert!(
+        on(1).contains(&"hint-host-without-port".to_string()),
+        "{:?}",
+        on(1)
+    );
+    assert!(
+        on(2).contains(&"hint-other-subprotocol".to_string()),
+        "{:?}",
+        on(2)
+    );
+    assert!(
+        !on(2).contains(&"hint-host-without-port".to_string()),
+        "{:?}",
+        on(2)
+    );
+    assert!(!on(3).iter().any(|c| c.starts_with("hint-")), "{:?}", on(3));
+}

@@ -367,7 +367,25 @@ pub async fn accept_device(
 > {
     use tokio::io::AsyncWriteExt;
     let mut first = [0u8; 1];
-    match tokio::time::timeout(timeout, sock.peek(&mut first)).await {
+    let peeked = tokio::time::timeout(timeout, sock.peek(&mut first)).await;
+    // The ClientHello as far as it came, for what rustls does not say: the
+    // highest version offered and whether SNI was sent.
+    let mut hello = vec![0u8; 2048];
+    let mut n = 0;
+    if matches!(peeked, Ok(Ok(1))) && first[0] == 0x16 {
+        for _ in 0..10 {
+            n = sock.peek(&mut hello).await.unwrap_or(0);
+            let want = 5 + hello
+                .get(3..5)
+                .map_or(0, |l| u16::from_be_bytes([l[0], l[1]]) as usize);
+            if n >= want.min(hello.len()) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    let ch = client_hello(&hello[..n]);
+    match peeked {
         Ok(Ok(1)) if first[0] == 0x16 => {}
         Ok(Ok(1)) => {
             let why = "this port speaks TLS (wss://); the device sent plain bytes (ws://, or plain HTTP to a TLS port)";
@@ -387,14 +405,168 @@ pub async fn accept_device(
     match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
         Ok(Ok(s)) => {
             let (_, c) = s.get_ref();
-            let sni = c.server_name().unwrap_or("none").to_string();
+            let sni = match c.server_name() {
+                Some(n) => n.to_string(),
+                None => "none (right for a device given an IP address, RFC 6066 3; a device given a host name must send it, or a server behind a shared address picks the wrong certificate)".to_string(),
+            };
             let msg = format!("device TLS: {}, SNI {sni}", session_summary(c));
             Ok((s, msg))
         }
-        Ok(Err(e)) => Err(format!("TLS handshake with the device failed: {e}")),
+        Ok(Err(e)) => {
+            let old = match ch {
+                Some(h) if h.max_version < 0x0303 => format!(
+                    "; the device offers {} at most: TLS 1.2 or later is required (RFC 8996 retired 1.0 and 1.1), so its TLS library or its configuration is too old",
+                    version_name(h.max_version)
+                ),
+                _ => String::new(),
+            };
+            Err(format!("TLS handshake with the device failed: {e}{old}"))
+        }
         Err(_) => Err(format!(
             "the device did not finish its TLS handshake within {} s",
             timeout.as_secs()
         )),
+    }
+}
+
+/// What a ClientHello offers, read from its first record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientHello {
+    /// The highest protocol version offered (0x0303 is TLS 1.2).
+    pub max_version: u16,
+    /// The server name sent, if any.
+    pub sni: Option<String>,
+}
+
+/// `TLS 1.1` for 0x0302.
+pub fn version_name(v: u16) -> String {
+    match v {
+        0x0300 => "SSL 3.0".into(),
+        0x0301 => "TLS 1.0".into(),
+        0x0302 => "TLS 1.1".into(),
+        0x0303 => "TLS 1.2".into(),
+        0x0304 => "TLS 1.3".into(),
+        v => format!("version 0x{v:04x}"),
+    }
+}
+
+/// Read a ClientHello from the bytes of its first TLS record (RFC 8446
+/// 4.1.2; the supported_versions extension, else the legacy version).
+/// None when the bytes are not a whole ClientHello record.
+pub fn client_hello(b: &[u8]) -> Option<ClientHello> {
+    fn u16_at(b: &[u8], i: usize) -> Option<usize> {
+        Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]) as usize)
+    }
+    if *b.first()? != 0x16 {
+        return None;
+    }
+    let rec_len = u16_at(b, 3)?;
+    let rec = b.get(5..5 + rec_len)?;
+    if *rec.first()? != 0x01 {
+        return None;
+    }
+    let mut v = u16_at(rec, 4)? as u16;
+    // type(1) length(3) version(2) random(32)
+    let mut i = 4 + 2 + 32;
+    i += 1 + *rec.get(i)? as usize; // session id
+    i += 2 + u16_at(rec, i)?; // cipher suites
+    i += 1 + *rec.get(i)? as usize; // compression methods
+    let mut sni = None;
+    if let Some(ext_len) = u16_at(rec, i) {
+        let exts = rec.get(i + 2..i + 2 + ext_len)?;
+        let mut j = 0;
+        while j + 4 <= exts.len() {
+            let (t, l) = (u16_at(exts, j)?, u16_at(exts, j + 2)?);
+            let body = exts.get(j + 4..j + 4 + l)?;
+            match t {
+                0x0000 => {
+                    // server_name_list: length(2), type(1)=0, name length(2), name
+                    let n = u16_at(body, 3)?;
+                    sni = std::str::from_utf8(body.get(5..5 + n)?)
+                        .ok()
+                        .map(str::to_string);
+                }
+                0x002b => {
+                    let list = body.get(1..1 + *body.first()? as usize)?;
+                    v = list
+                        .chunks(2)
+                        .filter(|c| c.len() == 2)
+                        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                        // GREASE values (0x?a?a) are not versions.
+                        .filter(|x| x & 0x0f0f != 0x0a0a)
+                        .max()
+                        .unwrap_or(v);
+                }
+                _ => {}
+            }
+            j += 4 + l;
+        }
+    }
+    Some(ClientHello {
+        max_version: v,
+        sni,
+    })
+}
+
+#[cfg(test)]
+mod hello_tests {
+    use super::*;
+
+    fn hello(version: u16, sni: Option<&str>, versions: &[u16]) -> Vec<u8> {
+        let mut exts = Vec::new();
+        if let Some(n) = sni {
+            let mut body = Vec::new();
+            body.extend(((n.len() + 3) as u16).to_be_bytes());
+            body.push(0);
+            body.extend((n.len() as u16).to_be_bytes());
+            body.extend(n.as_bytes());
+            exts.extend(0u16.to_be_bytes());
+            exts.extend((body.len() as u16).to_be_bytes());
+            exts.extend(body);
+        }
+        if !versions.is_empty() {
+            exts.extend(0x002bu16.to_be_bytes());
+            exts.extend(((versions.len() * 2 + 1) as u16).to_be_bytes());
+            exts.push((versions.len() * 2) as u8);
+            for v in versions {
+                exts.extend(v.to_be_bytes());
+            }
+        }
+        let mut h = Vec::new();
+        h.extend(version.to_be_bytes());
+        h.extend([7u8; 32]);
+        h.push(0);
+        h.extend(2u16.to_be_bytes());
+        h.extend([0x13, 0x01]);
+        h.extend([1, 0]);
+        h.extend((exts.len() as u16).to_be_bytes());
+        h.extend(exts);
+        let mut hs = vec![1, 0];
+        hs.extend((h.len() as u16).to_be_bytes());
+        hs.extend(h);
+        let mut rec = vec![0x16, 3, 1];
+        rec.extend((hs.len() as u16).to_be_bytes());
+        rec.extend(hs);
+        rec
+    }
+
+    #[test]
+    fn versions_and_names_are_read_and_partial_hellos_are_not() {
+        let h = client_hello(&hello(
+            0x0303,
+            Some("plug.example"),
+            &[0x3a3a, 0x0304, 0x0303],
+        ))
+        .unwrap();
+        assert_eq!(
+            (h.max_version, h.sni.as_deref()),
+            (0x0304, Some("plug.example"))
+        );
+        let h = client_hello(&hello(0x0302, None, &[])).unwrap();
+        assert_eq!((h.max_version, h.sni), (0x0302, None));
+        assert_eq!(version_name(0x0302), "TLS 1.1");
+        let b = hello(0x0303, Some("x"), &[]);
+        assert_eq!(client_hello(&b[..b.len() - 3]), None);
+        assert_eq!(client_hello(b"GET / HTTP/1.1"), None);
     }
 }

@@ -69,6 +69,8 @@ pub struct Conn {
     filter: Option<Box<kinetid_wsdump::filter::Filter>>,
     /// Whether this is the tool's own web traffic, out of view.
     web: crate::cmd::ownweb::OwnWeb,
+    /// The listener's port the device connected to (for the Host check).
+    pub local_port: Option<u16>,
 }
 
 impl Drop for Conn {
@@ -104,6 +106,7 @@ impl Conn {
             deflater: None,
             filter,
             web: crate::cmd::ownweb::OwnWeb::new(hub_show_http),
+            local_port: None,
         }
     }
 
@@ -420,6 +423,12 @@ impl Conn {
                         verdict: Some(v),
                         ..
                     } => {
+                        if let Some(n) = self
+                            .local_port
+                            .and_then(|p| kinetid_wsdump::annotate::host_without_port(head, p))
+                        {
+                            self.notice(n);
+                        }
                         let mut resp = match api::check_upgrade(
                             head,
                             &self.hub.s.allow_hosts,

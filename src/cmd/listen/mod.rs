@@ -331,6 +331,7 @@ fn accept(
         return;
     };
     let id = hub.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+    let local_port = sock.local_addr().ok().map(|a| a.port());
     hub.counters.connections.fetch_add(1, Ordering::Relaxed);
     hub.metrics.connections.inc();
     hub.metrics.connections_open.inc();
@@ -351,6 +352,7 @@ fn accept(
             },
         };
         let mut c = conn::Conn::new(id, peer, sock, hub.clone(), tls);
+        c.local_port = local_port;
         c.run(sd).await;
         drop(c);
         hub.metrics.connections_open.dec();
