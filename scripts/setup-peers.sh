@@ -11,8 +11,10 @@ cd "$(dirname "$0")/.."
 VENV=target/peers-venv
 # junitparser: a JUnit XML reader nobody here wrote, for certify's --junit.
 # kubernetes-validate: checks deploy/kubernetes against the Kubernetes schemas.
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import websockets, junitparser, kubernetes_validate' 2>/dev/null; then
-  { [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"; } && "$VENV/bin/pip" install -q "websockets>=13" "junitparser>=3" "kubernetes-validate>=1.30" || echo "setup-peers: could not install python websockets, junitparser and kubernetes-validate" >&2
+# websocket-client and aiohttp: two more client stacks nobody here wrote,
+# played as Kinetid devices against listen (no note on a correct exchange).
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import websockets, junitparser, kubernetes_validate, websocket, aiohttp' 2>/dev/null; then
+  { [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"; } && "$VENV/bin/pip" install -q "websockets>=13" "junitparser>=3" "kubernetes-validate>=1.30" "websocket-client>=1.8" "aiohttp>=3.9" || echo "setup-peers: could not install the Python peers" >&2
 fi
 # Debian packages: chromium (browser tests), prometheus (promtool checks
 # /metrics), tshark (pcap tests). tshark asks whether non-root users may

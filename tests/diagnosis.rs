@@ -259,13 +259,45 @@ async def main():
         await ws.recv()
 asyncio.run(main())
 "#;
-        let o = std::process::Command::new(py)
+        let o = std::process::Command::new(&py)
             .arg("-c")
             .arg(script)
             .arg(l.url())
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // websocket-client (synchronous: send a report, then read) and
+        // aiohttp, two more stacks nobody here wrote.
+        let sync = r#"
+import json, sys, websocket
+ws = websocket.create_connection(sys.argv[1], subprotocols=["kinetid.v1"])
+ws.send(json.dumps({"t":"hello","id":1,"dev":"KN-0000000000CE","fw":"wsc","role":"active","period_s":60}))
+ws.recv()
+for i in range(3):
+    ws.send(json.dumps({"t":"report","id":2 + i,"dev":"KN-0000000000CE","ts":1767225600 + 60 * i,"seq":1 + i,"on":True,"power_w":1.0,"energy_wh":1.0 + i}))
+    ws.recv()
+ws.close()
+"#;
+        let aio = r#"
+import asyncio, json, sys, aiohttp
+async def main():
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(sys.argv[1], protocols=["kinetid.v1"]) as ws:
+            await ws.send_str(json.dumps({"t":"hello","id":1,"dev":"KN-0000000000CF","fw":"aiohttp","role":"active","period_s":60}))
+            await ws.receive()
+            await ws.send_str(json.dumps({"t":"report","id":2,"dev":"KN-0000000000CF","ts":1767225600,"seq":1,"on":True,"power_w":1.0,"energy_wh":1.0}))
+            await ws.receive()
+asyncio.run(main())
+"#;
+        for script in [sync, aio] {
+            let o = std::process::Command::new(&py)
+                .arg("-c")
+                .arg(script)
+                .arg(l.url())
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
     }
     // Our own emulator, a home with a passive plug, stopping with 1000.
     let o = std::process::Command::new(bin())
