@@ -543,8 +543,19 @@ fn predictable_keys_across_connections_are_found_live_and_clean_plugs_raise_noth
         "kinetid-reports-forgotten",
         "kinetid-clock-off",
     ];
+    let rec = root().join(format!(
+        "target/test-artifacts/seeded-{}.cap",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(rec.parent().unwrap()).unwrap();
     for quirk in [None, Some("seeded-keys")] {
-        let l = Listener::start(&["--format", "json", "--no-console"]);
+        let l = Listener::start(&[
+            "--format",
+            "json",
+            "--no-console",
+            "--record",
+            rec.to_str().unwrap(),
+        ]);
         let p = Proxy::start(&l.url(), &["--format", "json", "--no-console"]);
         for _ in 0..2 {
             let mut c = std::process::Command::new(bin());
@@ -565,7 +576,14 @@ fn predictable_keys_across_connections_are_found_live_and_clean_plugs_raise_noth
             assert!(c.status().unwrap().success());
         }
         let (out_p, out_l) = (p.stop(), l.stop());
-        for (who, out) in [("proxy", &out_p), ("listen", &out_l)] {
+        // And replay of the recording: a capture with many connections.
+        let replayed = std::process::Command::new(bin())
+            .args(["replay", "--format", "json"])
+            .arg(&rec)
+            .output()
+            .unwrap();
+        let out_r = String::from_utf8(replayed.stdout).unwrap();
+        for (who, out) in [("proxy", &out_p), ("listen", &out_l), ("replay", &out_r)] {
             let ev = json_lines(out);
             let found: Vec<(u64, String)> = ev
                 .iter()

@@ -143,6 +143,8 @@ struct Shared {
     across: std::sync::Mutex<kinetid_wsdump::across::Across>,
     /// `--show-http`: show and count requests for the proxy's own API.
     show_http: bool,
+    /// The port devices connect to (for the Host check).
+    local_port: u16,
     /// Requests for the proxy's own API and page, out of view.
     web: AtomicU64,
     /// Device connections whose task is still running.
@@ -266,6 +268,7 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
             .map_err(AppError::Usage)?,
         next_conn: AtomicU64::new(0),
         show_http: a.session.show_http,
+        local_port: local.port(),
         across: Default::default(),
         web: AtomicU64::new(0),
         open: AtomicU64::new(0),
@@ -725,6 +728,12 @@ async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
                     }
                     api(link, dev, &h, rest).await;
                     return None;
+                }
+                if handshake::request_kind(&h) == handshake::RequestKind::WebSocket {
+                    if let Some(n) = kinetid_wsdump::annotate::host_without_port(&h, sh.local_port)
+                    {
+                        link.notice(Direction::C2S, n);
+                    }
                 }
                 break h.len;
             }
