@@ -61,10 +61,9 @@ struct Conn {
     clock_told: bool,
     /// Report ids sent on this connection: (plug, seq).
     sent: HashMap<u64, (String, u64)>,
-    /// Plugs whose first report on this connection was seen.
-    reported: BTreeSet<String>,
-    /// Seqs resent on this connection, per plug (for the forgotten check).
-    resent: HashMap<String, BTreeSet<u64>>,
+    /// Reports seen on this connection, per plug (the first few are
+    /// judged against what earlier connections left unacknowledged).
+    reports: HashMap<String, u32>,
     ended: bool,
 }
 
@@ -84,8 +83,9 @@ struct Past {
 #[derive(Debug, Default)]
 struct Plug {
     max_sent: Option<u64>,
-    /// Sent and not acknowledged (over all connections), oldest first.
-    unacked: BTreeSet<u64>,
+    /// Sent and not acknowledged: seq, and the connection it was last
+    /// sent on (a resend moves it to the new one).
+    unacked: std::collections::BTreeMap<u64, u64>,
     told_forgotten: bool,
     told_reset: bool,
 }
@@ -382,17 +382,23 @@ impl Across {
                 c.sent.insert(id, (dev.to_string(), seq));
             }
         }
-        let first_here = c.reported.len() < 4096 && c.reported.insert(dev.to_string());
+        let nth = if c.reports.len() < 4096 || c.reports.contains_key(dev) {
+            let n = c.reports.entry(dev.to_string()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        } else {
+            u32::MAX
+        };
         if !self.plugs.contains_key(dev) && self.plugs.len() >= MAX_WHO {
             self.plugs.clear();
         }
         let p = self.plugs.entry(dev.to_string()).or_default();
-        // Before the check: a report resent on this connection counts.
-        let was_unacked = p.unacked.contains(&seq);
+        // A resend of a report an earlier connection left unacknowledged.
+        let was_unacked = p.unacked.contains_key(&seq);
         if was_unacked {
-            c.resent.entry(dev.to_string()).or_default().insert(seq);
+            p.unacked.insert(seq, e.conn);
         }
-        if first_here && !was_unacked {
+        if nth == 1 && !was_unacked {
             if let Some(max) = p.max_sent {
                 if seq + 1 < max && !p.told_reset {
                     p.told_reset = true;
@@ -404,32 +410,35 @@ impl Across {
                 }
             }
         }
-        // Reports still unacknowledged from before, that this connection
-        // has gone past without resending.
-        let forgotten: Vec<u64> = p
-            .unacked
-            .iter()
-            .copied()
-            .filter(|s| *s < seq && !c.resent.get(dev).is_some_and(|r| r.contains(s)))
-            .filter(|s| !c.sent.values().any(|(d, q)| d == dev && q == s))
-            .collect();
-        if !forgotten.is_empty() && !was_unacked && !p.told_forgotten {
-            p.told_forgotten = true;
-            notes.push(Note::warning(
-                Code::KinetidReportsForgotten,
-                crate::kinetid::SPEC,
-                format!("{dev} sent seq {seq} without first resending {} unacknowledged from an earlier connection ({}): the firmware forgets reports that were not acknowledged; the contract resends them after the next welcome with their original seq and ts", forgotten.len(), seq_list(&forgotten)),
-            ));
-            for s in &forgotten {
-                p.unacked.remove(s);
+        // Resends come first after a welcome: a new report among the
+        // connection's first few, past reports an earlier connection left
+        // unacknowledged and this one has not resent, means they were
+        // forgotten. (Bounded: at most MAX_UNACKED looked at, 16 times a
+        // connection.)
+        if nth <= 16 && !was_unacked && !p.told_forgotten {
+            let forgotten: Vec<u64> = p
+                .unacked
+                .iter()
+                .filter(|(s, conn)| **s < seq && **conn != e.conn)
+                .map(|(s, _)| *s)
+                .collect();
+            if !forgotten.is_empty() {
+                p.told_forgotten = true;
+                notes.push(Note::warning(
+                    Code::KinetidReportsForgotten,
+                    crate::kinetid::SPEC,
+                    format!("{dev} sent seq {seq} without first resending {} unacknowledged from an earlier connection ({}): the firmware forgets reports that were not acknowledged; the contract resends them after the next welcome with their original seq and ts", forgotten.len(), seq_list(&forgotten)),
+                ));
+                for s in &forgotten {
+                    p.unacked.remove(s);
+                }
             }
         }
         p.max_sent = Some(p.max_sent.map_or(seq, |m| m.max(seq)));
         if id.is_some() {
-            p.unacked.insert(seq);
+            p.unacked.insert(seq, e.conn);
             while p.unacked.len() > MAX_UNACKED {
-                let first = *p.unacked.iter().next().expect("non-empty");
-                p.unacked.remove(&first);
+                p.unacked.pop_first();
             }
         }
     }
