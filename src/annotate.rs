@@ -1051,7 +1051,7 @@ impl Annotator {
         let cause =
             diagnose::length_cause(&p.header, &p.head, &p.bytes, at_end && short, dir.sender());
         if let Some(c) = cause {
-            let note = length_note(&p.header, &c, p.payload_at + c.fits(), LengthNext::Offer);
+            let note = length_note(&p.header, &c, p.payload_at + c.fits(), false);
             // Placed where the bytes looked at end: the same however the
             // stream was cut into reads.
             out.push(Event {
@@ -1753,25 +1753,6 @@ fn judge_data(
 
 /// The note that names a bad length's cause; `next_at` is the stream offset
 /// where the real next frame starts.
-/// What the decoder does at the real next frame, for a length note.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LengthNext {
-    /// It resumes there (`--resync`).
-    Resumes,
-    /// It does not; `--resync` would.
-    Offer,
-}
-
-impl From<bool> for LengthNext {
-    fn from(resync: bool) -> Self {
-        if resync {
-            LengthNext::Resumes
-        } else {
-            LengthNext::Offer
-        }
-    }
-}
-
 /// A length that reads as an address in a microcontroller's memory map:
 /// the region's name.
 fn address_region(len: u64) -> Option<&'static str> {
@@ -1792,15 +1773,11 @@ fn address_region(len: u64) -> Option<&'static str> {
     }
 }
 
-fn length_note(
-    h: &FrameHeader,
-    cause: &diagnose::LengthCause,
-    next_at: u64,
-    next: impl Into<LengthNext>,
-) -> Note {
-    let then = match next.into() {
-        LengthNext::Resumes => "; decoding resumes there (--resync)",
-        LengthNext::Offer => "; --resync decodes on from there",
+fn length_note(h: &FrameHeader, cause: &diagnose::LengthCause, next_at: u64, resync: bool) -> Note {
+    let then = if resync {
+        "; decoding resumes there (--resync)"
+    } else {
+        "; --resync decodes on from there"
     };
     match cause {
         diagnose::LengthCause::ByteOrder { swapped } => Note::info(

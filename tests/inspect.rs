@@ -626,8 +626,9 @@ async fn the_proxy_page_in_chromium_shows_both_ways_and_switches_through_the_pro
 }
 
 /// How many characters the summary cells in `rows` have room for, at the
-/// least (the width of a digit in the cell's font measures a character).
-const VISIBLE_CHARS: &str = "(rows) => { const g = document.createElement('canvas').getContext('2d'); return Math.min(...[...document.querySelectorAll(rows)].map((r) => { const s = r.querySelector('.sum'); if (!s || !s.textContent.length) return 1e9; g.font = getComputedStyle(s).font; return Math.floor(s.clientWidth / g.measureText('0').width); })); }";
+/// least, over the rows that have a summary (the width of a digit in the
+/// cell's font measures a character); 0 when no row has one.
+const VISIBLE_CHARS: &str = "(rows) => { const g = document.createElement('canvas').getContext('2d'); const room = [...document.querySelectorAll(rows)].map((r) => r.querySelector('.sum')).filter((s) => s && s.textContent.length).map((s) => { g.font = getComputedStyle(s).font; return Math.floor(s.clientWidth / g.measureText('0').width); }); return room.length ? Math.min(...room) : 0; }";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspector_at_1280_px_reads_switches_in_one_click_and_draws_each_reading_once() {

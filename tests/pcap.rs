@@ -454,35 +454,7 @@ fn a_tcpdump_capture_of_a_live_session_replays_as_listen_showed_it() {
     let dir = pcaps();
     let file = dir.join("live.pcap");
     let l = Listener::start(&["--format", "json", "--no-console"]);
-    let mut td = Command::new(tcpdump)
-        .args([
-            "-i",
-            "lo",
-            "-U",
-            "--immediate-mode",
-            "-n",
-            "-Z",
-            "root",
-            "-s",
-            "0",
-            "-w",
-        ])
-        .arg(&file)
-        .arg(format!("tcp port {}", l.port))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // tcpdump says "listening on" once it captures.
-    let mut err = std::io::BufReader::new(td.stderr.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
-    assert!(line.contains("listening on"), "tcpdump: {line}");
-    let err_rest = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut err, &mut s).ok();
-        s
-    });
+    let td = Capture::start(tcpdump, &file, &format!("tcp port {}", l.port));
     let st = Command::new(bin())
         .args([
             "emulate-device",
@@ -505,10 +477,7 @@ fn a_tcpdump_capture_of_a_live_session_replays_as_listen_showed_it() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    // SAFETY: signalling the tcpdump child started above.
-    unsafe { libc::kill(td.id() as i32, libc::SIGINT) };
-    td.wait().unwrap();
-    let td_said = err_rest.join().unwrap();
+    let td_said = td.stop();
     let replayed = replay(&file, &[]);
     assert_eq!(replayed.code, 0, "{}", replayed.stderr);
     let (a, b) = (comparable(&live), comparable(&replayed.events));

@@ -1016,29 +1016,7 @@ fn a_keylog_lets_tshark_decrypt_both_tls_legs_of_the_proxy() {
     );
     let (lp, pp) = (l.port, p.port);
     let cap = dir.join("wss.pcap");
-    let mut td = Command::new(tcpdump)
-        .args([
-            "-i",
-            "lo",
-            "-U",
-            "--immediate-mode",
-            "-n",
-            "-Z",
-            "root",
-            "-s",
-            "0",
-            "-w",
-        ])
-        .arg(&cap)
-        .arg(format!("tcp port {} or tcp port {}", l.port, p.port))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(td.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    assert!(line.contains("listening on"), "tcpdump: {line}");
+    let td = Capture::start(tcpdump, &cap, &format!("tcp port {lp} or tcp port {pp}"));
     let st = Command::new(bin())
         .args([
             "emulate-device",
@@ -1052,9 +1030,7 @@ fn a_keylog_lets_tshark_decrypt_both_tls_legs_of_the_proxy() {
         .unwrap();
     assert!(st.success());
     std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: signalling the tcpdump child started above.
-    unsafe { libc::kill(td.id() as i32, libc::SIGINT) };
-    td.wait().unwrap();
+    td.stop();
     p.stop();
     l.stop();
     let texts = |with_keys: bool| {

@@ -78,12 +78,7 @@ pub fn run(a: CertifyArgs) -> Result<u8, AppError> {
 }
 
 async fn serve(a: &CertifyArgs, cases: Vec<Case>) -> Result<Vec<Outcome>, AppError> {
-    let listener = TcpListener::bind(&a.bind)
-        .await
-        .map_err(|e| crate::cmd::cannot_listen("--bind", &a.bind, e))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| AppError::Io(a.bind.clone(), e))?;
+    let (listener, local) = crate::cmd::listen_on("--bind", &a.bind).await?;
     eprintln!(
         "kinetid-wsdump: certify listening on {local}: point the device at ws://{local}/ws ({} case{})",
         cases.len(),

@@ -79,6 +79,21 @@ pub fn cannot_listen(flag: &str, addr: &str, e: std::io::Error) -> AppError {
     AppError::Usage(format!("cannot listen on {addr} ({flag_}): {hint}"))
 }
 
+/// Listen on `addr` for `flag`: the listener and the address it got (port
+/// 0 picks one), or the error said as [`cannot_listen`] says it.
+pub async fn listen_on(
+    flag: &str,
+    addr: &str,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), AppError> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| cannot_listen(flag, addr, e))?;
+    let local = l
+        .local_addr()
+        .map_err(|e| AppError::Io(format!("{addr} ({flag})"), e))?;
+    Ok((l, local))
+}
+
 /// This machine's addresses on its networks (not loopback, not
 /// link-local), for the URLs a device on the LAN can be given.
 pub fn lan_addresses() -> Vec<std::net::IpAddr> {

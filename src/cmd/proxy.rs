@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// A `ws://` or `wss://` upstream.
 #[derive(Debug, Clone)]
@@ -219,12 +219,7 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
         }
         false => None,
     };
-    let listener = TcpListener::bind(&a.bind)
-        .await
-        .map_err(|e| crate::cmd::cannot_listen("--bind", &a.bind, e))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| AppError::Io(a.bind.clone(), e))?;
+    let (listener, local) = crate::cmd::listen_on("--bind", &a.bind).await?;
     eprintln!(
         "kinetid-wsdump: proxy listening on {local} ({}), forwarding to {}://{}",
         if tls_server.is_some() { "wss" } else { "ws" },

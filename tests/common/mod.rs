@@ -497,6 +497,63 @@ pub fn tshark() -> Option<&'static str> {
 
 /// Debian's `tcpdump`, when it can capture on the loopback interface here.
 /// Absent: skip with a reason, or fail under CI=true.
+/// tcpdump capturing `filter` on loopback into `file`, once it says it
+/// captures; [`Capture::stop`] ends it (SIGINT) and returns what it said.
+pub struct Capture {
+    child: Child,
+    said: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Capture {
+    pub fn start(tcpdump: &str, file: &std::path::Path, filter: &str) -> Capture {
+        let mut child = Command::new(tcpdump)
+            .args([
+                "-i",
+                "lo",
+                "-U",
+                "--immediate-mode",
+                "-n",
+                "-Z",
+                "root",
+                "-s",
+                "0",
+                "-w",
+            ])
+            .arg(file)
+            .arg(filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        assert!(line.contains("listening on"), "tcpdump: {line}");
+        let said = std::thread::spawn(move || {
+            let mut s = String::new();
+            err.read_to_string(&mut s).ok();
+            s
+        });
+        Capture {
+            child,
+            said: Some(said),
+        }
+    }
+
+    pub fn stop(mut self) -> String {
+        // SAFETY: signalling the tcpdump child this value started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.child.wait().unwrap();
+        self.said.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
 pub fn tcpdump() -> Option<&'static str> {
     if Command::new("tcpdump")
         .arg("--version")

@@ -32,7 +32,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{broadcast, watch, Semaphore};
 
 /// Annotated output waiting for a slow stdout, at most (then lines are
@@ -239,12 +239,7 @@ async fn serve(
     s: Settings,
     mut stop: watch::Receiver<bool>,
 ) -> Result<u8, AppError> {
-    let listener = TcpListener::bind(&bind)
-        .await
-        .map_err(|e| crate::cmd::cannot_listen("--bind", &bind, e))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| AppError::Io("local address".into(), e))?;
+    let (listener, local) = crate::cmd::listen_on("--bind", &bind).await?;
     // The first line on stderr says where we are: tests and scripts read it.
     let (ws, http) = if s.tls.is_some() {
         ("wss", "https")
