@@ -337,6 +337,26 @@ def diagnosis_fixtures():
     d.c2s(frame(9, b"1", KEYS[4]), "a ping, whole, right after it")
     d.write()
 
+    # arduinoWebSockets issue 533: sendBIN() timed out part-way a few
+    # times; the server then failed with "RSV2 and RSV3 must be clear".
+    d = Fixture("diag-torn-frame", "diagnosis: a torn frame (a binary write that stopped after 90 of its 200 payload bytes, then the next frame whole)")
+    d.handshake()
+    d.c2s(frame(1, HELLO, KEYS[0]), "hello")
+    first = bytes((i * 7 + 3) % 256 for i in range(200))
+    torn = frame(2, first, KEYS[1])
+    d.c2s(torn[:8 + 90], "binary frame declaring 200 bytes: its write stopped after 90")
+    # The next frame's bytes, chosen so that where the server reads a
+    # header (after the 200 bytes the torn frame declared) it finds RSV2
+    # and RSV3 set, as in the report.
+    k = KEYS[2]
+    second = bytearray((i * 11 + 5) % 256 for i in range(200))
+    at = 200 - 90 - 8
+    for i, b in enumerate([0x72, 0x85]):
+        second[at + i] = b ^ k[(at + i) % 4]
+    d.c2s(frame(2, bytes(second), k), "the next binary frame, whole (200 bytes)")
+    d.c2s(frame(9, b"1", KEYS[4]), "a ping")
+    d.write()
+
     d = Fixture("diag-mask-restart", "diagnosis: the mask key index restarts every 30-byte write buffer")
     d.handshake()
     k = KEYS[1]

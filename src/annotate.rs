@@ -299,6 +299,17 @@ struct DirState {
     /// The other side had already sent its Close when that ping was seen
     /// (a closing peer that lets the ping go is no firmware bug).
     ping_after_close: bool,
+    /// This side broke a rule that lets its peer fail the connection (RFC
+    /// 6455 7.1.7): the peer may then close without a Close or a pong.
+    failed: bool,
+    /// The last frame's payload (unmasked, when at most TORN_WINDOW bytes),
+    /// its key and stream offset: where a
+    /// torn frame is looked for when the next one is broken.
+    last_payload: Vec<u8>,
+    last_payload_key: Option<MaskKey>,
+    last_payload_at: u64,
+    /// Looking for a torn frame behind a broken one.
+    torn: Option<Box<TornProbe>>,
     /// permessage-deflate for what this side sends, when agreed.
     inflater: Option<crate::deflate::Inflater>,
     /// Hunting: the stream offset of `head_buf[0]`, and the bytes given up
@@ -315,6 +326,16 @@ struct DirState {
     /// does not resume there (with `--resync` the cause is looked for at
     /// once, on the bytes that came with the header).
     probe: Option<Box<LengthProbe>>,
+}
+
+/// See [`DirState::torn`].
+#[derive(Debug)]
+struct TornProbe {
+    /// The payload before the broken frame, as on the wire, and its offset.
+    prev: Vec<u8>,
+    prev_at: u64,
+    /// The bytes from the broken frame on, at most TORN_AFTER.
+    bytes: Vec<u8>,
 }
 
 /// See [`DirState::probe`].
@@ -382,6 +403,11 @@ impl DirState {
             masked_data_seen: false,
             truncated_shown: false,
             ping_after_close: false,
+            failed: false,
+            last_payload: Vec::new(),
+            last_payload_key: None,
+            last_payload_at: 0,
+            torn: None,
             inflater: None,
             hunt_from: 0,
             hunt_skipped: 0,
@@ -426,6 +452,10 @@ pub struct Annotator {
     /// With `kinetid_auto`: is this connection Kinetid traffic (`None`:
     /// not decided yet)?
     kin: Option<bool>,
+    /// The server answered 101 with a head the client must refuse (RFC
+    /// 6455 4.1: a wrong accept, a subprotocol or extension not offered):
+    /// `Some(false)` until a device frame shows the device went on anyway.
+    bad_answer: Option<bool>,
 }
 
 impl Annotator {
@@ -446,6 +476,7 @@ impl Annotator {
             finished: false,
             now: None,
             kin: None,
+            bad_answer: None,
         }
     }
 
@@ -719,6 +750,9 @@ impl Annotator {
                                         self.s2c.inflater =
                                             Some(crate::deflate::Inflater::new(a.server));
                                     }
+                                    if verdict.status == 101 && verdict.error.is_some() {
+                                        self.bad_answer = Some(false);
+                                    }
                                     self.s2c.phase = if verdict.status == 101 {
                                         Phase::Frames
                                     } else {
@@ -798,9 +832,20 @@ impl Annotator {
                         }
                         _ => false,
                     };
+                    let torn_full = match st.torn.as_mut() {
+                        Some(t) => {
+                            let n = data.len().min(TORN_AFTER.saturating_sub(t.bytes.len()));
+                            t.bytes.extend_from_slice(&data[..n]);
+                            t.bytes.len() >= TORN_AFTER
+                        }
+                        None => false,
+                    };
                     st.decoder.feed(data);
                     if probed {
                         self.probe_length(dir, false, time, out);
+                    }
+                    if torn_full {
+                        self.settle_torn(dir, false, time, out);
                     }
                     self.drain_frames(dir, time, out);
                     let st = match dir {
@@ -835,6 +880,25 @@ impl Annotator {
                     if let Some((h, head)) = skipped {
                         self.diagnose_length(dir, &h, &head, &mut frame_ev.notes);
                     }
+                    if dir == Direction::C2S && self.bad_answer == Some(false) {
+                        self.bad_answer = Some(true);
+                        frame_ev.notes.push(Note::error(
+                            Code::BadAnswerAccepted,
+                            "RFC 6455 4.1",
+                            "the device sends frames after a 101 answer it must refuse (see the response's checks): it does not check the server's handshake, so anything that answers 101 can talk to it",
+                        ));
+                    }
+                    let fails =
+                        |n: &Note| n.severity == Severity::Error && n.code.close_code().is_some();
+                    let broken = frame_ev.notes.iter().any(fails);
+                    if broken
+                        || msg_ev
+                            .as_ref()
+                            .is_some_and(|(_, m)| m.notes.iter().any(fails))
+                    {
+                        self.state_mut(dir).failed = true;
+                    }
+                    self.torn_frame(dir, broken, &frame_ev);
                     let offset = frame_ev.offset;
                     out.push(Event {
                         conn: self.conn,
@@ -878,6 +942,7 @@ impl Annotator {
             }
             st.decoder.set_eof();
             self.drain_frames(dir, time, out);
+            self.settle_torn(dir, true, time, out);
             let st = self.state_mut(dir);
             if st.decoder.skipping() > 0 || st.decoder.is_stuck() {
                 if st.probe.is_some() {
@@ -959,6 +1024,73 @@ impl Annotator {
             index,
             truncated: Some(missing),
         }
+    }
+
+    /// Remember a frame's payload; for a broken frame right after one,
+    /// start looking for the torn write that explains it: the bytes from
+    /// the broken frame on are collected up to TORN_AFTER (or the end of
+    /// the stream), so the verdict is the same however the stream was cut
+    /// into reads ([`Annotator::settle_torn`]).
+    fn torn_frame(&mut self, dir: Direction, broken: bool, f: &FrameEvent) {
+        let st = self.state_mut(dir);
+        let adjacent = st.last_payload_at + st.last_payload.len() as u64 == f.offset;
+        if broken && !f.skipped && !st.last_payload.is_empty() && adjacent && st.torn.is_none() {
+            let mut prev = std::mem::take(&mut st.last_payload);
+            if let Some(k) = st.last_payload_key {
+                apply_mask(&mut prev, k.0);
+            }
+            let mut bytes = f.head.clone();
+            let at = bytes.len();
+            bytes.extend_from_slice(&f.payload);
+            if let Some(k) = f.header.mask {
+                apply_mask(&mut bytes[at..], k.0);
+            }
+            bytes.extend_from_slice(st.decoder.pending());
+            bytes.truncate(TORN_AFTER);
+            st.torn = Some(Box::new(TornProbe {
+                prev_at: st.last_payload_at,
+                prev,
+                bytes,
+            }));
+        }
+        st.last_payload.clear();
+        st.last_payload_key = None;
+        if !f.skipped && f.payload.len() <= TORN_WINDOW && f.truncated.is_none() {
+            st.last_payload.extend_from_slice(&f.payload);
+            st.last_payload_key = f.header.mask;
+            st.last_payload_at = f.offset + f.head.len() as u64;
+        }
+    }
+
+    /// Judge a torn-frame probe once its bytes are in (`at_end`: the
+    /// stream ended, so the frames after the cut may run to its end).
+    fn settle_torn(
+        &mut self,
+        dir: Direction,
+        at_end: bool,
+        time: Option<f64>,
+        out: &mut Vec<Event>,
+    ) {
+        let conn = self.conn;
+        let st = self.state_mut(dir);
+        let Some(t) = st.torn.take() else { return };
+        let Some(q) = diagnose::torn_frame(&t.prev, &t.bytes, at_end, dir.sender()) else {
+            return;
+        };
+        let cut = t.prev_at + t.prev.len() as u64;
+        let note = Note::info(
+            Code::HintTornFrame,
+            "RFC 6455 5.2",
+            format!("a torn frame: the frame whose payload starts at byte {} declared {} payload bytes, but a whole frame header starts at byte {}, {q} bytes into that payload, and runs past its end at byte {cut}; that frame's write stopped after {q} payload bytes and the firmware went on with the next frame (a write that timed out half-way; arduinoWebSockets issue 533), so what is read from byte {cut} as a header with bogus bits is the rest of that next frame", t.prev_at, t.prev.len(), t.prev_at + q as u64),
+        );
+        out.push(Event {
+            conn,
+            dir,
+            offset: cut + t.bytes.len() as u64,
+            time,
+            pkt: None,
+            kind: EventKind::Notice { note },
+        });
     }
 
     fn state_mut(&mut self, dir: Direction) -> &mut DirState {
@@ -1344,8 +1476,20 @@ impl Annotator {
             }
         }
         let upgraded = self.c2s.phase == Phase::Frames || self.s2c.phase == Phase::Frames;
-        if upgraded {
+        if self.bad_answer == Some(false) {
+            // The device did as RFC 6455 4.1 says: it failed the connection
+            // without a frame, so no WebSocket close was owed.
+            notes.push(Note::info(
+                Code::BadAnswerRefused,
+                "RFC 6455 4.1",
+                "the device refused the server's 101 answer (see the response's checks) and sent no frame: it failed the connection, as it must",
+            ));
+        } else if upgraded {
+            // A side that broke a framing rule gives its peer the right to
+            // fail the connection: no Close, no pong owed to it (7.1.7).
+            let failed = self.c2s.failed || self.s2c.failed;
             match (self.c2s.close_at, self.s2c.close_at) {
+                _ if failed => {}
                 (None, None) => notes.push(Note::warning(
                     Code::ClosedWithoutCloseFrame,
                     "RFC 6455 7.1.5",
@@ -1372,7 +1516,11 @@ impl Annotator {
                 (&self.s2c, &self.c2s, "server"),
             ] {
                 // Already named while the connection ran: once is enough.
-                let crossed = st.ping_after_close || other.close_at.is_some() || st.ping_warned;
+                let crossed = st.ping_after_close
+                    || other.close_at.is_some()
+                    || st.ping_warned
+                    || st.failed
+                    || other.failed;
                 if let (Some(OutPing { offset: p, .. }), false) =
                     (st.pings_unanswered.first(), crossed)
                 {
@@ -1436,6 +1584,20 @@ fn upgrade_hints(
 /// raises it as its own note (so a recording replays it).
 pub fn host_without_port(head: &HttpHead, port: u16) -> Option<Note> {
     let host = head.get("host")?;
+    // A request a reverse proxy passed on keeps the client's Host, which
+    // names the proxy's port, not this one (RFC 7239; X-Forwarded-*).
+    if [
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-real-ip",
+        "via",
+    ]
+    .iter()
+    .any(|h| head.get(h).is_some())
+    {
+        return None;
+    }
     let has_port = match host.strip_prefix('[') {
         Some(r) => r.contains("]:"),
         None => host.contains(':'),
@@ -1467,6 +1629,13 @@ fn head_hints(head: &HttpHead, key: Option<&str>, verdict: Option<&ClientVerdict
     }
     notes
 }
+
+/// The longest payload kept to find a torn frame in (a device's messages
+/// are far smaller; the frames of bulk transfers are not looked into).
+const TORN_WINDOW: usize = 4096;
+
+/// Bytes after a broken frame's start that a torn-frame probe looks at.
+const TORN_AFTER: usize = 8192;
 
 /// Bytes after a frame header looked at to explain a length that does not
 /// fit (with `resync`, such a frame is held until they have arrived).

@@ -134,6 +134,29 @@ fn frames_follow(b: &[u8], at_end: bool, sender: Role) -> bool {
     !at_end && count >= 2
 }
 
+/// A torn frame: the frame before this one was cut short (a write that
+/// timed out half-way) and the sender went on with the next frame, whose
+/// header then sits inside the payload the cut frame declared. `prev` is
+/// that payload as it came on the wire, `cur` the bytes read from where
+/// the broken frame starts. The answer is the offset in `prev` where the
+/// next frame really starts: its header is plausible, it runs past the
+/// cut into `cur`, and plausible frames follow it (two in a row, or to the
+/// end of `cur` when that is the end of the stream), so one header found by chance in payload bytes is not
+/// taken for one.
+pub fn torn_frame(prev: &[u8], cur: &[u8], at_end: bool, sender: Role) -> Option<usize> {
+    if prev.is_empty() || cur.is_empty() {
+        return None;
+    }
+    let mut b = Vec::with_capacity(prev.len() + cur.len());
+    b.extend_from_slice(prev);
+    b.extend_from_slice(cur);
+    (1..prev.len()).find(|&q| {
+        plausible_header(&b[q..], sender)
+            .is_some_and(|h| q + h.header_len + h.payload_len as usize > prev.len())
+            && frames_follow(&b[q..], at_end, sender)
+    })
+}
+
 /// How a masked text payload went wrong, when unmasking it another way
 /// gives valid text (and valid JSON where JSON is expected).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -260,6 +260,12 @@ pub enum Code {
     HintHostWithoutPort,
     /// `hint-other-subprotocol`
     HintOtherSubprotocol,
+    /// `hint-torn-frame`
+    HintTornFrame,
+    /// `bad-answer-accepted`
+    BadAnswerAccepted,
+    /// `bad-answer-refused`
+    BadAnswerRefused,
 }
 
 impl Code {
@@ -343,6 +349,9 @@ impl Code {
         Code::NotKinetid,
         Code::HintHostWithoutPort,
         Code::HintOtherSubprotocol,
+        Code::HintTornFrame,
+        Code::BadAnswerAccepted,
+        Code::BadAnswerRefused,
         Code::MaskKeysRepeatAcross,
         Code::HandshakeKeyReused,
         Code::ReconnectStorm,
@@ -433,6 +442,9 @@ impl Code {
             Code::PongPayloadMismatch => "pong-payload-mismatch",
             Code::HintHostWithoutPort => "hint-host-without-port",
             Code::HintOtherSubprotocol => "hint-other-subprotocol",
+            Code::HintTornFrame => "hint-torn-frame",
+            Code::BadAnswerAccepted => "bad-answer-accepted",
+            Code::BadAnswerRefused => "bad-answer-refused",
             Code::MaskKeysRepeatAcross => "mask-keys-repeat-across-connections",
             Code::HandshakeKeyReused => "handshake-key-reused",
             Code::ReconnectStorm => "reconnect-storm",
@@ -531,6 +543,9 @@ impl Code {
             | Code::PongPayloadMismatch
             | Code::HintHostWithoutPort
             | Code::HintOtherSubprotocol
+            | Code::HintTornFrame
+            | Code::BadAnswerAccepted
+            | Code::BadAnswerRefused
             | Code::MaskKeysRepeatAcross
             | Code::HandshakeKeyReused
             | Code::ReconnectStorm

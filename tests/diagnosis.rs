@@ -63,6 +63,7 @@ fn every_diagnosis_fixture_names_its_cause() {
         ("diag-length-le", "hint-length-byte-order"),
         ("diag-length-not-a-length", "hint-length-not-a-length"),
         ("diag-length-address", "hint-length-not-a-length"),
+        ("diag-torn-frame", "hint-torn-frame"),
         ("diag-mask-restart", "hint-mask-restart"),
         ("diag-mask-not-applied", "hint-mask-not-applied"),
         ("diag-mask-other-key", "hint-mask-key-mismatch"),
@@ -169,6 +170,52 @@ fn mask_restarts_at_other_offsets_and_other_mistakes() {
     let two = [report(1, 3), report(2, 9)].concat();
     assert!(codes(&frames_only(&masked(OpCode::Text, &two, key), false))
         .contains(&"hint-json-concat".into()));
+}
+
+/// A torn write of a text report, other sizes than the fixture's: the
+/// next report's header sits inside the payload the torn one declared.
+/// Found however the stream is cut into reads; a broken frame with no
+/// torn write behind it gets no such hint.
+#[test]
+fn a_torn_frame_is_found_inside_the_payload_it_cut() {
+    let key = [0x5a, 0x11, 0xc3, 0x08];
+    let first = masked(OpCode::Text, &report(1, 300), key);
+    let hdr = 4 + 4; // 16-bit length, masked
+    let written = 41;
+    let mut c2s = first[..hdr + written].to_vec();
+    c2s.extend(masked(OpCode::Text, &report(2, 420), [7, 0x70, 9, 0x77]));
+    c2s.extend(masked(OpCode::Ping, b"k", [1, 2, 3, 4]));
+    let whole = codes(&frames_only(&c2s, false));
+    assert!(whole.contains(&"hint-torn-frame".into()), "{whole:?}");
+    // The same bytes in 7-byte reads.
+    let chunks: Vec<Chunk> = c2s
+        .chunks(7)
+        .map(|b| Chunk {
+            time: None,
+            conn: 1,
+            pkt: None,
+            kind: ChunkKind::Data(Direction::C2S, b.to_vec()),
+        })
+        .collect();
+    let cfg = Config {
+        handshake: HandshakeMode::None,
+        ..cfg()
+    };
+    let cut = codes(&annotate_all(&chunks, cfg, None));
+    assert_eq!(
+        cut.iter().filter(|c| *c == "hint-torn-frame").count(),
+        1,
+        "{cut:?}"
+    );
+    // A frame broken on its own (RSV bits) after a whole report: no hint.
+    let mut alone = masked(OpCode::Text, &report(1, 300), key);
+    let mut bad = masked(OpCode::Text, &report(2, 0), key);
+    bad[0] |= 0x30;
+    alone.extend(bad);
+    alone.extend(masked(OpCode::Ping, b"k", [1, 2, 3, 4]));
+    let c = codes(&frames_only(&alone, false));
+    assert!(c.contains(&"rsv-without-extension".into()), "{c:?}");
+    assert!(!c.contains(&"hint-torn-frame".into()), "{c:?}");
 }
 
 #[test]

@@ -760,3 +760,75 @@ fn a_capture_that_starts_mid_connection_names_it_and_the_port_to_give() {
     );
     assert!(!r.stderr.contains("began before"), "{}", r.stderr);
 }
+
+/// Public captures of other applications' WebSocket traffic (Zeek's test
+/// suite, BSD licence; fixtures/README.md): frames as tshark dissects
+/// them, and only the notes that the traffic really earns.
+#[test]
+fn public_captures_agree_with_tshark_and_raise_only_what_is_there() {
+    let dir = root().join("fixtures/public/zeek");
+    // (file, tshark's extra options, the warning and error codes expected)
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        // The server closes TCP without answering the client's Close.
+        (
+            "broker-websocket.pcap",
+            &[],
+            &["warning:close-not-answered"],
+        ),
+        ("fragmented-http-reply.pcap", &[], &[]),
+        // Through a reverse proxy (X-Forwarded-For): its Host is the proxy's.
+        (
+            "jupyter-websocket.pcap",
+            &["-d", "tcp.port==51185,http"],
+            &[],
+        ),
+        ("message-too-big-status.pcap", &[], &[]),
+        // A 258-byte Close in the 64-bit form; the client may fail the
+        // connection without answering it.
+        (
+            "oversized-close-frame.pcapng",
+            &[],
+            &["error:control-too-long", "warning:length-non-minimal"],
+        ),
+        ("reply-ping-coalesced.pcap", &[], &[]),
+        ("reply-ping-separate.pcap", &[], &[]),
+        ("two-binary-fragments.pcap", &[], &[]),
+        // The client refuses a wrong accept and sends nothing: no alarm.
+        ("wrong-accept-header.pcap", &[], &[]),
+        // This wstunnel client sends its frames unmasked.
+        ("wstunnel-http.pcap", &[], &["error:client-frame-unmasked"]),
+        ("wstunnel-https.pcap", &[], &[]),
+        // The server never answers the client's keep-alive pings.
+        ("wstunnel-ssh.pcap", &[], &["warning:ping-not-answered"]),
+    ];
+    let tshark = tshark();
+    for (name, extra, want) in cases {
+        let file = dir.join(name);
+        let r = replay(&file, &[]);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        let mut got: Vec<String> = r
+            .events
+            .iter()
+            .flat_map(|e| e["notes"].as_array().cloned().unwrap_or_default())
+            .filter(|n| n["severity"] != "info")
+            .map(|n| {
+                format!(
+                    "{}:{}",
+                    n["severity"].as_str().unwrap(),
+                    n["code"].as_str().unwrap()
+                )
+            })
+            .collect();
+        got.sort();
+        got.dedup();
+        assert_eq!(got, *want, "{name}");
+        if let Some(tshark) = tshark {
+            let ours = our_frames(&file);
+            assert!(!ours.is_empty(), "{name}");
+            assert_eq!(ours, tshark_frames_with(tshark, &file, extra), "{name}");
+        }
+    }
+    // The refused answer is said, once, as what the client did right.
+    let r = replay(&dir.join("wrong-accept-header.pcap"), &[]);
+    assert!(codes(&r.events).contains(&"bad-answer-refused".to_string()));
+}
