@@ -24,6 +24,17 @@ fn artifacts(name: &str) -> std::path::PathBuf {
 /// certify on port 0 with `cases`, and an emulator with `quirks` pointed
 /// at it; certify's exit code and reports.
 fn certify(name: &str, cases: &[&str], quirks: &[&str]) -> Run {
+    certify_with(name, cases, &|url: &str| {
+        let mut c = Command::new(bin());
+        c.args(["emulate-device", "--url", url])
+            .args(["--interval", "1s", "--duration", "300s", "--seed", "5"])
+            .args(quirks.iter().flat_map(|q| ["--quirk", q]));
+        c
+    })
+}
+
+/// certify on port 0 with `cases`, and the device `device(url)` makes.
+fn certify_with(name: &str, cases: &[&str], device: &dyn Fn(&str) -> Command) -> Run {
     let report = artifacts(&format!("{name}.json"));
     let junit = artifacts(&format!("{name}.xml"));
     let mut cmd = Command::new(bin());
@@ -60,10 +71,7 @@ fn certify(name: &str, cases: &[&str], quirks: &[&str]) -> Run {
         std::io::Read::read_to_string(&mut err, &mut s).ok();
         s
     });
-    let mut emu: Child = Command::new(bin())
-        .args(["emulate-device", "--url", &format!("ws://{addr}/ws")])
-        .args(["--interval", "1s", "--duration", "300s", "--seed", "5"])
-        .args(quirks.iter().flat_map(|q| ["--quirk", q]))
+    let mut emu: Child = device(&format!("ws://{addr}/ws"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -104,6 +112,27 @@ fn verdicts(r: &Run) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// Python's `websockets` as a minimal Kinetid plug (tests/peers/): a
+/// client stack nobody here wrote passes every case.
+#[test]
+fn a_plug_on_python_websockets_passes_every_case() {
+    let Some(py) = python_websockets() else {
+        return;
+    };
+    let script = root().join("tests/peers/websockets-plug.py");
+    let r = certify_with("py-websockets", &[], &|url: &str| {
+        let mut c = Command::new(&py);
+        c.arg(&script).args([url, "KN-0000000000E1", "300"]);
+        c
+    });
+    let failed: Vec<_> = verdicts(&r)
+        .into_iter()
+        .filter(|(_, v)| v != "pass")
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}\n{}", r.stderr);
+    assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
 #[test]

@@ -75,6 +75,9 @@ pub enum Handshake {
     UnofferedProtocol,
     /// 503 Service Unavailable.
     Unavailable,
+    /// The correct 101 with its header names and tokens in other case,
+    /// extra headers and optional whitespace (all valid HTTP).
+    OtherCase,
 }
 
 /// What the server does once the device said hello (and got welcome).
@@ -362,6 +365,15 @@ pub fn suite() -> Vec<Case> {
             E::Refused
         ),
         case!(
+            "handshake-other-case",
+            Handshake,
+            "header names and tokens in other case, extra headers, spaces: still a 101",
+            "RFC 6455 4.1, 4.2.2; RFC 9110 5.1 (names case-insensitive), 5.6.3 (optional whitespace), 7.8 (Upgrade tokens case-insensitive)",
+            H::OtherCase,
+            A::Switch(None, Shape::Plain),
+            E::State
+        ),
+        case!(
             "framing-one-byte-segments",
             Framing,
             "a command arriving one byte per TCP segment",
@@ -517,6 +529,35 @@ pub fn suite() -> Vec<Case> {
     ]
 }
 
+/// A 101 rewritten as another server might write it: names in other case,
+/// `Upgrade` and `Connection` tokens in other case, optional whitespace
+/// around values, and headers a device does not need. The accept value
+/// and the subprotocol are kept byte for byte (they compare exactly).
+fn other_case(text: &str) -> Vec<u8> {
+    let head = text.trim_end_matches("\r\n");
+    let mut lines = head.split("\r\n");
+    let mut out = String::new();
+    out.push_str(lines.next().unwrap_or("HTTP/1.1 101 Switching Protocols"));
+    out.push_str("\r\nServer: kinetid-wsdump-certify\r\nCache-Control: no-store\r\n");
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        let l = match name.to_ascii_lowercase().as_str() {
+            "upgrade" => "UPGRADE:   WebSocket".to_string(),
+            "connection" => "connection:UPGRADE  ".to_string(),
+            "sec-websocket-accept" => format!("sec-websocket-accept:  {value}"),
+            "sec-websocket-protocol" => format!("SEC-WEBSOCKET-PROTOCOL: {value}"),
+            _ => format!("{}: {value}", name.to_ascii_uppercase()),
+        };
+        out.push_str(&l);
+        out.push_str("\r\n");
+    }
+    out.push_str("X-Certify-Case: handshake-other-case\r\n\r\n");
+    out.into_bytes()
+}
+
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Act {
@@ -544,6 +585,9 @@ enum Phase {
     /// Over.
     Done,
 }
+
+/// The report period (s) certify's welcome asks for, at most.
+const QUICK_PERIOD_S: u64 = 2;
 
 /// The switch id the probe uses, and the device id no plug has.
 const SWITCH_ID: u64 = 7001;
@@ -756,6 +800,7 @@ impl Probe {
                     .into_bytes(),
                 )
             }
+            Handshake::OtherCase => Act::Write(other_case(&text)),
             Handshake::Unavailable => Act::Write(handshake::error_response(
                 503,
                 "Retry-After: 1\r\n",
@@ -903,10 +948,13 @@ impl Probe {
                 }
                 self.dev = Some(dev);
                 self.period = Duration::from_secs(h.period_s.unwrap_or(60).clamp(1, 600));
+                // Quick reports asked for through welcome's period_s, so a
+                // device that follows it finishes the suite in minutes; the
+                // waits stay on the hello's period for one that does not.
                 out.push(Act::Write(text(&kinetid::welcome(
                     h.id.unwrap_or(0),
                     unix as u64,
-                    h.period_s.unwrap_or(60),
+                    h.period_s.unwrap_or(60).min(QUICK_PERIOD_S),
                 ))));
                 self.after_hello(at, now, out);
             }
@@ -1328,6 +1376,29 @@ mod tests {
         assert!(s.iter().all(|c| !c.rule.is_empty()
             && c.id
                 .starts_with(c.family.as_str().split('-').next().unwrap())));
+    }
+
+    #[test]
+    fn a_101_in_other_case_is_still_one_a_client_accepts() {
+        let mut r = Rig::new("handshake-other-case");
+        let head = written(&r.connect());
+        let text = String::from_utf8_lossy(&head);
+        assert!(text.contains("UPGRADE:   WebSocket") && text.contains("X-Certify-Case"));
+        let handshake::HeadParse::Complete(h) = handshake::parse_head(&head, Default::default())
+        else {
+            panic!("{text}")
+        };
+        let v = handshake::check_response_with(
+            &h,
+            Some("dGhlIHNhbXBsZSBub25jZQ=="),
+            &["kinetid.v1"],
+            &[],
+        );
+        assert!(
+            v.status == 101 && v.error.is_none(),
+            "{text}: {:?}",
+            v.error
+        );
     }
 
     #[test]
