@@ -668,3 +668,15 @@ fn predictable_keys_across_connections_are_found_live_and_clean_plugs_raise_noth
         }
     }
 }
+
+/// docs/diagnosis.md names every note code the tool can raise.
+#[test]
+fn the_diagnosis_guide_names_every_note_code() {
+    let doc = std::fs::read_to_string(root().join("docs/diagnosis.md")).unwrap();
+    let missing: Vec<&str> = kinetid_wsdump::note::Code::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .filter(|c| !doc.contains(&format!("`{c}`")))
+        .collect();
+    assert!(missing.is_empty(), "not in docs/diagnosis.md: {missing:?}");
+}
