@@ -682,6 +682,10 @@ pub struct CertifyArgs {
     /// List the cases and exit.
     #[arg(long)]
     pub list: bool,
+    /// Also run the cases that need the contract's long timers (the
+    /// server silent for 90 s); `--cases` runs one by name without it.
+    #[arg(long)]
+    pub long: bool,
     /// Write the report as JSON (every case: id, title, rule, verdict, evidence).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -698,6 +702,14 @@ pub struct CertifyArgs {
     /// How long to wait for the device to connect for a case.
     #[arg(value_name = "TIME", long, default_value = "90s", value_parser = parse_duration)]
     pub connect_timeout: std::time::Duration,
+    /// Speak TLS (wss://) and run the TLS cases too: certificates from a
+    /// test CA kept in the data folder (certify/ca.pem), which the device
+    /// must trust.
+    #[arg(long, help_heading = "TLS")]
+    pub tls: bool,
+    /// Names the right certificate is for (repeatable).
+    #[arg(value_name = "NAME", long, help_heading = "TLS", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+    pub tls_name: Vec<String>,
 }
 
 #[cfg(test)]

@@ -56,6 +56,14 @@ pub enum Quirk {
     /// seeded the same on every connection (an unseeded PRNG: every boot
     /// sends the same sequence).
     SeededKeys,
+    /// Reconnect at once after a drop or a close (no back-off).
+    NoBackoff,
+    /// Forget the reports not yet acknowledged when the link drops.
+    ForgetUnacked,
+    /// Throw away what came in the same read as the 101 head (the first
+    /// frame is lost when it shares a TCP segment with the answer).
+    #[cfg_attr(feature = "cli", value(name = "drop-after-101"))]
+    DropAfter101,
 }
 
 /// The generator [`Quirk::SeededKeys`] restarts on every connection
@@ -161,6 +169,9 @@ impl Quirk {
             Quirk::AcceptAnything => Code::HintAcceptAlteredKey,
             Quirk::EmptyPong => Code::PongPayloadMismatch,
             Quirk::SeededKeys => Code::MaskKeysRepeatAcross,
+            Quirk::NoBackoff => Code::ReconnectNoBackoff,
+            Quirk::ForgetUnacked => Code::KinetidReportsForgotten,
+            Quirk::DropAfter101 => Code::PingNotAnswered,
         }
     }
 
@@ -169,7 +180,15 @@ impl Quirk {
     /// one: `certify` does.)
     pub fn shows_on_the_wire(self) -> bool {
         // Predictable keys show only from one connection to the next.
-        !matches!(self, Quirk::AcceptAnything | Quirk::SeededKeys)
+        // So do a missing back-off and forgotten reports.
+        !matches!(
+            self,
+            Quirk::AcceptAnything
+                | Quirk::SeededKeys
+                | Quirk::NoBackoff
+                | Quirk::ForgetUnacked
+                | Quirk::DropAfter101
+        )
     }
 }
 

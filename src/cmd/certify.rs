@@ -10,15 +10,15 @@ use crate::cmd::listen::sinks::Recorder;
 use crate::cmd::AppError;
 use kinetid_wsdump::annotate::{Annotator, Config, Event, HandshakeMode};
 use kinetid_wsdump::capture::{Chunk, ChunkKind};
-use kinetid_wsdump::engine::certify::{suite, Act, Case, Probe, Verdict};
+use kinetid_wsdump::engine::certify::{suite, Act, Case, Probe, TlsCase, Verdict};
 use kinetid_wsdump::escape::Esc;
 use kinetid_wsdump::frame::Direction;
 use kinetid_wsdump::render::Printer;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 /// One case's outcome, for the reports.
 struct Outcome {
@@ -30,9 +30,12 @@ struct Outcome {
 
 /// Run `certify` from flags.
 pub fn run(a: CertifyArgs) -> Result<u8, AppError> {
+    // The long cases run with --long, or when --cases names them.
+    let named = |c: &Case| a.cases.iter().any(|p| c.id.contains(p.as_str()));
     let cases: Vec<Case> = suite()
         .into_iter()
-        .filter(|c| a.cases.is_empty() || a.cases.iter().any(|p| c.id.contains(p.as_str())))
+        .filter(|c| (a.cases.is_empty() || named(c)) && (!c.long || a.long || named(c)))
+        .filter(|c| c.tls == TlsCase::Any || a.tls)
         .collect();
     if a.list {
         for c in &cases {
@@ -78,12 +81,24 @@ pub fn run(a: CertifyArgs) -> Result<u8, AppError> {
 }
 
 async fn serve(a: &CertifyArgs, cases: Vec<Case>) -> Result<Vec<Outcome>, AppError> {
+    let tls = if a.tls {
+        Some(super::tls::certify_tls(&a.tls_name)?)
+    } else {
+        None
+    };
     let (listener, local) = crate::cmd::listen_on("--bind", &a.bind).await?;
     eprintln!(
-        "kinetid-wsdump: certify listening on {local}: point the device at ws://{local}/ws ({} case{})",
+        "kinetid-wsdump: certify listening on {local}: point the device at {}://{local}/ws ({} case{})",
+        if tls.is_some() { "wss" } else { "ws" },
         cases.len(),
         if cases.len() == 1 { "" } else { "s" }
     );
+    if let Some(t) = &tls {
+        eprintln!(
+            "kinetid-wsdump: certify's test CA, which the device must trust: {}",
+            t.ca_path.display()
+        );
+    }
     let record = match &a.record {
         Some(p) => Some(
             Recorder::for_path(p, local).map_err(|e| AppError::Io(p.display().to_string(), e))?,
@@ -101,6 +116,7 @@ async fn serve(a: &CertifyArgs, cases: Vec<Case>) -> Result<Vec<Outcome>, AppErr
         printer,
         conn: 0,
         device: a.device.clone(),
+        tls,
     };
     let mut outcomes = Vec::new();
     let total = cases.len();
@@ -136,6 +152,7 @@ struct Driver {
     printer: Option<Printer>,
     conn: u64,
     device: Option<String>,
+    tls: Option<super::tls::CertifyTls>,
 }
 
 /// How a connection ended for the probe.
@@ -187,7 +204,39 @@ impl Driver {
                 None => probe.insert(Probe::new(case.clone(), now)),
             };
             self.conn += 1;
-            let end = self.connection(p, sock, peer).await;
+            let end = match &self.tls {
+                None => self.connection(p, sock, peer).await,
+                Some(t) => {
+                    let acceptor = match p.case().tls {
+                        TlsCase::WrongName => t.wrong_name.clone(),
+                        TlsCase::Untrusted => t.untrusted.clone(),
+                        TlsCase::Any | TlsCase::Session => t.good.clone(),
+                    };
+                    let hs = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock));
+                    match hs.await {
+                        Ok(Ok(s)) => {
+                            let c = s.get_ref().1;
+                            let session = (
+                                super::tls::session_summary(c),
+                                c.server_name().map(str::to_string),
+                            );
+                            if p.on_tls(Ok(session)).is_empty() {
+                                self.connection(p, s, peer).await
+                            } else {
+                                End::Done
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            p.on_tls(Err(e.to_string()));
+                            End::Done
+                        }
+                        Err(_) => {
+                            p.on_tls(Err("no TLS handshake within 10 s".into()));
+                            End::Done
+                        }
+                    }
+                }
+            };
             if matches!(end, End::Done) || p.is_done() {
                 let v = p.verdict().cloned().unwrap_or_else(|| {
                     Verdict::NotObserved("the connection ended before the case was decided".into())
@@ -218,10 +267,10 @@ impl Driver {
     }
 
     /// One device connection, driven until the probe is done with it.
-    async fn connection(
+    async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         p: &mut Probe,
-        mut sock: TcpStream,
+        mut sock: S,
         peer: std::net::SocketAddr,
     ) -> End {
         let cfg = Config {
@@ -273,7 +322,7 @@ impl Driver {
                         break 'conn;
                     }
                     Act::Write(b) => {
-                        if sock.write_all(&b).await.is_err() {
+                        if sock.write_all(&b).await.is_err() || sock.flush().await.is_err() {
                             p.on_eof(Instant::now());
                             break 'conn;
                         }
@@ -281,7 +330,8 @@ impl Driver {
                     }
                     Act::WriteBytewise(b) => {
                         for x in &b {
-                            if sock.write_all(std::slice::from_ref(x)).await.is_err() {
+                            let one = sock.write_all(std::slice::from_ref(x)).await;
+                            if one.is_err() || sock.flush().await.is_err() {
                                 break;
                             }
                             // Each byte its own segment (Nagle is off).

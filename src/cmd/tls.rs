@@ -194,6 +194,100 @@ fn self_signed(names: &[String]) -> Result<Pair, AppError> {
     Ok((certs, key, source))
 }
 
+/// An acceptor for a certificate chain and its key.
+fn acceptor(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<TlsAcceptor, AppError> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AppError::Failed(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| AppError::Failed(format!("TLS certificate and key: {e}")))?;
+    if let Some(k) = key_log() {
+        cfg.key_log = k;
+    }
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// `certify --tls`: a test CA kept in the data folder (`certify/ca.pem`,
+/// which the device must trust, as it would the backend's CA) and, made
+/// fresh each run, a certificate for the right names and one for another
+/// name, both signed by that CA, and a self-signed one for the right names.
+pub struct CertifyTls {
+    /// The right names, signed by the CA.
+    pub good: TlsAcceptor,
+    /// Another name (`certify-wrong-name.invalid`), signed by the CA.
+    pub wrong_name: TlsAcceptor,
+    /// The right names, self-signed (no CA the device knows).
+    pub untrusted: TlsAcceptor,
+    /// Where the CA's certificate is.
+    pub ca_path: PathBuf,
+}
+
+fn rc(e: rcgen::Error) -> AppError {
+    AppError::Failed(format!("making a certificate: {e}"))
+}
+
+/// The CA's parameters, the same on every run (so the kept key makes the
+/// same issuer whose certificate the device trusts).
+fn certify_ca_params() -> Result<rcgen::CertificateParams, AppError> {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(rc)?;
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "kinetid-wsdump certify test CA");
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    p.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2045, 1, 1);
+    p.serial_number = Some(rcgen::SerialNumber::from(1u64));
+    Ok(p)
+}
+
+/// certify's TLS material for `names` (see [`CertifyTls`]).
+pub fn certify_tls(names: &[String]) -> Result<CertifyTls, AppError> {
+    let dir = data_dir().join("certify");
+    let (ca_path, key_path) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
+    let ca_key = match std::fs::read_to_string(&key_path) {
+        Ok(pem) if ca_path.exists() => rcgen::KeyPair::from_pem(&pem).map_err(rc)?,
+        _ => {
+            let k = rcgen::KeyPair::generate().map_err(rc)?;
+            let ca = certify_ca_params()?.self_signed(&k).map_err(rc)?;
+            std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            write_private(&key_path, k.serialize_pem().as_bytes())?;
+            std::fs::write(&ca_path, ca.pem()).map_err(|e| io(&ca_path, e))?;
+            k
+        }
+    };
+    let ca = certify_ca_params()?.self_signed(&ca_key).map_err(rc)?;
+    let leaf = |names: Vec<String>, signed: bool| -> Result<TlsAcceptor, AppError> {
+        let key = rcgen::KeyPair::generate().map_err(rc)?;
+        let params = rcgen::CertificateParams::new(names).map_err(rc)?;
+        let cert = if signed {
+            params.signed_by(&key, &ca, &ca_key).map_err(rc)?
+        } else {
+            params.self_signed(&key).map_err(rc)?
+        };
+        let mut chain = vec![cert.der().clone()];
+        if signed {
+            chain.push(ca.der().clone());
+        }
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        acceptor(chain, PrivateKeyDer::Pkcs8(der))
+    };
+    Ok(CertifyTls {
+        good: leaf(names.to_vec(), true)?,
+        wrong_name: leaf(vec!["certify-wrong-name.invalid".into()], true)?,
+        untrusted: leaf(names.to_vec(), false)?,
+        ca_path,
+    })
+}
+
 /// Write a private key readable by its owner only.
 fn write_private(path: &Path, data: &[u8]) -> Result<(), AppError> {
     use std::io::Write;

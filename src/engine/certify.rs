@@ -36,6 +36,8 @@ pub enum Family {
     Kinetid,
     /// Reconnects and what survives them.
     Resilience,
+    /// TLS (`certify --tls`).
+    Tls,
 }
 
 impl Family {
@@ -48,6 +50,7 @@ impl Family {
             Family::BadFrames => "bad-frames",
             Family::Kinetid => "kinetid",
             Family::Resilience => "resilience",
+            Family::Tls => "tls",
         }
     }
 }
@@ -75,9 +78,25 @@ pub enum Handshake {
     UnofferedProtocol,
     /// 503 Service Unavailable.
     Unavailable,
+    /// Drop TCP on the upgrade request, unanswered, on this many
+    /// connections in a row; then the correct 101.
+    DropUnanswered(u8),
     /// The correct 101 with its header names and tokens in other case,
     /// extra headers and optional whitespace (all valid HTTP).
     OtherCase,
+}
+
+/// The certificate the server shows (`certify --tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsCase {
+    /// Any: the right one over TLS, none in a plain run.
+    Any,
+    /// The right one; the session itself is judged (version, SNI).
+    Session,
+    /// One for another name, from the trusted CA.
+    WrongName,
+    /// One for the right names that no trusted CA signed.
+    Untrusted,
 }
 
 /// What the server does once the device said hello (and got welcome).
@@ -103,6 +122,10 @@ pub enum Action {
     Drop,
     /// Leave the next report unacknowledged, then drop TCP.
     DropUnacked,
+    /// A toggle for the first passive plug the hello names (over PLC).
+    SwitchPassive,
+    /// Nothing at all from the server: no ack, no pong, no ping.
+    Silence,
 }
 
 /// How a switch is written.
@@ -154,8 +177,9 @@ pub enum Expect {
     Error(&'static str),
     /// Its Close, answering ours, before TCP ends.
     CloseAnswered,
-    /// The connection failed with one of these close codes (or TCP
-    /// dropped), and the frame's command not obeyed.
+    /// The connection failed: a Close with one of these codes, or TCP
+    /// dropped without a Close (RFC 6455 7.1.7 allows it); another code, or
+    /// the frame's command obeyed, fails.
     Fails(&'static [u16]),
     /// Either a `state` (it read the message whole) or a Close 1009;
     /// never a reset without a Close, never silence.
@@ -166,6 +190,20 @@ pub enum Expect {
     Reconnects,
     /// After a drop, the unacknowledged report again, same seq and ts.
     Resent,
+    /// A `state` from the passive plug answering the switch.
+    PassiveState,
+    /// The server's Close answered, and no reconnect before the back-off
+    /// (1 s): a replaced plug that comes straight back replaces the other.
+    BacksOffAfterClose,
+    /// The waits between reconnects after unanswered upgrades double from
+    /// about 1 s (with jitter), up to 60 s.
+    BackoffDoubles,
+    /// The device gives up on a silent server within 90 s.
+    NoticesSilence,
+    /// TLS 1.2 or later, with SNI when the device connects by name.
+    TlsSession,
+    /// The TLS handshake refused by the device (no request sent).
+    TlsRefused,
 }
 
 /// One case of the suite.
@@ -185,6 +223,10 @@ pub struct Case {
     pub action: Action,
     /// What passes.
     pub expect: Expect,
+    /// In the `--long` set only (it needs the contract's long timers).
+    pub long: bool,
+    /// The certificate shown; cases other than `Any` run only with `--tls`.
+    pub tls: TlsCase,
 }
 
 /// A case's outcome.
@@ -225,6 +267,8 @@ macro_rules! case {
             handshake: $hs,
             action: $act,
             expect: $exp,
+            long: false,
+            tls: TlsCase::Any,
         }
     };
 }
@@ -247,6 +291,30 @@ pub fn suite() -> Vec<Case> {
             A::Nothing,
             E::Hello
         ),
+        Case {
+            tls: TlsCase::Session,
+            ..case!(
+                "tls-session",
+                Tls,
+                "TLS 1.2 or later, and SNI naming the host when the device connects by name",
+                "RFC 8996 (TLS 1.0 and 1.1 deprecated), RFC 6066 3 (SNI; none for an IP address)",
+                H::Normal,
+                A::Nothing,
+                E::TlsSession
+            )
+        },
+        Case {
+            tls: TlsCase::WrongName,
+            ..case!(
+                "tls-wrong-name",
+                Tls,
+                "a certificate for another name, from the trusted CA, is refused",
+                "RFC 6125 6 (the name is checked); RFC 9525; the common IoT hole: any certificate accepted",
+                H::Normal,
+                A::Nothing,
+                E::TlsRefused
+            )
+        },
         case!(
             "handshake-101-one-byte-segments",
             Handshake,
@@ -382,6 +450,18 @@ pub fn suite() -> Vec<Case> {
             A::Switch(None, Shape::OneByteSegments),
             E::State
         ),
+        Case {
+            tls: TlsCase::Untrusted,
+            ..case!(
+                "tls-untrusted",
+                Tls,
+                "a self-signed certificate for the right name (no trusted CA) is refused",
+                "RFC 5280 6 (path validation to a trust anchor); the common IoT hole: any certificate accepted",
+                H::Normal,
+                A::Nothing,
+                E::TlsRefused
+            )
+        },
         case!(
             "framing-16-bit-length",
             Framing,
@@ -493,11 +573,11 @@ pub fn suite() -> Vec<Case> {
         case!(
             "bad-invalid-utf8",
             BadFrames,
-            "text that is not UTF-8 fails the connection (1007)",
+            "text that is not UTF-8 fails the connection (1007, or 1002)",
             "RFC 6455 8.1",
             H::Normal,
             A::Bad(BadFrame::InvalidUtf8),
-            E::Fails(&[1007])
+            E::Fails(&[1007, 1002])
         ),
         case!(
             "bad-close-code",
@@ -518,6 +598,33 @@ pub fn suite() -> Vec<Case> {
             E::Reconnects
         ),
         case!(
+            "kinetid-passive-switch",
+            Kinetid,
+            "a switch for a passive plug is forwarded over PLC and answered by its state",
+            "kinetid v1: Rules (the active plug forwards a switch for one of its passives)",
+            H::Normal,
+            A::SwitchPassive,
+            E::PassiveState
+        ),
+        case!(
+            "kinetid-replaced",
+            Kinetid,
+            "a 4001 replaced close is answered, and not followed by a reconnect before the back-off",
+            "kinetid v1: Connection (4001 replaced; back-off from 1 s); RFC 6455 5.5.1",
+            H::Normal,
+            A::Close(4001, "replaced"),
+            E::BacksOffAfterClose
+        ),
+        case!(
+            "resilience-backoff-doubles",
+            Resilience,
+            "three upgrades left unanswered: the waits between tries double from about 1 s",
+            "kinetid v1: Connection (exponential back-off from 1 s doubling to 60 s, with jitter)",
+            H::DropUnanswered(3),
+            A::Nothing,
+            E::BackoffDoubles
+        ),
+        case!(
             "resilience-resend",
             Resilience,
             "an unacknowledged report resent after a reconnect, same seq and ts",
@@ -526,6 +633,18 @@ pub fn suite() -> Vec<Case> {
             A::DropUnacked,
             E::Resent
         ),
+        Case {
+            long: true,
+            ..case!(
+                "resilience-server-silent",
+                Resilience,
+                "the server falls silent (no ack, no pong, no ping): the device gives up within 90 s",
+                "kinetid v1: Connection (a device that hears nothing for 90 s drops the link and reconnects)",
+                H::Normal,
+                A::Silence,
+                E::NoticesSilence
+            )
+        },
     ]
 }
 
@@ -611,6 +730,16 @@ pub struct Probe {
     dropped_at: Option<Instant>,
     close_sent: bool,
     notes: Vec<String>,
+    /// The passive plugs the hello named.
+    passives: Vec<String>,
+    /// When each unanswered upgrade came (the back-off case).
+    tries: Vec<Instant>,
+    /// Since when the server says nothing (the silence case).
+    silent_since: Option<Instant>,
+    /// The TLS session (version, SNI) of this connection, over TLS.
+    tls: Option<(String, Option<String>)>,
+    /// The request's Host.
+    host: Option<String>,
 }
 
 impl Probe {
@@ -629,6 +758,11 @@ impl Probe {
             dropped_at: None,
             close_sent: false,
             notes: Vec::new(),
+            passives: Vec::new(),
+            tries: Vec::new(),
+            silent_since: None,
+            tls: None,
+            host: None,
         }
     }
 
@@ -686,6 +820,29 @@ impl Probe {
         self.deadline = Some(now + Duration::from_secs(2));
     }
 
+    /// Over TLS: how the handshake went (the version and SNI, or why it
+    /// failed). Writes nothing; `CloseTcp` ends the connection.
+    pub fn on_tls(&mut self, r: Result<(String, Option<String>), String>) -> Vec<Act> {
+        let refused = self.case.expect == Expect::TlsRefused;
+        let what = match self.case.tls {
+            TlsCase::WrongName => "a certificate for another name (certify-wrong-name.invalid)",
+            _ => "a self-signed certificate no trusted CA issued",
+        };
+        let v = match (r, refused) {
+            (Ok(s), false) => {
+                self.tls = Some(s);
+                return Vec::new();
+            }
+            (Ok((ver, _)), true) => Verdict::Fail(format!("the device completed the TLS handshake ({ver}) with {what}: it accepts any certificate, so anyone on its network can play the backend")),
+            (Err(e), true) => Verdict::Pass(format!("the device refused {what} (the TLS handshake ended: {e})")),
+            (Err(e), false) => Verdict::NotObserved(format!("the TLS handshake failed ({e}): does the device trust certify's CA (certify/ca.pem in the data folder)?")),
+        };
+        self.verdict.get_or_insert(v);
+        self.phase = Phase::Done;
+        self.deadline = None;
+        vec![Act::CloseTcp]
+    }
+
     /// The device connected again (only while [`Probe::awaits_connection`]).
     pub fn on_reconnect(&mut self, now: Instant) {
         if let (Expect::Reconnects, Some(at)) = (&self.case.expect, self.dropped_at) {
@@ -701,6 +858,19 @@ impl Probe {
                 Verdict::Pass(format!("reconnected {w:.2} s after the drop"))
             });
         }
+        if let (Expect::BacksOffAfterClose, Some(at)) = (&self.case.expect, self.dropped_at) {
+            let w = (now - at).as_secs_f64();
+            self.verdict = Some(if w < 0.9 {
+                Verdict::Fail(format!("came back {w:.2} s after being replaced: with no back-off, two plugs with one id replace each other in a loop"))
+            } else {
+                Verdict::Pass(format!(
+                    "answered the 4001 Close and came back {w:.2} s later, after its back-off"
+                ))
+            });
+        }
+        self.close_sent = false;
+        self.frames_in = 0;
+        self.tls = None;
         self.phase = Phase::Upgrade;
         self.deadline = Some(now + Duration::from_secs(10));
     }
@@ -715,7 +885,8 @@ impl Probe {
                 continue;
             }
             match &e.kind {
-                EventKind::Request { verdict, .. } => {
+                EventKind::Request { verdict, head, .. } => {
+                    self.host = head.get("host").map(str::to_string);
                     self.on_request(verdict.as_deref(), now, &mut out)
                 }
                 EventKind::HeadError(h) => {
@@ -755,6 +926,19 @@ impl Probe {
             self.phase = Phase::Done;
             return;
         };
+        if let Handshake::DropUnanswered(n) = self.case.handshake {
+            self.tries.push(now);
+            if self.tries.len() <= n as usize {
+                out.push(Act::CloseTcp);
+                self.phase = Phase::Away;
+                self.deadline = Some(now + Duration::from_secs(75));
+                return;
+            }
+            // Answered at last: the verdict is the timeline, given once the
+            // welcome has reset the device's back-off.
+            self.verdict = Some(backoff_verdict(&self.tries));
+            self.dropped_at = Some(now);
+        }
         let ok = handshake::server_response(v);
         let text = String::from_utf8_lossy(&ok).into_owned();
         let accept = v
@@ -763,7 +947,7 @@ impl Probe {
             .map(|a| a.accept.clone())
             .unwrap_or_default();
         let resp = match self.case.handshake {
-            Handshake::Normal => Act::Write(ok),
+            Handshake::Normal | Handshake::DropUnanswered(_) => Act::Write(ok),
             Handshake::OneByteSegments => Act::WriteBytewise(ok),
             Handshake::WithPing => {
                 let mut b = ok;
@@ -838,7 +1022,7 @@ impl Probe {
             return;
         }
         match op {
-            OpCode::Ping if !self.close_sent => {
+            OpCode::Ping if !self.close_sent && self.silent_since.is_none() => {
                 out.push(Act::Write(frame(OpCode::Pong, &f.payload)));
             }
             OpCode::Pong => {
@@ -864,6 +1048,15 @@ impl Probe {
                 let code = f.close.as_ref().map(|(c, _)| c.0);
                 let expecting = self.phase == Phase::Expecting;
                 match (&self.case.expect, expecting) {
+                    (Expect::BacksOffAfterClose, true) if self.close_sent => {
+                        self.dropped_at = Some(now);
+                    }
+                    (Expect::NoticesSilence, true) => {
+                        let w = self.silent_since.map_or(0.0, |t| (now - t).as_secs_f64());
+                        self.verdict.get_or_insert(Verdict::Pass(format!(
+                            "the device closed (at byte {at}) {w:.0} s into the silence"
+                        )));
+                    }
                     (Expect::CloseAnswered, true) if self.close_sent => {
                         self.verdict.get_or_insert(Verdict::Pass(format!(
                             "the device answered our Close at byte {at}{} and left TCP to the server",
@@ -905,8 +1098,17 @@ impl Probe {
                     out.push(Act::Write(frame(OpCode::Close, &close_payload(echo, ""))));
                 }
                 out.push(Act::CloseTcp);
-                self.phase = Phase::Done;
-                self.deadline = None;
+                if self.case.expect == Expect::BacksOffAfterClose
+                    && self.dropped_at.is_some()
+                    && self.verdict.is_none()
+                {
+                    // Its reconnect is what the case measures.
+                    self.phase = Phase::Away;
+                    self.deadline = Some(now + Duration::from_secs(75));
+                } else {
+                    self.phase = Phase::Done;
+                    self.deadline = None;
+                }
             }
             _ => {}
         }
@@ -947,6 +1149,13 @@ impl Probe {
                     }
                 }
                 self.dev = Some(dev);
+                self.passives = h
+                    .passives
+                    .iter()
+                    .flatten()
+                    .filter(|p| kinetid::is_device_id(p))
+                    .cloned()
+                    .collect();
                 self.period = Duration::from_secs(h.period_s.unwrap_or(60).clamp(1, 600));
                 // Quick reports asked for through welcome's period_s, so a
                 // device that follows it finishes the suite in minutes; the
@@ -980,7 +1189,7 @@ impl Probe {
                     self.deadline = Some(now + Duration::from_secs(75));
                     return;
                 }
-                if let Some(id) = k.id {
+                if let (Some(id), None) = (k.id, self.silent_since) {
                     out.push(Act::Write(text(&kinetid::ack(id))));
                 }
                 if let (Expect::Resent, Some(want)) = (&self.case.expect, self.unacked) {
@@ -988,6 +1197,13 @@ impl Probe {
                         let v = Verdict::Pass(format!(
                             "the report seq {} ts {} came again after the reconnect (at byte {at})",
                             want.0, want.1
+                        ));
+                        return self.decide(v, now, out);
+                    }
+                    if self.dropped_at.is_some() && key.0 > want.0 {
+                        let v = Verdict::Fail(format!(
+                            "after the reconnect a newer report (seq {}, at byte {at}) came, but seq {} ts {}, left unacknowledged, was never sent again: reports forgotten",
+                            key.0, want.0, want.1
                         ));
                         return self.decide(v, now, out);
                     }
@@ -1004,13 +1220,30 @@ impl Probe {
             }
             (Some(Msg::State(s)), _) => {
                 if s.id.is_some() && s.re.is_none() {
-                    out.push(Act::Write(text(&kinetid::ack(s.id.unwrap_or(0)))));
+                    if self.silent_since.is_none() {
+                        out.push(Act::Write(text(&kinetid::ack(s.id.unwrap_or(0)))));
+                    }
                     return;
                 }
                 if s.re != Some(SWITCH_ID) || self.phase != Phase::Expecting {
                     return;
                 }
                 match &self.case.expect {
+                    Expect::PassiveState => {
+                        let want = self.passives.first().cloned();
+                        let v = if s.dev.is_some() && s.dev == want {
+                            Verdict::Pass(format!(
+                                "the passive plug's state (dev {}) answered with re {SWITCH_ID} at byte {at}",
+                                want.unwrap_or_default()
+                            ))
+                        } else {
+                            Verdict::Fail(format!(
+                                "the state at byte {at} is for {:?}, not the passive plug {:?} that was switched",
+                                s.dev, want
+                            ))
+                        };
+                        self.decide(v, now, out);
+                    }
                     Expect::State | Expect::StateOrTooBig => {
                         if let Action::Switch(Some(on), _) = self.case.action {
                             if s.on != Some(on) {
@@ -1072,6 +1305,10 @@ impl Probe {
             Action::Nothing => {
                 if self.case.expect == Expect::Hello {
                     let v = Verdict::Pass(format!("hello at byte {at} from {dev}"));
+                    self.decide(v, now, out);
+                }
+                if self.case.expect == Expect::TlsSession {
+                    let v = tls_session_verdict(self.tls.as_ref(), self.host.as_deref());
                     self.decide(v, now, out);
                 }
             }
@@ -1156,6 +1393,20 @@ impl Probe {
                 // The next report is left unacknowledged (see on_message).
                 self.deadline = Some(now + self.period * 2 + Duration::from_secs(3));
             }
+            Action::SwitchPassive => match self.passives.first() {
+                Some(p) => out.push(Act::Write(text(&kinetid::switch(SWITCH_ID, p, None)))),
+                None => self.decide(
+                    Verdict::NotObserved(
+                        "the device's hello names no passive plug (passives), so none could be switched".into(),
+                    ),
+                    now,
+                    out,
+                ),
+            },
+            Action::Silence => {
+                self.silent_since = Some(now);
+                self.deadline = Some(now + Duration::from_secs(100));
+            }
         }
     }
 
@@ -1165,7 +1416,13 @@ impl Probe {
         let v = match (self.phase, &self.case.expect) {
             (Phase::Done | Phase::Away, _) => None,
             (Phase::Expecting, Expect::Refused) if frames == 0 => Some(Verdict::Pass("no frame sent; the device closed TCP".into())),
-            (Phase::Expecting, Expect::Fails(_)) => Some(Verdict::Fail("the device dropped TCP without a Close (the server sees 1006); failing a connection starts with a Close carrying the code".into())),
+            // Failing the connection may skip the Close (RFC 6455 7.1.7).
+            (Phase::Expecting, Expect::Fails(codes)) => Some(Verdict::Pass(format!("the device failed the connection by dropping TCP without a Close, which RFC 6455 7.1.7 allows (a Close with {} would tell the server why)", join(codes)))),
+            (Phase::Expecting, Expect::NoticesSilence) => {
+                let w = self.silent_since.map_or(0.0, |t| (now - t).as_secs_f64());
+                Some(Verdict::Pass(format!("the device dropped the link {w:.0} s into the silence")))
+            }
+            (Phase::Expecting, Expect::BacksOffAfterClose) if self.verdict.is_none() && self.dropped_at.is_none() => Some(Verdict::Fail("the device dropped TCP without answering the server's 4001 Close".into())),
             (Phase::Expecting, Expect::CloseAnswered) if self.verdict.is_none() => Some(Verdict::Fail("the device dropped TCP without answering the server's Close (RFC 6455 7.1.1: the server closes TCP first)".into())),
             (Phase::Expecting, Expect::StateOrTooBig) if self.verdict.is_none() => Some(Verdict::Fail("the device dropped TCP without a Close on a message too big for it (close 1009, or read it whole)".into())),
             (Phase::Closing, _) => None,
@@ -1180,7 +1437,6 @@ impl Probe {
             self.phase = Phase::Done;
             self.deadline = None;
         }
-        let _ = now;
     }
 
     /// Timers: what did not happen in time.
@@ -1195,9 +1451,11 @@ impl Probe {
             (Phase::Hello, _) => Verdict::NotObserved("no hello within 10 s of the upgrade, so the case could not run".into()),
             (Phase::Expecting, Expect::Refused) => Verdict::Fail("the device kept the connection open for 5 s after an upgrade answer it must refuse".into()),
             (Phase::Expecting, Expect::Pong(_)) => Verdict::Fail("no pong within 5-10 s of the ping".into()),
-            (Phase::Expecting, Expect::CloseAnswered) => Verdict::Fail("the server's Close was not answered within 5 s".into()),
+            (Phase::Expecting, Expect::CloseAnswered | Expect::BacksOffAfterClose) => Verdict::Fail("the server's Close was not answered within 5 s".into()),
+            (Phase::Expecting, Expect::NoticesSilence) => Verdict::Fail("still connected 100 s into the server's silence: the contract gives up after 90 s of hearing nothing (a half-open link is never noticed)".into()),
             (Phase::Expecting, Expect::Fails(codes)) => Verdict::Fail(format!("the device neither failed the connection ({}) nor dropped it within 5 s", join(codes))),
             (Phase::Expecting, _) if self.want_on.is_some() => Verdict::NotObserved("the state answered, but no report came to show the relay".into()),
+            (Phase::Expecting, Expect::Resent) if self.dropped_at.is_some() => Verdict::Fail("the report left unacknowledged was not sent again within 10 s of the welcome".into()),
             (Phase::Expecting, Expect::Resent) => Verdict::NotObserved("no report came to leave unacknowledged".into()),
             (Phase::Expecting, _) => Verdict::Fail("no answer within 10 s".into()),
             (Phase::Closing, _) => {
@@ -1206,6 +1464,7 @@ impl Probe {
                 self.deadline = None;
                 return out;
             }
+            (Phase::Away, Expect::BacksOffAfterClose) => Verdict::Pass("the device answered the 4001 Close and did not come back within 75 s".into()),
             (Phase::Away, _) => Verdict::NotObserved("the device did not come back within 75 s".into()),
             (Phase::Done, _) => return out,
         };
@@ -1222,6 +1481,69 @@ impl Probe {
     /// Error notes the annotator raised on the device's frames during the case.
     pub fn device_errors(&self) -> &[String] {
         &self.notes
+    }
+}
+
+/// The TLS session case: TLS 1.2 or later (rustls offers nothing older),
+/// and SNI naming the host the device connects to, unless that is an IP
+/// address (RFC 6066 3 forbids an address in SNI).
+fn tls_session_verdict(tls: Option<&(String, Option<String>)>, host: Option<&str>) -> Verdict {
+    let Some((ver, sni)) = tls else {
+        return Verdict::NotObserved("not over TLS (run certify --tls)".into());
+    };
+    let name = host.map(|h| match h.strip_prefix('[') {
+        Some(r) => r.split(']').next().unwrap_or(r).to_string(),
+        None => h.rsplit_once(':').map_or(h, |(n, _)| n).to_string(),
+    });
+    let is_ip = name
+        .as_deref()
+        .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok());
+    match (sni, name) {
+        (None, Some(n)) if is_ip => Verdict::Pass(format!(
+            "{ver}; no SNI, right for a device given the address {n}"
+        )),
+        (Some(s), Some(n)) if s.eq_ignore_ascii_case(&n) => {
+            Verdict::Pass(format!("{ver}; SNI {s}"))
+        }
+        (Some(s), Some(n)) => Verdict::Fail(format!(
+            "{ver}; SNI {s:?} but the request's Host names {n:?}: the device sends another name than the one it connects to"
+        )),
+        (None, Some(n)) => Verdict::Fail(format!(
+            "{ver}; no SNI although the device connects to {n:?} by name (RFC 6066 3): a server with several names cannot pick the certificate"
+        )),
+        (_, None) => Verdict::Fail(format!("{ver}; the upgrade request has no Host")),
+    }
+}
+
+/// The back-off case's verdict from when each try came: the waits
+/// between them must double (jitter of up to +50 % either side allowed),
+/// the first about 2 s (the one before it, 1 s, is not seen), capped near
+/// 60 s.
+fn backoff_verdict(tries: &[Instant]) -> Verdict {
+    let gaps: Vec<f64> = tries
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
+    let line = gaps
+        .iter()
+        .map(|g| format!("+{g:.1} s"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if gaps.iter().any(|&g| g < 0.5) {
+        return Verdict::Fail(format!(
+            "tries came {line} apart: no back-off (the contract's starts at 1 s)"
+        ));
+    }
+    let doubling = gaps
+        .windows(2)
+        .all(|w| (1.25..=3.2).contains(&(w[1] / w[0])) || w[1] >= 50.0);
+    let first_ok = gaps.first().is_some_and(|&g| (0.8..=6.0).contains(&g));
+    if doubling && first_ok {
+        Verdict::Pass(format!("tries came {line} apart: doubling"))
+    } else {
+        Verdict::Fail(format!(
+            "tries came {line} apart: the contract's back-off doubles from 1 s (1, 2, 4 ... 60 s, with jitter)"
+        ))
     }
 }
 
@@ -1379,6 +1701,64 @@ mod tests {
     }
 
     #[test]
+    fn backoff_must_double_from_about_a_second() {
+        let t0 = Instant::now();
+        let at = |s: &[f64]| -> Vec<Instant> {
+            s.iter().map(|&x| t0 + Duration::from_secs_f64(x)).collect()
+        };
+        assert!(matches!(
+            backoff_verdict(&at(&[0.0, 2.2, 7.9, 16.4])),
+            Verdict::Pass(_)
+        ));
+        // Constant, none at all, and starting far too late.
+        for tries in [
+            &[0.0, 1.2, 2.4, 3.6][..],
+            &[0.0, 0.1, 0.2, 0.3],
+            &[0.0, 20.0, 40.0, 80.0],
+        ] {
+            assert!(
+                matches!(backoff_verdict(&at(tries)), Verdict::Fail(_)),
+                "{tries:?}"
+            );
+        }
+        // At the 60 s cap the waits stop doubling.
+        assert!(matches!(
+            backoff_verdict(&at(&[0.0, 2.0, 6.0, 14.0, 30.0, 62.0, 122.0, 182.0])),
+            Verdict::Pass(_)
+        ));
+    }
+
+    #[test]
+    fn sni_must_name_the_host_unless_it_is_an_address() {
+        let s = |sni: Option<&str>| Some(("TLS 1.3".to_string(), sni.map(str::to_string)));
+        let pass = |v: Verdict| matches!(v, Verdict::Pass(_));
+        assert!(pass(tls_session_verdict(
+            s(Some("localhost")).as_ref(),
+            Some("localhost:8443")
+        )));
+        assert!(pass(tls_session_verdict(
+            s(None).as_ref(),
+            Some("127.0.0.1:8443")
+        )));
+        assert!(pass(tls_session_verdict(
+            s(None).as_ref(),
+            Some("[::1]:8443")
+        )));
+        assert!(!pass(tls_session_verdict(
+            s(None).as_ref(),
+            Some("plug.example:8443")
+        )));
+        assert!(!pass(tls_session_verdict(
+            s(Some("other.example")).as_ref(),
+            Some("plug.example")
+        )));
+        assert!(matches!(
+            tls_session_verdict(None, Some("localhost")),
+            Verdict::NotObserved(_)
+        ));
+    }
+
+    #[test]
     fn a_101_in_other_case_is_still_one_a_client_accepts() {
         let mut r = Rig::new("handshake-other-case");
         let head = written(&r.connect());
@@ -1491,11 +1871,18 @@ mod tests {
             "{:?}",
             r.probe.verdict()
         );
+        // Invalid UTF-8: 1007 or 1002; a normal 1000 is no failure.
         let mut r = Rig::new("bad-invalid-utf8");
         r.connect();
         r.hello();
-        r.device(&client(OpCode::Close, &1002u16.to_be_bytes()), 30);
+        r.device(&client(OpCode::Close, &1000u16.to_be_bytes()), 30);
         assert!(matches!(r.probe.verdict(), Some(Verdict::Fail(e)) if e.contains("1007")));
+        // Dropping TCP without a Close fails the connection too (7.1.7).
+        let mut r = Rig::new("bad-rsv1");
+        r.connect();
+        r.hello();
+        r.probe.on_eof(r.t0 + Duration::from_millis(40));
+        assert!(matches!(r.probe.verdict(), Some(Verdict::Pass(e)) if e.contains("7.1.7")));
     }
 
     #[test]

@@ -227,6 +227,17 @@ impl Home {
         vec![send(self.request(hello))]
     }
 
+    /// A new connection attempt: no welcome yet (one that fails before its
+    /// upgrade must not reset the back-off).
+    pub fn on_attempt(&mut self) {
+        self.welcomed = false;
+    }
+
+    /// Forget the reports not yet acknowledged (the `forget-unacked` bug).
+    pub fn forget_unacked(&mut self) {
+        self.queue.clear();
+    }
+
     /// The connection is gone; what is due meanwhile is queued by `on_tick`.
     pub fn on_disconnected(&mut self) {
         self.connected = false;

@@ -3,11 +3,15 @@ wrote), minimal but to the contract: hello first, reports on period_s with
 seq counting up across reconnects, unacknowledged reports resent with their
 seq and ts, switch answered by state, unknown devices by not_found,
 reconnect with back-off from 1 s doubling (reset after welcome).
+It relays one passive plug (its id with the last digit changed), whose
+switches it answers as if sent over the power line.
 Usage: python websockets-plug.py URL DEVICE-ID SECONDS"""
 import asyncio, json, random, sys, time
 from websockets.asyncio.client import connect
 
 url, dev, budget = sys.argv[1], sys.argv[2], float(sys.argv[3])
+passive = dev[:-1] + ("0" if dev[-1] != "0" else "1")
+passive_on = True
 seq, on, energy, unacked = 0, True, 0.0, {}
 
 
@@ -15,7 +19,7 @@ welcomed = False
 
 
 async def session():
-    global seq, on, energy, welcomed
+    global seq, on, energy, welcomed, passive_on
     async with connect(url, subprotocols=["kinetid.v1"], open_timeout=5,
                        max_size=1 << 20, ping_interval=None) as ws:
         rid, sent = 0, {}
@@ -28,7 +32,8 @@ async def session():
                 sent[rid] = m["seq"]
             return json.dumps(m)
 
-        await ws.send(req({"t": "hello", "fw": "py-websockets", "role": "active", "period_s": 60}))
+        await ws.send(req({"t": "hello", "fw": "py-websockets", "role": "active", "period_s": 60,
+                            "passives": [passive]}))
         period, resend = 60.0, True
         next_at = time.time() + 3600
         while True:
@@ -61,6 +66,13 @@ async def session():
             elif t == "ack":
                 unacked.pop(sent.pop(m.get("re"), None), None)
             elif t == "switch":
+                if m.get("dev") == passive:
+                    was = passive_on
+                    passive_on = (not was) if m.get("toggle") else bool(m.get("on"))
+                    await ws.send(json.dumps({"t": "state", "re": m.get("id"), "dev": passive,
+                                              "on": passive_on, "was_on": was, "src": "backend",
+                                              "ts": int(time.time())}))
+                    continue
                 if m.get("dev") != dev:
                     await ws.send(json.dumps({"t": "error", "re": m.get("id"), "dev": m.get("dev"),
                                               "code": "not_found", "msg": "no such plug here"}))

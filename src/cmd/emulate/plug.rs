@@ -80,7 +80,11 @@ pub async fn run(
     let mut first = true;
     let mut queued = 0;
     loop {
+        home.on_attempt();
         let r = connection(&mut home, &sh, &mut stop, conn_no, first, &mut queued).await;
+        if sh.quirks.contains(&Quirk::ForgetUnacked) {
+            home.forget_unacked();
+        }
         sync_queue(&home, &sh.stats, &mut queued);
         if home.welcomed() {
             backoff = Duration::from_secs(1);
@@ -102,7 +106,11 @@ pub async fn run(
             );
         }
         first = false;
-        let wait = backoff.mul_f64(1.0 + home.jitter());
+        let wait = if sh.quirks.contains(&Quirk::NoBackoff) {
+            Duration::from_millis(100)
+        } else {
+            backoff.mul_f64(1.0 + home.jitter())
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
@@ -249,23 +257,32 @@ async fn handshake(sh: &Shared, conn_no: u64) -> Result<Upgraded, LinkError> {
         }
         let from = ev.len();
         ann.feed(Direction::S2C, &buf[..n], Some(unix_now()), &mut ev);
-        for e in &ev[from..] {
+        let mut answer = None;
+        for (i, e) in ev[from..].iter().enumerate() {
             match &e.kind {
                 EventKind::HeadError(he) => {
                     return Err(hs(format!("malformed response: {}", he.reason)))
                 }
                 EventKind::Response { verdict, .. } => {
                     let any = quirks_accept_anything && verdict.status == 101;
-                    return match &verdict.error {
-                        Some(err) if !any => Err(hs(format!("refused: {err}"))),
-                        _ => {
-                            let d = verdict.deflate.map(|a| Deflater::new(a.client));
-                            Ok((sock, ann, ev, d))
-                        }
-                    };
+                    if let (Some(err), false) = (&verdict.error, any) {
+                        return Err(hs(format!("refused: {err}")));
+                    }
+                    answer = Some((from + i + 1, verdict.deflate));
+                    break;
                 }
                 _ => {}
             }
+        }
+        if let Some((end, deflate)) = answer {
+            // The drop-after-101 bug: what came in the same read as the
+            // head is thrown away with the read buffer (the annotator saw
+            // it arrive; the plug never acts on it).
+            if sh.quirks.contains(&Quirk::DropAfter101) {
+                ev.truncate(end);
+            }
+            let d = deflate.map(|a| Deflater::new(a.client));
+            return Ok((sock, ann, ev, d));
         }
     }
 }
