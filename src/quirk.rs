@@ -64,6 +64,13 @@ pub enum Quirk {
     /// frame is lost when it shares a TCP segment with the answer).
     #[cfg_attr(feature = "cli", value(name = "drop-after-101"))]
     DropAfter101,
+    /// Take each fragment of a message as a message of its own (so a
+    /// fragmented command, parsed piece by piece, is never obeyed).
+    FragmentAsMessage,
+    /// Read on past server frames that break RFC 6455 (masked, RSV bits,
+    /// a reserved opcode, invalid UTF-8, a bad Close code) instead of
+    /// failing the connection, and act on what they carry.
+    LenientFrames,
 }
 
 /// The generator [`Quirk::SeededKeys`] restarts on every connection
@@ -172,6 +179,8 @@ impl Quirk {
             Quirk::NoBackoff => Code::ReconnectNoBackoff,
             Quirk::ForgetUnacked => Code::KinetidReportsForgotten,
             Quirk::DropAfter101 => Code::PingNotAnswered,
+            Quirk::FragmentAsMessage => Code::KinetidNotJson,
+            Quirk::LenientFrames => Code::ServerFrameMasked,
         }
     }
 
@@ -188,6 +197,8 @@ impl Quirk {
                 | Quirk::NoBackoff
                 | Quirk::ForgetUnacked
                 | Quirk::DropAfter101
+                | Quirk::FragmentAsMessage
+                | Quirk::LenientFrames
         )
     }
 }

@@ -727,6 +727,8 @@ pub struct Probe {
     want_on: Option<bool>,
     /// (seq, ts) of the report left unacknowledged.
     unacked: Option<(u64, u64)>,
+    /// The plug whose report that was (a passive's seq counts on its own).
+    unacked_dev: Option<String>,
     dropped_at: Option<Instant>,
     close_sent: bool,
     notes: Vec<String>,
@@ -755,6 +757,7 @@ impl Probe {
             frames_in: 0,
             want_on: None,
             unacked: None,
+            unacked_dev: None,
             dropped_at: None,
             close_sent: false,
             notes: Vec::new(),
@@ -1183,6 +1186,7 @@ impl Probe {
                 {
                     // Not acknowledged: the plug must keep it; then the link drops.
                     self.unacked = Some(key);
+                    self.unacked_dev = r.dev.clone();
                     self.dropped_at = Some(now);
                     out.push(Act::CloseTcp);
                     self.phase = Phase::Away;
@@ -1192,7 +1196,10 @@ impl Probe {
                 if let (Some(id), None) = (k.id, self.silent_since) {
                     out.push(Act::Write(text(&kinetid::ack(id))));
                 }
-                if let (Expect::Resent, Some(want)) = (&self.case.expect, self.unacked) {
+                let same_plug = r.dev == self.unacked_dev;
+                if let (Expect::Resent, Some(want), true) =
+                    (&self.case.expect, self.unacked, same_plug)
+                {
                     if key == want {
                         let v = Verdict::Pass(format!(
                             "the report seq {} ts {} came again after the reconnect (at byte {at})",

@@ -374,6 +374,7 @@ async fn serve(
             answer_pings: !link.writer.has(Quirk::NoPong),
             empty_pongs: link.writer.has(Quirk::EmptyPong),
             answer_close: !link.writer.has(Quirk::SilentClose),
+            lenient: link.writer.has(Quirk::LenientFrames),
             ..SessionConfig::new(Role::Client)
         },
         now,
@@ -518,6 +519,16 @@ async fn apply_session(
     for o in outs {
         match o {
             Output::Frame { opcode, payload } => link.frame(opcode, &payload).await?,
+            // The fragment-as-message bug: each fragment parsed alone is
+            // no JSON, so a fragmented command is never acted on.
+            Output::Deliver(m) if m.frames > 1 && sh.quirks.contains(&Quirk::FragmentAsMessage) => {
+                tracing::debug!(
+                    "{}: a message in {} fragments, taken as {} broken messages",
+                    home.active.id,
+                    m.frames,
+                    m.frames
+                );
+            }
             Output::Deliver(m) => {
                 let outs = home.on_message(&m, Instant::now(), unix_now());
                 apply_home(link, sh, sess, &home.active.id, outs).await?;
