@@ -212,9 +212,10 @@ impl Driver {
                         TlsCase::Untrusted => t.untrusted.clone(),
                         TlsCase::Any | TlsCase::Session => t.good.clone(),
                     };
-                    let hs = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock));
+                    // accept_device names a ClientHello below TLS 1.2.
+                    let hs = super::tls::accept_device(&acceptor, sock, Duration::from_secs(10));
                     match hs.await {
-                        Ok(Ok(s)) => {
+                        Ok((s, _)) => {
                             let c = s.get_ref().1;
                             let session = (
                                 super::tls::session_summary(c),
@@ -226,12 +227,8 @@ impl Driver {
                                 End::Done
                             }
                         }
-                        Ok(Err(e)) => {
-                            p.on_tls(Err(e.to_string()));
-                            End::Done
-                        }
-                        Err(_) => {
-                            p.on_tls(Err("no TLS handshake within 10 s".into()));
+                        Err(e) => {
+                            p.on_tls(Err(e));
                             End::Done
                         }
                     }

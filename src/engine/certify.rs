@@ -838,6 +838,8 @@ impl Probe {
             }
             (Ok((ver, _)), true) => Verdict::Fail(format!("the device completed the TLS handshake ({ver}) with {what}: it accepts any certificate, so anyone on its network can play the backend")),
             (Err(e), true) => Verdict::Pass(format!("the device refused {what} (the TLS handshake ended: {e})")),
+            // A ClientHello below TLS 1.2 (the driver names it, RFC 8996).
+            (Err(e), false) if self.case.expect == Expect::TlsSession && e.contains("RFC 8996") => Verdict::Fail(e),
             (Err(e), false) => Verdict::NotObserved(format!("the TLS handshake failed ({e}): does the device trust certify's CA (certify/ca.pem in the data folder)?")),
         };
         self.verdict.get_or_insert(v);
