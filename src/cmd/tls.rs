@@ -151,17 +151,8 @@ pub fn server(
         }
     };
     let fp = fingerprint(&certs[0]);
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| AppError::Failed(format!("TLS: {e}")))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| AppError::Failed(format!("TLS certificate and key: {e}")))?;
-    if let Some(k) = key_log() {
-        cfg.key_log = k;
-    }
     Ok(ServerTls {
-        acceptor: TlsAcceptor::from(Arc::new(cfg)),
+        acceptor: acceptor(certs, key)?,
         fingerprint: fp,
         source,
     })
