@@ -5,8 +5,8 @@
 //! are shared and noisy. Unmasking is shown next to memcpy over the same
 //! buffer, the ceiling any unmasking can approach, and next to the byte loop.
 
-use kinetid_wsdump::frame::{encode_frame, Decoded, Decoder, EncodeOptions, MaskKey, OpCode};
-use kinetid_wsdump::mask::{apply_mask, apply_mask_bytewise};
+use kinetid_wsdump::wire::frame::{encode_frame, Decoded, Decoder, EncodeOptions, MaskKey, OpCode};
+use kinetid_wsdump::wire::mask::{apply_mask, apply_mask_bytewise};
 use std::hint::black_box;
 use std::time::Instant;
 

@@ -8,12 +8,12 @@
 //! Usage: autobahn_client ws://127.0.0.1:9001 AGENT
 
 use kinetid_wsdump::annotate::{Annotator, Config, Event, EventKind, HandshakeMode};
-use kinetid_wsdump::deflate::Deflater;
 use kinetid_wsdump::engine::session::{Output, Session, SessionConfig};
-use kinetid_wsdump::frame::{
+use kinetid_wsdump::wire::deflate::Deflater;
+use kinetid_wsdump::wire::frame::{
     close_payload, encode_frame, encode_message, CloseCode, Direction, EncodeOptions, OpCode, Role,
 };
-use kinetid_wsdump::handshake::{self, Limits};
+use kinetid_wsdump::wire::handshake::{self, Limits};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

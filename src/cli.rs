@@ -162,17 +162,17 @@ pub struct FilterArgs {
     pub only_notes: bool,
     /// Show only events at or after this time (Unix seconds, or UTC as
     /// 2026-01-01T00:00:00Z).
-    #[arg(value_name = "TIME", long, value_parser = kinetid_wsdump::filter::parse_time)]
+    #[arg(value_name = "TIME", long, value_parser = kinetid_wsdump::annotate::filter::parse_time)]
     pub since: Option<f64>,
     /// Show only events at or before this time.
-    #[arg(value_name = "TIME", long, value_parser = kinetid_wsdump::filter::parse_time)]
+    #[arg(value_name = "TIME", long, value_parser = kinetid_wsdump::annotate::filter::parse_time)]
     pub until: Option<f64>,
 }
 
 impl FilterArgs {
     /// The library's filter spec.
-    pub fn spec(&self) -> kinetid_wsdump::filter::Spec {
-        kinetid_wsdump::filter::Spec {
+    pub fn spec(&self) -> kinetid_wsdump::annotate::filter::Spec {
+        kinetid_wsdump::annotate::filter::Spec {
             conns: self.conns.clone(),
             device: self.device.clone(),
             only_notes: self.only_notes,
@@ -375,11 +375,11 @@ pub struct ListenArgs {
     /// The server's own permessage-deflate preferences when it accepts an
     /// offer: server_no_context_takeover; client_no_context_takeover;
     /// server_max_window_bits=N.
-    #[arg(long, value_name = "PARAMS", value_parser = kinetid_wsdump::deflate::ServerPolicy::parse, help_heading = "Backend behaviour")]
-    pub deflate: Option<kinetid_wsdump::deflate::ServerPolicy>,
+    #[arg(long, value_name = "PARAMS", value_parser = kinetid_wsdump::wire::deflate::ServerPolicy::parse, help_heading = "Backend behaviour")]
+    pub deflate: Option<kinetid_wsdump::wire::deflate::ServerPolicy>,
     /// Backend bugs to commit on purpose, for testing clients (repeatable).
     #[arg(long = "quirk", value_enum, help_heading = "Backend behaviour")]
-    pub quirks: Vec<kinetid_wsdump::quirk::ServerQuirk>,
+    pub quirks: Vec<kinetid_wsdump::engine::quirk::ServerQuirk>,
     /// Echo every data message; no Kinetid layer (for conformance suites).
     #[arg(long, help_heading = "Backend behaviour")]
     pub echo: bool,
@@ -481,11 +481,11 @@ pub struct EmulateArgs {
     #[arg(value_name = "N", long, help_heading = "Plug")]
     pub seed: Option<u64>,
     /// What is plugged in.
-    #[arg(long, value_enum, default_value_t = kinetid_wsdump::meter::Appliance::Kettle, help_heading = "Plug")]
-    pub appliance: kinetid_wsdump::meter::Appliance,
+    #[arg(long, value_enum, default_value_t = kinetid_wsdump::kinetid::meter::Appliance::Kettle, help_heading = "Plug")]
+    pub appliance: kinetid_wsdump::kinetid::meter::Appliance,
     /// Mains grid.
-    #[arg(long, value_enum, default_value_t = kinetid_wsdump::meter::Mains::Eu, help_heading = "Plug")]
-    pub mains: kinetid_wsdump::meter::Mains,
+    #[arg(long, value_enum, default_value_t = kinetid_wsdump::kinetid::meter::Mains::Eu, help_heading = "Plug")]
+    pub mains: kinetid_wsdump::kinetid::meter::Mains,
     /// Fragment messages larger than this many bytes (1024 emulates
     /// esp_websocket_client) [default: whole messages, one frame each].
     #[arg(value_name = "BYTES", long, help_heading = "Connection")]
@@ -534,7 +534,7 @@ pub struct EmulateArgs {
     pub duration: Option<std::time::Duration>,
     /// Firmware bugs to commit on purpose (repeatable).
     #[arg(long = "quirk", value_enum, help_heading = "Run")]
-    pub quirks: Vec<kinetid_wsdump::quirk::Quirk>,
+    pub quirks: Vec<kinetid_wsdump::engine::quirk::Quirk>,
     /// Show the plug's own traffic through the annotator.
     #[arg(long, help_heading = "Run")]
     pub dump: bool,

@@ -7,9 +7,9 @@
 //! result however the input is split.
 
 use crate::annotate::{Annotator, Config, Event, HandshakeMode};
-use crate::frame::Direction;
-use crate::handshake::{self, HeadParse, Limits};
 use crate::render::{Format, Printer};
+use crate::wire::frame::Direction;
+use crate::wire::handshake::{self, HeadParse, Limits};
 
 /// Inputs are cut to this length (the limits below are scaled to match).
 const MAX_INPUT: usize = 2 * 1024;
@@ -97,7 +97,7 @@ pub fn frames(data: &[u8]) {
         kinetid_auto: false,
         handshake: HandshakeMode::Detect,
         resync: false,
-        deflate: Some(crate::deflate::ServerPolicy::default()),
+        deflate: Some(crate::wire::deflate::ServerPolicy::default()),
     };
     for dir in [Direction::C2S, Direction::S2C] {
         let mut a = Annotator::new(1, cfg);
@@ -132,7 +132,7 @@ pub fn frames(data: &[u8]) {
 pub fn files(data: &[u8]) {
     let data = &data[..data.len().min(MAX_INPUT)];
     if let Ok(text) = std::str::from_utf8(data) {
-        let p = crate::replay::parse_text(text);
+        let p = crate::capture::replay::parse_text(text);
         if let Some(e) = &p.error {
             assert!(e.offset <= text.len() && e.line >= 1);
         }
@@ -141,7 +141,7 @@ pub fn files(data: &[u8]) {
             max_message: 8192,
             ..Config::default()
         };
-        let _ = crate::replay::annotate_all(&p.chunks, cfg, None);
+        let _ = crate::capture::replay::annotate_all(&p.chunks, cfg, None);
         let _ = crate::capture::parse_capture(text);
     }
 }
@@ -161,7 +161,7 @@ pub fn kinetid(data: &[u8]) {
 /// with those parameters inflate back to themselves. The first byte picks
 /// the window and the context takeover.
 pub fn inflate(data: &[u8]) {
-    use crate::deflate::{Deflater, InflateError, Inflater, Side};
+    use crate::wire::deflate::{Deflater, InflateError, Inflater, Side};
     let Some((&p, rest)) = data.split_first() else {
         return;
     };
@@ -193,7 +193,7 @@ pub fn inflate(data: &[u8]) {
 pub fn pcap(data: &[u8]) {
     let data = &data[..data.len().min(8 * MAX_INPUT)];
     let mut input = Vec::with_capacity(data.len() + 24);
-    if !crate::pcap::is_capture(data) {
+    if !crate::capture::pcap::is_capture(data) {
         // A legacy header: little-endian, microseconds, link type from the
         // first byte (Ethernet, raw IP, SLL, SLL2, loopback).
         let lt: u32 = match data.first().map(|b| b % 5) {
@@ -210,7 +210,8 @@ pub fn pcap(data: &[u8]) {
     }
     input.extend_from_slice(data);
     let len = input.len();
-    let Ok(mut r) = crate::pcap::PcapReader::new(std::io::Cursor::new(input), Default::default())
+    let Ok(mut r) =
+        crate::capture::pcap::PcapReader::new(std::io::Cursor::new(input), Default::default())
     else {
         return;
     };
@@ -233,7 +234,7 @@ pub fn pcap(data: &[u8]) {
         max_message: 8192,
         ..Config::default()
     };
-    let _ = crate::replay::annotate_all(&chunks, cfg, None);
+    let _ = crate::capture::replay::annotate_all(&chunks, cfg, None);
 }
 
 /// Messages a peer sends, for [`machines`] to build frames from (random
@@ -275,9 +276,9 @@ pub fn machines(data: &[u8]) {
     use crate::engine::backend::{Backend, BackendConfig, Effect};
     use crate::engine::device::{Home, HomeConfig, Out, Plug};
     use crate::engine::session::{Output, Session, SessionConfig};
-    use crate::frame::{encode_frame, EncodeOptions, MaskKey, OpCode, Role};
+    use crate::kinetid::meter::{Appliance, Mains};
     use crate::kinetid::msg::Msg;
-    use crate::meter::{Appliance, Mains};
+    use crate::wire::frame::{encode_frame, EncodeOptions, MaskKey, OpCode, Role};
     use rand::SeedableRng;
     use std::collections::HashMap;
     use std::time::{Duration, Instant};

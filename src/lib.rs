@@ -1,39 +1,41 @@
 //! kinetid-wsdump: a byte-by-byte WebSocket (RFC 6455) annotator, a stand-in
 //! for the Kinetid backend and an emulator of Kinetid smart plugs.
 //!
-//! Everything here is sans-IO: it takes byte slices, events and the clock
-//! and returns values, never touching a socket.
+//! Everything in this library is sans-IO: it takes byte slices, events and
+//! the clock and returns values, never touching a socket, a file or a
+//! terminal. The binary's commands are drivers that move bytes between the
+//! world and these layers (see `docs/architecture.md`). From the bottom up,
+//! each layer importing only the ones above it in this list:
 //!
-//! * The RFC 6455 core: [`handshake`], [`frame`], [`mask`], [`utf8`], and
-//!   [`annotate`], which turns a connection's bytes into events and notes.
-//! * The Kinetid layer: [`kinetid`] (decoding and typed messages), [`meter`].
-//! * Output: [`render`] (text, JSON, summary), [`escape`].
-//! * Files: [`capture`], [`replay`].
-//! * The engine: [`engine`] (session, backend, device state machines).
-//! * Firmware bugs on purpose: [`quirk`]; fuzz properties: [`fuzzcheck`].
+//! * [`wire`]: RFC 6455 and RFC 7692 as bytes: [`wire::codes`] (a leaf),
+//!   frames, masking, UTF-8, the HTTP upgrade, permessage-deflate.
+//! * [`kinetid`]: the device protocol: decoding, typed messages, the meter,
+//!   the per-connection contract tracker.
+//! * [`annotate`]: one connection's bytes to [`Event`]s with [`Note`]s; the
+//!   note vocabulary, the close-code policy, diagnosis hints, the causes
+//!   that span connections, and the event filter.
+//! * [`capture`]: recorded bytes (hex fixtures, the tool's capture format,
+//!   pcap, pcapng) as chunks, and the [`Replayer`] that annotates them.
+//! * [`render`]: events as text, JSON lines or one-line summaries, and the
+//!   escaping every byte from the wire goes through.
+//! * [`engine`]: the state machines every role drives: an RFC 6455 session,
+//!   the Kinetid backend, a device home, the conformance suite, and the
+//!   firmware bugs the emulator can play.
 //!
-//! The commands (`listen`, `emulate-device`, `replay`) live in the binary
-//! and feed this one core, so a captured file and a live socket are
-//! annotated identically.
+//! [`fuzzcheck`] holds the properties the fuzz targets and tests share.
 
-pub mod across;
 pub mod annotate;
 pub mod capture;
-pub mod deflate;
-pub mod diagnose;
 pub mod engine;
 pub mod escape;
-pub mod filter;
-pub mod frame;
 pub mod fuzzcheck;
-pub mod handshake;
 pub mod kinetid;
-pub mod mask;
-pub mod meter;
 pub mod note;
-pub mod pcap;
-pub mod pcapng;
-pub mod quirk;
 pub mod render;
-pub mod replay;
-pub mod utf8;
+pub mod wire;
+
+pub use annotate::{Annotator, Event, EventKind};
+pub use capture::replay::Replayer;
+pub use note::{Code, Note, Severity};
+pub use render::Printer;
+pub use wire::codes::{CloseCode, Direction, OpCode, Role};

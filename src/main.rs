@@ -3,6 +3,7 @@
 use clap::Parser;
 mod cli;
 mod cmd;
+mod shell;
 
 use cli::{Cli, Command};
 use std::io::IsTerminal;
@@ -74,7 +75,7 @@ fn main() -> ExitCode {
             let page = clap_mangen::Man::new(Cli::command());
             match page.render(&mut std::io::stdout()) {
                 Ok(()) => Ok(0),
-                Err(e) => Err(cmd::AppError::Io("stdout".into(), e)),
+                Err(e) => Err(shell::AppError::Io("stdout".into(), e)),
             }
         }
     };

@@ -5,7 +5,6 @@
 //! sentence a firmware developer can act on. What to do about it (close with
 //! 1002? keep going?) is the caller's policy.
 
-use crate::frame::CloseCode;
 use std::fmt;
 
 /// How bad a note is.
@@ -461,102 +460,6 @@ impl Code {
     pub fn parse(s: &str) -> Option<Code> {
         Code::ALL.iter().copied().find(|c| c.as_str() == s)
     }
-
-    /// The close code an endpoint fails the connection with when a note of
-    /// severity error with this code is raised about its peer's bytes
-    /// (RFC 6455 7.1.7), or `None` when the rule broken does not call for
-    /// closing (contract notes, hints, what only shows at the end).
-    pub fn close_code(self) -> Option<CloseCode> {
-        match self {
-            Code::ClientFrameUnmasked
-            | Code::CloseCodeInvalid
-            | Code::ClosePayloadOneByte
-            | Code::ContinuationWithoutStart
-            | Code::ControlFragmented
-            | Code::ControlTooLong
-            | Code::DataAfterClose
-            | Code::DataFrameInFragmentedMessage
-            | Code::LengthTopBit
-            | Code::ReservedOpcode
-            | Code::RsvWithoutExtension
-            | Code::ServerFrameMasked
-            | Code::DeflateInvalid
-            | Code::DeflateRsv1Misplaced => Some(CloseCode::PROTOCOL),
-            Code::CloseNotAnswered
-            | Code::ClosedWithoutCloseFrame
-            | Code::DeviceIdDuplicate
-            | Code::DeviceRegistryFull
-            | Code::DeviceReplaced
-            | Code::CaptureGap
-            | Code::CaptureStartMissed
-            | Code::CaptureOverlapDiffers
-            | Code::FrameTimeout
-            | Code::HalfOpenTimeout
-            | Code::ProxyFault
-            | Code::ProxyInjected
-            | Code::ProxyHostRewritten
-            | Code::TlsSession
-            | Code::TlsFailed
-            | Code::HintContAfterFin
-            | Code::HintFinEveryFragment
-            | Code::HintLen1274byte
-            | Code::HintUnmaskedControl
-            | Code::KinetidBadDeviceId
-            | Code::KinetidBadId
-            | Code::KinetidMissingField
-            | Code::KinetidNoIdOrRe
-            | Code::KinetidNoType
-            | Code::KinetidNotJson
-            | Code::KinetidNotObject
-            | Code::KinetidReplyWithoutRe
-            | Code::KinetidUnknownType
-            | Code::LengthNonMinimal
-            | Code::MaskKeyRepeated
-            | Code::MaskKeyZero
-            | Code::MemoryBudgetExceeded
-            | Code::MessageUnfinished
-            | Code::PingNotAnswered
-            | Code::TruncatedFrame
-            | Code::TruncatedHandshake
-            | Code::WriteTimeout
-            | Code::HintLengthByteOrder
-            | Code::HintLengthNotALength
-            | Code::HintMaskNotApplied
-            | Code::HintMaskRestart
-            | Code::HintMaskKeyMismatch
-            | Code::HintCString
-            | Code::HintLatin1
-            | Code::HintJsonConcat
-            | Code::HintAcceptHex
-            | Code::HintAcceptWrongGuid
-            | Code::HintAcceptAlteredKey
-            | Code::HintBareLf
-            | Code::HintNoBlankLine
-            | Code::KinetidReportOffBoundary
-            | Code::KinetidReportTooFrequent
-            | Code::KinetidSeqGap
-            | Code::KinetidSeqDuplicate
-            | Code::KinetidSeqReset
-            | Code::KinetidEnergyBackwards
-            | Code::KinetidStateContradicts
-            | Code::PingAnsweredLate
-            | Code::PongPayloadMismatch
-            | Code::HintHostWithoutPort
-            | Code::HintOtherSubprotocol
-            | Code::HintTornFrame
-            | Code::BadAnswerAccepted
-            | Code::BadAnswerRefused
-            | Code::MaskKeysRepeatAcross
-            | Code::HandshakeKeyReused
-            | Code::ReconnectStorm
-            | Code::ReconnectNoBackoff
-            | Code::KinetidReportsForgotten
-            | Code::KinetidClockOff
-            | Code::NotKinetid => None,
-            Code::CloseReasonInvalidUtf8 | Code::TextInvalidUtf8 => Some(CloseCode::INVALID_DATA),
-            Code::MessageTooBig | Code::PayloadTooBig => Some(CloseCode::TOO_BIG),
-        }
-    }
 }
 
 impl fmt::Display for Code {
@@ -640,19 +543,5 @@ mod tests {
             assert!(seen.insert(c.as_str()), "{c} twice");
             assert_eq!(Code::parse(c.as_str()), Some(*c));
         }
-    }
-
-    #[test]
-    fn close_codes_follow_rfc_6455_7_4_1() {
-        assert_eq!(
-            Code::TextInvalidUtf8.close_code(),
-            Some(CloseCode::INVALID_DATA)
-        );
-        assert_eq!(Code::MessageTooBig.close_code(), Some(CloseCode::TOO_BIG));
-        assert_eq!(
-            Code::ClientFrameUnmasked.close_code(),
-            Some(CloseCode::PROTOCOL)
-        );
-        assert_eq!(Code::KinetidNotJson.close_code(), None);
     }
 }

@@ -7,10 +7,10 @@ mod common;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use kinetid_wsdump::annotate::{Config, Event, HandshakeMode};
+use kinetid_wsdump::capture::replay::{annotate_all, parse_text};
 use kinetid_wsdump::capture::{Chunk, ChunkKind};
-use kinetid_wsdump::frame::{encode_frame, Direction, EncodeOptions, MaskKey, OpCode};
 use kinetid_wsdump::note::Severity;
-use kinetid_wsdump::replay::{annotate_all, parse_text};
+use kinetid_wsdump::wire::frame::{encode_frame, Direction, EncodeOptions, MaskKey, OpCode};
 use serde_json::{json, Value};
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use kinetid_wsdump::quirk::Quirk;
+use kinetid_wsdump::engine::quirk::Quirk;
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -11,7 +11,8 @@ fn inputs() -> Vec<(String, Vec<u8>)> {
     let mut v = Vec::new();
     for f in fixtures() {
         let text = std::fs::read(&f).unwrap();
-        let parsed = kinetid_wsdump::replay::parse_text(std::str::from_utf8(&text).unwrap());
+        let parsed =
+            kinetid_wsdump::capture::replay::parse_text(std::str::from_utf8(&text).unwrap());
         let mut bytes = vec![1u8, 7, 3, 31];
         for c in &parsed.chunks {
             if let kinetid_wsdump::capture::ChunkKind::Data(_, b) = &c.kind {

@@ -318,11 +318,11 @@ fn lenient_keeps_broken_firmware_connected() {
     f.extend_from_slice(&(h.len() as u16).to_be_bytes());
     f.extend_from_slice(h.as_bytes());
     s.write_all(&f).unwrap();
-    let mut d = kinetid_wsdump::frame::Decoder::new(1 << 20);
+    let mut d = kinetid_wsdump::wire::frame::Decoder::new(1 << 20);
     let mut buf = [0u8; 4096];
     let n = std::io::Read::read(&mut s, &mut buf).unwrap();
     d.feed(&buf[..n]);
-    let kinetid_wsdump::frame::Decoded::Frame(w) = d.next_frame() else {
+    let kinetid_wsdump::wire::frame::Decoded::Frame(w) = d.next_frame() else {
         panic!("no frame")
     };
     assert!(String::from_utf8_lossy(&w.payload).contains("welcome"));
@@ -821,16 +821,16 @@ fn no_hello_and_unknown_devices_are_closed_with_1008() {
         hello("KN-0000000BAD00", &[]).as_bytes(),
     ))
     .unwrap();
-    let mut d = kinetid_wsdump::frame::Decoder::new(1 << 20);
+    let mut d = kinetid_wsdump::wire::frame::Decoder::new(1 << 20);
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     'read: loop {
         let n = std::io::Read::read(&mut s, &mut buf).unwrap();
         assert!(n > 0, "closed early: {got:?}");
         d.feed(&buf[..n]);
-        while let kinetid_wsdump::frame::Decoded::Frame(f) = d.next_frame() {
+        while let kinetid_wsdump::wire::frame::Decoded::Frame(f) = d.next_frame() {
             got.push((f.header.opcode.name(), f.payload.clone()));
-            if f.header.opcode == kinetid_wsdump::frame::OpCode::Close {
+            if f.header.opcode == kinetid_wsdump::wire::frame::OpCode::Close {
                 break 'read;
             }
         }

@@ -85,7 +85,7 @@ fn a_plug_through_the_proxy_talks_to_listen_and_both_ways_are_annotated() {
     // What listen received after the head is byte for byte what the proxy
     // got from the device.
     let bytes = |f: &std::path::Path, d: &str| -> Vec<u8> {
-        let p = kinetid_wsdump::replay::parse_text(&std::fs::read_to_string(f).unwrap());
+        let p = kinetid_wsdump::capture::replay::parse_text(&std::fs::read_to_string(f).unwrap());
         p.chunks
             .iter()
             .filter_map(|c| match &c.kind {

@@ -3,9 +3,9 @@
 
 mod common;
 use common::*;
+use kinetid_wsdump::capture::replay::{annotate_all, parse_text};
 use kinetid_wsdump::capture::{Chunk, ChunkKind};
 use kinetid_wsdump::render::Format;
-use kinetid_wsdump::replay::{annotate_all, parse_text};
 use std::process::Command;
 
 #[test]
@@ -208,7 +208,7 @@ fn malformed_file_shows_what_decoded_then_names_line_and_byte() {
 #[test]
 fn every_firmware_bug_fixture_is_named() {
     use clap::ValueEnum;
-    use kinetid_wsdump::quirk::Quirk;
+    use kinetid_wsdump::engine::quirk::Quirk;
     for q in Quirk::value_variants() {
         let name = q.to_possible_value().unwrap().get_name().to_string();
         // The contract's bugs have bug-*.hex; the diagnosed causes diag-*.hex.
@@ -271,7 +271,7 @@ fn a_chromium_session_with_compression_replays_inflated() {
 /// A capture of one Kinetid session with `reports` masked reports and
 /// their acks, written line by line as `listen --record` would.
 fn session_capture(reports: usize) -> String {
-    use kinetid_wsdump::frame::{encode_frame, EncodeOptions, OpCode};
+    use kinetid_wsdump::wire::frame::{encode_frame, EncodeOptions, OpCode};
     let mut s = String::from("# kinetid-wsdump capture v1\n1.000000 1 open 127.0.0.1:40000\n");
     let req = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     let resp = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
@@ -287,7 +287,12 @@ fn session_capture(reports: usize) -> String {
         );
         let mut f = Vec::new();
         let opts = EncodeOptions {
-            mask: Some(kinetid_wsdump::frame::MaskKey([1, 2, 3, (i % 251) as u8])),
+            mask: Some(kinetid_wsdump::wire::frame::MaskKey([
+                1,
+                2,
+                3,
+                (i % 251) as u8,
+            ])),
             ..EncodeOptions::server()
         };
         encode_frame(&mut f, OpCode::Text, text.as_bytes(), opts);

@@ -6,14 +6,14 @@
 //! summary, the JSON report and the JUnit file.
 
 use crate::cli::CertifyArgs;
-use crate::cmd::listen::sinks::Recorder;
-use crate::cmd::AppError;
+use crate::shell::sinks::Recorder;
+use crate::shell::AppError;
 use kinetid_wsdump::annotate::{Annotator, Config, Event, HandshakeMode};
 use kinetid_wsdump::capture::{Chunk, ChunkKind};
 use kinetid_wsdump::engine::certify::{suite, Act, Case, Probe, TlsCase, Verdict};
 use kinetid_wsdump::escape::Esc;
-use kinetid_wsdump::frame::Direction;
 use kinetid_wsdump::render::Printer;
+use kinetid_wsdump::wire::frame::Direction;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,11 +82,11 @@ pub fn run(a: CertifyArgs) -> Result<u8, AppError> {
 
 async fn serve(a: &CertifyArgs, cases: Vec<Case>) -> Result<Vec<Outcome>, AppError> {
     let tls = if a.tls {
-        Some(super::tls::certify_tls(&a.tls_name)?)
+        Some(crate::shell::tls::certify_tls(&a.tls_name)?)
     } else {
         None
     };
-    let (listener, local) = crate::cmd::listen_on("--bind", &a.bind).await?;
+    let (listener, local) = crate::shell::listen_on("--bind", &a.bind).await?;
     eprintln!(
         "kinetid-wsdump: certify listening on {local}: point the device at {}://{local}/ws ({} case{})",
         if tls.is_some() { "wss" } else { "ws" },
@@ -152,7 +152,7 @@ struct Driver {
     printer: Option<Printer>,
     conn: u64,
     device: Option<String>,
-    tls: Option<super::tls::CertifyTls>,
+    tls: Option<crate::shell::tls::CertifyTls>,
 }
 
 /// How a connection ended for the probe.
@@ -213,12 +213,13 @@ impl Driver {
                         TlsCase::Any | TlsCase::Session => t.good.clone(),
                     };
                     // accept_device names a ClientHello below TLS 1.2.
-                    let hs = super::tls::accept_device(&acceptor, sock, Duration::from_secs(10));
+                    let hs =
+                        crate::shell::tls::accept_device(&acceptor, sock, Duration::from_secs(10));
                     match hs.await {
                         Ok((s, _)) => {
                             let c = s.get_ref().1;
                             let session = (
-                                super::tls::session_summary(c),
+                                crate::shell::tls::session_summary(c),
                                 c.server_name().map(str::to_string),
                             );
                             if p.on_tls(Ok(session)).is_empty() {
@@ -246,7 +247,7 @@ impl Driver {
     fn record(&self, kind: ChunkKind) {
         if let Some(r) = &self.record {
             r.record(&Chunk {
-                time: Some(super::listen::now()),
+                time: Some(crate::shell::now()),
                 conn: self.conn,
                 pkt: None,
                 kind,
@@ -279,7 +280,7 @@ impl Driver {
         };
         let mut ann = Annotator::new(self.conn, cfg);
         let mut ev = Vec::new();
-        let t = super::listen::now();
+        let t = crate::shell::now();
         self.record(ChunkKind::Open(peer.to_string()));
         ann.open(&peer.to_string(), Some(t), &mut ev);
         self.show(&ev);
@@ -294,7 +295,7 @@ impl Driver {
                     let bytes = &buf[..n];
                     self.record(ChunkKind::Data(Direction::C2S, bytes.to_vec()));
                     let mut ev = Vec::new();
-                    ann.feed(Direction::C2S, bytes, Some(super::listen::now()), &mut ev);
+                    ann.feed(Direction::C2S, bytes, Some(crate::shell::now()), &mut ev);
                     self.show(&ev);
                     // A device that is not the one asked for waits its turn.
                     if let (Some(want), Some(dev)) = (&self.device, p.device()) {
@@ -302,7 +303,7 @@ impl Driver {
                             break 'conn;
                         }
                     }
-                    p.on_events(&ev, Instant::now(), super::listen::now())
+                    p.on_events(&ev, Instant::now(), crate::shell::now())
                 }
                 Ok(_) => {
                     p.on_eof(Instant::now());
@@ -339,7 +340,7 @@ impl Driver {
                 };
                 self.record(ChunkKind::Data(Direction::S2C, bytes.clone()));
                 let mut ev = Vec::new();
-                ann.feed(Direction::S2C, &bytes, Some(super::listen::now()), &mut ev);
+                ann.feed(Direction::S2C, &bytes, Some(crate::shell::now()), &mut ev);
                 self.show(&ev);
             }
             if p.is_done() {
@@ -350,7 +351,7 @@ impl Driver {
         drop(sock);
         self.record(ChunkKind::Eof);
         let mut ev = Vec::new();
-        ann.finish(Some(super::listen::now()), &mut ev);
+        ann.finish(Some(crate::shell::now()), &mut ev);
         self.show(&ev);
         end
     }

@@ -13,17 +13,17 @@
 //! 400, an upstream that cannot be reached 502 and one that does not answer
 //! in time 504, each with the reason in the body and a line on stderr.
 
-use super::listen::sinks::{LineSink, Recorder};
-use super::{config, printer, AppError};
 use crate::cli::ProxyArgs;
+use crate::shell::sinks::{LineSink, Recorder};
+use crate::shell::{config, printer, AppError};
+use kinetid_wsdump::annotate::filter::Filter;
 use kinetid_wsdump::annotate::{Annotator, Config, Event, HandshakeMode};
 use kinetid_wsdump::capture::{Chunk, ChunkKind};
 use kinetid_wsdump::escape::Esc;
-use kinetid_wsdump::filter::Filter;
-use kinetid_wsdump::frame::Direction;
-use kinetid_wsdump::handshake::{self, error_response, HeadParse};
 use kinetid_wsdump::note::{Code, Severity};
 use kinetid_wsdump::render::Printer;
+use kinetid_wsdump::wire::frame::Direction;
+use kinetid_wsdump::wire::handshake::{self, error_response, HeadParse};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -119,7 +119,7 @@ struct Shared {
     err: LineSink,
     record: Option<Arc<Recorder>>,
     upstream: Upstream,
-    filter: kinetid_wsdump::filter::Spec,
+    filter: kinetid_wsdump::annotate::filter::Spec,
     /// `--tls`: TLS toward devices.
     tls_server: Option<tokio_rustls::TlsAcceptor>,
     /// `wss://` upstream: TLS toward it, and the name it is asked for.
@@ -140,7 +140,7 @@ struct Shared {
     head_timeout: Duration,
     next_conn: AtomicU64,
     /// What devices do from one connection to the next.
-    across: std::sync::Mutex<kinetid_wsdump::across::Across>,
+    across: std::sync::Mutex<kinetid_wsdump::annotate::across::Across>,
     /// `--show-http`: show and count requests for the proxy's own API.
     show_http: bool,
     /// The port devices connect to (for the Host check).
@@ -152,7 +152,7 @@ struct Shared {
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     /// Events for the browser inspector.
-    bus: super::inspect::Bus,
+    bus: crate::shell::inspect::Bus,
     /// Switches injected through the API waiting for the device's answer,
     /// by (connection, command id).
     pending: std::sync::Mutex<HashMap<(u64, u64), tokio::sync::oneshot::Sender<serde_json::Value>>>,
@@ -206,27 +206,28 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
     let sig = |k| signal(k).map_err(|e| AppError::Failed(format!("signals: {e}")));
     let (mut sigint, mut sigterm) = (sig(SignalKind::interrupt())?, sig(SignalKind::terminate())?);
     if a.tls.tls || upstream.tls {
-        super::tls::set_keylog(a.tls.keylog.as_deref())?;
+        crate::shell::tls::set_keylog(a.tls.keylog.as_deref())?;
     }
-    let tls_server = super::tls::from_args(&super::tls::with_lan_names(&a.tls, &a.bind))?;
+    let tls_server =
+        crate::shell::tls::from_args(&crate::shell::tls::with_lan_names(&a.tls, &a.bind))?;
     let tls_client = match upstream.tls {
         true => {
             if a.upstream_insecure {
                 eprintln!("kinetid-wsdump: --upstream-insecure: the upstream's certificate is not verified (the link is encrypted, but to whom is not checked)");
             }
-            let c = super::tls::client(a.upstream_ca.as_deref(), a.upstream_insecure)?;
-            Some((c, super::tls::server_name(&upstream.host)?))
+            let c = crate::shell::tls::client(a.upstream_ca.as_deref(), a.upstream_insecure)?;
+            Some((c, crate::shell::tls::server_name(&upstream.host)?))
         }
         false => None,
     };
-    let (listener, local) = crate::cmd::listen_on("--bind", &a.bind).await?;
+    let (listener, local) = crate::shell::listen_on("--bind", &a.bind).await?;
     eprintln!(
         "kinetid-wsdump: proxy listening on {local} ({}), forwarding to {}://{}",
         if tls_server.is_some() { "wss" } else { "ws" },
         if upstream.tls { "wss" } else { "ws" },
         upstream.host
     );
-    super::tell_lan_urls(
+    crate::shell::tell_lan_urls(
         local,
         if tls_server.is_some() { "wss" } else { "ws" },
         Some("the proxy's API answers this machine only"),
@@ -269,10 +270,13 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
         open: AtomicU64::new(0),
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
-        bus: super::inspect::Bus::new(a.session.history(a.quiet), super::inspect::HISTORY_BYTES),
+        bus: crate::shell::inspect::Bus::new(
+            a.session.history(a.quiet),
+            crate::shell::inspect::HISTORY_BYTES,
+        ),
         pending: Default::default(),
         stopping: tokio::sync::watch::channel(false).0,
-        started: super::listen::now(),
+        started: crate::shell::now(),
         departed: Default::default(),
     });
     if a.session.console() {
@@ -448,13 +452,13 @@ struct Link {
     ann: Annotator,
     filter: Option<Filter>,
     /// Whether this is the proxy's own web traffic, out of view.
-    web: super::ownweb::OwnWeb,
+    web: crate::shell::ownweb::OwnWeb,
 }
 
 impl Link {
     /// Record, annotate and print bytes seen in `dir`.
     fn observe(&mut self, dir: Direction, bytes: &[u8]) {
-        let t = super::listen::now();
+        let t = crate::shell::now();
         self.record(t, ChunkKind::Data(dir, bytes.to_vec()));
         let mut ev = Vec::new();
         self.ann.feed(dir, bytes, Some(t), &mut ev);
@@ -523,7 +527,7 @@ impl Link {
             else {
                 continue;
             };
-            let at = e.time.unwrap_or_else(super::listen::now);
+            let at = e.time.unwrap_or_else(crate::shell::now);
             if let Some(entry) = self.sh.conns.lock().expect("conns").get_mut(&self.id) {
                 entry.learn(&k.t, &v, at);
             }
@@ -581,7 +585,7 @@ impl Link {
     }
 
     fn notice(&mut self, dir: Direction, n: kinetid_wsdump::note::Note) {
-        let t = super::listen::now();
+        let t = crate::shell::now();
         self.record(t, ChunkKind::Note(dir, n.clone()));
         let mut ev = Vec::new();
         self.ann.notice(dir, n, Some(t), &mut ev);
@@ -609,9 +613,9 @@ async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr)
         frames: 0,
         ann: Annotator::new(id, sh.cfg),
         filter: (!sh.filter.is_empty()).then(|| Filter::new(sh.filter.clone())),
-        web: super::ownweb::OwnWeb::new(sh.show_http),
+        web: crate::shell::ownweb::OwnWeb::new(sh.show_http),
     };
-    let t = super::listen::now();
+    let t = crate::shell::now();
     link.record(t, ChunkKind::Open(peer.to_string()));
     let mut ev = Vec::new();
     link.ann.open(&peer.to_string(), Some(t), &mut ev);
@@ -641,7 +645,7 @@ async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr)
     // handshake, a silent peer) is shown with what it did.
     let held = link.web.show();
     link.show_now(held);
-    let t = super::listen::now();
+    let t = crate::shell::now();
     link.record(t, ChunkKind::Eof);
     let mut ev = Vec::new();
     link.ann.finish(Some(t), &mut ev);
@@ -666,7 +670,7 @@ async fn device_side(link: &mut Link, sock: TcpStream) -> Option<Stream> {
     let Some(acceptor) = link.sh.tls_server.clone() else {
         return Some(Box::new(sock));
     };
-    match super::tls::accept_device(&acceptor, sock, link.sh.head_timeout).await {
+    match crate::shell::tls::accept_device(&acceptor, sock, link.sh.head_timeout).await {
         Ok((s, msg)) => {
             link.notice(
                 Direction::C2S,
@@ -774,9 +778,12 @@ async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
                         .peer_certificates()
                         .and_then(|p| p.first())
                         .map_or("no certificate".to_string(), |d| {
-                            super::tls::cert_summary(d)
+                            crate::shell::tls::cert_summary(d)
                         });
-                    let msg = format!("upstream TLS: {}; {cert}", super::tls::session_summary(c));
+                    let msg = format!(
+                        "upstream TLS: {}; {cert}",
+                        crate::shell::tls::session_summary(c)
+                    );
                     link.notice(
                         Direction::S2C,
                         tls_note(Severity::Info, Code::TlsSession, msg),
@@ -871,7 +878,7 @@ async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
 /// Injected frames go between forwarded frames, never inside one, and are
 /// marked in the output. Answers `202` once the frame is queued.
 async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut body: Vec<u8>) {
-    use super::listen::api::{check_browser, is_loopback, json_response};
+    use crate::shell::http::{check_browser, is_loopback, json_response};
     let reply = |status: u16, v: serde_json::Value| json_response(status, &v, "");
     let err = |status: u16, msg: &str| reply(status, serde_json::json!({ "error": msg }));
     let mut parts = h.start_line.split(' ');
@@ -892,19 +899,19 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
         }
         match (method.as_str(), path.as_str()) {
             ("GET" | "HEAD", "/api/inspector") => {
-                break 'r super::inspect::page_response(method == "HEAD");
+                break 'r crate::shell::inspect::page_response(method == "HEAD");
             }
             ("GET", "/api/metrics") => {
                 let sh = &link.sh;
-                let text = crate::cmd::metrics::proxy_text(
+                let text = crate::shell::metrics::proxy_text(
                     sh.next_conn.load(Ordering::Relaxed),
                     sh.open.load(Ordering::Relaxed),
                     sh.bytes_up.load(Ordering::Relaxed),
                     sh.bytes_down.load(Ordering::Relaxed),
                 );
-                break 'r super::listen::api::http_response(
+                break 'r crate::shell::http::http_response(
                     200,
-                    crate::cmd::metrics::CONTENT_TYPE,
+                    crate::shell::metrics::CONTENT_TYPE,
                     text.as_bytes(),
                     false,
                 );
@@ -925,7 +932,7 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
                 // would feed themselves.
                 let mut stop = link.sh.stopping.subscribe();
                 let sh = link.sh.clone();
-                let end = super::inspect::stream(&sh.bus, dev, true, async move {
+                let end = crate::shell::inspect::stream(&sh.bus, dev, true, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
                 .await;
@@ -1065,9 +1072,9 @@ async fn switch_device(
     let cmd = 8000 + sh.next_cmd.fetch_add(1, Ordering::Relaxed) + 1;
     let text = kinetid_wsdump::kinetid::switch(cmd, id, on);
     let mut frame = Vec::new();
-    kinetid_wsdump::quirk::server_frame(
+    kinetid_wsdump::engine::quirk::server_frame(
         &mut frame,
-        kinetid_wsdump::frame::OpCode::Text,
+        kinetid_wsdump::wire::frame::OpCode::Text,
         text.as_bytes(),
     );
     let (atx, arx) = tokio::sync::oneshot::channel();
@@ -1110,11 +1117,11 @@ fn inject(
 ) -> Result<String, (u16, String)> {
     let (op, payload) = injected_frame(v).map_err(|why| (400, why))?;
     let mut frame = Vec::new();
-    let opts = kinetid_wsdump::frame::EncodeOptions {
-        mask: (dir == Direction::C2S).then(|| kinetid_wsdump::frame::MaskKey(rand::random())),
-        ..kinetid_wsdump::frame::EncodeOptions::server()
+    let opts = kinetid_wsdump::wire::frame::EncodeOptions {
+        mask: (dir == Direction::C2S).then(|| kinetid_wsdump::wire::frame::MaskKey(rand::random())),
+        ..kinetid_wsdump::wire::frame::EncodeOptions::server()
     };
-    kinetid_wsdump::frame::encode_frame(&mut frame, op, &payload, opts);
+    kinetid_wsdump::wire::frame::encode_frame(&mut frame, op, &payload, opts);
     let text = format!("{} frame, {} payload bytes", op.name(), payload.len());
     let tx = sh
         .conns
@@ -1255,7 +1262,7 @@ async fn console_command(sh: &Shared, line: &str) -> String {
             Err(e) => e,
         },
         "close" => match conn_and(rest) {
-            Ok((n, args)) => match super::listen::console::close_args(&args) {
+            Ok((n, args)) => match crate::shell::control::close_args(&args) {
                 Ok((code, reason)) => injected(
                     n,
                     inject(
@@ -1287,8 +1294,8 @@ const INJECT_BODY: &str = r#"the body is {"dir":"down"|"up"} with one of "text":
 /// one a Close frame may carry).
 fn injected_frame(
     v: &serde_json::Value,
-) -> Result<(kinetid_wsdump::frame::OpCode, Vec<u8>), String> {
-    use kinetid_wsdump::frame::{close_payload, CloseCode, OpCode};
+) -> Result<(kinetid_wsdump::wire::frame::OpCode, Vec<u8>), String> {
+    use kinetid_wsdump::wire::frame::{close_payload, CloseCode, OpCode};
     if let Some(t) = v["text"].as_str() {
         return Ok((OpCode::Text, t.as_bytes().to_vec()));
     }
@@ -1547,11 +1554,11 @@ impl Lane {
             }
             self.header.push(b[0]);
             b = &b[1..];
-            if let kinetid_wsdump::frame::HeaderParse::Header(h) =
-                kinetid_wsdump::frame::parse_header(&self.header)
+            if let kinetid_wsdump::wire::frame::HeaderParse::Header(h) =
+                kinetid_wsdump::wire::frame::parse_header(&self.header)
             {
                 self.dropping =
-                    self.faults.drop_pings && h.opcode == kinetid_wsdump::frame::OpCode::Ping;
+                    self.faults.drop_pings && h.opcode == kinetid_wsdump::wire::frame::OpCode::Ping;
                 if self.dropping {
                     dropped += 1;
                 } else {

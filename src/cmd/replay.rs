@@ -1,15 +1,15 @@
 //! `kinetid-wsdump replay`: files (or standard input) through the annotator.
 
-use super::{config, printer, AppError};
 use crate::cli::{DirArg, ReplayArgs};
+use crate::shell::{config, printer, AppError};
 use kinetid_wsdump::annotate::{Config, Event};
+use kinetid_wsdump::capture::pcap;
+use kinetid_wsdump::capture::replay::{Replayer, Stats};
 use kinetid_wsdump::capture::{Chunk, ChunkKind, FileError, Reader};
 use kinetid_wsdump::escape::Esc;
-use kinetid_wsdump::frame::Direction;
-use kinetid_wsdump::pcap;
 use kinetid_wsdump::render::Format;
 use kinetid_wsdump::render::Printer;
-use kinetid_wsdump::replay::{Replayer, Stats};
+use kinetid_wsdump::wire::frame::Direction;
 use std::io::{BufRead, Read, Write};
 use std::path::Path;
 
@@ -24,7 +24,7 @@ pub fn run(a: ReplayArgs) -> Result<u8, AppError> {
     let mut p = printer(&a.output);
     p.format = Format::Json;
     p.color = false;
-    let mut c = super::inspect::Collector::new();
+    let mut c = crate::shell::inspect::Collector::new();
     let code = replay_all(&a, p, &mut c)?;
     if code == 2 {
         return Ok(code);
@@ -35,7 +35,7 @@ pub fn run(a: ReplayArgs) -> Result<u8, AppError> {
         .map(|f| f.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    super::inspect::serve_replay(c, bind, &label)
+    crate::shell::inspect::serve_replay(c, bind, &label)
 }
 
 fn replay_all(a: &ReplayArgs, p: Printer, out: &mut dyn Write) -> Result<u8, AppError> {
@@ -48,13 +48,13 @@ fn replay_all(a: &ReplayArgs, p: Printer, out: &mut dyn Write) -> Result<u8, App
                 &a.limits,
                 !a.no_kinetid,
                 a.resync,
-                Some(kinetid_wsdump::deflate::ServerPolicy::default()),
+                Some(kinetid_wsdump::wire::deflate::ServerPolicy::default()),
             )
         },
         total: Stats::default(),
         file_error: false,
         conn_base: 0,
-        filter: kinetid_wsdump::filter::Filter::new(a.filter.spec()),
+        filter: kinetid_wsdump::annotate::filter::Filter::new(a.filter.spec()),
         shown: Vec::new(),
         convert: match &a.write {
             Some(p) => Some(Convert::create(p, &a.files)?),
@@ -92,7 +92,7 @@ struct Run<'a> {
     /// `--write`: the file the input is converted into.
     convert: Option<Convert>,
     /// `--conn`, `--device`, `--only-notes`, `--since`, `--until`.
-    filter: kinetid_wsdump::filter::Filter,
+    filter: kinetid_wsdump::annotate::filter::Filter,
     shown: Vec<Event>,
 }
 
@@ -312,7 +312,7 @@ type Source = std::io::BufReader<Box<dyn Read>>;
 
 /// `replay --write`: the input converted into another format.
 enum Convert {
-    Pcapng(Box<kinetid_wsdump::pcapng::PcapngWriter>, Out),
+    Pcapng(Box<kinetid_wsdump::capture::pcapng::PcapngWriter>, Out),
     Capture(Out),
     Fixture { w: Out, conn: Option<u64> },
 }
@@ -392,7 +392,7 @@ impl Convert {
         Ok(match ext.as_deref() {
             Some("pcapng") => {
                 let server = std::net::SocketAddr::from(([127, 0, 0, 1], 8080));
-                let w = kinetid_wsdump::pcapng::PcapngWriter::new(server);
+                let w = kinetid_wsdump::capture::pcapng::PcapngWriter::new(server);
                 out.put(&w.header())?;
                 Convert::Pcapng(Box::new(w), out)
             }

@@ -9,9 +9,9 @@
 //! driver to apply to its shared state.
 
 use crate::annotate::MessageEvent;
-use crate::frame::OpCode;
 use crate::kinetid::msg::{Msg, Report};
 use crate::kinetid::{self, is_device_id};
+use crate::wire::frame::OpCode;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -239,7 +239,7 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::Direction;
+    use crate::wire::frame::Direction;
 
     const DEV: &str = "KN-A4CF12F0E1B2";
 

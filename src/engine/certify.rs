@@ -15,10 +15,10 @@
 //! on the device's next connection, so handshake cases see a fresh one.
 
 use crate::annotate::{Event, EventKind};
-use crate::frame::{close_payload, encode_frame, CloseCode, EncodeOptions, MaskKey, OpCode};
-use crate::handshake::{self, ServerVerdict};
 use crate::kinetid::{self, msg::Msg};
 use crate::note::Severity;
+use crate::wire::frame::{close_payload, encode_frame, CloseCode, EncodeOptions, MaskKey, OpCode};
+use crate::wire::handshake::{self, ServerVerdict};
 use std::time::{Duration, Instant};
 
 /// What a case is about.
@@ -886,7 +886,7 @@ impl Probe {
     pub fn on_events(&mut self, events: &[Event], now: Instant, unix: f64) -> Vec<Act> {
         let mut out = Vec::new();
         for e in events {
-            if e.dir != crate::frame::Direction::C2S || self.phase == Phase::Done {
+            if e.dir != crate::wire::frame::Direction::C2S || self.phase == Phase::Done {
                 continue;
             }
             match &e.kind {
@@ -1629,7 +1629,7 @@ fn switch_acts(dev: &str, on: Option<bool>, shape: Shape) -> Vec<Act> {
 mod tests {
     use super::*;
     use crate::annotate::{Annotator, Config};
-    use crate::frame::Direction;
+    use crate::wire::frame::Direction;
 
     /// A scripted well-behaved device: feeds its bytes to an annotator and
     /// the probe, and answers what the probe writes as a correct plug does.

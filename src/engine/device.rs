@@ -10,8 +10,8 @@
 //! driver feeds it messages and the clock and sends what comes out.
 
 use crate::annotate::MessageEvent;
+use crate::kinetid::meter::{Appliance, Mains, Meter};
 use crate::kinetid::msg::{Hello, Msg, Report, State};
-use crate::meter::{Appliance, Mains, Meter};
 use rand::rngs::StdRng;
 use rand::Rng;
 use std::collections::VecDeque;
@@ -429,7 +429,7 @@ fn switched(p: &mut Plug, re: u64, on: Option<bool>, unix: f64) -> Msg {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::Direction;
+    use crate::wire::frame::Direction;
     use rand::SeedableRng;
 
     const A: &str = "KN-A4CF12F0E1B2";

@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod certify;
 pub mod device;
+pub mod quirk;
 pub mod session;
 
 /// A complete text message as the annotator makes it from one frame sent
@@ -20,10 +21,10 @@ pub mod session;
 #[cfg(test)]
 pub(crate) fn test_message(
     text: &str,
-    dir: crate::frame::Direction,
+    dir: crate::wire::frame::Direction,
 ) -> crate::annotate::MessageEvent {
     use crate::annotate::{Annotator, Config, EventKind, HandshakeMode};
-    use crate::frame::{encode_frame, EncodeOptions, OpCode};
+    use crate::wire::frame::{encode_frame, EncodeOptions, OpCode};
     let mut a = Annotator::new(
         1,
         Config {

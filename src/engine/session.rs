@@ -10,8 +10,8 @@
 //! the client role, so the two cannot disagree.
 
 use crate::annotate::{close_code_for, Annotator, Event, EventKind, MessageEvent};
-use crate::frame::{close_payload, CloseCode, Direction, OpCode, Role};
 use crate::note::Code;
+use crate::wire::frame::{close_payload, CloseCode, Direction, OpCode, Role};
 use std::time::{Duration, Instant};
 
 /// How a session behaves.
@@ -355,7 +355,7 @@ impl Session {
 mod tests {
     use super::*;
     use crate::annotate::{Annotator, Config, HandshakeMode};
-    use crate::frame::{encode_frame, EncodeOptions};
+    use crate::wire::frame::{encode_frame, EncodeOptions};
 
     /// Frames from the peer of `role`, through an annotator, into a session.
     struct Rig {

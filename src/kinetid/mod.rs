@@ -4,14 +4,15 @@
 //! notes, and builds the messages the backend and the emulator send. The
 //! contract itself is described in `docs/protocol.md`.
 
+pub mod meter;
 pub mod msg;
 mod obj;
 pub mod track;
 
 use obj::{Obj, Top};
 
-use crate::frame::Direction;
 use crate::note::{Code, Note};
+use crate::wire::frame::Direction;
 use serde_json::Value;
 use std::fmt::Write as _;
 

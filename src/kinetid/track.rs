@@ -6,8 +6,8 @@
 
 use super::msg::Msg;
 use super::{Message, SPEC};
-use crate::frame::Direction;
 use crate::note::{Code, Note};
+use crate::wire::frame::Direction;
 use std::collections::{HashMap, VecDeque};
 
 /// Seconds a direct report may sit off its period boundary (timers fire a

@@ -7,8 +7,8 @@
 //! [`Printer::json`]: super::Printer::json
 
 use crate::annotate::{Event, EventKind, FrameEvent, MessageEvent};
-use crate::handshake::{Check, HttpHead};
 use crate::note::Note;
+use crate::wire::handshake::{Check, HttpHead};
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
@@ -188,7 +188,7 @@ pub fn event(b: &mut Vec<u8>, e: &Event) {
             head(o.key("head"), h);
             o.bool(
                 "websocket",
-                matches!(kind, crate::handshake::RequestKind::WebSocket),
+                matches!(kind, crate::wire::handshake::RequestKind::WebSocket),
             );
             if let Some(vd) = verdict {
                 o.u64("status", u64::from(vd.status));

@@ -9,9 +9,9 @@ pub use json::event as json_line;
 
 use crate::annotate::{Event, EventKind, FrameEvent, MessageEvent};
 use crate::escape::Esc;
-use crate::frame::{Direction, LenEncoding, OpCode};
-use crate::handshake::{Check, HttpHead, ServerVerdict};
 use crate::note::{Note, Severity};
+use crate::wire::frame::{Direction, LenEncoding, OpCode};
+use crate::wire::handshake::{Check, HttpHead, ServerVerdict};
 use owo_colors::{OwoColorize, Style};
 use serde_json::{json, Value};
 use std::io::{self, Write};
@@ -212,7 +212,7 @@ impl Printer {
                 kind,
                 verdict,
             } => {
-                let mut v = json!({"type": "request", "head": head_json(head), "websocket": matches!(kind, crate::handshake::RequestKind::WebSocket)});
+                let mut v = json!({"type": "request", "head": head_json(head), "websocket": matches!(kind, crate::wire::handshake::RequestKind::WebSocket)});
                 if let Some(vd) = verdict {
                     v["status"] = json!(vd.status);
                     v["method"] = json!(vd.method);
@@ -463,7 +463,7 @@ impl Printer {
                         "  verdict: {} (due: {} {}): {}",
                         "invalid request".style(st(c, Style::new().red().bold())),
                         v.status,
-                        crate::handshake::reason_phrase(v.status),
+                        crate::wire::handshake::reason_phrase(v.status),
                         Esc(&f.to_string())
                     ),
                 }

@@ -251,14 +251,14 @@ pub fn raw_upgraded(addr: &str) -> std::net::TcpStream {
 /// A masked client frame.
 pub fn client_frame(op: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
-    kinetid_wsdump::frame::encode_frame(
+    kinetid_wsdump::wire::frame::encode_frame(
         &mut v,
-        kinetid_wsdump::frame::OpCode::from_u8(op),
+        kinetid_wsdump::wire::frame::OpCode::from_u8(op),
         payload,
-        kinetid_wsdump::frame::EncodeOptions {
+        kinetid_wsdump::wire::frame::EncodeOptions {
             fin,
             rsv: 0,
-            mask: Some(kinetid_wsdump::frame::MaskKey([1, 2, 3, 4])),
+            mask: Some(kinetid_wsdump::wire::frame::MaskKey([1, 2, 3, 4])),
             len_encoding: None,
         },
     );
@@ -267,7 +267,7 @@ pub fn client_frame(op: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
 
 /// Read server frames until a Close arrives; return its code.
 pub fn read_close_code(s: &mut std::net::TcpStream) -> Option<u16> {
-    use kinetid_wsdump::frame::{Decoded, Decoder, OpCode};
+    use kinetid_wsdump::wire::frame::{Decoded, Decoder, OpCode};
     let mut d = Decoder::new(1 << 20);
     let mut buf = [0u8; 4096];
     loop {

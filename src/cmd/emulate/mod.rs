@@ -9,12 +9,12 @@
 pub mod plug;
 
 use crate::cli::{EmulateArgs, Shard};
-use crate::cmd::metrics::{fleet_text, FleetSnapshot};
-use crate::cmd::{printer, AppError};
+use crate::shell::metrics::{fleet_text, FleetSnapshot};
+use crate::shell::{printer, AppError};
 use kinetid_wsdump::engine::device::{Home, HomeConfig, Plug};
+use kinetid_wsdump::engine::quirk::Quirk;
 use kinetid_wsdump::kinetid;
-use kinetid_wsdump::meter::Appliance;
-use kinetid_wsdump::quirk::Quirk;
+use kinetid_wsdump::kinetid::meter::Appliance;
 use kinetid_wsdump::render::Printer;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -266,7 +266,7 @@ pub fn run(a: EmulateArgs) -> Result<u8, AppError> {
         Some(addr) => Some(
             std::net::TcpListener::bind(addr)
                 .and_then(|l| l.set_nonblocking(true).map(|_| l))
-                .map_err(|e| crate::cmd::cannot_listen("--metrics-bind", addr, e))?,
+                .map_err(|e| crate::shell::cannot_listen("--metrics-bind", addr, e))?,
         ),
         None => None,
     };
@@ -315,12 +315,12 @@ pub fn run(a: EmulateArgs) -> Result<u8, AppError> {
 fn shared(a: &EmulateArgs) -> Result<Shared, AppError> {
     let url = parse_url(&a.url).map_err(AppError::Usage)?;
     if url.tls {
-        crate::cmd::tls::set_keylog(a.keylog.as_deref())?;
+        crate::shell::tls::set_keylog(a.keylog.as_deref())?;
     }
     let tls = match url.tls {
         true => Some((
-            crate::cmd::tls::client(a.ca.as_deref(), a.insecure)?,
-            crate::cmd::tls::server_name(&url.host)?,
+            crate::shell::tls::client(a.ca.as_deref(), a.insecure)?,
+            crate::shell::tls::server_name(&url.host)?,
         )),
         false => None,
     };
@@ -486,7 +486,7 @@ async fn serve_metrics(
             let line = head.split(|&b| b == b'\r').next().unwrap_or(&[]);
             let (status, ctype, body) = if line.starts_with(b"GET /metrics ") {
                 let text = fleet_text(&stats.snapshot(plugs, shard));
-                ("200 OK", crate::cmd::metrics::CONTENT_TYPE, text)
+                ("200 OK", crate::shell::metrics::CONTENT_TYPE, text)
             } else {
                 (
                     "404 Not Found",

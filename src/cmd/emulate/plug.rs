@@ -4,14 +4,14 @@
 
 use super::{FleetStats, Shared};
 use kinetid_wsdump::annotate::{Annotator, Config, Event, EventKind, HandshakeMode};
-use kinetid_wsdump::deflate::Deflater;
 use kinetid_wsdump::engine::device::{Home, Out};
+use kinetid_wsdump::engine::quirk::{FrameWriter, Quirk};
 use kinetid_wsdump::engine::session::{Output, Session, SessionConfig};
-use kinetid_wsdump::frame::{Direction, OpCode, Role};
-use kinetid_wsdump::handshake::{self, KINETID_PROTOCOL};
 use kinetid_wsdump::kinetid::msg::Msg;
-use kinetid_wsdump::quirk::{FrameWriter, Quirk};
 use kinetid_wsdump::render::Printer;
+use kinetid_wsdump::wire::deflate::Deflater;
+use kinetid_wsdump::wire::frame::{Direction, OpCode, Role};
+use kinetid_wsdump::wire::handshake::{self, KINETID_PROTOCOL};
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -189,7 +189,7 @@ const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
 type Upgraded = (PlugSock, Annotator, Vec<Event>, Option<Deflater>);
 
 /// A plug's socket: plain TCP, or TLS for `wss://`.
-pub type PlugSock = crate::cmd::sock::Sock<tokio_rustls::client::TlsStream<TcpStream>>;
+pub type PlugSock = crate::shell::sock::Sock<tokio_rustls::client::TlsStream<TcpStream>>;
 
 async fn handshake(sh: &Shared, conn_no: u64) -> Result<Upgraded, LinkError> {
     let quirks_accept_anything = sh.quirks.contains(&Quirk::AcceptAnything);
@@ -204,7 +204,7 @@ async fn handshake(sh: &Shared, conn_no: u64) -> Result<Upgraded, LinkError> {
         .map_err(|e| connect_err(e.to_string()))?;
     let _ = sock.set_nodelay(true);
     let mut sock = match &sh.tls {
-        None => crate::cmd::sock::Sock::Plain(sock),
+        None => crate::shell::sock::Sock::Plain(sock),
         Some((connector, name)) => {
             let s = tokio::time::timeout(
                 Duration::from_secs(10),
@@ -213,13 +213,13 @@ async fn handshake(sh: &Shared, conn_no: u64) -> Result<Upgraded, LinkError> {
             .await
             .map_err(|_| connect_err("TLS handshake timed out".into()))?
             .map_err(|e| connect_err(format!("TLS: {e}")))?;
-            crate::cmd::sock::Sock::Tls(Box::new(s))
+            crate::shell::sock::Sock::Tls(Box::new(s))
         }
     };
     // The seeded-keys bug draws the handshake key from the generator its
     // masking keys come from, restarted on every connection.
     let key = if sh.quirks.contains(&Quirk::SeededKeys) {
-        kinetid_wsdump::quirk::SeededKeys::new().handshake_key()
+        kinetid_wsdump::engine::quirk::SeededKeys::new().handshake_key()
     } else {
         handshake::random_key()
     };
@@ -416,7 +416,7 @@ async fn serve(
                     }
                     // Plain: read into the thread's shared buffer, so an
                     // idle plug holds none.
-                    Ok(None) => crate::cmd::with_read_buffer(|b| match link.sock.try_read_plain(b) {
+                    Ok(None) => crate::shell::with_read_buffer(|b| match link.sock.try_read_plain(b) {
                         Ok(n) if n > 0 => {
                             let mut ev = Vec::new();
                             link.ann.feed(Direction::S2C, &b[..n], Some(unix_now()), &mut ev);

@@ -11,16 +11,16 @@
 
 use super::api::{self, Request};
 use super::hub::{Claim, Cmd, ConnCmd, Hub};
-use super::now;
+use crate::shell::now;
 use kinetid_wsdump::annotate::{Annotator, Event, EventKind};
+use kinetid_wsdump::capture::replay::Stats;
 use kinetid_wsdump::capture::{Chunk, ChunkKind};
 use kinetid_wsdump::engine::backend::{Backend, BackendConfig, Effect};
+use kinetid_wsdump::engine::quirk::server_frame;
 use kinetid_wsdump::engine::session::{Output, Session, SessionConfig};
-use kinetid_wsdump::frame::{encode_frame, Direction, EncodeOptions, OpCode, Role};
-use kinetid_wsdump::handshake::{self, error_response, RequestKind};
 use kinetid_wsdump::note::{self, Code, Note, Severity};
-use kinetid_wsdump::quirk::server_frame;
-use kinetid_wsdump::replay::Stats;
+use kinetid_wsdump::wire::frame::{encode_frame, Direction, EncodeOptions, OpCode, Role};
+use kinetid_wsdump::wire::handshake::{self, error_response, RequestKind};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -45,7 +45,7 @@ enum Stop {
 }
 
 /// A device's socket: plain TCP, or TLS with `--tls`.
-pub type ListenSock = crate::cmd::sock::Sock<tokio_rustls::server::TlsStream<TcpStream>>;
+pub type ListenSock = crate::shell::sock::Sock<tokio_rustls::server::TlsStream<TcpStream>>;
 
 /// One connection.
 pub struct Conn {
@@ -63,12 +63,12 @@ pub struct Conn {
     held: usize,
     registry_full_noted: bool,
     /// permessage-deflate for what the server sends, when agreed.
-    deflater: Option<kinetid_wsdump::deflate::Deflater>,
+    deflater: Option<kinetid_wsdump::wire::deflate::Deflater>,
     /// What to show of this connection (`--conn`, `--device`, ...), when
     /// anything is filtered.
-    filter: Option<Box<kinetid_wsdump::filter::Filter>>,
+    filter: Option<Box<kinetid_wsdump::annotate::filter::Filter>>,
     /// Whether this is the tool's own web traffic, out of view.
-    web: crate::cmd::ownweb::OwnWeb,
+    web: crate::shell::ownweb::OwnWeb,
     /// The listener's port the device connected to (for the Host check).
     pub local_port: Option<u16>,
 }
@@ -90,8 +90,11 @@ impl Conn {
     ) -> Conn {
         let ann = Annotator::new(id, hub.s.cfg);
         let hub_show_http = hub.s.show_http;
-        let filter = (!hub.s.filter.is_empty())
-            .then(|| Box::new(kinetid_wsdump::filter::Filter::new(hub.s.filter.clone())));
+        let filter = (!hub.s.filter.is_empty()).then(|| {
+            Box::new(kinetid_wsdump::annotate::filter::Filter::new(
+                hub.s.filter.clone(),
+            ))
+        });
         Conn {
             id,
             peer,
@@ -105,7 +108,7 @@ impl Conn {
             registry_full_noted: false,
             deflater: None,
             filter,
-            web: crate::cmd::ownweb::OwnWeb::new(hub_show_http),
+            web: crate::shell::ownweb::OwnWeb::new(hub_show_http),
             local_port: None,
         }
     }
@@ -442,7 +445,8 @@ impl Conn {
                         }
                         let ok = v.accepted() && resp.starts_with(b"HTTP/1.1 101");
                         if let (true, Some(a)) = (ok, v.deflate) {
-                            self.deflater = Some(kinetid_wsdump::deflate::Deflater::new(a.server));
+                            self.deflater =
+                                Some(kinetid_wsdump::wire::deflate::Deflater::new(a.server));
                         }
                         let status = std::str::from_utf8(&resp[9..12.min(resp.len())])
                             .ok()
@@ -486,7 +490,7 @@ impl Conn {
             // The stream itself is not annotated: events about the events
             // a page reads would feed themselves.
             let hub = self.hub.clone();
-            let end = crate::cmd::inspect::stream(&hub.bus, &mut self.sock, true, async {
+            let end = crate::shell::inspect::stream(&hub.bus, &mut self.sock, true, async {
                 let _ = shutdown.recv().await;
             })
             .await;
@@ -815,7 +819,7 @@ impl Conn {
     /// Read what the socket has, without waiting, and observe it (in the
     /// thread's shared read buffer: an idle connection holds none).
     fn read_now(&mut self) -> Read {
-        crate::cmd::with_read_buffer(|b| match self.sock.try_read_plain(b) {
+        crate::shell::with_read_buffer(|b| match self.sock.try_read_plain(b) {
             Ok(0) => Read::Closed,
             Ok(n) => Read::Events(self.observe(Direction::C2S, &b[..n])),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Read::WouldBlock,

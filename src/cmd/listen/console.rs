@@ -6,7 +6,6 @@
 
 use super::hub::{ConnCmd, Hub, SwitchError};
 use kinetid_wsdump::escape::Esc;
-use kinetid_wsdump::frame::CloseCode;
 use std::sync::Arc;
 use tokio::io::AsyncBufReadExt;
 
@@ -119,54 +118,15 @@ async fn switch(hub: &Hub, id: &str, on: Option<bool>) -> String {
     }
 }
 
-/// Parse `CODE [REASON]` for a Close the console sends.
-pub fn close_args(rest: &str) -> Result<(u16, String), String> {
-    let mut p = rest.splitn(2, ' ');
-    let code = match p.next().filter(|c| !c.is_empty()) {
-        None => 1000,
-        Some(c) => match c.parse::<u16>() {
-            Ok(n) if CloseCode(n).is_allowed() => n,
-            _ => {
-                return Err(format!(
-                    "close code {c:?} cannot be sent: a Close frame carries 1000-1003, 1007-1014 or 3000-4999 (RFC 6455 7.4)"
-                ))
-            }
-        },
-    };
-    let reason = p.next().unwrap_or("closed from the console").to_string();
-    if reason.len() > 123 {
-        return Err(format!(
-            "close reason is {} bytes; a control frame leaves room for 123 (RFC 6455 5.5)",
-            reason.len()
-        ));
-    }
-    Ok((code, reason))
-}
-
 async fn close(hub: &Hub, rest: &str) -> String {
     let mut p = rest.splitn(2, ' ');
     let id = p.next().unwrap_or("");
-    let (code, reason) = match close_args(p.next().unwrap_or("").trim()) {
+    let (code, reason) = match crate::shell::control::close_args(p.next().unwrap_or("").trim()) {
         Ok(x) => x,
         Err(e) => return format!("{}: {e}", Esc(id)),
     };
     match hub.command(id, ConnCmd::Close(code, reason)).await {
         Ok(()) => format!("{}: close {code} sent", Esc(id)),
         Err(e) => Esc(&e.to_string()).to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn close_codes_are_checked() {
-        assert_eq!(close_args(""), Ok((1000, "closed from the console".into())));
-        assert_eq!(close_args("4001 bye now"), Ok((4001, "bye now".into())));
-        assert!(close_args("99999").is_err());
-        assert!(close_args("1005").is_err());
-        assert!(close_args("abc").is_err());
-        assert!(close_args(&format!("1000 {}", "x".repeat(124))).is_err());
     }
 }

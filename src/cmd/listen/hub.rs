@@ -7,8 +7,8 @@
 //! device is online a new one is not registered (a note says so).
 
 use super::Settings;
-use crate::cmd::listen::sinks::{LineSink, Recorder};
-use crate::cmd::metrics::ListenMetrics;
+use crate::shell::metrics::ListenMetrics;
+use crate::shell::sinks::{LineSink, Recorder};
 use kinetid_wsdump::kinetid;
 use kinetid_wsdump::kinetid::msg::Report;
 use serde_json::{json, Value};
@@ -213,13 +213,13 @@ pub struct Hub {
     /// Prometheus metrics (`/metrics`).
     pub metrics: ListenMetrics,
     /// Events for the browser inspector.
-    pub bus: crate::cmd::inspect::Bus,
+    pub bus: crate::shell::inspect::Bus,
     /// When the listener started (Unix seconds): a page tells a restarted
     /// listener by it.
     pub started: f64,
     /// What devices do from one connection to the next (see
-    /// `kinetid_wsdump::across`).
-    pub across: Mutex<kinetid_wsdump::across::Across>,
+    /// `kinetid_wsdump::annotate::across`).
+    pub across: Mutex<kinetid_wsdump::annotate::across::Across>,
     dropped_seen: AtomicU64,
 }
 
@@ -231,10 +231,10 @@ impl Hub {
         err: LineSink,
         record: Option<Arc<Recorder>>,
     ) -> Hub {
-        let bus = crate::cmd::inspect::Bus::new(s.history, crate::cmd::inspect::HISTORY_BYTES);
+        let bus = crate::shell::inspect::Bus::new(s.history, crate::shell::inspect::HISTORY_BYTES);
         Hub {
             bus,
-            started: super::now(),
+            started: crate::shell::now(),
             s,
             devices: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
@@ -247,7 +247,7 @@ impl Hub {
             record,
             buffered: AtomicUsize::new(0),
             metrics: ListenMetrics::new(),
-            across: Mutex::new(kinetid_wsdump::across::Across::new()),
+            across: Mutex::new(kinetid_wsdump::annotate::across::Across::new()),
             dropped_seen: AtomicU64::new(0),
         }
     }
@@ -275,7 +275,7 @@ impl Hub {
             .output_dropped
             .inc_by(dropped.saturating_sub(seen));
         let mut t = self.metrics.encode();
-        t.push_str(&crate::cmd::metrics::process_text());
+        t.push_str(&crate::shell::metrics::process_text());
         t
     }
 

@@ -18,19 +18,18 @@ pub mod conn;
 pub mod console;
 pub mod hub;
 pub mod memory;
-pub mod sinks;
 
 use crate::cli::ListenArgs;
-use crate::cmd::listen::sinks::{LineSink, Recorder};
-use crate::cmd::{config, printer, AppError};
+use crate::shell::sinks::{LineSink, Recorder};
+use crate::shell::{config, printer, AppError};
 use hub::Hub;
 use kinetid_wsdump::annotate::Config;
-use kinetid_wsdump::handshake::error_response;
 use kinetid_wsdump::render::Printer;
+use kinetid_wsdump::wire::handshake::error_response;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, watch, Semaphore};
@@ -41,15 +40,6 @@ const STDOUT_QUEUE: usize = 4 << 20;
 
 /// How long connections get to finish their closing handshakes at shutdown.
 const GRACE: Duration = Duration::from_millis(2500);
-
-/// Unix time in seconds, rounded to the microsecond (what a capture stores).
-pub fn now() -> f64 {
-    let us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros())
-        .unwrap_or(0) as u64;
-    us as f64 / 1e6
-}
 
 /// The TLS acceptor of `--tls`.
 #[derive(Clone)]
@@ -71,7 +61,7 @@ pub struct Settings {
     /// `--tls`: TLS toward devices.
     pub tls: Option<TlsServer>,
     /// What to show (`--conn`, `--device`, `--only-notes`, `--since`, `--until`).
-    pub filter: kinetid_wsdump::filter::Spec,
+    pub filter: kinetid_wsdump::annotate::filter::Spec,
     /// No per-event output.
     pub quiet: bool,
     /// Keep connections open on violations.
@@ -105,7 +95,7 @@ pub struct Settings {
     /// Rows in the device table.
     pub max_devices: usize,
     /// Backend bugs committed on purpose.
-    pub quirks: Vec<kinetid_wsdump::quirk::ServerQuirk>,
+    pub quirks: Vec<kinetid_wsdump::engine::quirk::ServerQuirk>,
     /// Events kept for the inspector's history.
     pub history: usize,
     /// `--show-http`: show and count the tool's own web requests.
@@ -137,7 +127,7 @@ fn api_token(a: &ListenArgs) -> Result<Option<String>, AppError> {
 /// Run `listen` from flags.
 pub fn run(a: ListenArgs) -> Result<u8, AppError> {
     if a.tls.tls {
-        crate::cmd::tls::set_keylog(a.tls.keylog.as_deref())?;
+        crate::shell::tls::set_keylog(a.tls.keylog.as_deref())?;
     }
     let settings = Settings {
         cfg: config(
@@ -147,7 +137,7 @@ pub fn run(a: ListenArgs) -> Result<u8, AppError> {
             (!a.no_deflate).then(|| a.deflate.unwrap_or_default()),
         ),
         printer: printer(&a.output),
-        tls: crate::cmd::tls::from_args(&crate::cmd::tls::with_lan_names(&a.tls, &a.bind))?
+        tls: crate::shell::tls::from_args(&crate::shell::tls::with_lan_names(&a.tls, &a.bind))?
             .map(TlsServer),
         filter: a.filter.spec(),
         quiet: a.quiet,
@@ -239,7 +229,7 @@ async fn serve(
     s: Settings,
     mut stop: watch::Receiver<bool>,
 ) -> Result<u8, AppError> {
-    let (listener, local) = crate::cmd::listen_on("--bind", &bind).await?;
+    let (listener, local) = crate::shell::listen_on("--bind", &bind).await?;
     // The first line on stderr says where we are: tests and scripts read it.
     let (ws, http) = if s.tls.is_some() {
         ("wss", "https")
@@ -247,7 +237,7 @@ async fn serve(
         ("ws", "http")
     };
     eprintln!("kinetid-wsdump: listening on {local} ({ws}://{local}/ws, page {http}://{local}/, API {http}://{local}/api/devices)");
-    crate::cmd::tell_lan_urls(
+    crate::shell::tell_lan_urls(
         local,
         ws,
         s.api_token.is_none().then_some(
@@ -333,9 +323,10 @@ fn accept(
     let sd = shutdown.subscribe();
     let fut = async move {
         let (sock, tls) = match &hub.s.tls {
-            None => (crate::cmd::sock::Sock::Plain(sock), None),
-            Some(t) => match crate::cmd::tls::accept_device(&t.0, sock, hub.s.head_timeout).await {
-                Ok((s, m)) => (crate::cmd::sock::Sock::Tls(Box::new(s)), Some(m)),
+            None => (crate::shell::sock::Sock::Plain(sock), None),
+            Some(t) => match crate::shell::tls::accept_device(&t.0, sock, hub.s.head_timeout).await
+            {
+                Ok((s, m)) => (crate::shell::sock::Sock::Tls(Box::new(s)), Some(m)),
                 Err(why) => {
                     hub.notice(format!(
                         "kinetid-wsdump: connection {id} from {peer}: {why}"

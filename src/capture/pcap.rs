@@ -17,8 +17,8 @@
 //! taken as lost.
 
 use crate::capture::{Chunk, ChunkKind, FileError};
-use crate::frame::Direction;
 use crate::note::{self, Code, Note, Severity};
+use crate::wire::frame::Direction;
 use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TcpSlice};
 use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{Block, PcapBlockOwned, PcapError};

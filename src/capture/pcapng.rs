@@ -8,7 +8,7 @@
 //! interface, microsecond timestamps.
 
 use crate::capture::{Chunk, ChunkKind};
-use crate::frame::Direction;
+use crate::wire::frame::Direction;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

@@ -49,7 +49,7 @@ pub fn page_response(head_only: bool) -> Vec<u8> {
 }
 
 /// The plain WebSocket client page (`/client`).
-pub const CLIENT_PAGE: &str = include_str!("listen/page.html");
+pub const CLIENT_PAGE: &str = include_str!("client.html");
 
 /// Events a browser may fall behind by before it is dropped.
 pub const QUEUE: usize = 4096;
@@ -365,7 +365,7 @@ pub fn serve_replay(c: Collector, bind: &str, label: &str) -> Result<u8, super::
     rt.block_on(async move {
         let l = tokio::net::TcpListener::bind(bind)
             .await
-            .map_err(|e| crate::cmd::cannot_listen("--serve=", bind, e))?;
+            .map_err(|e| crate::shell::cannot_listen("--serve=", bind, e))?;
         let addr = l
             .local_addr()
             .map_err(|e| AppError::Io("listener".into(), e))?;
@@ -408,8 +408,8 @@ async fn replay_http(
     mut sock: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
 ) {
-    use super::listen::api::{check_browser, is_loopback, json_response};
-    use kinetid_wsdump::handshake::{error_response, parse_head, HeadParse};
+    use super::http::{check_browser, is_loopback, json_response};
+    use kinetid_wsdump::wire::handshake::{error_response, parse_head, HeadParse};
     use tokio::io::AsyncReadExt;
     let limits = kinetid_wsdump::annotate::Config::default().limits;
     let mut head = Vec::new();
@@ -616,7 +616,7 @@ pub async fn stream<W: AsyncWrite + Unpin>(
 mod tests {
     use super::*;
     use kinetid_wsdump::annotate::Annotator;
-    use kinetid_wsdump::frame::Direction;
+    use kinetid_wsdump::wire::frame::Direction;
 
     fn events(n: usize) -> Vec<Event> {
         let mut a = Annotator::new(1, kinetid_wsdump::annotate::Config::default());

@@ -10,7 +10,9 @@
 //! where the evidence is and attaches what they find as info notes (hints),
 //! never as new violations, so valid traffic can raise none of them.
 
-use crate::frame::{parse_header, FrameHeader, HeaderParse, LenEncoding, MaskKey, OpCode, Role};
+use crate::wire::frame::{
+    parse_header, FrameHeader, HeaderParse, LenEncoding, MaskKey, OpCode, Role,
+};
 
 /// Does a frame header plausibly start at the beginning of `b`, sent by
 /// `sender`? A known opcode, no RSV bit, the mask bit right for the
@@ -383,8 +385,8 @@ pub fn accept_cause(key: &str, got: &str) -> Option<(crate::note::Code, String)>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{encode_frame, EncodeOptions};
-    use crate::mask::apply_mask;
+    use crate::wire::frame::{encode_frame, EncodeOptions};
+    use crate::wire::mask::apply_mask;
 
     fn client(op: OpCode, p: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();

@@ -14,7 +14,7 @@
 //!   `TIME CONN eof`, TIME being Unix seconds with microseconds. One chunk
 //!   line per read or write, as it happened.
 
-use crate::frame::Direction;
+use crate::wire::frame::Direction;
 use std::fmt;
 
 /// First line of a capture file.

@@ -127,7 +127,7 @@ impl OwnWeb {
 mod tests {
     use super::*;
     use kinetid_wsdump::annotate::{Annotator, Config};
-    use kinetid_wsdump::frame::Direction;
+    use kinetid_wsdump::wire::frame::Direction;
 
     fn events(bytes: &[u8]) -> Vec<Event> {
         let mut a = Annotator::new(1, Config::default());

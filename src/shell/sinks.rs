@@ -156,7 +156,7 @@ fn writer(s: Arc<Shared>, mut w: Box<dyn Write + Send>) {
 pub struct Recorder {
     file: Mutex<File>,
     /// Recording as pcapng (else the text capture format).
-    pcapng: Option<Mutex<kinetid_wsdump::pcapng::PcapngWriter>>,
+    pcapng: Option<Mutex<kinetid_wsdump::capture::pcapng::PcapngWriter>>,
     sync: File,
     failed: AtomicBool,
     path: String,
@@ -191,7 +191,7 @@ impl Recorder {
             }
         );
         if ext.as_deref() == Some("pcapng") {
-            let w = kinetid_wsdump::pcapng::PcapngWriter::new(server);
+            let w = kinetid_wsdump::capture::pcapng::PcapngWriter::new(server);
             let head = w.header();
             return Self::create_with(path, &head, Some(Mutex::new(w)));
         }
@@ -202,7 +202,7 @@ impl Recorder {
     fn create_with(
         path: &Path,
         first: &[u8],
-        pcapng: Option<Mutex<kinetid_wsdump::pcapng::PcapngWriter>>,
+        pcapng: Option<Mutex<kinetid_wsdump::capture::pcapng::PcapngWriter>>,
     ) -> io::Result<Arc<Recorder>> {
         let mut file = File::create(path)?;
         file.write_all(first)?;

@@ -8,17 +8,23 @@
 //! the events do not depend on how the bytes were chunked, so a recording
 //! replays to exactly what was shown live.
 
-use crate::diagnose;
-use crate::frame::{
+pub mod across;
+pub mod diagnose;
+pub mod filter;
+pub mod policy;
+
+pub use policy::close_code_for;
+
+use crate::kinetid;
+use crate::note::{Code, Note, Severity};
+use crate::wire::frame::{
     self, CloseCode, Decoded, Decoder, Direction, Field, FrameHeader, MaskKey, OpCode, Role,
 };
-use crate::handshake::{
+use crate::wire::handshake::{
     self, ClientVerdict, HeadError, HeadParse, HttpHead, Limits, RequestKind, ServerVerdict,
 };
-use crate::kinetid;
-use crate::mask::apply_mask;
-use crate::note::{Code, Note, Severity};
-use crate::utf8::Utf8Stream;
+use crate::wire::mask::apply_mask;
+use crate::wire::utf8::Utf8Stream;
 
 /// Annotator settings.
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +50,7 @@ pub struct Config {
     pub resync: bool,
     /// What a listener answers to a permessage-deflate offer (`None`: it
     /// declines); what is in force is read from the actual response.
-    pub deflate: Option<crate::deflate::ServerPolicy>,
+    pub deflate: Option<crate::wire::deflate::ServerPolicy>,
 }
 
 impl Default for Config {
@@ -57,7 +63,7 @@ impl Default for Config {
             kinetid_auto: false,
             handshake: HandshakeMode::Expect,
             resync: false,
-            deflate: Some(crate::deflate::ServerPolicy::default()),
+            deflate: Some(crate::wire::deflate::ServerPolicy::default()),
         }
     }
 }
@@ -237,15 +243,6 @@ impl Event {
     }
 }
 
-/// The close code a server should fail the connection with for a note, if
-/// the note breaks a rule that requires failing it (RFC 6455 7.1.7).
-pub fn close_code_for(note: &Note) -> Option<CloseCode> {
-    if note.severity != Severity::Error {
-        return None;
-    }
-    note.code.close_code()
-}
-
 #[derive(Debug, PartialEq, Eq, Clone)]
 enum Phase {
     Detect,
@@ -311,7 +308,7 @@ struct DirState {
     /// Looking for a torn frame behind a broken one.
     torn: Option<Box<TornProbe>>,
     /// permessage-deflate for what this side sends, when agreed.
-    inflater: Option<crate::deflate::Inflater>,
+    inflater: Option<crate::wire::deflate::Inflater>,
     /// Hunting: the stream offset of `head_buf[0]`, and the bytes given up
     /// so far because no frame header fitted.
     hunt_from: u64,
@@ -445,7 +442,7 @@ pub struct Annotator {
     /// Extensions the request offered.
     offered_ext: Vec<String>,
     /// permessage-deflate in force (from the response).
-    deflate: Option<crate::deflate::Agreed>,
+    deflate: Option<crate::wire::deflate::Agreed>,
     finished: bool,
     /// The time of the bytes being fed (what frame rules about time use).
     now: Option<f64>,
@@ -557,7 +554,7 @@ impl Annotator {
             let from = h.header_len + e.done as usize;
             let mut chunk = pending[from..h.header_len + upto as usize].to_vec();
             if let Some(k) = h.mask {
-                crate::mask::apply_mask_offset(&mut chunk, k.0, (e.done % 4) as usize);
+                crate::wire::mask::apply_mask_offset(&mut chunk, k.0, (e.done % 4) as usize);
             }
             e.bad = e.utf8.push(&chunk).is_err();
             e.done = upto;
@@ -687,7 +684,7 @@ impl Annotator {
                                         self.offered_ext = v.offered_extensions.clone();
                                         if v.offered_protocols
                                             .iter()
-                                            .any(|p| p == crate::handshake::KINETID_PROTOCOL)
+                                            .any(|p| p == crate::wire::handshake::KINETID_PROTOCOL)
                                         {
                                             self.kin = Some(true);
                                         }
@@ -746,9 +743,9 @@ impl Annotator {
                                     if let (101, Some(a)) = (verdict.status, verdict.deflate) {
                                         self.deflate = Some(a);
                                         self.c2s.inflater =
-                                            Some(crate::deflate::Inflater::new(a.client));
+                                            Some(crate::wire::deflate::Inflater::new(a.client));
                                         self.s2c.inflater =
-                                            Some(crate::deflate::Inflater::new(a.server));
+                                            Some(crate::wire::deflate::Inflater::new(a.server));
                                     }
                                     if verdict.status == 101 && verdict.error.is_some() {
                                         self.bad_answer = Some(false);
@@ -888,8 +885,9 @@ impl Annotator {
                             "the device sends frames after a 101 answer it must refuse (see the response's checks): it does not check the server's handshake, so anything that answers 101 can talk to it",
                         ));
                     }
-                    let fails =
-                        |n: &Note| n.severity == Severity::Error && n.code.close_code().is_some();
+                    let fails = |n: &Note| {
+                        n.severity == Severity::Error && policy::close_code(n.code).is_some()
+                    };
                     let broken = frame_ev.notes.iter().any(fails);
                     if broken
                         || msg_ev
@@ -1568,7 +1566,7 @@ fn upgrade_hints(
         && !offered.is_empty()
         && !offered
             .iter()
-            .any(|p| p == crate::handshake::KINETID_PROTOCOL)
+            .any(|p| p == crate::wire::handshake::KINETID_PROTOCOL)
     {
         notes.push(Note::info(
             Code::HintOtherSubprotocol,
@@ -1980,7 +1978,7 @@ fn finish_message(
     dir: Direction,
     cfg: Config,
     pending_json: &mut Option<String>,
-    inflater: Option<&mut crate::deflate::Inflater>,
+    inflater: Option<&mut crate::wire::deflate::Inflater>,
 ) -> MessageEvent {
     let compressed_len = inflate_message(&mut fr, cfg, inflater);
     // A compressed message that did not inflate is no text to judge.
@@ -2067,7 +2065,7 @@ fn decide_kinetid(m: &mut MessageEvent) -> bool {
             "kinetid v1",
             format!(
                 "not Kinetid traffic: the client did not offer {} and the connection's first message is no Kinetid message, so its messages are shown as plain WebSocket (--kinetid judges them as Kinetid all the same)",
-                crate::handshake::KINETID_PROTOCOL
+                crate::wire::handshake::KINETID_PROTOCOL
             ),
         ));
     }
@@ -2079,7 +2077,7 @@ fn decide_kinetid(m: &mut MessageEvent) -> bool {
 fn inflate_message(
     fr: &mut Fragment,
     cfg: Config,
-    inflater: Option<&mut crate::deflate::Inflater>,
+    inflater: Option<&mut crate::wire::deflate::Inflater>,
 ) -> Option<u64> {
     let inflater = inflater.filter(|_| fr.compressed && fr.len <= cfg.max_message)?;
     match inflater.inflate(&fr.payload, cfg.max_message) {
@@ -2101,7 +2099,7 @@ fn inflate_message(
             }
             Some(wire)
         }
-        Err(crate::deflate::InflateError::Invalid { at, why }) => {
+        Err(crate::wire::deflate::InflateError::Invalid { at, why }) => {
             fr.notes.push(Note::error(
                 Code::DeflateInvalid,
                 "RFC 7692 7.2.2",
@@ -2109,7 +2107,7 @@ fn inflate_message(
             ));
             None
         }
-        Err(crate::deflate::InflateError::TooBig { limit }) => {
+        Err(crate::wire::deflate::InflateError::TooBig { limit }) => {
             fr.notes.push(Note::error(
                 Code::MessageTooBig,
                 "RFC 6455 10.4",
@@ -2292,7 +2290,7 @@ fn mask_note(masked: &[u8], key: MaskKey, cause: &diagnose::MaskCause, dir: Dire
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{encode_frame, EncodeOptions};
+    use crate::wire::frame::{encode_frame, EncodeOptions};
 
     fn frame(op: OpCode, payload: &[u8], role: Role) -> Vec<u8> {
         let mut v = Vec::new();

@@ -58,7 +58,7 @@ pub struct Replayer {
     cfg: Config,
     anns: BTreeMap<u64, Annotator>,
     /// What devices do from one connection to the next.
-    across: crate::across::Across,
+    across: crate::annotate::across::Across,
 }
 
 impl Replayer {
@@ -67,7 +67,7 @@ impl Replayer {
         Replayer {
             cfg,
             anns: BTreeMap::new(),
-            across: crate::across::Across::new(),
+            across: crate::annotate::across::Across::new(),
         }
     }
 

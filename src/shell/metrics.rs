@@ -8,7 +8,7 @@
 //! hostile peer cannot grow the series without bound.
 
 use kinetid_wsdump::annotate::{Event, EventKind};
-use kinetid_wsdump::frame::CloseCode;
+use kinetid_wsdump::wire::frame::CloseCode;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -249,10 +249,10 @@ impl ListenMetrics {
     }
 
     /// The wire-bytes counter for a direction.
-    pub fn wire_bytes(&self, dir: kinetid_wsdump::frame::Direction) -> &IntCounter {
+    pub fn wire_bytes(&self, dir: kinetid_wsdump::wire::frame::Direction) -> &IntCounter {
         match dir {
-            kinetid_wsdump::frame::Direction::C2S => &self.bytes[0],
-            kinetid_wsdump::frame::Direction::S2C => &self.bytes[1],
+            kinetid_wsdump::wire::frame::Direction::C2S => &self.bytes[0],
+            kinetid_wsdump::wire::frame::Direction::S2C => &self.bytes[1],
         }
     }
 
@@ -264,7 +264,7 @@ impl ListenMetrics {
                 self.frames
                     .with_label_values(&[dir, f.header.opcode.name()])
                     .inc();
-                if f.header.opcode == kinetid_wsdump::frame::OpCode::Close {
+                if f.header.opcode == kinetid_wsdump::wire::frame::OpCode::Close {
                     let code = close_label(f.close.as_ref().map(|(c, _)| *c));
                     self.closes.with_label_values(&[dir, &code]).inc();
                 }

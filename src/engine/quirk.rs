@@ -1,9 +1,9 @@
 //! Firmware bugs the emulator commits on purpose, byte for byte as they look
 //! on the wire, and the frame writer that applies them.
 
-use crate::frame::{encode_frame, EncodeOptions, LenEncoding, MaskKey, OpCode, Role};
-use crate::mask::apply_mask;
 use crate::note::Code;
+use crate::wire::frame::{encode_frame, EncodeOptions, LenEncoding, MaskKey, OpCode, Role};
+use crate::wire::mask::apply_mask;
 
 /// A firmware bug from the Kinetid protocol contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -474,7 +474,7 @@ pub async fn accept_device(
         Ok(Ok(1)) if first[0] == 0x16 => {}
         Ok(Ok(1)) => {
             let why = "this port speaks TLS (wss://); the device sent plain bytes (ws://, or plain HTTP to a TLS port)";
-            let resp = kinetid_wsdump::handshake::error_response(400, "", why);
+            let resp = kinetid_wsdump::wire::handshake::error_response(400, "", why);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), sock.write_all(&resp))
                 .await;
             return Err(why.into());

@@ -314,7 +314,7 @@ pub struct ServerVerdict {
     /// The `Sec-WebSocket-Extensions` the answer carries, if one was accepted.
     pub extension: Option<String>,
     /// What it agrees to (permessage-deflate).
-    pub deflate: Option<crate::deflate::Agreed>,
+    pub deflate: Option<crate::wire::deflate::Agreed>,
     /// Why each other offer was declined.
     pub declined_extensions: Vec<String>,
 }
@@ -337,14 +337,14 @@ pub fn request_kind(head: &HttpHead) -> RequestKind {
 
 /// Check an upgrade request (section 4.2.1) and decide the answer.
 pub fn check_request(head: &HttpHead) -> ServerVerdict {
-    check_request_with(head, Some(crate::deflate::ServerPolicy::default()))
+    check_request_with(head, Some(crate::wire::deflate::ServerPolicy::default()))
 }
 
 /// [`check_request`] with a compression policy (`None`: decline every
 /// extension).
 pub fn check_request_with(
     head: &HttpHead,
-    policy: Option<crate::deflate::ServerPolicy>,
+    policy: Option<crate::wire::deflate::ServerPolicy>,
 ) -> ServerVerdict {
     let parts: Vec<&str> = head.start_line.split(' ').collect();
     let (method, target, version) = if parts.len() == 3 {
@@ -466,7 +466,7 @@ pub fn check_request_with(
     let offered_protocols = head.tokens("sec-websocket-protocol");
     let offered_extensions = head.tokens("sec-websocket-extensions");
     let (negotiated, declined_extensions) = match policy {
-        Some(pol) => crate::deflate::negotiate(&offered_extensions, pol),
+        Some(pol) => crate::wire::deflate::negotiate(&offered_extensions, pol),
         None => (
             None,
             offered_extensions
@@ -509,8 +509,8 @@ pub fn check_request_with(
 }
 
 /// The agreed permessage-deflate parameters in words.
-pub fn describe(a: &crate::deflate::Agreed) -> String {
-    let side = |s: &crate::deflate::Side| {
+pub fn describe(a: &crate::wire::deflate::Agreed) -> String {
+    let side = |s: &crate::wire::deflate::Side| {
         format!(
             "{}-bit window{}",
             s.window_bits,
@@ -682,7 +682,7 @@ pub struct ClientVerdict {
     /// Selected subprotocol.
     pub protocol: Option<String>,
     /// permessage-deflate as agreed, when the response accepted it.
-    pub deflate: Option<crate::deflate::Agreed>,
+    pub deflate: Option<crate::wire::deflate::Agreed>,
 }
 
 /// The verdict for a response to a plain HTTP request: no handshake checks.
@@ -827,7 +827,7 @@ pub fn check_response_with(
     let ext: Vec<&str> = head.all("sec-websocket-extensions").collect();
     if !ext.is_empty() {
         let value = ext.join(", ");
-        match crate::deflate::check_response(offered_extensions, &value) {
+        match crate::wire::deflate::check_response(offered_extensions, &value) {
             Ok(a) => {
                 checks.push(Check {
                     name: "Sec-WebSocket-Extensions",

@@ -23,9 +23,9 @@
 //! and each note is raised once per device and cause.
 
 use crate::annotate::{Event, EventKind};
-use crate::frame::Direction;
 use crate::kinetid::msg::Msg;
 use crate::note::{Code, Note};
+use crate::wire::frame::Direction;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// Masking keys compared per connection: the first this many c2s frames.
@@ -488,7 +488,7 @@ fn seq_list(s: &[u64]) -> String {
 mod tests {
     use super::*;
     use crate::annotate::{Annotator, Config};
-    use crate::frame::{encode_frame, EncodeOptions, MaskKey, OpCode};
+    use crate::wire::frame::{encode_frame, EncodeOptions, MaskKey, OpCode};
 
     /// One connection's events: open at `t`, upgrade with `ws_key`, the
     /// device's messages masked with `keys` (cycled), the server's
@@ -515,7 +515,7 @@ mod tests {
             a.open("192.0.2.7:40000", Some(t), &mut ev);
             let req = format!("GET /ws HTTP/1.1\r\nHost: h:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {ws_key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: kinetid.v1\r\n\r\n");
             a.feed(Direction::C2S, req.as_bytes(), Some(t), &mut ev);
-            let resp = crate::handshake::accept_key(ws_key);
+            let resp = crate::wire::handshake::accept_key(ws_key);
             let resp = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {resp}\r\nSec-WebSocket-Protocol: kinetid.v1\r\n\r\n");
             a.feed(Direction::S2C, resp.as_bytes(), Some(t), &mut ev);
             for (i, m) in c2s.iter().enumerate() {
@@ -586,7 +586,7 @@ mod tests {
         let mut t = T0;
         for n in 0..4u64 {
             let keys = [[n as u8, 1, 2, 3], [n as u8, 4, 5, 6], [n as u8, 7, 8, 9]];
-            let key = crate::handshake::random_key();
+            let key = crate::wire::handshake::random_key();
             r.conn(
                 t,
                 &key,
@@ -636,14 +636,26 @@ mod tests {
         let mut r = Run::new();
         let mut t = T0;
         for _ in 0..4 {
-            r.conn(t, &crate::handshake::random_key(), &K[..1], &[hello()], &[]);
+            r.conn(
+                t,
+                &crate::wire::handshake::random_key(),
+                &K[..1],
+                &[hello()],
+                &[],
+            );
             t += 1.1; // ended at t + 1, back 0.1 s later
         }
         assert_eq!(r.codes(), ["reconnect-storm"]);
         let mut r = Run::new();
         let mut t = T0;
         for _ in 0..6 {
-            r.conn(t, &crate::handshake::random_key(), &K[..1], &[hello()], &[]);
+            r.conn(
+                t,
+                &crate::wire::handshake::random_key(),
+                &K[..1],
+                &[hello()],
+                &[],
+            );
             t += 6.0; // a fixed 5 s retry
         }
         assert_eq!(r.codes(), ["reconnect-no-backoff"]);
@@ -656,7 +668,7 @@ mod tests {
         // seq 5 acked, 6 and 7 never; then the plug goes on at 8.
         r.conn(
             T0,
-            &crate::handshake::random_key(),
+            &crate::wire::handshake::random_key(),
             &K[..1],
             &[
                 hello(),
@@ -668,7 +680,7 @@ mod tests {
         );
         r.conn(
             T0 + 5.0,
-            &crate::handshake::random_key(),
+            &crate::wire::handshake::random_key(),
             &K[..1],
             &[hello(), report(2, 8, ts)],
             &[welcome(), ack(2)],
@@ -678,14 +690,14 @@ mod tests {
         let mut r = Run::new();
         r.conn(
             T0,
-            &crate::handshake::random_key(),
+            &crate::wire::handshake::random_key(),
             &K[..1],
             &[hello(), report(2, 5, ts), report(3, 6, ts)],
             &[welcome(), ack(2)],
         );
         r.conn(
             T0 + 5.0,
-            &crate::handshake::random_key(),
+            &crate::wire::handshake::random_key(),
             &K[..1],
             &[hello(), report(2, 6, ts), report(3, 7, ts)],
             &[welcome(), ack(2), ack(3)],
@@ -693,7 +705,7 @@ mod tests {
         assert!(r.codes().is_empty(), "{:?}", r.codes());
         r.conn(
             T0 + 10.0,
-            &crate::handshake::random_key(),
+            &crate::wire::handshake::random_key(),
             &K[..1],
             &[hello(), report(2, 1, ts)],
             &[welcome(), ack(2)],
@@ -706,7 +718,7 @@ mod tests {
         let mut r = Run::new();
         r.conn(
             T0,
-            &crate::handshake::random_key(),
+            &crate::wire::handshake::random_key(),
             &K[..1],
             &[hello(), report(2, 1, T0 as u64 + 7200 + 3)],
             &[welcome(), ack(2)],
@@ -716,7 +728,7 @@ mod tests {
         let mut r = Run::new();
         r.conn(
             T0,
-            &crate::handshake::random_key(),
+            &crate::wire::handshake::random_key(),
             &K[..1],
             &[hello(), report(2, 1, T0 as u64 + 40)],
             &[welcome(), ack(2)],
