@@ -19,6 +19,7 @@ use crate::shell::{config, printer, AppError};
 use kinetid_wsdump::annotate::filter::Filter;
 use kinetid_wsdump::annotate::{Annotator, Config, Event, HandshakeMode};
 use kinetid_wsdump::capture::{Chunk, ChunkKind};
+use kinetid_wsdump::engine::relay::{Cut, End, Faults, Relay, RelayConfig, Seen, Transmit};
 use kinetid_wsdump::escape::Esc;
 use kinetid_wsdump::note::{Code, Severity};
 use kinetid_wsdump::render::Printer;
@@ -28,7 +29,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -447,8 +448,6 @@ struct Link {
     sh: Arc<Shared>,
     id: u64,
     peer: SocketAddr,
-    /// Frames seen both ways (for `--cut-after N f`).
-    frames: u64,
     ann: Annotator,
     filter: Option<Filter>,
     /// Whether this is the proxy's own web traffic, out of view.
@@ -462,10 +461,6 @@ impl Link {
         self.record(t, ChunkKind::Data(dir, bytes.to_vec()));
         let mut ev = Vec::new();
         self.ann.feed(dir, bytes, Some(t), &mut ev);
-        self.frames += ev
-            .iter()
-            .filter(|e| matches!(e.kind, kinetid_wsdump::annotate::EventKind::Frame(_)))
-            .count() as u64;
         let answered = if dir == Direction::C2S {
             self.learn(&ev)
         } else {
@@ -584,6 +579,14 @@ impl Link {
         out.push(buf);
     }
 
+    /// What the relay hands back: bytes of a direction's stream, or its note.
+    fn seen(&mut self, dir: Direction, s: Seen<'_>) {
+        match s {
+            Seen::Bytes(b) => self.observe(dir, b),
+            Seen::Note(n) => self.notice(dir, n),
+        }
+    }
+
     fn notice(&mut self, dir: Direction, n: kinetid_wsdump::note::Note) {
         let t = crate::shell::now();
         self.record(t, ChunkKind::Note(dir, n.clone()));
@@ -610,7 +613,6 @@ async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr)
         sh: sh.clone(),
         id,
         peer,
-        frames: 0,
         ann: Annotator::new(id, sh.cfg),
         filter: (!sh.filter.is_empty()).then(|| Filter::new(sh.filter.clone())),
         web: crate::shell::ownweb::OwnWeb::new(sh.show_http),
@@ -1345,62 +1347,6 @@ async fn refuse(link: &mut Link, dev: &mut Stream, status: u16, why: &str) {
     let _ = tokio::time::timeout(Duration::from_secs(2), dev.write_all(&resp)).await;
 }
 
-/// Faults applied to one direction of every connection (toxiproxy-style),
-/// for testing how firmware copes.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Faults {
-    /// Added before each chunk is forwarded.
-    pub delay: Duration,
-    /// Up to this much more, at random, per chunk (order is kept).
-    pub jitter: Duration,
-    /// Bytes per second at most.
-    pub bandwidth: Option<u64>,
-    /// Stop reading this direction at all.
-    pub stall: bool,
-    /// Take ping frames out of this direction (every other byte passes).
-    pub drop_pings: bool,
-}
-
-impl Faults {
-    fn is_none(&self) -> bool {
-        *self == Faults::default()
-    }
-
-    fn describe(&self) -> String {
-        let mut v = Vec::new();
-        if !self.delay.is_zero() || !self.jitter.is_zero() {
-            v.push(format!(
-                "delay {} ms{}",
-                self.delay.as_millis(),
-                if self.jitter.is_zero() {
-                    String::new()
-                } else {
-                    format!(" + up to {} ms jitter", self.jitter.as_millis())
-                }
-            ));
-        }
-        if let Some(b) = self.bandwidth {
-            v.push(format!("at most {b} bytes/s"));
-        }
-        if self.stall {
-            v.push("stalled (never read)".into());
-        }
-        if self.drop_pings {
-            v.push("ping frames dropped".into());
-        }
-        v.join(", ")
-    }
-}
-
-/// When to drop both connections without a Close.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Cut {
-    /// This long after the upgrade.
-    After(Duration),
-    /// After this many frames (both directions).
-    Frames(u64),
-}
-
 /// Read `--cut-after 30s` or `--cut-after 20f` (frames).
 pub fn parse_cut(s: &str) -> Result<Cut, String> {
     if let Some(n) = s.strip_suffix('f') {
@@ -1485,329 +1431,91 @@ pub fn faults(a: &ProxyArgs) -> Result<(Faults, Faults), AppError> {
     Ok(f)
 }
 
-/// Bytes waiting in one direction, at most (then that side is not read
-/// until they drain).
-const LANE_MAX: usize = 16 << 20;
-
-/// How long one side may stay open after the other ended its side.
-const HALF_OPEN_LINGER: Duration = Duration::from_secs(10);
-
-/// One direction's forwarding: what is due when.
-struct Lane {
-    faults: Faults,
-    /// Chunks to write, with when; `None` is the end (half-close).
-    queue: std::collections::VecDeque<(tokio::time::Instant, Option<Vec<u8>>)>,
-    queued: usize,
-    /// When the link is free again (bandwidth), and the last due time.
-    free_at: tokio::time::Instant,
-    last_due: tokio::time::Instant,
-    /// The reading side is still open.
-    open: bool,
-    /// Bytes left of the frame being passed (or dropped), and a header
-    /// being gathered.
-    frame_left: u64,
-    dropping: bool,
-    header: Vec<u8>,
-    /// Injected frames waiting for the next frame boundary.
-    pending: std::collections::VecDeque<Vec<u8>>,
-}
-
-impl Lane {
-    fn new(faults: Faults) -> Lane {
-        let now = tokio::time::Instant::now();
-        Lane {
-            faults,
-            queue: Default::default(),
-            queued: 0,
-            free_at: now,
-            last_due: now,
-            open: true,
-            frame_left: 0,
-            dropping: false,
-            header: Vec::new(),
-            pending: Default::default(),
-        }
-    }
-
-    /// Follow the frames through `b` (their headers as the bytes stream
-    /// by; only a header, at most 14 bytes, is ever held): the bytes to
-    /// forward (all of them, or without ping frames with `drop_pings`), how
-    /// many pings were taken out, and the frame boundaries in `b` as
-    /// (offset in `b`, length of the bytes to forward so far).
-    fn walk(&mut self, mut b: &[u8]) -> (Vec<u8>, u32, Vec<(usize, usize)>) {
-        let total = b.len();
-        let mut out = Vec::with_capacity(b.len());
-        let mut dropped = 0;
-        let mut bounds = Vec::new();
-        while !b.is_empty() {
-            if self.frame_left > 0 {
-                let n = (self.frame_left.min(b.len() as u64)) as usize;
-                if !self.dropping {
-                    out.extend_from_slice(&b[..n]);
-                }
-                self.frame_left -= n as u64;
-                b = &b[n..];
-                if self.frame_left == 0 {
-                    bounds.push((total - b.len(), out.len()));
-                }
-                continue;
-            }
-            self.header.push(b[0]);
-            b = &b[1..];
-            if let kinetid_wsdump::wire::frame::HeaderParse::Header(h) =
-                kinetid_wsdump::wire::frame::parse_header(&self.header)
-            {
-                self.dropping =
-                    self.faults.drop_pings && h.opcode == kinetid_wsdump::wire::frame::OpCode::Ping;
-                if self.dropping {
-                    dropped += 1;
-                } else {
-                    out.extend_from_slice(&self.header);
-                }
-                self.header.clear();
-                self.frame_left = h.payload_len;
-                if h.payload_len == 0 {
-                    bounds.push((total - b.len(), out.len()));
-                }
-            }
-        }
-        (out, dropped, bounds)
-    }
-
-    /// Is the stream read so far at a frame boundary?
-    fn at_boundary(&self) -> bool {
-        self.frame_left == 0 && self.header.is_empty()
-    }
-
-    fn readable(&self) -> bool {
-        self.open && !self.faults.stall && self.queued < LANE_MAX
-    }
-
-    /// Queue a chunk (or the end) to go out when the faults allow.
-    fn push(&mut self, bytes: Option<Vec<u8>>) {
-        let now = tokio::time::Instant::now();
-        let f = self.faults;
-        let jitter = if f.jitter.is_zero() {
-            Duration::ZERO
-        } else {
-            f.jitter.mul_f64(rand::random::<f64>())
-        };
-        let mut due = now + f.delay + jitter;
-        if let (Some(rate), Some(b)) = (f.bandwidth, &bytes) {
-            let start = self.free_at.max(now);
-            self.free_at = start + Duration::from_secs_f64(b.len() as f64 / rate as f64);
-            due = due.max(self.free_at);
-        }
-        // Order is kept: nothing overtakes what came before it.
-        due = due.max(self.last_due);
-        self.last_due = due;
-        self.queued += bytes.as_ref().map_or(0, Vec::len);
-        self.queue.push_back((due, bytes));
-    }
-
-    fn next_due(&self) -> Option<tokio::time::Instant> {
-        self.queue.front().map(|(d, _)| *d)
-    }
-}
-
-async fn sleep_until(t: Option<tokio::time::Instant>) {
+async fn sleep_until(t: Option<std::time::Instant>) {
     match t {
-        Some(t) => tokio::time::sleep_until(t).await,
+        Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
 }
 
-/// Forward both ways until both sides are done, annotating each chunk as it
-/// arrives and writing it on unchanged when its direction's faults let it.
+/// Forward both ways until the relay says the connection is over: every
+/// read goes to the relay (which hands back what to annotate and what to
+/// write when), every due write goes out.
 async fn pump(
     link: &mut Link,
     dev: &mut Stream,
     up: &mut Stream,
     mut inject: tokio::sync::mpsc::Receiver<(Direction, Vec<u8>)>,
 ) {
-    let (fu, fd) = link.sh.faults;
-    for (dir, f) in [(Direction::C2S, fu), (Direction::S2C, fd)] {
-        if !f.is_none() {
-            let what = format!(
-                "fault applied to {}: {}",
-                if dir == Direction::C2S {
-                    "device->upstream"
-                } else {
-                    "upstream->device"
-                },
-                f.describe()
-            );
-            link.notice(dir, tls_note(Severity::Info, Code::ProxyFault, what));
-        }
-    }
-    let cut_at = match link.sh.cut {
-        Some(Cut::After(d)) => Some(tokio::time::Instant::now() + d),
-        _ => None,
+    let (up_faults, down_faults) = link.sh.faults;
+    let cfg = RelayConfig {
+        up: up_faults,
+        down: down_faults,
+        cut: link.sh.cut,
+        seed: rand::random(),
     };
-    let cut_frames = match link.sh.cut {
-        Some(Cut::Frames(n)) => Some(n),
-        _ => None,
-    };
-    let mut lanes = [Lane::new(fu), Lane::new(fd)];
+    let mut relay = Relay::new(cfg, Instant::now(), &mut |d: Direction, s: Seen<'_>| {
+        link.seen(d, s)
+    });
     let mut from_dev = vec![0u8; 16 * 1024];
     let mut from_up = vec![0u8; 16 * 1024];
-    // Once one side has ended, the other gets this long to end too (a
-    // WebSocket has no use for a half-open connection; a peer that never
-    // closes its side must not hold the connection's task forever).
-    let mut linger: Option<tokio::time::Instant> = None;
     loop {
-        if cut_frames.is_some_and(|n| link.frames >= n) {
-            return cut(link, &format!("after {} frames", link.frames));
-        }
         // What is due goes out now: a timer, even one already expired,
         // fires on the timer's next millisecond tick, which would add up
         // to 2 ms to every chunk forwarded without a fault.
-        if !drain_due(link, &mut lanes, dev, up).await {
-            return;
-        }
-        // Checked after the drain: the last side's end is queued as a
-        // marker, and once it is written nothing else can wake this loop.
-        if !lanes[0].open && !lanes[1].open && lanes.iter().all(|l| l.queue.is_empty()) {
-            return;
-        }
-        if linger.is_none() && (!lanes[0].open || !lanes[1].open) {
-            linger = Some(tokio::time::Instant::now() + HALF_OPEN_LINGER);
-        }
-        let due = lanes.iter().filter_map(Lane::next_due).min();
-        tokio::select! {
-            r = dev.read(&mut from_dev), if lanes[0].readable() => {
-                took(link, &mut lanes[0], Direction::C2S, r, &from_dev)
-            }
-            r = up.read(&mut from_up), if lanes[1].readable() => {
-                took(link, &mut lanes[1], Direction::S2C, r, &from_up)
-            }
-            // Injected frames waiting for a boundary are few: past that the
-            // channel fills and the API answers 503.
-            Some((dir, frame)) = inject.recv(), if lanes.iter().map(|l| l.pending.len()).sum::<usize>() < 16 => {
-                let lane = &mut lanes[usize::from(dir == Direction::S2C)];
-                lane.pending.push_back(frame);
-                // At a boundary now: it goes at once; else after the frame
-                // being read.
-                if lane.at_boundary() {
-                    inject_pending(link, lane, dir);
-                }
-            }
-            _ = sleep_until(due) => {
-                if !drain_due(link, &mut lanes, dev, up).await {
-                    return;
-                }
-            }
-            _ = sleep_until(linger) => {
-                let (gone, open) = if lanes[0].open { ("upstream", "device") } else { ("device", "upstream") };
-                let what = format!(
-                    "the {gone} ended its side {} s ago and the {open} never ended its own; both connections closed",
-                    HALF_OPEN_LINGER.as_secs()
-                );
-                link.notice(Direction::C2S, tls_note(Severity::Warning, Code::HalfOpenTimeout, what));
+        while let Some((dir, t)) = relay.poll_transmit(Instant::now()) {
+            if !write(link, dir, t, dev, up).await {
                 return;
             }
-            _ = sleep_until(cut_at) => {
-                let d = link.sh.cut.map_or(String::new(), |c| match c {
-                    Cut::After(d) => format!("{} s after the upgrade", d.as_secs_f64()),
-                    Cut::Frames(_) => String::new(),
-                });
-                return cut(link, &d);
+        }
+        match relay.poll_end(Instant::now()) {
+            Some(End::Closed) => return,
+            Some(End::Drop(n)) => return link.notice(Direction::C2S, n),
+            None => {}
+        }
+        let wake = relay.poll_timeout();
+        let mut seen = |d: Direction, s: Seen<'_>| link.seen(d, s);
+        tokio::select! {
+            r = dev.read(&mut from_dev), if relay.readable(Direction::C2S) => match r {
+                Ok(n) if n > 0 => relay.on_read(Direction::C2S, &from_dev[..n], Instant::now(), &mut seen),
+                _ => relay.on_eof(Direction::C2S, Instant::now()),
+            },
+            r = up.read(&mut from_up), if relay.readable(Direction::S2C) => match r {
+                Ok(n) if n > 0 => relay.on_read(Direction::S2C, &from_up[..n], Instant::now(), &mut seen),
+                _ => relay.on_eof(Direction::S2C, Instant::now()),
+            },
+            // Only taken while the relay has room: past that the channel
+            // fills and the API answers 503.
+            Some((dir, frame)) = inject.recv(), if relay.can_inject() => {
+                let _ = relay.inject(dir, frame, Instant::now(), &mut seen);
             }
+            _ = sleep_until(wake) => {}
         }
     }
 }
 
-/// Write out every queued chunk whose time has come (false: a side is gone).
-async fn drain_due(link: &Link, lanes: &mut [Lane; 2], dev: &mut Stream, up: &mut Stream) -> bool {
-    let now = tokio::time::Instant::now();
-    for (k, lane) in lanes.iter_mut().enumerate() {
-        while lane.next_due().is_some_and(|d| d <= now) {
-            let Some((_, b)) = lane.queue.pop_front() else {
-                break;
-            };
-            let to: &mut Stream = if k == 0 { &mut *up } else { &mut *dev };
-            match b {
-                Some(b) => {
-                    lane.queued -= b.len();
-                    let counter = if k == 0 {
-                        &link.sh.bytes_up
-                    } else {
-                        &link.sh.bytes_down
-                    };
-                    counter.fetch_add(b.len() as u64, Ordering::Relaxed);
-                    if to.write_all(&b).await.is_err() {
-                        return false;
-                    }
-                }
-                None => {
-                    let _ = to.shutdown().await;
-                }
-            }
-        }
-    }
-    true
-}
-
-/// A read on one side: annotated and queued, or the end of that side queued.
-fn took(link: &mut Link, lane: &mut Lane, dir: Direction, r: std::io::Result<usize>, buf: &[u8]) {
-    let chunk = match r {
-        Ok(n) if n > 0 => &buf[..n],
-        _ => {
-            lane.open = false;
-            lane.push(None);
-            return;
-        }
+/// One write the relay asked for (false: that side is gone).
+async fn write(
+    link: &Link,
+    dir: Direction,
+    t: Transmit,
+    dev: &mut Stream,
+    up: &mut Stream,
+) -> bool {
+    let (to, counter) = match dir {
+        Direction::C2S => (up, &link.sh.bytes_up),
+        Direction::S2C => (dev, &link.sh.bytes_down),
     };
-    let (out, dropped, bounds) = lane.walk(chunk);
-    if dropped > 0 {
-        let what = format!("fault applied: {dropped} ping frame(s) taken out of this direction");
-        link.notice(dir, tls_note(Severity::Info, Code::ProxyFault, what));
-    }
-    match bounds.first() {
-        // Injected frames wait for the first boundary: the chunk is split
-        // there, for the wire and for the annotator alike.
-        Some(&(at, out_at)) if !lane.pending.is_empty() => {
-            link.observe(dir, &chunk[..at]);
-            lane.push(Some(out[..out_at].to_vec()));
-            inject_pending(link, lane, dir);
-            link.observe(dir, &chunk[at..]);
-            lane.push(Some(out[out_at..].to_vec()));
+    match t {
+        Transmit::Bytes(b) => {
+            counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+            to.write_all(&b).await.is_ok()
         }
-        _ => {
-            link.observe(dir, chunk);
-            lane.push(Some(out));
+        Transmit::Shutdown => {
+            let _ = to.shutdown().await;
+            true
         }
     }
-}
-
-/// Send the injected frames waiting in `lane` (the stream is at a frame
-/// boundary), each marked in the output.
-fn inject_pending(link: &mut Link, lane: &mut Lane, dir: Direction) {
-    while let Some(frame) = lane.pending.pop_front() {
-        let what = format!(
-            "injected by the proxy: the next frame ({} bytes) is not from the {}",
-            frame.len(),
-            if dir == Direction::C2S {
-                "device"
-            } else {
-                "upstream"
-            }
-        );
-        link.notice(dir, tls_note(Severity::Info, Code::ProxyInjected, what));
-        link.observe(dir, &frame);
-        lane.push(Some(frame));
-    }
-}
-
-/// `--cut-after`: both connections dropped without a Close, as a cable pulled.
-fn cut(link: &mut Link, when: &str) {
-    let what = format!(
-        "fault applied: both connections dropped {when}, without a Close (the peers see 1006)"
-    );
-    link.notice(
-        Direction::C2S,
-        tls_note(Severity::Warning, Code::ProxyFault, what),
-    );
 }
 
 #[cfg(test)]

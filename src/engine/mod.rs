@@ -14,6 +14,7 @@ pub mod backend;
 pub mod certify;
 pub mod device;
 pub mod quirk;
+pub mod relay;
 pub mod session;
 
 /// A complete text message as the annotator makes it from one frame sent
