@@ -14,11 +14,14 @@
 //! in time 504, each with the reason in the body and a line on stderr.
 
 use crate::cli::ProxyArgs;
+use crate::shell::control::{Commands, PROXY_IDS};
 use crate::shell::sinks::{LineSink, Recorder};
 use crate::shell::{config, printer, AppError};
 use kinetid_wsdump::annotate::filter::Filter;
 use kinetid_wsdump::annotate::{Annotator, Config, Event, HandshakeMode};
 use kinetid_wsdump::capture::{Chunk, ChunkKind};
+use kinetid_wsdump::engine::backend::{Backend, BackendConfig, Effect};
+use kinetid_wsdump::engine::devices::DeviceTable;
 use kinetid_wsdump::engine::relay::{Cut, End, Faults, Relay, RelayConfig, Seen, Transmit};
 use kinetid_wsdump::escape::Esc;
 use kinetid_wsdump::note::{Code, Severity};
@@ -133,7 +136,6 @@ struct Shared {
     /// Connections being forwarded: where to send injected frames, and the
     /// device each carries once it said hello.
     conns: std::sync::Mutex<HashMap<u64, Entry>>,
-    next_cmd: AtomicU64,
     /// `--cut-after`.
     cut: Option<Cut>,
     /// How long a device has for its TLS handshake and its head, and the
@@ -154,33 +156,14 @@ struct Shared {
     bytes_down: AtomicU64,
     /// Events for the browser inspector.
     bus: crate::shell::inspect::Bus,
-    /// Switches injected through the API waiting for the device's answer,
-    /// by (connection, command id).
-    pending: std::sync::Mutex<HashMap<(u64, u64), tokio::sync::oneshot::Sender<serde_json::Value>>>,
+    /// Switches injected through the API waiting for the device's answer.
+    commands: Commands,
     /// When the proxy started (Unix seconds).
     started: f64,
     /// Set when the proxy is stopping (ends the event streams).
     stopping: tokio::sync::watch::Sender<bool>,
-    /// Devices whose connection ended, as last seen, newest last (at most
-    /// [`DEPARTED_MAX`]): `/api/devices` lists them as offline.
-    departed: std::sync::Mutex<std::collections::VecDeque<DevRow>>,
-}
-
-/// Departed devices remembered for `/api/devices`, at most.
-const DEPARTED_MAX: usize = 4096;
-
-impl Shared {
-    /// A connection's devices are offline now.
-    fn depart(&self, devices: Vec<DevRow>) {
-        let mut d = self.departed.lock().expect("departed");
-        for row in devices {
-            d.retain(|r| r.id != row.id);
-            if d.len() >= DEPARTED_MAX {
-                d.pop_front();
-            }
-            d.push_back(row);
-        }
-    }
+    /// The devices seen through the proxy, online and offline.
+    devices: std::sync::Mutex<DeviceTable>,
 }
 
 /// Run `proxy` from flags.
@@ -255,7 +238,6 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
         tls_client,
         faults: faults(&a)?,
         conns: Default::default(),
-        next_cmd: AtomicU64::new(0),
         head_timeout: a.head_timeout,
         cut: a
             .cut_after
@@ -275,10 +257,10 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
             a.session.history(a.quiet),
             crate::shell::inspect::HISTORY_BYTES,
         ),
-        pending: Default::default(),
+        commands: Commands::new(PROXY_IDS),
         stopping: tokio::sync::watch::channel(false).0,
         started: crate::shell::now(),
-        departed: Default::default(),
+        devices: std::sync::Mutex::new(DeviceTable::new(DEVICES_MAX)),
     });
     if a.session.console() {
         tokio::spawn(console(sh.clone()));
@@ -342,106 +324,10 @@ struct Entry {
     /// Frames to inject, and which way.
     tx: tokio::sync::mpsc::Sender<(Direction, Vec<u8>)>,
     peer: SocketAddr,
-    /// The devices it carries: the plug its hello named, the passive plugs
-    /// that hello listed or whose reports it relays (at most
-    /// [`DEVICES_PER_CONN`]), each as last reported.
-    devices: Vec<DevRow>,
 }
 
-/// Devices one forwarded connection may carry in the table.
-const DEVICES_PER_CONN: usize = 64;
-
-/// A device seen through the proxy, as its messages said.
-#[derive(Debug, Clone)]
-struct DevRow {
-    id: String,
-    role: &'static str,
-    via: Option<String>,
-    on: Option<bool>,
-    power_w: Option<f64>,
-    energy_wh: Option<f64>,
-    seq: Option<u64>,
-    last_seen: f64,
-}
-
-impl DevRow {
-    fn new(id: &str, role: &'static str, t: f64) -> DevRow {
-        DevRow {
-            id: id.to_string(),
-            role,
-            via: None,
-            on: None,
-            power_w: None,
-            energy_wh: None,
-            seq: None,
-            last_seen: t,
-        }
-    }
-}
-
-impl Entry {
-    fn row(&mut self, id: &str, t: f64) -> Option<&mut DevRow> {
-        if let Some(i) = self.devices.iter().position(|d| d.id == id) {
-            return self.devices.get_mut(i);
-        }
-        if self.devices.len() >= DEVICES_PER_CONN {
-            return None;
-        }
-        self.devices.push(DevRow::new(id, "unknown", t));
-        self.devices.last_mut()
-    }
-
-    /// What a device's message says about the devices on this connection.
-    fn learn(&mut self, t: &str, v: &serde_json::Value, at: f64) {
-        use kinetid_wsdump::kinetid::is_device_id;
-        let Some(dev) = v["dev"].as_str().filter(|d| is_device_id(d)) else {
-            return;
-        };
-        let active = self.devices.first().map(|d| d.id.clone());
-        match t {
-            "hello" => {
-                // A hello names the connection's plug: it comes first.
-                self.devices.retain(|d| d.id != dev);
-                let role = if v["role"] == "passive" {
-                    "passive"
-                } else {
-                    "active"
-                };
-                self.devices.insert(0, DevRow::new(dev, role, at));
-                self.devices.truncate(DEVICES_PER_CONN);
-                for p in v["passives"].as_array().into_iter().flatten() {
-                    if let Some(p) = p.as_str().filter(|p| is_device_id(p) && *p != dev) {
-                        if let Some(r) = self.row(p, at) {
-                            r.role = "passive";
-                            r.via = Some(dev.to_string());
-                        }
-                    }
-                }
-            }
-            // Only through the plug that said hello here: a connection
-            // cannot speak for a device it never introduced.
-            _ if active.is_none() => {}
-            "report" | "state" => {
-                let via = active.filter(|a| a != dev);
-                let Some(r) = self.row(dev, at) else { return };
-                if let Some(via) = via {
-                    r.via = Some(via);
-                    r.role = "passive";
-                }
-                r.last_seen = at;
-                if let Some(on) = v["on"].as_bool() {
-                    r.on = Some(on);
-                }
-                if t == "report" {
-                    r.power_w = v["power_w"].as_f64();
-                    r.energy_wh = v["energy_wh"].as_f64();
-                    r.seq = v["seq"].as_u64().or(r.seq);
-                }
-            }
-            _ => {}
-        }
-    }
-}
+/// Devices the proxy's table holds, at most (as `listen --max-devices`).
+const DEVICES_MAX: usize = 100_000;
 
 /// One device connection and its upstream.
 struct Link {
@@ -452,6 +338,9 @@ struct Link {
     filter: Option<Filter>,
     /// Whether this is the proxy's own web traffic, out of view.
     web: crate::shell::ownweb::OwnWeb,
+    /// The backend's reading of the device's messages (its answers unused:
+    /// the upstream gives its own).
+    backend: Backend,
 }
 
 impl Link {
@@ -479,52 +368,44 @@ impl Link {
         }
     }
 
-    /// The device id a hello names, into the registry; a device's answer
+    /// What the device's messages say, as the backend would draw it: the
+    /// devices this connection carries, into the table; a device's answer
     /// to a switch injected through the API, to the API call waiting.
-    fn learn(&self, ev: &[Event]) -> Vec<u64> {
+    fn learn(&mut self, ev: &[Event]) -> Vec<u64> {
         let mut answered = Vec::new();
         for e in ev {
             let kinetid_wsdump::annotate::EventKind::Message(m) = &e.kind else {
                 continue;
             };
-            if let Some(re) = m
-                .kinetid
-                .as_ref()
-                .filter(|k| k.t == "state" || k.t == "error")
-                .and_then(|k| k.re)
-            {
-                let waiting = self
-                    .sh
-                    .pending
-                    .lock()
-                    .expect("pending")
-                    .remove(&(self.id, re));
-                if let Some(tx) = waiting {
-                    let v = std::str::from_utf8(&m.payload)
-                        .ok()
-                        .and_then(|t| serde_json::from_str(t).ok())
-                        .unwrap_or(serde_json::Value::Null);
-                    let _ = tx.send(v);
-                    answered.push(re);
-                }
-            }
-            let Some(k) = m
-                .kinetid
-                .as_ref()
-                .filter(|k| matches!(k.t.as_str(), "hello" | "report" | "state"))
-            else {
-                continue;
-            };
-            let Some(v) = m
-                .text
-                .as_deref()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
-            else {
-                continue;
-            };
             let at = e.time.unwrap_or_else(crate::shell::now);
-            if let Some(entry) = self.sh.conns.lock().expect("conns").get_mut(&self.id) {
-                entry.learn(&k.t, &v, at);
+            // The real backend answers; only the facts are kept here.
+            for fx in self.backend.on_message(m, at) {
+                match fx {
+                    Effect::Claim {
+                        dev,
+                        role,
+                        via,
+                        take_over,
+                    } => {
+                        let peer = self.peer.to_string();
+                        let mut d = self.sh.devices.lock().expect("devices");
+                        d.claim(&dev, role, via.as_deref(), self.id, &peer, at, take_over);
+                    }
+                    Effect::Reading(r) => {
+                        let mut d = self.sh.devices.lock().expect("devices");
+                        d.reading(self.id, &r, at);
+                    }
+                    Effect::Relay { dev, on } => {
+                        let mut d = self.sh.devices.lock().expect("devices");
+                        d.relay(self.id, &dev, on, at);
+                    }
+                    Effect::Answer { re, result } => {
+                        if self.sh.commands.answer(self.id, re, result) {
+                            answered.push(re);
+                        }
+                    }
+                    Effect::Send(_) | Effect::Close(..) => {}
+                }
             }
         }
         answered
@@ -616,6 +497,13 @@ async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr)
         ann: Annotator::new(id, sh.cfg),
         filter: (!sh.filter.is_empty()).then(|| Filter::new(sh.filter.clone())),
         web: crate::shell::ownweb::OwnWeb::new(sh.show_http),
+        backend: Backend::new(
+            BackendConfig {
+                hello_timeout: Duration::MAX,
+                refuse: Vec::new(),
+            },
+            Instant::now(),
+        ),
     };
     let t = crate::shell::now();
     link.record(t, ChunkKind::Open(peer.to_string()));
@@ -628,19 +516,14 @@ async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr)
         link.show_now(held);
         if let Some(mut up) = upgraded {
             let (tx, rx) = tokio::sync::mpsc::channel(16);
-            sh.conns.lock().expect("conns").insert(
-                id,
-                Entry {
-                    tx,
-                    peer,
-                    devices: Vec::new(),
-                },
-            );
+            sh.conns
+                .lock()
+                .expect("conns")
+                .insert(id, Entry { tx, peer });
             pump(&mut link, &mut dev, &mut up, rx).await;
-            let gone = sh.conns.lock().expect("conns").remove(&id);
-            if let Some(gone) = gone {
-                sh.depart(gone.devices);
-            }
+            sh.conns.lock().expect("conns").remove(&id);
+            sh.devices.lock().expect("devices").depart(id);
+            sh.commands.forget_conn(id);
         }
     }
     // A connection that ended before its request line (a failed TLS
@@ -1020,33 +903,7 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
 /// The devices seen through the proxy, as `listen`'s `/api/devices` lists
 /// them (the fields a proxy can know), sorted by id.
 fn devices_json(sh: &Shared) -> serde_json::Value {
-    let row = |d: &DevRow, conn: Option<u64>, peer: Option<String>, online: bool| {
-        serde_json::json!({
-            "id": d.id, "role": d.role, "via": d.via, "conn": conn, "peer": peer,
-            "online": online, "last_seen": d.last_seen, "on": d.on, "power_w": d.power_w,
-            "energy_wh": d.energy_wh, "seq": d.seq,
-        })
-    };
-    let mut list: Vec<(String, serde_json::Value)> = Vec::new();
-    {
-        let conns = sh.conns.lock().expect("conns");
-        for (n, e) in conns.iter() {
-            for d in &e.devices {
-                list.push((
-                    d.id.clone(),
-                    row(d, Some(*n), Some(e.peer.to_string()), true),
-                ));
-            }
-        }
-    }
-    let online: std::collections::HashSet<String> = list.iter().map(|(id, _)| id.clone()).collect();
-    for d in sh.departed.lock().expect("departed").iter() {
-        if !online.contains(&d.id) {
-            list.push((d.id.clone(), row(d, None, None, false)));
-        }
-    }
-    list.sort_by(|a, b| a.0.cmp(&b.0));
-    serde_json::Value::Array(list.into_iter().map(|(_, v)| v).collect())
+    sh.devices.lock().expect("devices").json()
 }
 
 /// Send a Kinetid switch to a device as if from the backend (`on`: None
@@ -1058,20 +915,19 @@ async fn switch_device(
     on: Option<bool>,
 ) -> Result<serde_json::Value, (u16, serde_json::Value)> {
     let e = |status: u16, msg: String| (status, serde_json::json!({ "error": msg }));
-    let target = {
-        let conns = sh.conns.lock().expect("conns");
-        conns
-            .iter()
-            .find(|(_, e)| e.devices.iter().any(|d| d.id == id))
-            .map(|(n, e)| (*n, e.tx.clone()))
-    };
+    let target = sh
+        .devices
+        .lock()
+        .expect("devices")
+        .online_conn(id)
+        .and_then(|n| Some((n, sh.conns.lock().expect("conns").get(&n)?.tx.clone())));
     let Some((conn, tx)) = target else {
         return Err(e(
             404,
             format!("no device {id} is connected through the proxy"),
         ));
     };
-    let cmd = 8000 + sh.next_cmd.fetch_add(1, Ordering::Relaxed) + 1;
+    let (cmd, arx) = sh.commands.start(conn);
     let text = kinetid_wsdump::kinetid::switch(cmd, id, on);
     let mut frame = Vec::new();
     kinetid_wsdump::engine::quirk::server_frame(
@@ -1079,10 +935,8 @@ async fn switch_device(
         kinetid_wsdump::wire::frame::OpCode::Text,
         text.as_bytes(),
     );
-    let (atx, arx) = tokio::sync::oneshot::channel();
-    sh.pending.lock().expect("pending").insert((conn, cmd), atx);
     if tx.try_send((Direction::S2C, frame)).is_err() {
-        sh.pending.lock().expect("pending").remove(&(conn, cmd));
+        sh.commands.forget(conn, cmd);
         return Err(e(
             503,
             "that connection has too many injections waiting".into(),
@@ -1091,13 +945,13 @@ async fn switch_device(
     // The device's state (or error) answers; it also goes on to the
     // upstream, as the device sent it (noted there).
     let answer = tokio::time::timeout(SWITCH_WAIT, arx).await;
-    sh.pending.lock().expect("pending").remove(&(conn, cmd));
+    sh.commands.forget(conn, cmd);
     match answer {
-        Ok(Ok(v)) if v["t"] == "error" => Err((
+        Ok(Ok(Err(v))) => Err((
             502,
             serde_json::json!({"error": "the device answered error", "answer": v, "conn": conn, "injected": text}),
         )),
-        Ok(Ok(v)) => Ok(v),
+        Ok(Ok(Ok(v))) => Ok(v),
         Ok(Err(_)) => Err(e(502, "the device's connection ended before it answered".into())),
         Err(_) => Err(e(
             504,
@@ -1199,12 +1053,14 @@ async fn console_command(sh: &Shared, line: &str) -> String {
         "help" | "?" => CONSOLE_HELP.to_string(),
         "conns" | "devices" | "ls" => {
             let conns = sh.conns.lock().expect("conns");
+            let table = sh.devices.lock().expect("devices");
+            let rows = table.rows();
             let mut rows: Vec<(u64, String)> = conns
                 .iter()
                 .map(|(n, e)| {
-                    let devs: Vec<String> = e
-                        .devices
+                    let devs: Vec<String> = rows
                         .iter()
+                        .filter(|d| d.online && d.conn == *n)
                         .map(|d| match d.on {
                             Some(on) => {
                                 format!("{} ({}, {})", d.id, d.role, if on { "on" } else { "off" })

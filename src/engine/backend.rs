@@ -83,7 +83,8 @@ const NEED_T: &str = "expected a JSON object with field t";
 impl Backend {
     /// A backend for a connection upgraded at `now`.
     pub fn new(cfg: BackendConfig, now: Instant) -> Backend {
-        let hello_deadline = Some(now + cfg.hello_timeout);
+        // `Duration::MAX` (no deadline) must not overflow the clock.
+        let hello_deadline = now.checked_add(cfg.hello_timeout);
         Backend {
             cfg,
             hello: None,

@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod certify;
 pub mod device;
+pub mod devices;
 pub mod quirk;
 pub mod relay;
 pub mod session;

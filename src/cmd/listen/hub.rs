@@ -7,12 +7,14 @@
 //! device is online a new one is not registered (a note says so).
 
 use super::Settings;
+use crate::shell::control::{Commands, LISTEN_IDS};
 use crate::shell::metrics::ListenMetrics;
 use crate::shell::sinks::{LineSink, Recorder};
+pub use kinetid_wsdump::engine::devices::{Claim, Device, DeviceTable};
 use kinetid_wsdump::kinetid;
 use kinetid_wsdump::kinetid::msg::Report;
-use serde_json::{json, Value};
-use std::collections::{HashMap, VecDeque};
+use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -49,60 +51,6 @@ pub struct Cmd {
     pub kind: ConnCmd,
     /// Told `Ok` once the frame is written, or why it was not.
     pub done: Option<oneshot::Sender<Result<(), String>>>,
-}
-
-/// Where a device's answer to a command goes: its `state` or its `error`.
-pub type Reply = oneshot::Sender<Result<Value, Value>>;
-
-/// One row of the device table.
-#[derive(Debug, Clone)]
-pub struct Device {
-    /// Device id (always a valid `KN-` id).
-    pub id: String,
-    /// `active`, `passive` or `unknown` (what the device said, if one of those).
-    pub role: &'static str,
-    /// For passives: the active plug relaying them.
-    pub via: Option<String>,
-    /// Connection carrying it.
-    pub conn: u64,
-    /// Peer address of that connection.
-    pub peer: String,
-    /// When it (or its active plug) connected.
-    pub since: f64,
-    /// Last message about it.
-    pub last_seen: f64,
-    /// Relay state as last reported.
-    pub on: Option<bool>,
-    /// Last report's power.
-    pub power_w: Option<f64>,
-    /// Last report's energy.
-    pub energy_wh: Option<f64>,
-    /// Last report's seq.
-    pub seq: Option<u64>,
-    /// Reports accepted (duplicates by seq not counted).
-    pub reports: u64,
-    /// Duplicate reports dropped.
-    pub duplicates: u64,
-    /// Still connected?
-    pub online: bool,
-    pub(super) recent_seqs: VecDeque<u64>,
-    /// Recent readings for the inspector's chart: (time, power_w,
-    /// energy_wh), the last hour, at most [`HISTORY_POINTS`].
-    pub(super) history: VecDeque<(f64, f64, f64)>,
-}
-
-/// Readings kept per device: an hour at the contract's one-minute period.
-pub const HISTORY_POINTS: usize = 64;
-
-impl Device {
-    fn json(&self) -> Value {
-        json!({
-            "id": self.id, "role": self.role, "via": self.via, "conn": self.conn, "peer": self.peer,
-            "online": self.online, "connected_since": self.since, "last_seen": self.last_seen,
-            "on": self.on, "power_w": self.power_w, "energy_wh": self.energy_wh, "seq": self.seq,
-            "reports": self.reports, "duplicates": self.duplicates,
-        })
-    }
 }
 
 /// Why a switch command did not produce a state.
@@ -142,29 +90,6 @@ pub enum CommandError {
     Refused(String),
 }
 
-/// What registering a device id did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// Registered (new, or back on the connection it was on).
-    Ok,
-    /// The id was online on another connection, which this one replaces.
-    Replaced {
-        /// The older connection.
-        conn: u64,
-        /// Its peer.
-        peer: String,
-    },
-    /// The id was online on another connection, which keeps it.
-    Kept {
-        /// The connection that keeps it.
-        conn: u64,
-    },
-    /// Not a valid device id: not registered.
-    Invalid,
-    /// The registry is full of online devices: not registered.
-    Full,
-}
-
 /// Counters printed at exit.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -195,11 +120,11 @@ pub struct Counters {
 pub struct Hub {
     /// Settings.
     pub s: Settings,
-    pub(super) devices: Mutex<HashMap<String, Device>>,
+    pub(super) devices: Mutex<DeviceTable>,
     pub(super) conns: Mutex<HashMap<u64, CmdTx>>,
-    pub(super) pending: Mutex<HashMap<(u64, u64), Reply>>,
+    /// Commands waiting for a device's answer.
+    pub(super) commands: Commands,
     pub(super) next_conn: AtomicU64,
-    next_cmd: AtomicU64,
     /// Counters.
     pub counters: Counters,
     /// Annotated output (None with --quiet).
@@ -235,12 +160,11 @@ impl Hub {
         Hub {
             bus,
             started: crate::shell::now(),
+            devices: Mutex::new(DeviceTable::new(s.max_devices)),
             s,
-            devices: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
+            commands: Commands::new(LISTEN_IDS),
             next_conn: AtomicU64::new(0),
-            next_cmd: AtomicU64::new(0),
             counters: Counters::default(),
             out,
             err,
@@ -261,13 +185,7 @@ impl Hub {
 
     /// The metrics text, with the values only known at scrape time.
     pub fn metrics_text(&self) -> String {
-        let online = self
-            .devices
-            .lock()
-            .expect("devices")
-            .values()
-            .filter(|d| d.online)
-            .count();
+        let online = self.devices.lock().expect("devices").online();
         self.metrics.devices_online.set(online as i64);
         let dropped = self.out.as_ref().map_or(0, LineSink::dropped_lines);
         let seen = self.dropped_seen.swap(dropped, Ordering::Relaxed);
@@ -281,43 +199,24 @@ impl Hub {
 
     /// All devices as JSON.
     pub fn devices_json(&self) -> Value {
-        let d = self.devices.lock().expect("devices");
-        let mut v: Vec<&Device> = d.values().collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        Value::Array(v.into_iter().map(Device::json).collect())
+        self.devices.lock().expect("devices").json()
     }
 
     /// One device as JSON, with its recent readings (`history`: `[time,
     /// power_w, energy_wh]`, oldest first).
     pub fn device_json(&self, id: &str) -> Option<Value> {
         let d = self.devices.lock().expect("devices");
-        let dev = d.get(id)?;
-        let mut v = dev.json();
-        v["history"] = dev
-            .history
-            .iter()
-            .map(|&(t, p, e)| json!([t, p, if e.is_nan() { None } else { Some(e) }]))
-            .collect();
-        Some(v)
+        d.get(id).map(Device::json_with_history)
     }
 
     /// A snapshot of the device table, sorted by id.
     pub fn devices(&self) -> Vec<Device> {
         let d = self.devices.lock().expect("devices");
-        let mut v: Vec<Device> = d.values().cloned().collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        v
+        d.rows().into_iter().cloned().collect()
     }
 
     fn conn_of(&self, id: &str) -> Option<(u64, CmdTx)> {
-        let conn = {
-            let d = self.devices.lock().expect("devices");
-            let dev = d.get(id)?;
-            if !dev.online {
-                return None;
-            }
-            dev.conn
-        };
+        let conn = self.devices.lock().expect("devices").online_conn(id)?;
         self.conns
             .lock()
             .expect("conns")
@@ -345,12 +244,7 @@ impl Hub {
         let Some((conn, tx)) = self.conn_of(id) else {
             return Err(SwitchError::NotFound(format!("no connected device {id}")));
         };
-        let cmd = 9000 + self.next_cmd.fetch_add(1, Ordering::Relaxed) + 1;
-        let (rtx, rrx) = oneshot::channel();
-        self.pending
-            .lock()
-            .expect("pending")
-            .insert((conn, cmd), rtx);
+        let (cmd, rrx) = self.commands.start(conn);
         let text = kinetid::switch(cmd, id, on);
         if let Err(e) = Self::queue(
             &tx,
@@ -360,7 +254,7 @@ impl Hub {
                 done: None,
             },
         ) {
-            self.pending.lock().expect("pending").remove(&(conn, cmd));
+            self.commands.forget(conn, cmd);
             return Err(e);
         }
         let sent = std::time::Instant::now();
@@ -376,7 +270,7 @@ impl Hub {
                 "device {id} disconnected before answering"
             ))),
             Err(_) => {
-                self.pending.lock().expect("pending").remove(&(conn, cmd));
+                self.commands.forget(conn, cmd);
                 Err(SwitchError::Timeout)
             }
         }
@@ -405,9 +299,8 @@ impl Hub {
         }
     }
 
-    /// Register `id` as carried by connection `conn`. `take_over` says
-    /// whether a claim on an id online elsewhere wins (a `hello`: the newer
-    /// connection wins, as after a reboot) or loses (a relayed report).
+    /// Register `id` as carried by connection `conn` (see
+    /// [`DeviceTable::claim`]).
     #[allow(clippy::too_many_arguments)]
     pub fn learn(
         &self,
@@ -419,134 +312,33 @@ impl Hub {
         t: f64,
         take_over: bool,
     ) -> Claim {
-        if !kinetid::is_device_id(id) || via.is_some_and(|v| !kinetid::is_device_id(v)) {
-            return Claim::Invalid;
-        }
         let mut d = self.devices.lock().expect("devices");
-        let mut claim = Claim::Ok;
-        match d.get(id) {
-            Some(e) if e.online && e.conn != conn => {
-                if !take_over {
-                    return Claim::Kept { conn: e.conn };
-                }
-                claim = Claim::Replaced {
-                    conn: e.conn,
-                    peer: e.peer.clone(),
-                };
-            }
-            Some(_) => {}
-            None if d.len() >= self.s.max_devices => {
-                // Make room: forget the device offline the longest.
-                let oldest = d
-                    .values()
-                    .filter(|e| !e.online)
-                    .min_by(|a, b| a.last_seen.total_cmp(&b.last_seen))
-                    .map(|e| e.id.clone());
-                match oldest {
-                    Some(o) => {
-                        d.remove(&o);
-                    }
-                    None => return Claim::Full,
-                }
-            }
-            None => {}
-        }
-        let e = d.entry(id.to_string()).or_insert_with(|| Device {
-            id: id.to_string(),
-            role,
-            via: None,
-            conn,
-            peer: peer.to_string(),
-            since: t,
-            last_seen: t,
-            on: None,
-            power_w: None,
-            energy_wh: None,
-            seq: None,
-            reports: 0,
-            duplicates: 0,
-            online: true,
-            recent_seqs: VecDeque::new(),
-            history: VecDeque::new(),
-        });
-        if e.conn != conn || !e.online {
-            e.since = t;
-        }
-        e.role = role;
-        e.via = via.map(str::to_string);
-        e.conn = conn;
-        e.peer = peer.to_string();
-        e.online = true;
-        e.last_seen = t;
-        claim
+        d.claim(id, role, via, conn, peer, t, take_over)
     }
 
-    /// A report for a device this connection carries: its row is updated,
-    /// a (dev, seq) seen recently is counted as a duplicate.
+    /// A report for a device this connection carries.
     pub fn reading(&self, conn: u64, r: &Report, t: f64) {
-        let Some(dev) = r.dev.as_deref() else { return };
-        let mut d = self.devices.lock().expect("devices");
-        let Some(e) = d.get_mut(dev).filter(|e| e.conn == conn) else {
-            return;
-        };
-        e.last_seen = t;
-        if r.seq.is_some_and(|s| e.recent_seqs.contains(&s)) {
-            e.duplicates += 1;
-            return;
-        }
-        if let Some(s) = r.seq {
-            e.recent_seqs.push_back(s);
-            if e.recent_seqs.len() > 1024 {
-                e.recent_seqs.pop_front();
-            }
-            e.seq = Some(s);
-        }
-        e.reports += 1;
-        e.on = r.on.or(e.on);
-        e.power_w = r.power_w;
-        e.energy_wh = r.energy_wh;
-        if let Some(p) = r.power_w {
-            // Reception time: a plug's clock may be wrong.
-            let at = t;
-            e.history
-                .push_back((at, p, r.energy_wh.unwrap_or(f64::NAN)));
-            while e.history.len() > HISTORY_POINTS
-                || e.history.front().is_some_and(|h| h.0 < at - 3600.0)
-            {
-                e.history.pop_front();
-            }
-        }
+        self.devices.lock().expect("devices").reading(conn, r, t);
     }
 
     /// A relay state for a device this connection carries.
     pub fn relay(&self, conn: u64, dev: &str, on: bool, t: f64) {
-        let mut d = self.devices.lock().expect("devices");
-        if let Some(e) = d.get_mut(dev).filter(|e| e.conn == conn) {
-            e.on = Some(on);
-            e.last_seen = t;
-        }
+        self.devices
+            .lock()
+            .expect("devices")
+            .relay(conn, dev, on, t);
     }
 
     /// A device's answer to command `re` sent on connection `conn`.
     pub fn answer(&self, conn: u64, re: u64, result: Result<Value, Value>) {
-        let tx = self.pending.lock().expect("pending").remove(&(conn, re));
-        if let Some(tx) = tx {
-            let _ = tx.send(result);
-        }
+        self.commands.answer(conn, re, result);
     }
 
     /// A connection ended: its devices go offline, its pending commands fail.
     pub fn forget_conn(&self, conn: u64) {
         self.conns.lock().expect("conns").remove(&conn);
-        for dev in self.devices.lock().expect("devices").values_mut() {
-            if dev.conn == conn {
-                dev.online = false;
-            }
-        }
-        self.pending
-            .lock()
-            .expect("pending")
-            .retain(|(c, _), _| *c != conn);
+        self.devices.lock().expect("devices").depart(conn);
+        self.commands.forget_conn(conn);
     }
 
     /// Tell a connection that a newer one took its device id over.
