@@ -580,6 +580,42 @@ async fn device_side(link: &mut Link, sock: TcpStream) -> Option<Stream> {
 async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
     let sh = link.sh.clone();
     let deadline = tokio::time::Instant::now() + sh.head_timeout;
+    let (head, used) = read_request(link, dev, deadline).await?;
+    let (mut forwarded, old) = rewrite_host(&head[..used], &sh.upstream.host);
+    // Bytes the device sent after its head go up right after it.
+    forwarded.extend_from_slice(&head[used..]);
+    if let Some(old) = old.filter(|o| *o != sh.upstream.host) {
+        link.notice(
+            Direction::C2S,
+            kinetid_wsdump::note::listener(
+                kinetid_wsdump::note::Severity::Info,
+                kinetid_wsdump::note::Code::ProxyHostRewritten,
+                format!("the proxy sends this head upstream with Host {:?} instead of {:?}; every other byte as the device sent it", sh.upstream.host, old),
+            ),
+        );
+    }
+    let mut up = connect_upstream(link, dev, deadline).await?;
+    if up.write_all(&forwarded).await.is_err() {
+        refuse(link, dev, 502, "the upstream closed the connection at once").await;
+        return None;
+    }
+    forward_response(link, dev, &mut up, deadline).await?;
+    // 101 or not, what follows is forwarded as it comes (a refusal's
+    // body, or frames).
+    sh.bytes_up
+        .fetch_add(forwarded.len() as u64, Ordering::Relaxed);
+    Some(up)
+}
+
+/// The device's request head, read and annotated: the bytes read and where
+/// the head ends in them. `None` when it went no further (refused, a
+/// request for the proxy's own API, or the device gone).
+async fn read_request(
+    link: &mut Link,
+    dev: &mut Stream,
+    deadline: tokio::time::Instant,
+) -> Option<(Vec<u8>, usize)> {
+    let sh = link.sh.clone();
     let mut head = Vec::new();
     let mut buf = vec![0u8; 4096];
     let used = loop {
@@ -623,19 +659,17 @@ async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
             }
         }
     };
-    let (mut forwarded, old) = rewrite_host(&head[..used], &sh.upstream.host);
-    // Bytes the device sent after its head go up right after it.
-    forwarded.extend_from_slice(&head[used..]);
-    if let Some(old) = old.filter(|o| *o != sh.upstream.host) {
-        link.notice(
-            Direction::C2S,
-            kinetid_wsdump::note::listener(
-                kinetid_wsdump::note::Severity::Info,
-                kinetid_wsdump::note::Code::ProxyHostRewritten,
-                format!("the proxy sends this head upstream with Host {:?} instead of {:?}; every other byte as the device sent it", sh.upstream.host, old),
-            ),
-        );
-    }
+    Some((head, used))
+}
+
+/// A connection to the upstream (TLS if it is `wss://`), or the device
+/// told why not.
+async fn connect_upstream(
+    link: &mut Link,
+    dev: &mut Stream,
+    deadline: tokio::time::Instant,
+) -> Option<Stream> {
+    let sh = link.sh.clone();
     let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(&sh.upstream.addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -653,7 +687,7 @@ async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
         }
     };
     let _ = tcp.set_nodelay(true);
-    let mut up: Stream = match &sh.tls_client {
+    let up: Stream = match &sh.tls_client {
         None => Box::new(tcp),
         Some((connector, name)) => {
             match tokio::time::timeout_at(deadline, connector.connect(name.clone(), tcp)).await {
@@ -691,10 +725,20 @@ async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
             }
         }
     };
-    if up.write_all(&forwarded).await.is_err() {
-        refuse(link, dev, 502, "the upstream closed the connection at once").await;
-        return None;
-    }
+    Some(up)
+}
+
+/// The upstream's response head, forwarded to the device as it comes,
+/// whatever it says (a refusal is the device's to see). `None` when the
+/// connection ends here.
+async fn forward_response(
+    link: &mut Link,
+    dev: &mut Stream,
+    up: &mut Stream,
+    deadline: tokio::time::Instant,
+) -> Option<()> {
+    let sh = link.sh.clone();
+    let mut buf = vec![0u8; 4096];
     // The response head: forwarded as it comes, whatever it says (a
     // refusal is the device's to see).
     let mut resp = Vec::new();
@@ -736,14 +780,7 @@ async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
             // Whatever it was, the device has it; the annotation says what
             // is wrong with it.
             HeadParse::Invalid(_) => return None,
-            HeadParse::Complete(_) => {
-                // 101 or not, what follows is forwarded as it comes (a
-                // refusal's body, or frames).
-                link.sh
-                    .bytes_up
-                    .fetch_add(forwarded.len() as u64, Ordering::Relaxed);
-                return Some(up);
-            }
+            HeadParse::Complete(_) => return Some(()),
         }
     }
 }
@@ -766,15 +803,8 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
     use crate::shell::http::{check_browser, is_loopback, json_response};
     let reply = |status: u16, v: serde_json::Value| json_response(status, &v, "");
     let err = |status: u16, msg: &str| reply(status, serde_json::json!({ "error": msg }));
-    let mut parts = h.start_line.split(' ');
-    let method = parts.next().unwrap_or("").to_string();
-    let path = parts
-        .next()
-        .unwrap_or("")
-        .split('?')
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let (method, path) = crate::shell::http::method_and_path(h);
+    let (method, path) = (method.to_string(), path.to_string());
     let resp = 'r: {
         if !is_loopback(&link.peer) {
             break 'r err(403, "the proxy's API answers this machine only");
@@ -828,33 +858,15 @@ async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut bod
             }
             _ => {}
         }
-        let want = h
-            .get("content-length")
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(0);
-        if want > 64 * 1024 {
-            break 'r err(413, "request bodies are at most 64 KiB");
-        }
-        let mut buf = [0u8; 4096];
         let deadline = tokio::time::Instant::now() + link.sh.head_timeout;
-        while body.len() < want {
-            match tokio::time::timeout_at(deadline, dev.read(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => {
-                    link.observe(Direction::C2S, &buf[..n]);
-                    body.extend_from_slice(&buf[..n]);
-                }
-                _ => break,
-            }
+        let read = crate::shell::http::read_body(dev, h, &mut body, deadline, |b| {
+            link.observe(Direction::C2S, b)
+        });
+        if let Err(too_big) = read.await {
+            break 'r too_big;
         }
-        body.truncate(want);
-        if method == "POST"
-            && !h.get("content-type").is_some_and(|c| {
-                c.trim()
-                    .to_ascii_lowercase()
-                    .starts_with("application/json")
-            })
-        {
-            break 'r err(415, "POST bodies must be application/json");
+        if let Some(deny) = crate::shell::http::state_change_refused(&method, h) {
+            break 'r deny;
         }
         let segs: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
         match (method.as_str(), segs.as_slice()) {

@@ -16,9 +16,10 @@
 //!   compared in constant time. Without one, only loopback peers (IPv4-mapped
 //!   loopback included) reach the API.
 
-use kinetid_wsdump::wire::handshake::{self, HttpHead};
+use kinetid_wsdump::wire::handshake::{self, HeadParse, HttpHead, Limits};
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The host name of a `Host` header value (port and IPv6 brackets removed).
 pub fn host_name(host: &str) -> &str {
@@ -134,6 +135,122 @@ pub fn json_error(status: u16, msg: &str) -> Vec<u8> {
     json_response(status, &json!({ "error": msg }), "")
 }
 
+/// Request bodies are at most this long (every API body is a small JSON).
+pub const BODY_MAX: usize = 64 * 1024;
+
+/// A plain (non-upgrade) HTTP request, its body read.
+pub struct Request<'a> {
+    /// Method.
+    pub method: &'a str,
+    /// Path without the query.
+    pub path: &'a str,
+    /// The head.
+    pub head: &'a HttpHead,
+    /// The body (at most [`BODY_MAX`]).
+    pub body: &'a [u8],
+    /// Who sent it.
+    pub peer: SocketAddr,
+}
+
+/// The method and the path (query removed) of a request's start line.
+pub fn method_and_path(head: &HttpHead) -> (&str, &str) {
+    let mut parts = head.start_line.split(' ');
+    let method = parts.next().unwrap_or("");
+    let path = parts.next().unwrap_or("").split('?').next().unwrap_or("");
+    (method, path)
+}
+
+/// Is the body JSON by its `Content-Type` (the media type, parameters
+/// aside)? No HTML form and no `no-cors` fetch can send this type, so a
+/// request that changes state must carry it.
+pub fn is_json(head: &HttpHead) -> bool {
+    let ctype = head.get("content-type").unwrap_or("");
+    let media = ctype.split(';').next().unwrap_or("").trim();
+    media.eq_ignore_ascii_case("application/json")
+}
+
+/// The refusal every server gives a request that changes state without
+/// a JSON body, or a CORS preflight (same-origin pages never send one).
+pub fn state_change_refused(method: &str, head: &HttpHead) -> Option<Vec<u8>> {
+    match method {
+        "OPTIONS" => Some(json_error(
+            403,
+            "cross-origin requests are not allowed (no CORS): use the page this server serves",
+        )),
+        "POST" | "PUT" | "PATCH" | "DELETE" if !is_json(head) => Some(json_error(
+            415,
+            "state-changing requests need Content-Type: application/json",
+        )),
+        _ => None,
+    }
+}
+
+/// Read the body `head` announces after the `body` bytes already read, by
+/// `deadline`; every chunk read is shown to `seen` first. `Err` is the
+/// response for a body over [`BODY_MAX`].
+pub async fn read_body<R: AsyncRead + Unpin>(
+    sock: &mut R,
+    head: &HttpHead,
+    body: &mut Vec<u8>,
+    deadline: tokio::time::Instant,
+    mut seen: impl FnMut(&[u8]),
+) -> Result<(), Vec<u8>> {
+    let want = head
+        .get("content-length")
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    if want > BODY_MAX {
+        return Err(json_error(413, "request bodies are at most 64 KiB"));
+    }
+    let mut buf = [0u8; 4096];
+    while body.len() < want {
+        match tokio::time::timeout_at(deadline, sock.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                seen(&buf[..n]);
+                body.extend_from_slice(&buf[..n]);
+            }
+            _ => break,
+        }
+    }
+    body.truncate(want);
+    Ok(())
+}
+
+/// Read a request head by `deadline`. `Err` carries the response to send
+/// (408 too slow, the head's own status when malformed), or nothing when
+/// the peer left.
+pub async fn read_head<R: AsyncRead + Unpin>(
+    sock: &mut R,
+    limits: Limits,
+    deadline: tokio::time::Instant,
+) -> Result<(HttpHead, Vec<u8>), Option<Vec<u8>>> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, sock.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+            Ok(_) => return Err(None),
+            Err(_) => {
+                return Err(Some(handshake::error_response(
+                    408,
+                    "",
+                    "request head not finished in time",
+                )))
+            }
+        }
+        match handshake::parse_head(&head, limits) {
+            HeadParse::Partial => continue,
+            HeadParse::Invalid(e) => {
+                return Err(Some(handshake::error_response(e.status, "", &e.reason)))
+            }
+            HeadParse::Complete(h) => {
+                let rest = head.split_off(h.len);
+                return Ok((h, rest));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +358,56 @@ mod tests {
         assert!(!token_ok(&head(""), "s3cret"));
         assert!(constant_time_eq(b"", b""));
         assert!(!constant_time_eq(b"a", b"b"));
+    }
+
+    #[test]
+    fn only_json_may_change_state() {
+        assert!(is_json(&head("Content-Type: application/json\r\n")));
+        assert!(is_json(&head(
+            "Content-Type: Application/JSON; charset=utf-8\r\n"
+        )));
+        assert!(!is_json(&head("Content-Type: application/jsonx\r\n")));
+        assert!(!is_json(&head("Content-Type: text/plain\r\n")));
+        assert!(!is_json(&head("")));
+        let plain = head("Content-Type: text/plain\r\n");
+        assert!(state_change_refused("GET", &plain).is_none());
+        let r = state_change_refused("POST", &plain).unwrap();
+        assert!(r.starts_with(b"HTTP/1.1 415 "));
+        let r = state_change_refused("OPTIONS", &plain).unwrap();
+        assert!(r.starts_with(b"HTTP/1.1 403 "));
+        let j = head("Content-Type: application/json\r\n");
+        assert!(state_change_refused("POST", &j).is_none());
+        assert_eq!(method_and_path(&j), ("POST", "/api/devices"));
+    }
+
+    #[tokio::test]
+    async fn bodies_are_bounded_and_heads_timed() {
+        let h = head("Content-Length: 70000\r\n");
+        let mut body = Vec::new();
+        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let r = read_body(&mut &b""[..], &h, &mut body, far, |_| {}).await;
+        assert!(r.unwrap_err().starts_with(b"HTTP/1.1 413 "));
+        let h = head("Content-Length: 4\r\n");
+        let mut body = b"ab".to_vec();
+        let mut seen = Vec::new();
+        read_body(&mut &b"cdef"[..], &h, &mut body, far, |b| {
+            seen.extend_from_slice(b)
+        })
+        .await
+        .unwrap();
+        assert_eq!(body, b"abcd");
+        assert_eq!(seen, b"cdef");
+        let (h, rest) = read_head(
+            &mut &b"GET / HTTP/1.1\r\nHost: a\r\n\r\nxy"[..],
+            Limits::default(),
+            far,
+        )
+        .await
+        .unwrap();
+        assert_eq!(h.start_line, "GET / HTTP/1.1");
+        assert_eq!(rest, b"xy");
+        let r = read_head(&mut &b"GET / HTTP/1.1\r\n"[..], Limits::default(), far).await;
+        assert!(matches!(r, Err(None)), "the peer left");
     }
 
     #[test]

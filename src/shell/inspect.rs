@@ -409,41 +409,18 @@ async fn replay_http(
     peer: std::net::SocketAddr,
 ) {
     use super::http::{check_browser, is_loopback, json_response};
-    use kinetid_wsdump::wire::handshake::{error_response, parse_head, HeadParse};
-    use tokio::io::AsyncReadExt;
     let limits = kinetid_wsdump::annotate::Config::default().limits;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let h = loop {
-        match tokio::time::timeout_at(deadline, sock.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
-            Ok(_) => return,
-            Err(_) => {
-                let _ = sock
-                    .write_all(&error_response(
-                        408,
-                        "",
-                        "request head not finished in time",
-                    ))
-                    .await;
-                return;
+    let h = match super::http::read_head(&mut sock, limits, deadline).await {
+        Ok((h, _)) => h,
+        Err(refusal) => {
+            if let Some(r) = refusal {
+                let _ = sock.write_all(&r).await;
             }
-        }
-        match parse_head(&head, limits) {
-            HeadParse::Partial => continue,
-            HeadParse::Invalid(e) => {
-                let _ = sock
-                    .write_all(&error_response(e.status, "", &e.reason))
-                    .await;
-                return;
-            }
-            HeadParse::Complete(h) => break h,
+            return;
         }
     };
-    let mut parts = h.start_line.split(' ');
-    let method = parts.next().unwrap_or("");
-    let path = parts.next().unwrap_or("").split('?').next().unwrap_or("");
+    let (method, path) = super::http::method_and_path(&h);
     let err =
         |status: u16, msg: &str| json_response(status, &serde_json::json!({ "error": msg }), "");
     let resp = if !is_loopback(&peer) {
@@ -459,7 +436,7 @@ async fn replay_http(
                 stream(&sh.0, &mut sock, false, std::future::pending()).await;
                 return;
             }
-            ("OPTIONS", _) => err(403, "cross-origin requests are not allowed (no CORS)"),
+            ("OPTIONS", _) => super::http::state_change_refused(method, &h).unwrap_or_default(),
             _ => err(404, "replay --serve has the page (/), /api/info and /api/events; nothing can be switched in a capture"),
         }
     };

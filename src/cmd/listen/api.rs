@@ -2,26 +2,13 @@
 //! other web pages out are the shell's HTTP gate (`crate::shell::http`).
 
 use super::hub::{Hub, SwitchError};
+pub use crate::shell::http::Request;
 use crate::shell::http::{
-    check_browser, http_response, is_loopback, json_error, json_response, token_ok,
+    check_browser, http_response, is_loopback, json_error, json_response, state_change_refused,
+    token_ok,
 };
 use kinetid_wsdump::wire::handshake::{error_response, HttpHead};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
-
-/// A plain (non-upgrade) HTTP request, its body read.
-pub struct Request<'a> {
-    /// Method.
-    pub method: &'a str,
-    /// Path without the query.
-    pub path: &'a str,
-    /// The head.
-    pub head: &'a HttpHead,
-    /// The body (at most 64 KiB).
-    pub body: &'a [u8],
-    /// Who sent it.
-    pub peer: SocketAddr,
-}
 
 /// The answer to a plain HTTP request.
 pub async fn respond(hub: &Hub, r: &Request<'_>) -> Vec<u8> {
@@ -38,12 +25,9 @@ pub async fn respond(hub: &Hub, r: &Request<'_>) -> Vec<u8> {
             error_response(status, "", &why)
         };
     }
+    // Same-origin pages never preflight; anything that does is another site.
     if r.method == "OPTIONS" {
-        // Same-origin pages never preflight; anything that does is another site.
-        return json_error(
-            403,
-            "cross-origin requests are not allowed (no CORS): use the page served at /",
-        );
+        return state_change_refused(r.method, r.head).unwrap_or_default();
     }
     if is_page {
         return match r.method {
@@ -134,13 +118,8 @@ async fn api(hub: &Hub, r: &Request<'_>) -> Vec<u8> {
 }
 
 async fn switch(hub: &Hub, id: &str, r: &Request<'_>) -> Vec<u8> {
-    let ctype = r.head.get("content-type").unwrap_or("");
-    let media = ctype.split(';').next().unwrap_or("").trim();
-    if !media.eq_ignore_ascii_case("application/json") {
-        return json_error(
-            415,
-            "state-changing requests need Content-Type: application/json",
-        );
+    if let Some(deny) = state_change_refused(r.method, r.head) {
+        return deny;
     }
     let v: Value = match serde_json::from_slice(r.body) {
         Ok(v) => v,

@@ -502,33 +502,27 @@ impl Conn {
             }
             return;
         }
-        let want = head
-            .get("content-length")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
-        let resp = if want > 64 * 1024 {
-            error_response(413, "", "request bodies are at most 64 KiB")
-        } else {
-            let mut buf = vec![0u8; 4096];
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while body.len() < want {
-                match tokio::time::timeout_at(deadline, self.sock.read(&mut buf)).await {
-                    Ok(Ok(n)) if n > 0 => {
-                        body.extend_from_slice(&buf[..n]);
-                        self.observe(Direction::C2S, &buf[..n]);
-                    }
-                    _ => break,
-                }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        let read = crate::shell::http::read_body(&mut self.sock, &head, &mut body, deadline, |b| {
+            seen.extend_from_slice(b)
+        })
+        .await;
+        if !seen.is_empty() {
+            self.observe(Direction::C2S, &seen);
+        }
+        let resp = match read {
+            Err(too_big) => too_big,
+            Ok(()) => {
+                let req = Request {
+                    method: &method,
+                    path: &path,
+                    head: &head,
+                    body: &body,
+                    peer: self.peer,
+                };
+                api::respond(&self.hub, &req).await
             }
-            body.truncate(want);
-            let req = Request {
-                method: &method,
-                path: &path,
-                head: &head,
-                body: &body,
-                peer: self.peer,
-            };
-            api::respond(&self.hub, &req).await
         };
         let _ = self.send(&resp).await;
     }

@@ -1,0 +1,812 @@
+//! The state machine that runs one case over the connections it needs.
+
+use super::*;
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Act {
+    /// Write these bytes.
+    Write(Vec<u8>),
+    /// Write these bytes one per TCP segment.
+    WriteBytewise(Vec<u8>),
+    /// Drop TCP now.
+    CloseTcp,
+}
+
+/// Where a case stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the upgrade request.
+    Upgrade,
+    /// Waiting for hello.
+    Hello,
+    /// The action is done; waiting for what is expected.
+    Expecting,
+    /// The verdict is in; closing the connection.
+    Closing,
+    /// Waiting for the device to come back (a reconnect case).
+    Away,
+    /// Over.
+    Done,
+}
+
+/// Runs one [`Case`].
+#[derive(Debug)]
+pub struct Probe {
+    case: Case,
+    phase: Phase,
+    deadline: Option<Instant>,
+    verdict: Option<Verdict>,
+    dev: Option<String>,
+    /// The device's report period (from its hello).
+    period: Duration,
+    frames_in: u64,
+    /// The state answering our switch, for the relay check on the next report.
+    want_on: Option<bool>,
+    /// (seq, ts) of the report left unacknowledged.
+    unacked: Option<(u64, u64)>,
+    /// The plug whose report that was (a passive's seq counts on its own).
+    unacked_dev: Option<String>,
+    dropped_at: Option<Instant>,
+    close_sent: bool,
+    notes: Vec<String>,
+    /// The passive plugs the hello named.
+    passives: Vec<String>,
+    /// When each unanswered upgrade came (the back-off case).
+    tries: Vec<Instant>,
+    /// Since when the server says nothing (the silence case).
+    silent_since: Option<Instant>,
+    /// The TLS session (version, SNI) of this connection, over TLS.
+    tls: Option<(String, Option<String>)>,
+    /// The request's Host.
+    host: Option<String>,
+}
+
+impl Probe {
+    /// A probe for `case`; the device's connection is accepted at `now`.
+    pub fn new(case: Case, now: Instant) -> Probe {
+        Probe {
+            case,
+            phase: Phase::Upgrade,
+            deadline: Some(now + Duration::from_secs(10)),
+            verdict: None,
+            dev: None,
+            period: Duration::from_secs(60),
+            frames_in: 0,
+            want_on: None,
+            unacked: None,
+            unacked_dev: None,
+            dropped_at: None,
+            close_sent: false,
+            notes: Vec::new(),
+            passives: Vec::new(),
+            tries: Vec::new(),
+            silent_since: None,
+            tls: None,
+            host: None,
+        }
+    }
+
+    /// The case.
+    pub fn case(&self) -> &Case {
+        &self.case
+    }
+
+    /// Is the verdict in and the connection handled?
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// Does the probe wait for the device's next connection?
+    pub fn awaits_connection(&self) -> bool {
+        self.phase == Phase::Away
+    }
+
+    /// The verdict (once [`Probe::is_done`]).
+    pub fn verdict(&self) -> Option<&Verdict> {
+        self.verdict.as_ref()
+    }
+
+    /// The device id its hello gave.
+    pub fn device(&self) -> Option<&str> {
+        self.dev.as_deref()
+    }
+
+    /// When [`Probe::on_tick`] next has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    fn decide(&mut self, v: Verdict, now: Instant, out: &mut Vec<Act>) {
+        if self.verdict.is_none() {
+            self.verdict = Some(v);
+        }
+        if matches!(self.phase, Phase::Closing | Phase::Done) {
+            return;
+        }
+        if self.close_sent {
+            out.push(Act::CloseTcp);
+            self.phase = Phase::Done;
+            self.deadline = None;
+            return;
+        }
+        // End the connection as a server does: Close, then TCP once it is
+        // answered (or after 2 s).
+        self.close_sent = true;
+        out.push(Act::Write(frame(
+            OpCode::Close,
+            &close_payload(Some(CloseCode::NORMAL), "certify: next case"),
+        )));
+        self.phase = Phase::Closing;
+        self.deadline = Some(now + Duration::from_secs(2));
+    }
+
+    /// Over TLS: how the handshake went (the version and SNI, or why it
+    /// failed). Writes nothing; `CloseTcp` ends the connection.
+    pub fn on_tls(&mut self, r: Result<(String, Option<String>), String>) -> Vec<Act> {
+        let refused = self.case.expect == Expect::TlsRefused;
+        let what = match self.case.tls {
+            TlsCase::WrongName => "a certificate for another name (certify-wrong-name.invalid)",
+            _ => "a self-signed certificate no trusted CA issued",
+        };
+        let v = match (r, refused) {
+            (Ok(s), false) => {
+                self.tls = Some(s);
+                return Vec::new();
+            }
+            (Ok((ver, _)), true) => Verdict::Fail(format!("the device completed the TLS handshake ({ver}) with {what}: it accepts any certificate, so anyone on its network can play the backend")),
+            (Err(e), true) => Verdict::Pass(format!("the device refused {what} (the TLS handshake ended: {e})")),
+            // A ClientHello below TLS 1.2 (the driver names it, RFC 8996).
+            (Err(e), false) if self.case.expect == Expect::TlsSession && e.contains("RFC 8996") => Verdict::Fail(e),
+            (Err(e), false) => Verdict::NotObserved(format!("the TLS handshake failed ({e}): does the device trust certify's CA (certify/ca.pem in the data folder)?")),
+        };
+        self.verdict.get_or_insert(v);
+        self.phase = Phase::Done;
+        self.deadline = None;
+        vec![Act::CloseTcp]
+    }
+
+    /// The device connected again (only while [`Probe::awaits_connection`]).
+    pub fn on_reconnect(&mut self, now: Instant) {
+        if let (Expect::Reconnects, Some(at)) = (&self.case.expect, self.dropped_at) {
+            let waited = now - at;
+            let w = waited.as_secs_f64();
+            self.verdict = Some(if w < 0.5 {
+                Verdict::Fail(format!("reconnected {w:.2} s after the drop: no back-off (the contract's starts at 1 s; a fleet reconnecting at once is a storm)"))
+            } else if w > 30.0 {
+                Verdict::Fail(format!(
+                    "reconnected only {w:.1} s after the drop (the first back-off is 1 s)"
+                ))
+            } else {
+                Verdict::Pass(format!("reconnected {w:.2} s after the drop"))
+            });
+        }
+        if let (Expect::BacksOffAfterClose, Some(at)) = (&self.case.expect, self.dropped_at) {
+            let w = (now - at).as_secs_f64();
+            self.verdict = Some(if w < 0.9 {
+                Verdict::Fail(format!("came back {w:.2} s after being replaced: with no back-off, two plugs with one id replace each other in a loop"))
+            } else {
+                Verdict::Pass(format!(
+                    "answered the 4001 Close and came back {w:.2} s later, after its back-off"
+                ))
+            });
+        }
+        self.close_sent = false;
+        self.frames_in = 0;
+        self.tls = None;
+        self.phase = Phase::Upgrade;
+        self.deadline = Some(now + Duration::from_secs(10));
+    }
+
+    /// The annotator's events for what the device sent (and what was
+    /// sent to it, which the probe passes over), at `now` (`unix`: the
+    /// wall clock, for `welcome`).
+    pub fn on_events(&mut self, events: &[Event], now: Instant, unix: f64) -> Vec<Act> {
+        let mut out = Vec::new();
+        for e in events {
+            if e.dir != crate::wire::frame::Direction::C2S || self.phase == Phase::Done {
+                continue;
+            }
+            match &e.kind {
+                EventKind::Request { verdict, head, .. } => {
+                    self.host = head.get("host").map(str::to_string);
+                    self.on_request(verdict.as_deref(), now, &mut out)
+                }
+                EventKind::HeadError(h) => {
+                    let why = format!("the device's upgrade request is malformed: {}", h.reason);
+                    self.verdict = Some(Verdict::NotObserved(why));
+                    out.push(Act::CloseTcp);
+                    self.phase = Phase::Done;
+                }
+                EventKind::Frame(f) => {
+                    self.frames_in += 1;
+                    for n in f.notes.iter().filter(|n| n.severity == Severity::Error) {
+                        self.notes.push(format!(
+                            "frame at byte {}: {} ({})",
+                            f.offset, n.message, n.code
+                        ));
+                    }
+                    self.on_frame(f, e.offset, now, &mut out);
+                }
+                EventKind::Message(m) => self.on_message(m, e.offset, now, unix, &mut out),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn on_request(&mut self, v: Option<&ServerVerdict>, now: Instant, out: &mut Vec<Act>) {
+        let Some(v) = v.filter(|v| v.accepted()) else {
+            self.verdict = Some(Verdict::NotObserved(
+                "the device's upgrade request is not a valid WebSocket upgrade (see its annotation)".into(),
+            ));
+            out.push(Act::Write(handshake::error_response(
+                400,
+                "",
+                "certify: not a valid upgrade",
+            )));
+            out.push(Act::CloseTcp);
+            self.phase = Phase::Done;
+            return;
+        };
+        if let Handshake::DropUnanswered(n) = self.case.handshake {
+            self.tries.push(now);
+            if self.tries.len() <= n as usize {
+                out.push(Act::CloseTcp);
+                self.phase = Phase::Away;
+                self.deadline = Some(now + Duration::from_secs(75));
+                return;
+            }
+            // Answered at last: the verdict is the timeline, given once the
+            // welcome has reset the device's back-off.
+            self.verdict = Some(backoff_verdict(&self.tries));
+            self.dropped_at = Some(now);
+        }
+        let ok = handshake::server_response(v);
+        let text = String::from_utf8_lossy(&ok).into_owned();
+        let accept = v
+            .accept
+            .as_ref()
+            .map(|a| a.accept.clone())
+            .unwrap_or_default();
+        let resp = match self.case.handshake {
+            Handshake::Normal | Handshake::DropUnanswered(_) => Act::Write(ok),
+            Handshake::OneByteSegments => Act::WriteBytewise(ok),
+            Handshake::WithPing => {
+                let mut b = ok;
+                b.extend(frame(OpCode::Ping, b"certify-first-frame"));
+                Act::Write(b)
+            }
+            Handshake::WrongAccept => {
+                let other = handshake::accept_key("AAAAAAAAAAAAAAAAAAAAAA==");
+                Act::Write(text.replace(&accept, &other).into_bytes())
+            }
+            Handshake::AcceptLastCharWrong => {
+                let mut wrong = accept.clone();
+                let last = wrong.pop().unwrap_or('=');
+                // '=' padding: change the character before it instead.
+                let wrong = if last == '=' {
+                    let c = wrong.pop().unwrap_or('A');
+                    format!("{wrong}{}=", if c == 'A' { 'B' } else { 'A' })
+                } else {
+                    format!("{wrong}{}", if last == 'A' { 'B' } else { 'A' })
+                };
+                Act::Write(text.replace(&accept, &wrong).into_bytes())
+            }
+            Handshake::NoUpgrade => Act::Write(drop_header(&text, "upgrade")),
+            Handshake::NoConnection => Act::Write(drop_header(&text, "connection")),
+            Handshake::UnofferedProtocol => {
+                let t = String::from_utf8_lossy(&drop_header(&text, "sec-websocket-protocol"))
+                    .into_owned();
+                Act::Write(
+                    t.replacen(
+                        "\r\n\r\n",
+                        "\r\nSec-WebSocket-Protocol: certify.unoffered\r\n\r\n",
+                        1,
+                    )
+                    .into_bytes(),
+                )
+            }
+            Handshake::OtherCase => Act::Write(other_case(&text)),
+            Handshake::Unavailable => Act::Write(handshake::error_response(
+                503,
+                "Retry-After: 1\r\n",
+                "certify: the service is unavailable",
+            )),
+        };
+        out.push(resp);
+        match self.case.expect {
+            Expect::Refused => {
+                self.phase = Phase::Expecting;
+                self.deadline = Some(now + Duration::from_secs(5));
+            }
+            Expect::Pong(_) if self.case.handshake == Handshake::WithPing => {
+                self.phase = Phase::Expecting;
+                self.deadline = Some(now + Duration::from_secs(5));
+            }
+            _ => {
+                self.phase = Phase::Hello;
+                self.deadline = Some(now + Duration::from_secs(10));
+            }
+        }
+    }
+
+    fn on_frame(
+        &mut self,
+        f: &crate::annotate::FrameEvent,
+        at: u64,
+        now: Instant,
+        out: &mut Vec<Act>,
+    ) {
+        let op = f.header.opcode;
+        if self.case.expect == Expect::Refused && self.phase == Phase::Expecting {
+            let v = Verdict::Fail(format!("the device accepted the upgrade and sent a {op} frame (at byte {at}) instead of failing the connection"));
+            self.decide(v, now, out);
+            return;
+        }
+        match op {
+            OpCode::Ping if !self.close_sent && self.silent_since.is_none() => {
+                out.push(Act::Write(frame(OpCode::Pong, &f.payload)));
+            }
+            OpCode::Pong => {
+                if let Expect::Pong(want) = &self.case.expect {
+                    if self.phase == Phase::Expecting {
+                        let v = if &f.payload == want {
+                            Verdict::Pass(format!(
+                                "pong at byte {at} echoes the {}-byte payload",
+                                want.len()
+                            ))
+                        } else {
+                            Verdict::Fail(format!(
+                                "the pong at byte {at} carries {:?}, not the ping's {:?}",
+                                String::from_utf8_lossy(&f.payload),
+                                String::from_utf8_lossy(want)
+                            ))
+                        };
+                        self.decide(v, now, out);
+                    }
+                }
+            }
+            OpCode::Close => {
+                let code = f.close.as_ref().map(|(c, _)| c.0);
+                let expecting = self.phase == Phase::Expecting;
+                match (&self.case.expect, expecting) {
+                    (Expect::BacksOffAfterClose, true) if self.close_sent => {
+                        self.dropped_at = Some(now);
+                    }
+                    (Expect::NoticesSilence, true) => {
+                        let w = self.silent_since.map_or(0.0, |t| (now - t).as_secs_f64());
+                        self.verdict.get_or_insert(Verdict::Pass(format!(
+                            "the device closed (at byte {at}) {w:.0} s into the silence"
+                        )));
+                    }
+                    (Expect::CloseAnswered, true) if self.close_sent => {
+                        self.verdict.get_or_insert(Verdict::Pass(format!(
+                            "the device answered our Close at byte {at}{} and left TCP to the server",
+                            code.map_or(String::new(), |c| format!(" with {c}"))
+                        )));
+                    }
+                    (Expect::Fails(codes), true) => {
+                        let v = match code {
+                            Some(c) if codes.contains(&c) => Verdict::Pass(format!("the device failed the connection with {c} (its Close at byte {at})")),
+                            Some(c) => Verdict::Fail(format!("the device closed with {c} (at byte {at}); the rule calls for {}", join(codes))),
+                            None => Verdict::Fail(format!("the device closed with no code (at byte {at}); the rule calls for {}", join(codes))),
+                        };
+                        self.verdict.get_or_insert(v);
+                    }
+                    (Expect::StateOrTooBig, true) => {
+                        let v = match code {
+                            Some(1009) => Verdict::Pass(format!("the device closed with 1009 (at byte {at}): message too big for it")),
+                            c => Verdict::Fail(format!("the device closed with {} (at byte {at}); a message too big is closed with 1009", c.map_or("no code".to_string(), |c| c.to_string()))),
+                        };
+                        self.verdict.get_or_insert(v);
+                    }
+                    _ if self.verdict.is_none() && !self.close_sent => {
+                        let v = Verdict::Fail(format!(
+                            "the device closed the connection (at byte {at}{}) before the case was decided",
+                            code.map_or(String::new(), |c| format!(", code {c}"))
+                        ));
+                        self.verdict = Some(v);
+                    }
+                    _ => {}
+                }
+                // Answer its Close if we had not sent ours; then TCP.
+                if !self.close_sent {
+                    self.close_sent = true;
+                    let echo = match code {
+                        Some(c) if CloseCode(c).is_allowed() => Some(CloseCode(c)),
+                        Some(_) => Some(CloseCode::PROTOCOL),
+                        None => None,
+                    };
+                    out.push(Act::Write(frame(OpCode::Close, &close_payload(echo, ""))));
+                }
+                out.push(Act::CloseTcp);
+                if self.case.expect == Expect::BacksOffAfterClose
+                    && self.dropped_at.is_some()
+                    && self.verdict.is_none()
+                {
+                    // Its reconnect is what the case measures.
+                    self.phase = Phase::Away;
+                    self.deadline = Some(now + Duration::from_secs(75));
+                } else {
+                    self.phase = Phase::Done;
+                    self.deadline = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        m: &crate::annotate::MessageEvent,
+        at: u64,
+        now: Instant,
+        unix: f64,
+        out: &mut Vec<Act>,
+    ) {
+        let Some(k) = m.kinetid.as_ref() else {
+            if self.phase == Phase::Hello {
+                let v = Verdict::Fail(format!(
+                    "the first message (at byte {at}) is not a Kinetid hello"
+                ));
+                self.decide(v, now, out);
+            }
+            return;
+        };
+        match (&k.typed, self.phase) {
+            (Some(Msg::Hello(h)), Phase::Hello) => {
+                let dev = h.dev.clone().unwrap_or_default();
+                if !kinetid::is_device_id(&dev) {
+                    let v = Verdict::Fail(format!(
+                        "hello at byte {at} names {dev:?}, not KN- and 12 upper-case hex digits"
+                    ));
+                    return self.decide(v, now, out);
+                }
+                if self.case.expect == Expect::Hello {
+                    if let Some(n) = self.notes.first() {
+                        let v = Verdict::Fail(format!(
+                            "hello came, but in frames that break RFC 6455: {n}"
+                        ));
+                        return self.decide(v, now, out);
+                    }
+                }
+                self.dev = Some(dev);
+                self.passives = h
+                    .passives
+                    .iter()
+                    .flatten()
+                    .filter(|p| kinetid::is_device_id(p))
+                    .cloned()
+                    .collect();
+                self.period = Duration::from_secs(h.period_s.unwrap_or(60).clamp(1, 600));
+                // Quick reports asked for through welcome's period_s, so a
+                // device that follows it finishes the suite in minutes; the
+                // waits stay on the hello's period for one that does not.
+                out.push(Act::Write(text(&kinetid::welcome(
+                    h.id.unwrap_or(0),
+                    unix as u64,
+                    h.period_s.unwrap_or(60).min(QUICK_PERIOD_S),
+                ))));
+                self.after_hello(at, now, out);
+            }
+            (_, Phase::Hello) => {
+                let v = Verdict::Fail(format!(
+                    "the first message (at byte {at}) is a {:?}, not hello",
+                    k.t
+                ));
+                self.decide(v, now, out);
+            }
+            (Some(Msg::Report(r)), _) => {
+                let key = (r.seq.unwrap_or(0), r.ts.unwrap_or(0));
+                if self.case.action == Action::DropUnacked
+                    && self.phase == Phase::Expecting
+                    && self.unacked.is_none()
+                    && self.dropped_at.is_none()
+                {
+                    // Not acknowledged: the plug must keep it; then the link drops.
+                    self.unacked = Some(key);
+                    self.unacked_dev = r.dev.clone();
+                    self.dropped_at = Some(now);
+                    out.push(Act::CloseTcp);
+                    self.phase = Phase::Away;
+                    self.deadline = Some(now + Duration::from_secs(75));
+                    return;
+                }
+                if let (Some(id), None) = (k.id, self.silent_since) {
+                    out.push(Act::Write(text(&kinetid::ack(id))));
+                }
+                let same_plug = r.dev == self.unacked_dev;
+                if let (Expect::Resent, Some(want), true) =
+                    (&self.case.expect, self.unacked, same_plug)
+                {
+                    if key == want {
+                        let v = Verdict::Pass(format!(
+                            "the report seq {} ts {} came again after the reconnect (at byte {at})",
+                            want.0, want.1
+                        ));
+                        return self.decide(v, now, out);
+                    }
+                    if self.dropped_at.is_some() && key.0 > want.0 {
+                        let v = Verdict::Fail(format!(
+                            "after the reconnect a newer report (seq {}, at byte {at}) came, but seq {} ts {}, left unacknowledged, was never sent again: reports forgotten",
+                            key.0, want.0, want.1
+                        ));
+                        return self.decide(v, now, out);
+                    }
+                }
+                if let (Some(on), true) = (self.want_on, r.dev == self.dev) {
+                    let v = if r.on == Some(on) {
+                        Verdict::Pass(format!("state answered the switch and the next report (seq {}) says the relay is {}", key.0, if on { "on" } else { "off" }))
+                    } else {
+                        Verdict::Fail(format!("the state said the relay is {} but the next report (at byte {at}) says {:?}", if on { "on" } else { "off" }, r.on))
+                    };
+                    self.want_on = None;
+                    self.decide(v, now, out);
+                }
+            }
+            (Some(Msg::State(s)), _) => {
+                if s.id.is_some() && s.re.is_none() {
+                    if self.silent_since.is_none() {
+                        out.push(Act::Write(text(&kinetid::ack(s.id.unwrap_or(0)))));
+                    }
+                    return;
+                }
+                if s.re != Some(SWITCH_ID) || self.phase != Phase::Expecting {
+                    return;
+                }
+                match &self.case.expect {
+                    Expect::PassiveState => {
+                        let want = self.passives.first().cloned();
+                        let v = if s.dev.is_some() && s.dev == want {
+                            Verdict::Pass(format!(
+                                "the passive plug's state (dev {}) answered with re {SWITCH_ID} at byte {at}",
+                                want.unwrap_or_default()
+                            ))
+                        } else {
+                            Verdict::Fail(format!(
+                                "the state at byte {at} is for {:?}, not the passive plug {:?} that was switched",
+                                s.dev, want
+                            ))
+                        };
+                        self.decide(v, now, out);
+                    }
+                    Expect::State | Expect::StateOrTooBig => {
+                        if let Action::Switch(Some(on), _) = self.case.action {
+                            if s.on != Some(on) {
+                                let v = Verdict::Fail(format!(
+                                    "the switch asked for {} and the state at byte {at} says {:?}",
+                                    if on { "on" } else { "off" },
+                                    s.on
+                                ));
+                                return self.decide(v, now, out);
+                            }
+                            // The relay: the next report must agree.
+                            self.want_on = Some(on);
+                            self.deadline = Some(now + self.period * 2 + Duration::from_secs(3));
+                            return;
+                        }
+                        let v = Verdict::Pass(format!("state with re {SWITCH_ID} at byte {at}"));
+                        self.decide(v, now, out);
+                    }
+                    Expect::Fails(_) => {
+                        let v = Verdict::Fail(format!("the device obeyed the command in a frame it must refuse (its state at byte {at})"));
+                        self.decide(v, now, out);
+                    }
+                    _ => {}
+                }
+            }
+            (Some(Msg::Error(e)), Phase::Expecting) if e.re == Some(SWITCH_ID) => {
+                let v = match &self.case.expect {
+                    Expect::Error(code) if e.code.as_deref() == Some(code) => {
+                        Verdict::Pass(format!("error {code} with re {SWITCH_ID} at byte {at}"))
+                    }
+                    Expect::Error(code) => {
+                        Verdict::Fail(format!("error {:?} at byte {at}, not {code}", e.code))
+                    }
+                    _ => Verdict::Fail(format!(
+                        "the switch was answered with error {:?} at byte {at}",
+                        e.code
+                    )),
+                };
+                self.decide(v, now, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// hello is in and welcome sent: the case's action.
+    fn after_hello(&mut self, at: u64, now: Instant, out: &mut Vec<Act>) {
+        self.phase = Phase::Expecting;
+        self.deadline = Some(now + Duration::from_secs(10));
+        let dev = self.dev.clone().unwrap_or_default();
+        // Back after a drop the case made: the reconnect itself was what
+        // it measured (the verdict is in), or the resend is awaited.
+        if self.dropped_at.is_some() {
+            if let Some(v) = self.verdict.clone() {
+                self.decide(v, now, out);
+            }
+            return;
+        }
+        match self.case.action.clone() {
+            Action::Nothing => {
+                if self.case.expect == Expect::Hello {
+                    let v = Verdict::Pass(format!("hello at byte {at} from {dev}"));
+                    self.decide(v, now, out);
+                }
+                if self.case.expect == Expect::TlsSession {
+                    let v = tls_session_verdict(self.tls.as_ref(), self.host.as_deref());
+                    self.decide(v, now, out);
+                }
+            }
+            Action::Switch(on, shape) => out.extend(switch_acts(&dev, on, shape)),
+            Action::SwitchUnknown => out.push(Act::Write(text(&kinetid::switch(
+                SWITCH_ID,
+                NOBODY,
+                Some(false),
+            )))),
+            Action::Ping(p) => out.push(Act::Write(frame(OpCode::Ping, &p))),
+            Action::PongThenSwitch => {
+                out.push(Act::Write(frame(OpCode::Pong, b"certify-unsolicited")));
+                out.extend(switch_acts(&dev, None, Shape::Plain));
+            }
+            Action::JunkThenSwitch => {
+                let mut b = text(&kinetid::error(
+                    None,
+                    None,
+                    "bad_request",
+                    "certify: survive this",
+                ));
+                b.extend(text(r#"{"t":"certify-unknown-type","id":1}"#));
+                b.extend(text("certify: not JSON"));
+                out.push(Act::Write(b));
+                out.extend(switch_acts(&dev, None, Shape::Plain));
+            }
+            Action::Close(code, reason) => {
+                self.close_sent = true;
+                out.push(Act::Write(frame(
+                    OpCode::Close,
+                    &close_payload(Some(CloseCode(code)), reason),
+                )));
+                self.deadline = Some(now + Duration::from_secs(5));
+            }
+            Action::Bad(b) => {
+                let sw = kinetid::switch(SWITCH_ID, &dev, None);
+                let bytes = match b {
+                    BadFrame::Masked => {
+                        let mut v = Vec::new();
+                        let o = EncodeOptions {
+                            mask: Some(MaskKey([0x37, 0xfa, 0x21, 0x3d])),
+                            ..EncodeOptions::server()
+                        };
+                        encode_frame(&mut v, OpCode::Text, sw.as_bytes(), o);
+                        v
+                    }
+                    BadFrame::Rsv1 => {
+                        let mut v = Vec::new();
+                        encode_frame(
+                            &mut v,
+                            OpCode::Text,
+                            sw.as_bytes(),
+                            EncodeOptions {
+                                rsv: 0x4,
+                                ..EncodeOptions::server()
+                            },
+                        );
+                        v
+                    }
+                    BadFrame::ReservedOpcode => frame(OpCode::from_u8(0x3), sw.as_bytes()),
+                    BadFrame::InvalidUtf8 => {
+                        let mut p = sw.into_bytes();
+                        p.truncate(p.len() - 1);
+                        p.extend_from_slice(b",\"x\":\"\xc3\x28\"}");
+                        frame(OpCode::Text, &p)
+                    }
+                    BadFrame::CloseCode999 => frame(OpCode::Close, &999u16.to_be_bytes()),
+                };
+                if b == BadFrame::CloseCode999 {
+                    self.close_sent = true;
+                }
+                out.push(Act::Write(bytes));
+                self.deadline = Some(now + Duration::from_secs(5));
+            }
+            Action::Drop => {
+                self.dropped_at = Some(now);
+                out.push(Act::CloseTcp);
+                self.phase = Phase::Away;
+                self.deadline = Some(now + Duration::from_secs(75));
+            }
+            Action::DropUnacked => {
+                // The next report is left unacknowledged (see on_message).
+                self.deadline = Some(now + self.period * 2 + Duration::from_secs(3));
+            }
+            Action::SwitchPassive => match self.passives.first() {
+                Some(p) => out.push(Act::Write(text(&kinetid::switch(SWITCH_ID, p, None)))),
+                None => self.decide(
+                    Verdict::NotObserved(
+                        "the device's hello names no passive plug (passives), so none could be switched".into(),
+                    ),
+                    now,
+                    out,
+                ),
+            },
+            Action::Silence => {
+                self.silent_since = Some(now);
+                self.deadline = Some(now + Duration::from_secs(100));
+            }
+        }
+    }
+
+    /// TCP ended (the device's FIN or reset, or ours).
+    pub fn on_eof(&mut self, now: Instant) {
+        let frames = self.frames_in;
+        let v = match (self.phase, &self.case.expect) {
+            (Phase::Done | Phase::Away, _) => None,
+            (Phase::Expecting, Expect::Refused) if frames == 0 => Some(Verdict::Pass("no frame sent; the device closed TCP".into())),
+            // Failing the connection may skip the Close (RFC 6455 7.1.7).
+            (Phase::Expecting, Expect::Fails(codes)) => Some(Verdict::Pass(format!("the device failed the connection by dropping TCP without a Close, which RFC 6455 7.1.7 allows (a Close with {} would tell the server why)", join(codes)))),
+            (Phase::Expecting, Expect::NoticesSilence) => {
+                let w = self.silent_since.map_or(0.0, |t| (now - t).as_secs_f64());
+                Some(Verdict::Pass(format!("the device dropped the link {w:.0} s into the silence")))
+            }
+            (Phase::Expecting, Expect::BacksOffAfterClose) if self.verdict.is_none() && self.dropped_at.is_none() => Some(Verdict::Fail("the device dropped TCP without answering the server's 4001 Close".into())),
+            (Phase::Expecting, Expect::CloseAnswered) if self.verdict.is_none() => Some(Verdict::Fail("the device dropped TCP without answering the server's Close (RFC 6455 7.1.1: the server closes TCP first)".into())),
+            (Phase::Expecting, Expect::StateOrTooBig) if self.verdict.is_none() => Some(Verdict::Fail("the device dropped TCP without a Close on a message too big for it (close 1009, or read it whole)".into())),
+            (Phase::Closing, _) => None,
+            (Phase::Upgrade, _) => Some(Verdict::NotObserved("the device closed TCP before its upgrade request".into())),
+            _ if self.verdict.is_none() => Some(Verdict::Fail("the device closed TCP before the case was decided".into())),
+            _ => None,
+        };
+        if let Some(v) = v {
+            self.verdict.get_or_insert(v);
+        }
+        if !matches!(self.phase, Phase::Away) {
+            self.phase = Phase::Done;
+            self.deadline = None;
+        }
+    }
+
+    /// Timers: what did not happen in time.
+    pub fn on_tick(&mut self, now: Instant) -> Vec<Act> {
+        let mut out = Vec::new();
+        if self.deadline.is_none_or(|d| now < d) {
+            return out;
+        }
+        let v = match (self.phase, &self.case.expect) {
+            (Phase::Upgrade, _) => Verdict::NotObserved("no upgrade request within 10 s of the connection".into()),
+            (Phase::Hello, Expect::Hello) => Verdict::Fail("no hello within 10 s of the upgrade".into()),
+            (Phase::Hello, _) => Verdict::NotObserved("no hello within 10 s of the upgrade, so the case could not run".into()),
+            (Phase::Expecting, Expect::Refused) => Verdict::Fail("the device kept the connection open for 5 s after an upgrade answer it must refuse".into()),
+            (Phase::Expecting, Expect::Pong(_)) => Verdict::Fail("no pong within 5-10 s of the ping".into()),
+            (Phase::Expecting, Expect::CloseAnswered | Expect::BacksOffAfterClose) => Verdict::Fail("the server's Close was not answered within 5 s".into()),
+            (Phase::Expecting, Expect::NoticesSilence) => Verdict::Fail("still connected 100 s into the server's silence: the contract gives up after 90 s of hearing nothing (a half-open link is never noticed)".into()),
+            (Phase::Expecting, Expect::Fails(codes)) => Verdict::Fail(format!("the device neither failed the connection ({}) nor dropped it within 5 s", join(codes))),
+            (Phase::Expecting, _) if self.want_on.is_some() => Verdict::NotObserved("the state answered, but no report came to show the relay".into()),
+            (Phase::Expecting, Expect::Resent) if self.dropped_at.is_some() => Verdict::Fail("the report left unacknowledged was not sent again within 10 s of the welcome".into()),
+            (Phase::Expecting, Expect::Resent) => Verdict::NotObserved("no report came to leave unacknowledged".into()),
+            (Phase::Expecting, _) => Verdict::Fail("no answer within 10 s".into()),
+            (Phase::Closing, _) => {
+                out.push(Act::CloseTcp);
+                self.phase = Phase::Done;
+                self.deadline = None;
+                return out;
+            }
+            (Phase::Away, Expect::BacksOffAfterClose) => Verdict::Pass("the device answered the 4001 Close and did not come back within 75 s".into()),
+            (Phase::Away, _) => Verdict::NotObserved("the device did not come back within 75 s".into()),
+            (Phase::Done, _) => return out,
+        };
+        if self.phase == Phase::Away {
+            self.verdict.get_or_insert(v);
+            self.phase = Phase::Done;
+            self.deadline = None;
+            return out;
+        }
+        self.decide(v, now, &mut out);
+        out
+    }
+
+    /// Error notes the annotator raised on the device's frames during the case.
+    pub fn device_errors(&self) -> &[String] {
+        &self.notes
+    }
+}
