@@ -542,7 +542,6 @@ impl Annotator {
                         ));
                 }
                 self.feed(dir, &rest, time, out);
-                return;
             }
             Err(keep_from) => {
                 // Bytes before `keep_from` start no header; a
@@ -551,7 +550,6 @@ impl Annotator {
                 st.head_buf.drain(..drop);
                 st.hunt_from += drop as u64;
                 st.hunt_skipped += drop as u64;
-                return;
             }
         }
     }

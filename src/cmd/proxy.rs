@@ -16,6 +16,7 @@
 use crate::cli::ProxyArgs;
 use crate::shell::control::{Commands, PROXY_IDS};
 use crate::shell::sinks::{LineSink, Recorder};
+use crate::shell::sock::Sock;
 use crate::shell::{config, printer, AppError};
 use kinetid_wsdump::annotate::filter::Filter;
 use kinetid_wsdump::annotate::{Annotator, Config, Event, HandshakeMode};
@@ -47,10 +48,10 @@ pub struct Upstream {
     pub tls: bool,
 }
 
-/// A socket, plain or TLS, either side.
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
-type Stream = Box<dyn Io>;
+/// The device's socket, plain or TLS.
+type Dev = Sock<tokio_rustls::server::TlsStream<TcpStream>>;
+/// The upstream's socket, plain or TLS.
+type Up = Sock<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// Read `ws://HOST[:PORT][/PATH]`. The path is the device's own: only where
 /// to connect comes from the URL.
@@ -185,10 +186,13 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
     // is printed: a signal sent as soon as that line appears is not lost
     // (nor ignored, when the proxy was started with SIGINT ignored, as a
     // shell's background job is), and one that arrives while a connection
-    // is being accepted is not lost either.
-    use tokio::signal::unix::{signal, SignalKind};
-    let sig = |k| signal(k).map_err(|e| AppError::Failed(format!("signals: {e}")));
-    let (mut sigint, mut sigterm) = (sig(SignalKind::interrupt())?, sig(SignalKind::terminate())?);
+    // is being accepted is not lost either. However the connections
+    // behave, the process ends: the watchdog exits 5 s after the signal.
+    let mut stop = crate::shell::shutdown::watch_signals(crate::shell::shutdown::Watchdog {
+        after: Duration::from_secs(5),
+        status: 1,
+        who: Some("proxy"),
+    });
     if a.tls.tls || upstream.tls {
         crate::shell::tls::set_keylog(a.tls.keylog.as_deref())?;
     }
@@ -276,18 +280,10 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
                 tasks.spawn(async move { connection(sh, id, sock, peer).await });
                 while tasks.try_join_next().is_some() {}
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = stop.wait_for(|s| *s) => break,
         }
     }
     sh.stopping.send_replace(true);
-    // However the connections behave, the process ends: a watchdog, as in
-    // listen, exits 5 s after the signal.
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(5));
-        eprintln!("kinetid-wsdump: the proxy did not finish stopping within 5 s; exiting now");
-        std::process::exit(1);
-    });
     // Connections get a moment to finish what they are forwarding.
     let _ = tokio::time::timeout(Duration::from_millis(1500), async {
         while tasks.join_next().await.is_some() {}
@@ -551,9 +547,9 @@ fn tell(link: &Link, why: &str) {
 /// The device's socket: as it is, or after the TLS handshake with `--tls`
 /// (a device that speaks plain bytes to the TLS port, or whose handshake
 /// fails or never finishes, gets a note and a clear answer).
-async fn device_side(link: &mut Link, sock: TcpStream) -> Option<Stream> {
+async fn device_side(link: &mut Link, sock: TcpStream) -> Option<Dev> {
     let Some(acceptor) = link.sh.tls_server.clone() else {
-        return Some(Box::new(sock));
+        return Some(Sock::Plain(sock));
     };
     match crate::shell::tls::accept_device(&acceptor, sock, link.sh.head_timeout).await {
         Ok((s, msg)) => {
@@ -561,7 +557,7 @@ async fn device_side(link: &mut Link, sock: TcpStream) -> Option<Stream> {
                 Direction::C2S,
                 tls_note(Severity::Info, Code::TlsSession, msg),
             );
-            Some(Box::new(s))
+            Some(Sock::Tls(Box::new(s)))
         }
         Err(why) => {
             link.notice(
@@ -577,7 +573,7 @@ async fn device_side(link: &mut Link, sock: TcpStream) -> Option<Stream> {
 /// Read the device's head, open the upstream, forward the head with `Host`
 /// rewritten, and the upstream's response back. Returns the upstream once
 /// both heads went through.
-async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
+async fn upgrade(link: &mut Link, dev: &mut Dev) -> Option<Up> {
     let sh = link.sh.clone();
     let deadline = tokio::time::Instant::now() + sh.head_timeout;
     let (head, used) = read_request(link, dev, deadline).await?;
@@ -612,7 +608,7 @@ async fn upgrade(link: &mut Link, dev: &mut Stream) -> Option<Stream> {
 /// request for the proxy's own API, or the device gone).
 async fn read_request(
     link: &mut Link,
-    dev: &mut Stream,
+    dev: &mut Dev,
     deadline: tokio::time::Instant,
 ) -> Option<(Vec<u8>, usize)> {
     let sh = link.sh.clone();
@@ -666,9 +662,9 @@ async fn read_request(
 /// told why not.
 async fn connect_upstream(
     link: &mut Link,
-    dev: &mut Stream,
+    dev: &mut Dev,
     deadline: tokio::time::Instant,
-) -> Option<Stream> {
+) -> Option<Up> {
     let sh = link.sh.clone();
     let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(&sh.upstream.addr)).await {
         Ok(Ok(s)) => s,
@@ -687,8 +683,8 @@ async fn connect_upstream(
         }
     };
     let _ = tcp.set_nodelay(true);
-    let up: Stream = match &sh.tls_client {
-        None => Box::new(tcp),
+    let up: Up = match &sh.tls_client {
+        None => Sock::Plain(tcp),
         Some((connector, name)) => {
             match tokio::time::timeout_at(deadline, connector.connect(name.clone(), tcp)).await {
                 Ok(Ok(s)) => {
@@ -707,7 +703,7 @@ async fn connect_upstream(
                         Direction::S2C,
                         tls_note(Severity::Info, Code::TlsSession, msg),
                     );
-                    Box::new(s)
+                    Sock::Tls(Box::new(s))
                 }
                 Ok(Err(e)) => {
                     let why = format!("TLS to upstream {} failed: {e}", sh.upstream.addr);
@@ -733,8 +729,8 @@ async fn connect_upstream(
 /// connection ends here.
 async fn forward_response(
     link: &mut Link,
-    dev: &mut Stream,
-    up: &mut Stream,
+    dev: &mut Dev,
+    up: &mut Up,
     deadline: tokio::time::Instant,
 ) -> Option<()> {
     let sh = link.sh.clone();
@@ -799,7 +795,7 @@ async fn forward_response(
 ///
 /// Injected frames go between forwarded frames, never inside one, and are
 /// marked in the output. Answers `202` once the frame is queued.
-async fn api(link: &mut Link, dev: &mut Stream, h: &handshake::HttpHead, mut body: Vec<u8>) {
+async fn api(link: &mut Link, dev: &mut Dev, h: &handshake::HttpHead, mut body: Vec<u8>) {
     use crate::shell::http::{check_browser, is_loopback, json_response};
     let reply = |status: u16, v: serde_json::Value| json_response(status, &v, "");
     let err = |status: u16, msg: &str| reply(status, serde_json::json!({ "error": msg }));
@@ -1014,28 +1010,17 @@ const CONSOLE_HELP: &str = "commands: conns | on ID | off ID | toggle ID | down 
 
 /// Read commands from stdin until it ends; outcomes on stderr.
 async fn console(sh: Arc<Shared>) {
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
-    let say = |sh: &Shared, s: String| sh.err.push(format!("{s}\n").into_bytes());
-    say(
-        &sh,
-        format!("kinetid-wsdump: console ready; {CONSOLE_HELP}"),
-    );
-    while let Ok(Some(line)) = lines.next_segment().await {
-        let Ok(line) = String::from_utf8(line) else {
-            say(&sh, "console: line ignored: not valid UTF-8".into());
-            continue;
-        };
+    let say = {
         let sh = sh.clone();
-        // Each command on its own: a switch waiting for a device does not
-        // block the console.
-        tokio::spawn(async move {
-            let out = console_command(&sh, line.trim()).await;
-            if !out.is_empty() {
-                say(&sh, out);
-            }
-        });
-    }
+        move |s: String| {
+            sh.err.push(format!("{s}\n").into_bytes());
+        }
+    };
+    crate::shell::console::run(CONSOLE_HELP, say, move |line| {
+        let sh = sh.clone();
+        async move { console_command(&sh, &line).await }
+    })
+    .await;
 }
 
 /// Run one console command and return what to print.
@@ -1200,7 +1185,7 @@ fn injected_frame(
 
 /// Answer the device with an error status (shown, recorded) and say why on
 /// stderr.
-async fn refuse(link: &mut Link, dev: &mut Stream, status: u16, why: &str) {
+async fn refuse(link: &mut Link, dev: &mut Dev, status: u16, why: &str) {
     link.sh.err.push(
         format!(
             "kinetid-wsdump: connection {}: {status} {}: {}\n",
@@ -1311,8 +1296,8 @@ async fn sleep_until(t: Option<std::time::Instant>) {
 /// write when), every due write goes out.
 async fn pump(
     link: &mut Link,
-    dev: &mut Stream,
-    up: &mut Stream,
+    dev: &mut Dev,
+    up: &mut Up,
     mut inject: tokio::sync::mpsc::Receiver<(Direction, Vec<u8>)>,
 ) {
     let (up_faults, down_faults) = link.sh.faults;
@@ -1325,8 +1310,9 @@ async fn pump(
     let mut relay = Relay::new(cfg, Instant::now(), &mut |d: Direction, s: Seen<'_>| {
         link.seen(d, s)
     });
-    let mut from_dev = vec![0u8; 16 * 1024];
-    let mut from_up = vec![0u8; 16 * 1024];
+    // TLS reads into these (a plain socket reads into the thread's buffer,
+    // so an idle forwarded connection holds no read buffer).
+    let (mut dev_tls, mut up_tls) = (Vec::new(), Vec::new());
     loop {
         // What is due goes out now: a timer, even one already expired,
         // fires on the timer's next millisecond tick, which would add up
@@ -1344,14 +1330,12 @@ async fn pump(
         let wake = relay.poll_timeout();
         let mut seen = |d: Direction, s: Seen<'_>| link.seen(d, s);
         tokio::select! {
-            r = dev.read(&mut from_dev), if relay.readable(Direction::C2S) => match r {
-                Ok(n) if n > 0 => relay.on_read(Direction::C2S, &from_dev[..n], Instant::now(), &mut seen),
-                _ => relay.on_eof(Direction::C2S, Instant::now()),
-            },
-            r = up.read(&mut from_up), if relay.readable(Direction::S2C) => match r {
-                Ok(n) if n > 0 => relay.on_read(Direction::S2C, &from_up[..n], Instant::now(), &mut seen),
-                _ => relay.on_eof(Direction::S2C, Instant::now()),
-            },
+            r = dev.wait_read(&mut dev_tls), if relay.readable(Direction::C2S) => {
+                took(&mut relay, Direction::C2S, r, dev, &dev_tls, &mut seen)
+            }
+            r = up.wait_read(&mut up_tls), if relay.readable(Direction::S2C) => {
+                took(&mut relay, Direction::S2C, r, up, &up_tls, &mut seen)
+            }
             // Only taken while the relay has room: past that the channel
             // fills and the API answers 503.
             Some((dir, frame)) = inject.recv(), if relay.can_inject() => {
@@ -1362,18 +1346,40 @@ async fn pump(
     }
 }
 
-/// One write the relay asked for (false: that side is gone).
-async fn write(
-    link: &Link,
+/// What a side's socket gave, to the relay: bytes (TLS has read them into
+/// `tls`; a plain socket is read now, into the thread's buffer), or its end.
+fn took<T: tokio::io::AsyncRead + Unpin>(
+    relay: &mut Relay,
     dir: Direction,
+    r: std::io::Result<Option<usize>>,
+    sock: &Sock<T>,
+    tls: &[u8],
+    seen: &mut dyn FnMut(Direction, Seen<'_>),
+) {
+    match r {
+        Ok(Some(n)) if n > 0 => relay.on_read(dir, &tls[..n], Instant::now(), seen),
+        Ok(None) => crate::shell::with_read_buffer(|buf| match sock.try_read_plain(buf) {
+            Ok(n) if n > 0 => relay.on_read(dir, &buf[..n], Instant::now(), seen),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => relay.on_eof(dir, Instant::now()),
+        }),
+        _ => relay.on_eof(dir, Instant::now()),
+    }
+}
+
+/// One write the relay asked for (false: that side is gone).
+async fn write(link: &Link, dir: Direction, t: Transmit, dev: &mut Dev, up: &mut Up) -> bool {
+    match dir {
+        Direction::C2S => send(up, t, &link.sh.bytes_up).await,
+        Direction::S2C => send(dev, t, &link.sh.bytes_down).await,
+    }
+}
+
+async fn send<S: tokio::io::AsyncWrite + Unpin>(
+    to: &mut S,
     t: Transmit,
-    dev: &mut Stream,
-    up: &mut Stream,
+    counter: &AtomicU64,
 ) -> bool {
-    let (to, counter) = match dir {
-        Direction::C2S => (up, &link.sh.bytes_up),
-        Direction::S2C => (dev, &link.sh.bytes_down),
-    };
     match t {
         Transmit::Bytes(b) => {
             counter.fetch_add(b.len() as u64, Ordering::Relaxed);

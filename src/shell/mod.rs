@@ -9,14 +9,19 @@
 //! * [`sock`]: the socket type the drivers read and write through, and
 //!   [`tls`]: certificates and TLS for both sides.
 //! * [`sinks`]: where a driver's events go (the printer, `--record`).
+//! * [`control`]: what a user may tell a connection, the commands waiting
+//!   for a device's answer; [`console`]: the stdin console's loop;
+//!   [`shutdown`]: signals, the graceful stop and its watchdog.
 //! * Here: the error type, listening sockets, flags to library configs, the
 //!   per-thread read buffer and the clock.
 
+pub mod console;
 pub mod control;
 pub mod http;
 pub mod inspect;
 pub mod metrics;
 pub mod ownweb;
+pub mod shutdown;
 pub mod sinks;
 pub mod sock;
 pub mod tls;

@@ -1,7 +1,8 @@
-//! A connection's socket, plain TCP or TLS, for `listen` and the emulator:
-//! one type to read and write, and a way to wait for bytes that lets a
-//! plain socket read into the thread's shared buffer (an idle connection
-//! then holds no read buffer), while TLS reads into the connection's own.
+//! A connection's socket, plain TCP or TLS, for `listen`, the proxy (both
+//! sides) and the emulator: one type to read and write, and a way to wait
+//! for bytes that lets a plain socket read into the thread's shared buffer
+//! (an idle connection then holds no read buffer), while TLS reads into the
+//! connection's own.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

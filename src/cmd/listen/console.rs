@@ -7,43 +7,21 @@
 use super::hub::{ConnCmd, Hub, SwitchError};
 use kinetid_wsdump::escape::Esc;
 use std::sync::Arc;
-use tokio::io::AsyncBufReadExt;
 
 /// The console's help line.
 pub const HELP: &str = "commands: devices | on ID | off ID | toggle ID | send ID TEXT | ping ID | close ID [CODE [REASON]] | help";
 
 /// Read commands from stdin until it ends.
 pub async fn run(hub: Arc<Hub>) {
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
-    hub.notice(format!("kinetid-wsdump: console ready; {HELP}"));
-    loop {
-        let line = match lines.next_segment().await {
-            Ok(Some(l)) => l,
-            Ok(None) => break,
-            Err(e) => {
-                hub.notice(format!("kinetid-wsdump: console stopped: {e}"));
-                break;
-            }
-        };
-        let line = match String::from_utf8(line) {
-            Ok(l) => l,
-            Err(e) => {
-                hub.notice(format!(
-                    "console: line ignored: not valid UTF-8 at byte {}",
-                    e.utf8_error().valid_up_to()
-                ));
-                continue;
-            }
-        };
+    let say = {
         let hub = hub.clone();
-        // Each command runs on its own so a slow device does not block the console.
-        tokio::spawn(async move {
-            let out = command(&hub, line.trim()).await;
-            if !out.is_empty() {
-                hub.notice(out);
-            }
-        });
-    }
+        move |s: String| hub.notice(s)
+    };
+    crate::shell::console::run(HELP, say, move |line| {
+        let hub = hub.clone();
+        async move { command(&hub, &line).await }
+    })
+    .await;
 }
 
 /// Run one console command and return what to print.

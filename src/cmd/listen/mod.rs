@@ -162,7 +162,11 @@ pub fn run(a: ListenArgs) -> Result<u8, AppError> {
     };
     memory::return_freed_memory();
     let console = a.session.console();
-    let stop = watch_signals();
+    let stop = crate::shell::shutdown::watch_signals(crate::shell::shutdown::Watchdog {
+        after: GRACE + Duration::from_millis(1500),
+        status: 0,
+        who: None,
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -178,47 +182,6 @@ pub fn run(a: ListenArgs) -> Result<u8, AppError> {
     // The console's stdin read sits in a blocking thread that never ends by itself.
     rt.shutdown_timeout(Duration::from_millis(200));
     r
-}
-
-/// Watch SIGINT and SIGTERM on a thread with a runtime of its own, so a
-/// signal is seen even when every worker of the main runtime is stuck. The
-/// first one starts the graceful shutdown and a watchdog that ends the
-/// process if it takes longer than the grace; a second one ends it at once.
-fn watch_signals() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    let spawned = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let mut term = signal_term();
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-                let _ = tx.send(true);
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => std::process::exit(130),
-                    _ = term.recv() => std::process::exit(143),
-                    _ = tokio::time::sleep(GRACE + Duration::from_millis(1500)) => {
-                        // Something (a stalled stdout or stderr) holds the
-                        // shutdown up: what was recorded is on disk already.
-                        std::process::exit(0)
-                    }
-                }
-            });
-        });
-    if spawned.is_err() {
-        tracing::warn!(
-            "no thread for signals: Ctrl-C ends the process without a graceful shutdown"
-        );
-    }
-    rx
 }
 
 async fn serve(
@@ -413,27 +376,4 @@ fn finish(hub: &Hub) {
         },
     ));
     hub.err.close(Duration::from_millis(500));
-}
-
-#[cfg(unix)]
-fn signal_term() -> SigTerm {
-    SigTerm(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok())
-}
-#[cfg(not(unix))]
-fn signal_term() -> SigTerm {
-    SigTerm(())
-}
-#[cfg(unix)]
-struct SigTerm(Option<tokio::signal::unix::Signal>);
-#[cfg(not(unix))]
-struct SigTerm(());
-impl SigTerm {
-    async fn recv(&mut self) {
-        #[cfg(unix)]
-        if let Some(s) = self.0.as_mut() {
-            s.recv().await;
-            return;
-        }
-        std::future::pending::<()>().await
-    }
 }
