@@ -17,16 +17,14 @@ use crate::cli::ProxyArgs;
 use crate::shell::control::{Commands, PROXY_IDS};
 use crate::shell::sinks::{LineSink, Recorder};
 use crate::shell::sock::Sock;
+use crate::shell::tap::{NoCount, Outputs, Tap};
 use crate::shell::{config, printer, AppError};
-use kinetid_wsdump::annotate::filter::Filter;
-use kinetid_wsdump::annotate::{Annotator, Config, Event, HandshakeMode};
-use kinetid_wsdump::capture::{Chunk, ChunkKind};
+use kinetid_wsdump::annotate::{Config, Event, HandshakeMode};
 use kinetid_wsdump::engine::backend::{Backend, BackendConfig, Effect};
 use kinetid_wsdump::engine::devices::DeviceTable;
 use kinetid_wsdump::engine::relay::{Cut, End, Faults, Relay, RelayConfig, Seen, Transmit};
 use kinetid_wsdump::escape::Esc;
 use kinetid_wsdump::note::{Code, Severity};
-use kinetid_wsdump::render::Printer;
 use kinetid_wsdump::wire::frame::Direction;
 use kinetid_wsdump::wire::handshake::{self, error_response, HeadParse};
 use std::collections::HashMap;
@@ -119,12 +117,10 @@ fn rewrite_host(head: &[u8], host: &str) -> (Vec<u8>, Option<String>) {
 /// What every connection shares.
 struct Shared {
     cfg: Config,
-    printer: Printer,
-    out: Option<LineSink>,
+    /// Where every connection's events go.
+    outs: Arc<Outputs>,
     err: LineSink,
-    record: Option<Arc<Recorder>>,
     upstream: Upstream,
-    filter: kinetid_wsdump::annotate::filter::Spec,
     /// `--tls`: TLS toward devices.
     tls_server: Option<tokio_rustls::TlsAcceptor>,
     /// `wss://` upstream: TLS toward it, and the name it is asked for.
@@ -143,10 +139,6 @@ struct Shared {
     /// upstream to connect and answer.
     head_timeout: Duration,
     next_conn: AtomicU64,
-    /// What devices do from one connection to the next.
-    across: std::sync::Mutex<kinetid_wsdump::annotate::across::Across>,
-    /// `--show-http`: show and count requests for the proxy's own API.
-    show_http: bool,
     /// The port devices connect to (for the Host check).
     local_port: u16,
     /// Requests for the proxy's own API and page, out of view.
@@ -155,8 +147,6 @@ struct Shared {
     open: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
-    /// Events for the browser inspector.
-    bus: crate::shell::inspect::Bus,
     /// Switches injected through the API waiting for the device's answer.
     commands: Commands,
     /// When the proxy started (Unix seconds).
@@ -232,12 +222,21 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
             kinetid_auto: !a.kinetid,
             ..config(&a.limits, !a.no_kinetid, false, Some(Default::default()))
         },
-        printer: printer(&a.output),
-        out: (!a.quiet).then(|| LineSink::spawn("stdout", Box::new(std::io::stdout()), 4 << 20)),
+        outs: Arc::new(Outputs {
+            printer: printer(&a.output),
+            out: (!a.quiet)
+                .then(|| LineSink::spawn("stdout", Box::new(std::io::stdout()), 4 << 20)),
+            record,
+            bus: crate::shell::inspect::Bus::new(
+                a.session.history(a.quiet),
+                crate::shell::inspect::HISTORY_BYTES,
+            ),
+            across: Default::default(),
+            filter: a.filter.spec(),
+            show_http: a.session.show_http,
+        }),
         err: LineSink::spawn("stderr", Box::new(std::io::stderr()), 1 << 20),
-        record,
         upstream,
-        filter: a.filter.spec(),
         tls_server,
         tls_client,
         faults: faults(&a)?,
@@ -250,17 +249,11 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
             .transpose()
             .map_err(AppError::Usage)?,
         next_conn: AtomicU64::new(0),
-        show_http: a.session.show_http,
         local_port: local.port(),
-        across: Default::default(),
         web: AtomicU64::new(0),
         open: AtomicU64::new(0),
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
-        bus: crate::shell::inspect::Bus::new(
-            a.session.history(a.quiet),
-            crate::shell::inspect::HISTORY_BYTES,
-        ),
         commands: Commands::new(PROXY_IDS),
         stopping: tokio::sync::watch::channel(false).0,
         started: crate::shell::now(),
@@ -290,10 +283,10 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
     })
     .await;
     tasks.abort_all();
-    if let Some(r) = &sh.record {
+    if let Some(r) = &sh.outs.record {
         r.sync();
     }
-    if let Some(o) = &sh.out {
+    if let Some(o) = &sh.outs.out {
         o.close(Duration::from_millis(1000));
     }
     let web = sh.web.load(Ordering::Relaxed);
@@ -330,10 +323,8 @@ struct Link {
     sh: Arc<Shared>,
     id: u64,
     peer: SocketAddr,
-    ann: Annotator,
-    filter: Option<Filter>,
-    /// Whether this is the proxy's own web traffic, out of view.
-    web: crate::shell::ownweb::OwnWeb,
+    /// Record, annotate, show.
+    tap: Tap,
     /// The backend's reading of the device's messages (its answers unused:
     /// the upstream gives its own).
     backend: Backend,
@@ -342,16 +333,12 @@ struct Link {
 impl Link {
     /// Record, annotate and print bytes seen in `dir`.
     fn observe(&mut self, dir: Direction, bytes: &[u8]) {
-        let t = crate::shell::now();
-        self.record(t, ChunkKind::Data(dir, bytes.to_vec()));
-        let mut ev = Vec::new();
-        self.ann.feed(dir, bytes, Some(t), &mut ev);
+        let ev = self.tap.bytes(dir, bytes, crate::shell::now());
         let answered = if dir == Direction::C2S {
             self.learn(&ev)
         } else {
             Vec::new()
         };
-        self.show(ev);
         for re in answered {
             self.notice(
                 Direction::C2S,
@@ -407,55 +394,6 @@ impl Link {
         answered
     }
 
-    fn record(&self, t: f64, kind: ChunkKind) {
-        if let Some(r) = &self.sh.record {
-            r.record(&Chunk {
-                time: Some(t),
-                conn: self.id,
-                pkt: None,
-                kind,
-            });
-        }
-    }
-
-    fn show(&mut self, ev: Vec<Event>) {
-        if self.web.pass(&ev).is_some() {
-            self.show_now(ev);
-        }
-    }
-
-    fn show_now(&mut self, mut ev: Vec<Event>) {
-        if ev.is_empty() {
-            return;
-        }
-        {
-            let mut more = Vec::new();
-            let mut across = self.sh.across.lock().expect("across");
-            for e in &ev {
-                across.observe(e, &mut more);
-            }
-            drop(across);
-            ev.extend(more);
-        }
-        self.sh.bus.publish(&ev);
-        let Some(out) = &self.sh.out else { return };
-        let ev = match self.filter.as_mut() {
-            None => ev,
-            Some(f) => {
-                let mut shown = Vec::new();
-                for e in ev {
-                    f.pass(e, &mut shown);
-                }
-                shown
-            }
-        };
-        let mut buf = Vec::new();
-        for e in &ev {
-            let _ = self.sh.printer.event(&mut buf, e);
-        }
-        out.push(buf);
-    }
-
     /// What the relay hands back: bytes of a direction's stream, or its note.
     fn seen(&mut self, dir: Direction, s: Seen<'_>) {
         match s {
@@ -465,11 +403,7 @@ impl Link {
     }
 
     fn notice(&mut self, dir: Direction, n: kinetid_wsdump::note::Note) {
-        let t = crate::shell::now();
-        self.record(t, ChunkKind::Note(dir, n.clone()));
-        let mut ev = Vec::new();
-        self.ann.notice(dir, n, Some(t), &mut ev);
-        self.show(ev);
+        self.tap.notice(dir, n, crate::shell::now());
     }
 }
 
@@ -490,9 +424,7 @@ async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr)
         sh: sh.clone(),
         id,
         peer,
-        ann: Annotator::new(id, sh.cfg),
-        filter: (!sh.filter.is_empty()).then(|| Filter::new(sh.filter.clone())),
-        web: crate::shell::ownweb::OwnWeb::new(sh.show_http),
+        tap: Tap::new(id, sh.cfg, sh.outs.clone(), Arc::new(NoCount)),
         backend: Backend::new(
             BackendConfig {
                 hello_timeout: Duration::MAX,
@@ -501,15 +433,10 @@ async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr)
             Instant::now(),
         ),
     };
-    let t = crate::shell::now();
-    link.record(t, ChunkKind::Open(peer.to_string()));
-    let mut ev = Vec::new();
-    link.ann.open(&peer.to_string(), Some(t), &mut ev);
-    link.show(ev);
+    link.tap.open(&peer.to_string(), crate::shell::now());
     if let Some(mut dev) = device_side(&mut link, sock).await {
         let upgraded = upgrade(&mut link, &mut dev).await;
-        let held = link.web.show();
-        link.show_now(held);
+        link.tap.release();
         if let Some(mut up) = upgraded {
             let (tx, rx) = tokio::sync::mpsc::channel(16);
             sh.conns
@@ -524,13 +451,7 @@ async fn connection(sh: Arc<Shared>, id: u64, sock: TcpStream, peer: SocketAddr)
     }
     // A connection that ended before its request line (a failed TLS
     // handshake, a silent peer) is shown with what it did.
-    let held = link.web.show();
-    link.show_now(held);
-    let t = crate::shell::now();
-    link.record(t, ChunkKind::Eof);
-    let mut ev = Vec::new();
-    link.ann.finish(Some(t), &mut ev);
-    link.show(ev);
+    link.tap.finish(crate::shell::now());
 }
 
 fn tls_note(sev: Severity, code: Code, msg: String) -> kinetid_wsdump::note::Note {
@@ -625,8 +546,7 @@ async fn read_request(
         };
         link.observe(Direction::C2S, &buf[..n]);
         head.extend_from_slice(&buf[..n]);
-        let held = link.web.head_bytes(&head);
-        link.show_now(held);
+        link.tap.head_seen(&head);
         match handshake::parse_head(&head, sh.cfg.limits) {
             HeadParse::Partial => continue,
             HeadParse::Invalid(e) => {
@@ -639,7 +559,11 @@ async fn read_request(
                     && path.starts_with("/api/")
                 {
                     let rest = head[h.len..].to_vec();
-                    if link.web.plain_request(path.split('?').next().unwrap_or("")) {
+                    if link
+                        .tap
+                        .web()
+                        .plain_request(path.split('?').next().unwrap_or(""))
+                    {
                         sh.web.fetch_add(1, Ordering::Relaxed);
                     }
                     api(link, dev, &h, rest).await;
@@ -843,7 +767,7 @@ async fn api(link: &mut Link, dev: &mut Dev, h: &handshake::HttpHead, mut body: 
                 // would feed themselves.
                 let mut stop = link.sh.stopping.subscribe();
                 let sh = link.sh.clone();
-                let end = crate::shell::inspect::stream(&sh.bus, dev, true, async move {
+                let end = crate::shell::inspect::stream(&sh.outs.bus, dev, true, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
                 .await;

@@ -24,6 +24,7 @@ pub mod ownweb;
 pub mod shutdown;
 pub mod sinks;
 pub mod sock;
+pub mod tap;
 pub mod tls;
 
 use crate::cli::{ColorChoice, LimitArgs, OutputArgs};

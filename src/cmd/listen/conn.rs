@@ -12,9 +12,8 @@
 use super::api::{self, Request};
 use super::hub::{Claim, Cmd, ConnCmd, Hub};
 use crate::shell::now;
-use kinetid_wsdump::annotate::{Annotator, Event, EventKind};
-use kinetid_wsdump::capture::replay::Stats;
-use kinetid_wsdump::capture::{Chunk, ChunkKind};
+use crate::shell::tap::Tap;
+use kinetid_wsdump::annotate::{Event, EventKind};
 use kinetid_wsdump::engine::backend::{Backend, BackendConfig, Effect};
 use kinetid_wsdump::engine::quirk::server_frame;
 use kinetid_wsdump::engine::session::{Output, Session, SessionConfig};
@@ -57,18 +56,13 @@ pub struct Conn {
     /// The TLS session, said at the top of the connection.
     tls: Option<String>,
     hub: Arc<Hub>,
-    ann: Annotator,
-    stats: Stats,
+    /// Record, annotate, show.
+    tap: Tap,
     /// Bytes this connection counts in the hub's budget.
     held: usize,
     registry_full_noted: bool,
     /// permessage-deflate for what the server sends, when agreed.
     deflater: Option<kinetid_wsdump::wire::deflate::Deflater>,
-    /// What to show of this connection (`--conn`, `--device`, ...), when
-    /// anything is filtered.
-    filter: Option<Box<kinetid_wsdump::annotate::filter::Filter>>,
-    /// Whether this is the tool's own web traffic, out of view.
-    web: crate::shell::ownweb::OwnWeb,
     /// The listener's port the device connected to (for the Host check).
     pub local_port: Option<u16>,
 }
@@ -88,13 +82,7 @@ impl Conn {
         hub: Arc<Hub>,
         tls: Option<String>,
     ) -> Conn {
-        let ann = Annotator::new(id, hub.s.cfg);
-        let hub_show_http = hub.s.show_http;
-        let filter = (!hub.s.filter.is_empty()).then(|| {
-            Box::new(kinetid_wsdump::annotate::filter::Filter::new(
-                hub.s.filter.clone(),
-            ))
-        });
+        let tap = Tap::new(id, hub.s.cfg, hub.outs.clone(), hub.clone());
         Conn {
             id,
             peer,
@@ -102,38 +90,24 @@ impl Conn {
             tls_buf: Vec::new(),
             tls,
             hub,
-            ann,
-            stats: Stats::default(),
+            tap,
             held: 0,
             registry_full_noted: false,
             deflater: None,
-            filter,
-            web: crate::shell::ownweb::OwnWeb::new(hub_show_http),
             local_port: None,
         }
     }
 
     /// Record, annotate, render and account bytes seen in `dir`.
     fn observe(&mut self, dir: Direction, bytes: &[u8]) -> Vec<Event> {
-        let t = now();
-        if self.hub.record.is_some() {
-            self.record(Chunk {
-                time: Some(t),
-                conn: self.id,
-                pkt: None,
-                kind: ChunkKind::Data(dir, bytes.to_vec()),
-            });
-        }
-        let mut ev = Vec::new();
-        self.ann.feed(dir, bytes, Some(t), &mut ev);
+        let ev = self.tap.bytes(dir, bytes, now());
         let c = &self.hub.counters;
         match dir {
             Direction::C2S => c.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed),
             Direction::S2C => c.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed),
         };
         self.hub.metrics.wire_bytes(dir).inc_by(bytes.len() as u64);
-        self.emit(&ev);
-        let held = self.ann.held_bytes();
+        let held = self.tap.annotator().held_bytes();
         if held >= self.held {
             self.hub
                 .buffered
@@ -163,100 +137,9 @@ impl Conn {
             && self.hub.buffered.load(Ordering::Relaxed) > self.hub.s.max_buffered
     }
 
-    fn record(&self, c: Chunk) {
-        if let Some(r) = &self.hub.record {
-            r.record(&c);
-        }
-    }
-
     /// A note from the listener about this connection: shown, counted, recorded.
     fn notice(&mut self, n: Note) {
-        let t = now();
-        self.record(Chunk {
-            time: Some(t),
-            conn: self.id,
-            pkt: None,
-            kind: ChunkKind::Note(Direction::C2S, n.clone()),
-        });
-        let mut ev = Vec::new();
-        self.ann.notice(Direction::C2S, n, Some(t), &mut ev);
-        self.emit(&ev);
-    }
-
-    fn emit(&mut self, ev: &[Event]) {
-        if let Some(ev) = self.web.pass(ev) {
-            self.emit_now(ev);
-        }
-    }
-
-    /// Show what the own-web check let through or released.
-    fn release(&mut self, held: Vec<Event>) {
-        if !held.is_empty() {
-            self.emit_now(&held);
-        }
-    }
-
-    fn emit_now(&mut self, ev: &[Event]) {
-        let mut more = Vec::new();
-        {
-            let mut across = self.hub.across.lock().expect("across");
-            for e in ev {
-                across.observe(e, &mut more);
-            }
-        }
-        self.emit_batch(ev);
-        if !more.is_empty() {
-            self.emit_batch(&more);
-        }
-    }
-
-    fn emit_batch(&mut self, ev: &[Event]) {
-        self.hub.bus.publish(ev);
-        let c = &self.hub.counters;
-        for e in ev {
-            self.hub.metrics.observe(e);
-            let before = self.stats;
-            self.stats.add(e);
-            c.errors
-                .fetch_add(self.stats.errors - before.errors, Ordering::Relaxed);
-            c.warnings
-                .fetch_add(self.stats.warnings - before.warnings, Ordering::Relaxed);
-            c.refused
-                .fetch_add(self.stats.refused - before.refused, Ordering::Relaxed);
-            match (&e.kind, e.dir) {
-                (EventKind::Frame(_), Direction::C2S) => {
-                    c.frames_in.fetch_add(1, Ordering::Relaxed)
-                }
-                (EventKind::Frame(_), Direction::S2C) => {
-                    c.frames_out.fetch_add(1, Ordering::Relaxed)
-                }
-                (EventKind::Message(_), Direction::C2S) => {
-                    c.messages_in.fetch_add(1, Ordering::Relaxed)
-                }
-                _ => 0,
-            };
-        }
-        if let Some(out) = &self.hub.out {
-            let mut buf = Vec::new();
-            match self.filter.as_mut() {
-                None => {
-                    for e in ev {
-                        let _ = self.hub.s.printer.event(&mut buf, e);
-                    }
-                }
-                Some(f) => {
-                    let mut shown = Vec::new();
-                    for e in ev {
-                        f.pass(e.clone(), &mut shown);
-                    }
-                    for e in &shown {
-                        let _ = self.hub.s.printer.event(&mut buf, e);
-                    }
-                }
-            }
-            // Never waits: a stalled reader loses lines (counted), not devices.
-            out.push(buf);
-        }
+        self.tap.notice(Direction::C2S, n, now());
     }
 
     /// Record and annotate, then write, within the write timeout.
@@ -337,22 +220,12 @@ impl Conn {
 
     /// Serve the connection to its end.
     pub async fn run(&mut self, mut shutdown: broadcast::Receiver<()>) {
-        let t = now();
-        let mut ev = Vec::new();
-        self.ann.open(&self.peer.to_string(), Some(t), &mut ev);
-        self.record(Chunk {
-            time: Some(t),
-            conn: self.id,
-            pkt: None,
-            kind: ChunkKind::Open(self.peer.to_string()),
-        });
-        self.emit(&ev);
+        self.tap.open(&self.peer.to_string(), now());
         if let Some(m) = self.tls.take() {
             self.notice(note::listener(Severity::Info, Code::TlsSession, m));
         }
         let upgraded = self.handshake(&mut shutdown).await;
-        let held = self.web.show();
-        self.release(held);
+        self.tap.release();
         if let Some(leftover) = upgraded {
             let (tx, rx) = mpsc::channel(64);
             self.hub.conns.lock().expect("conns").insert(self.id, tx);
@@ -360,16 +233,7 @@ impl Conn {
             self.hub.forget_conn(self.id);
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.sock.shutdown()).await;
-        let t = now();
-        let mut ev = Vec::new();
-        self.ann.finish(Some(t), &mut ev);
-        self.record(Chunk {
-            time: Some(t),
-            conn: self.id,
-            pkt: None,
-            kind: ChunkKind::Eof,
-        });
-        self.emit(&ev);
+        self.tap.finish(now());
     }
 
     /// Read and answer the HTTP head. Returns the handshake's outcome: for an
@@ -396,8 +260,7 @@ impl Conn {
                 raw.extend_from_slice(&buf[..n]);
             }
             let ev = self.observe(Direction::C2S, &buf[..n]);
-            let held = self.web.head_bytes(&raw);
-            self.release(held);
+            self.tap.head_seen(&raw);
             for (i, e) in ev.iter().enumerate() {
                 match &e.kind {
                     EventKind::HeadError(he) => {
@@ -413,7 +276,11 @@ impl Conn {
                         let body = raw[head.len.min(raw.len())..].to_vec();
                         let head = head.clone();
                         let path = head.start_line.split(' ').nth(1).unwrap_or("");
-                        if self.web.plain_request(path.split('?').next().unwrap_or("")) {
+                        if self
+                            .tap
+                            .web()
+                            .plain_request(path.split('?').next().unwrap_or(""))
+                        {
                             let c = &self.hub.counters;
                             c.connections.fetch_sub(1, Ordering::Relaxed);
                             c.web.fetch_add(1, Ordering::Relaxed);
@@ -490,7 +357,7 @@ impl Conn {
             // The stream itself is not annotated: events about the events
             // a page reads would feed themselves.
             let hub = self.hub.clone();
-            let end = crate::shell::inspect::stream(&hub.bus, &mut self.sock, true, async {
+            let end = crate::shell::inspect::stream(&hub.outs.bus, &mut self.sock, true, async {
                 let _ = shutdown.recv().await;
             })
             .await;
@@ -553,7 +420,7 @@ impl Conn {
         });
         let mut frame_deadline: Option<Instant> = None;
         let mut outs = sess.on_peer(first, now);
-        outs.extend(sess.on_partial(&mut self.ann, now));
+        outs.extend(sess.on_partial(self.tap.annotator_mut(), now));
         if self.apply(&mut sess, &mut backend, outs).await.is_err() {
             return;
         }
@@ -588,14 +455,14 @@ impl Conn {
                         return;
                     }
                     // A frame must make progress: the deadline is set when one starts.
-                    frame_deadline = match (self.ann.mid_frame(Direction::C2S), frame_deadline) {
+                    frame_deadline = match (self.tap.annotator().mid_frame(Direction::C2S), frame_deadline) {
                         (false, _) => None,
                         (true, None) => Some(Instant::now() + s.frame_timeout),
                         (true, d) => d,
                     };
                     let now = Instant::now();
                     let mut outs = sess.on_peer(ev, now);
-                    outs.extend(sess.on_partial(&mut self.ann, now));
+                    outs.extend(sess.on_partial(self.tap.annotator_mut(), now));
                     self.apply(&mut sess, &mut backend, outs).await
                 }
                 Some(cmd) = rx.recv() => self.command(*cmd, &mut sess, &mut backend).await,

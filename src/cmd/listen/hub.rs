@@ -10,9 +10,13 @@ use super::Settings;
 use crate::shell::control::{Commands, LISTEN_IDS};
 use crate::shell::metrics::ListenMetrics;
 use crate::shell::sinks::{LineSink, Recorder};
+use crate::shell::tap::{Count, Outputs};
+use kinetid_wsdump::annotate::{Event, EventKind};
+use kinetid_wsdump::capture::replay::Stats;
 pub use kinetid_wsdump::engine::devices::{Claim, Device, DeviceTable};
 use kinetid_wsdump::kinetid;
 use kinetid_wsdump::kinetid::msg::Report;
+use kinetid_wsdump::wire::frame::Direction;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -127,24 +131,17 @@ pub struct Hub {
     pub(super) next_conn: AtomicU64,
     /// Counters.
     pub counters: Counters,
-    /// Annotated output (None with --quiet).
-    pub out: Option<LineSink>,
+    /// Where every connection's events go.
+    pub outs: Arc<Outputs>,
     /// Notices for people (stderr), never blocking.
     pub err: LineSink,
-    /// The recording.
-    pub record: Option<Arc<Recorder>>,
     /// Payload and buffer bytes held by all connections together.
     pub buffered: AtomicUsize,
     /// Prometheus metrics (`/metrics`).
     pub metrics: ListenMetrics,
-    /// Events for the browser inspector.
-    pub bus: crate::shell::inspect::Bus,
     /// When the listener started (Unix seconds): a page tells a restarted
     /// listener by it.
     pub started: f64,
-    /// What devices do from one connection to the next (see
-    /// `kinetid_wsdump::annotate::across`).
-    pub across: Mutex<kinetid_wsdump::annotate::across::Across>,
     dropped_seen: AtomicU64,
 }
 
@@ -156,9 +153,17 @@ impl Hub {
         err: LineSink,
         record: Option<Arc<Recorder>>,
     ) -> Hub {
-        let bus = crate::shell::inspect::Bus::new(s.history, crate::shell::inspect::HISTORY_BYTES);
+        let outs = Arc::new(Outputs {
+            printer: s.printer.clone(),
+            out,
+            record,
+            bus: crate::shell::inspect::Bus::new(s.history, crate::shell::inspect::HISTORY_BYTES),
+            across: Mutex::new(kinetid_wsdump::annotate::across::Across::new()),
+            filter: s.filter.clone(),
+            show_http: s.show_http,
+        });
         Hub {
-            bus,
+            outs,
             started: crate::shell::now(),
             devices: Mutex::new(DeviceTable::new(s.max_devices)),
             s,
@@ -166,12 +171,9 @@ impl Hub {
             commands: Commands::new(LISTEN_IDS),
             next_conn: AtomicU64::new(0),
             counters: Counters::default(),
-            out,
             err,
-            record,
             buffered: AtomicUsize::new(0),
             metrics: ListenMetrics::new(),
-            across: Mutex::new(kinetid_wsdump::annotate::across::Across::new()),
             dropped_seen: AtomicU64::new(0),
         }
     }
@@ -187,7 +189,7 @@ impl Hub {
     pub fn metrics_text(&self) -> String {
         let online = self.devices.lock().expect("devices").online();
         self.metrics.devices_online.set(online as i64);
-        let dropped = self.out.as_ref().map_or(0, LineSink::dropped_lines);
+        let dropped = self.outs.out.as_ref().map_or(0, LineSink::dropped_lines);
         let seen = self.dropped_seen.swap(dropped, Ordering::Relaxed);
         self.metrics
             .output_dropped
@@ -353,5 +355,25 @@ impl Hub {
                 done: None,
             }));
         }
+    }
+}
+
+impl Count for Hub {
+    /// Metrics and the exit summary's counters.
+    fn event(&self, e: &Event) {
+        self.metrics.observe(e);
+        let mut one = Stats::default();
+        one.add(e);
+        let c = &self.counters;
+        c.errors.fetch_add(one.errors, Ordering::Relaxed);
+        c.warnings.fetch_add(one.warnings, Ordering::Relaxed);
+        c.refused.fetch_add(one.refused, Ordering::Relaxed);
+        let n = match (&e.kind, e.dir) {
+            (EventKind::Frame(_), Direction::C2S) => &c.frames_in,
+            (EventKind::Frame(_), Direction::S2C) => &c.frames_out,
+            (EventKind::Message(_), Direction::C2S) => &c.messages_in,
+            _ => return,
+        };
+        n.fetch_add(1, Ordering::Relaxed);
     }
 }

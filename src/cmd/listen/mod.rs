@@ -328,10 +328,10 @@ async fn housekeeping(hub: Arc<Hub>) {
             memory::trim();
         }
         was_high = held >= (16 << 20) || (was_high && held >= (1 << 20));
-        if let Some(r) = hub.record.clone() {
+        if let Some(r) = hub.outs.record.clone() {
             let _ = tokio::task::spawn_blocking(move || r.sync()).await;
         }
-        let dropped = hub.out.as_ref().map_or(0, LineSink::dropped_lines);
+        let dropped = hub.outs.out.as_ref().map_or(0, LineSink::dropped_lines);
         if dropped > dropped_told {
             dropped_told = dropped;
             hub.notice(format!("kinetid-wsdump: stdout is not keeping up: {dropped} output lines dropped so far (devices are not slowed; --quiet, --format summary or --record keep up)"));
@@ -341,15 +341,16 @@ async fn housekeeping(hub: Arc<Hub>) {
 
 /// Flush what can be flushed, within bounds, and print the summary.
 fn finish(hub: &Hub) {
-    if let Some(r) = &hub.record {
+    if let Some(r) = &hub.outs.record {
         r.sync();
     }
     let stdout_ok = hub
+        .outs
         .out
         .as_ref()
         .is_none_or(|o| o.close(Duration::from_millis(1000)));
     let c = &hub.counters;
-    let dropped = hub.out.as_ref().map_or(0, LineSink::dropped_lines);
+    let dropped = hub.outs.out.as_ref().map_or(0, LineSink::dropped_lines);
     let n = |v: &std::sync::atomic::AtomicU64, one: &str, many: &str| {
         let v = v.load(Ordering::Relaxed);
         format!("{v} {}", if v == 1 { one } else { many })
