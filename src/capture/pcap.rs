@@ -260,55 +260,8 @@ impl Reassembler {
     ) {
         let k = key(s.src, s.dst);
         self.serial += 1;
-        if !self.flows.contains_key(&k) {
-            if s.rst || (s.payload.is_empty() && !s.syn) {
-                return;
-            }
-            if self.flows.len() >= MAX_FLOWS {
-                self.evict(time);
-            }
-            self.counts.tcp_connections += 1;
-            // The client: who sent the SYN (without ACK), else the side
-            // away from --port, else the side whose first bytes are a
-            // request, else the side with the higher port.
-            let (client, server) = if s.syn {
-                if s.ack.is_none() {
-                    (s.src, s.dst)
-                } else {
-                    (s.dst, s.src)
-                }
-            } else if let Some(p) = self.opts.port {
-                if s.dst.port() == p {
-                    (s.src, s.dst)
-                } else {
-                    (s.dst, s.src)
-                }
-            } else if s.payload.starts_with(b"GET ") || s.src.port() > s.dst.port() {
-                (s.src, s.dst)
-            } else {
-                (s.dst, s.src)
-            };
-            let forced = self.opts.port == Some(server.port());
-            let kind = if forced {
-                self.next_conn += 1;
-                self.counts.websocket += 1;
-                Kind::WebSocket(self.next_conn)
-            } else {
-                Kind::Undecided(Vec::new(), 0)
-            };
-            let flow = Flow {
-                client,
-                server,
-                c2s: Half::default(),
-                s2c: Half::default(),
-                kind,
-                mid_stream: !s.syn,
-                seen: self.serial,
-            };
-            self.flows.insert(k, flow);
-            if let Kind::WebSocket(c) = self.flows[&k].kind {
-                self.open(k, c, time, pkt);
-            }
+        if !self.flows.contains_key(&k) && !self.track(k, &s, pkt, time) {
+            return;
         }
         let Some(flow) = self.flows.get_mut(&k) else {
             return;
@@ -369,6 +322,61 @@ impl Reassembler {
         if done(&flow.c2s) && done(&flow.s2c) {
             self.close(k, time, Some(pkt));
         }
+    }
+
+    /// A flow seen for the first time: which side is the client, and
+    /// whether it is WebSocket already (`--port`). False: not worth
+    /// tracking (a reset, or a bare ACK of a connection not seen start).
+    fn track(&mut self, k: FlowKey, s: &Segment<'_>, pkt: u64, time: Option<f64>) -> bool {
+        if s.rst || (s.payload.is_empty() && !s.syn) {
+            return false;
+        }
+        if self.flows.len() >= MAX_FLOWS {
+            self.evict(time);
+        }
+        self.counts.tcp_connections += 1;
+        // The client: who sent the SYN (without ACK), else the side
+        // away from --port, else the side whose first bytes are a
+        // request, else the side with the higher port.
+        let (client, server) = if s.syn {
+            if s.ack.is_none() {
+                (s.src, s.dst)
+            } else {
+                (s.dst, s.src)
+            }
+        } else if let Some(p) = self.opts.port {
+            if s.dst.port() == p {
+                (s.src, s.dst)
+            } else {
+                (s.dst, s.src)
+            }
+        } else if s.payload.starts_with(b"GET ") || s.src.port() > s.dst.port() {
+            (s.src, s.dst)
+        } else {
+            (s.dst, s.src)
+        };
+        let forced = self.opts.port == Some(server.port());
+        let kind = if forced {
+            self.next_conn += 1;
+            self.counts.websocket += 1;
+            Kind::WebSocket(self.next_conn)
+        } else {
+            Kind::Undecided(Vec::new(), 0)
+        };
+        let flow = Flow {
+            client,
+            server,
+            c2s: Half::default(),
+            s2c: Half::default(),
+            kind,
+            mid_stream: !s.syn,
+            seen: self.serial,
+        };
+        self.flows.insert(k, flow);
+        if let Kind::WebSocket(c) = self.flows[&k].kind {
+            self.open(k, c, time, pkt);
+        }
+        true
     }
 
     fn open(&mut self, k: FlowKey, conn: u64, time: Option<f64>, pkt: u64) {

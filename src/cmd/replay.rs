@@ -102,54 +102,8 @@ fn stdout_err(e: std::io::Error) -> AppError {
 
 impl Run<'_> {
     fn file(&mut self, path: &Path, out: &mut dyn Write) -> Result<(), AppError> {
-        let (name, mut src) = open_input(path)?;
-        let empty = src
-            .fill_buf()
-            .map_err(|e| AppError::Io(name.clone(), e))?
-            .is_empty();
-        if empty {
-            eprintln!(
-                "kinetid-wsdump: {}: empty file: nothing to replay",
-                Esc(&name)
-            );
-            self.file_error = true;
+        let Some((name, mut input)) = self.open_file(path, out)? else {
             return Ok(());
-        }
-        if self.a.files.len() > 1 && self.convert.is_none() {
-            let line = match self.p.format {
-                Format::Json => format!("{}\n", serde_json::json!({"type": "file", "path": name})),
-                Format::Text => format!("=== {} ===\n", Esc(&name)),
-                Format::Summary => format!("# {}\n", Esc(&name)),
-            };
-            out.write_all(line.as_bytes()).map_err(stdout_err)?;
-        }
-        let mut src = src;
-        if src.buffer().starts_with(&[0x1f, 0x8b]) {
-            let z: Box<dyn Read> = Box::new(flate2::read::MultiGzDecoder::new(src));
-            src = std::io::BufReader::with_capacity(256 * 1024, z);
-            src.fill_buf().map_err(|e| AppError::Io(name.clone(), e))?;
-        }
-        let mut input = if self.a.raw {
-            let dir = match self.a.dir {
-                DirArg::C2s => Direction::C2S,
-                DirArg::S2c => Direction::S2C,
-            };
-            Input::Raw { src, dir }
-        } else if pcap::is_capture(src.buffer()) {
-            let opts = pcap::Options { port: self.a.port };
-            match pcap::PcapReader::new(src, opts) {
-                Ok(r) => Input::Pcap {
-                    r: Box::new(r),
-                    live: path.as_os_str() == "-",
-                },
-                Err(e) => {
-                    eprintln!("kinetid-wsdump: {}: {e}", Esc(&name));
-                    self.file_error = true;
-                    return Ok(());
-                }
-            }
-        } else {
-            Input::Text(Reader::new(src))
         };
         let mut r = Replayer::new(self.cfg);
         let mut events = Vec::new();
@@ -180,31 +134,7 @@ impl Run<'_> {
         self.emit(&mut events, out)?;
         out.flush().map_err(stdout_err)?;
         if let Input::Pcap { r, .. } = &input {
-            let c = r.counts();
-            eprintln!(
-                "kinetid-wsdump: {}: {}, {} of which {} WebSocket; {} and {} that {} not TCP skipped",
-                Esc(&name),
-                plural(c.packets, "packet"),
-                plural(c.tcp_connections, "TCP connection"),
-                c.websocket,
-                plural(c.tcp_connections - c.websocket, "other connection"),
-                plural(c.not_tcp, "packet"),
-                if c.not_tcp == 1 { "is" } else { "are" },
-            );
-            if let (Some((client, server)), Some(port)) =
-                (c.mid_stream_example, c.mid_stream_port())
-            {
-                let others = c.mid_stream - 1;
-                eprintln!(
-                    "kinetid-wsdump: {}: {} began before the capture did ({client} -> {server}{}), so no upgrade was seen and {} taken for WebSocket; if {} WebSocket, give the server's port: replay --port {port} {}",
-                    Esc(&name),
-                    if c.mid_stream == 1 { "1 TCP connection".to_string() } else { format!("{} TCP connections", c.mid_stream) },
-                    if others == 0 { String::new() } else { format!(" and {others} more") },
-                    if c.mid_stream == 1 { "it was not" } else { "they were not" },
-                    if c.mid_stream == 1 { "it is" } else { "they are" },
-                    Esc(&name),
-                );
-            }
+            tell_counts(&name, r.counts());
         }
         if let Some(err) = input.error() {
             eprintln!(
@@ -214,6 +144,65 @@ impl Run<'_> {
             self.file_error = true;
         }
         Ok(())
+    }
+
+    /// Open one input and tell what it is (`None`: said why not, go on
+    /// with the next file).
+    fn open_file(
+        &mut self,
+        path: &Path,
+        out: &mut dyn Write,
+    ) -> Result<Option<(String, Input)>, AppError> {
+        let (name, mut src) = open_input(path)?;
+        let empty = src
+            .fill_buf()
+            .map_err(|e| AppError::Io(name.clone(), e))?
+            .is_empty();
+        if empty {
+            eprintln!(
+                "kinetid-wsdump: {}: empty file: nothing to replay",
+                Esc(&name)
+            );
+            self.file_error = true;
+            return Ok(None);
+        }
+        if self.a.files.len() > 1 && self.convert.is_none() {
+            let line = match self.p.format {
+                Format::Json => format!("{}\n", serde_json::json!({"type": "file", "path": name})),
+                Format::Text => format!("=== {} ===\n", Esc(&name)),
+                Format::Summary => format!("# {}\n", Esc(&name)),
+            };
+            out.write_all(line.as_bytes()).map_err(stdout_err)?;
+        }
+        let mut src = src;
+        if src.buffer().starts_with(&[0x1f, 0x8b]) {
+            let z: Box<dyn Read> = Box::new(flate2::read::MultiGzDecoder::new(src));
+            src = std::io::BufReader::with_capacity(256 * 1024, z);
+            src.fill_buf().map_err(|e| AppError::Io(name.clone(), e))?;
+        }
+        let input = if self.a.raw {
+            let dir = match self.a.dir {
+                DirArg::C2s => Direction::C2S,
+                DirArg::S2c => Direction::S2C,
+            };
+            Input::Raw { src, dir }
+        } else if pcap::is_capture(src.buffer()) {
+            let opts = pcap::Options { port: self.a.port };
+            match pcap::PcapReader::new(src, opts) {
+                Ok(r) => Input::Pcap {
+                    r: Box::new(r),
+                    live: path.as_os_str() == "-",
+                },
+                Err(e) => {
+                    eprintln!("kinetid-wsdump: {}: {e}", Esc(&name));
+                    self.file_error = true;
+                    return Ok(None);
+                }
+            }
+        } else {
+            Input::Text(Reader::new(src))
+        };
+        Ok(Some((name, input)))
     }
 
     fn emit(&mut self, events: &mut Vec<Event>, out: &mut dyn Write) -> Result<(), AppError> {
@@ -471,4 +460,31 @@ impl Convert {
 /// `1 packet`, `2 packets`.
 fn plural(n: u64, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// What a packet capture held, and what to give for a connection whose
+/// start it missed.
+fn tell_counts(name: &str, c: pcap::Counts) {
+    eprintln!(
+        "kinetid-wsdump: {}: {}, {} of which {} WebSocket; {} and {} that {} not TCP skipped",
+        Esc(name),
+        plural(c.packets, "packet"),
+        plural(c.tcp_connections, "TCP connection"),
+        c.websocket,
+        plural(c.tcp_connections - c.websocket, "other connection"),
+        plural(c.not_tcp, "packet"),
+        if c.not_tcp == 1 { "is" } else { "are" },
+    );
+    if let (Some((client, server)), Some(port)) = (c.mid_stream_example, c.mid_stream_port()) {
+        let others = c.mid_stream - 1;
+        eprintln!(
+            "kinetid-wsdump: {}: {} began before the capture did ({client} -> {server}{}), so no upgrade was seen and {} taken for WebSocket; if {} WebSocket, give the server's port: replay --port {port} {}",
+            Esc(name),
+            if c.mid_stream == 1 { "1 TCP connection".to_string() } else { format!("{} TCP connections", c.mid_stream) },
+            if others == 0 { String::new() } else { format!(" and {others} more") },
+            if c.mid_stream == 1 { "it was not" } else { "they were not" },
+            if c.mid_stream == 1 { "it is" } else { "they are" },
+            Esc(name),
+        );
+    }
 }

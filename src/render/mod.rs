@@ -699,6 +699,13 @@ impl Printer {
                 )
             }
         };
+        // Frames and messages are most of the lines: written piece by
+        // piece, nothing built to be thrown away.
+        match &e.kind {
+            EventKind::Frame(f) => return summary_frame(w, e, f),
+            EventKind::Message(m) => return summary_message(w, e, m),
+            _ => {}
+        }
         let p = format!("{} {} {:>8}", e.conn, e.dir.as_str(), e.offset);
         match &e.kind {
             EventKind::Open { peer } => writeln!(w, "{p} open {}", Esc(peer)),
@@ -727,57 +734,7 @@ impl Printer {
             EventKind::HeadError(he) => {
                 writeln!(w, "{p} head-error {} {}", he.status, Esc(&he.reason))
             }
-            // Frames and messages are most of the lines: written piece by
-            // piece, nothing built to be thrown away.
-            EventKind::Frame(f) => {
-                let h = &f.header;
-                write!(
-                    w,
-                    "{} {} {:>8} frame {:<12} fin={} mask=",
-                    e.conn,
-                    e.dir.as_str(),
-                    e.offset,
-                    h.opcode.name(),
-                    h.fin as u8
-                )?;
-                match h.mask {
-                    Some(k) => {
-                        let mut b = [0u8; 8];
-                        for (i, x) in k.0.iter().enumerate() {
-                            b[2 * i] = HEX_DIGITS[(x >> 4) as usize];
-                            b[2 * i + 1] = HEX_DIGITS[(x & 15) as usize];
-                        }
-                        w.write_all(&b)?
-                    }
-                    None => w.write_all(b"-")?,
-                }
-                write!(w, " len={}", h.payload_len)?;
-                if let Some((c, r)) = &f.close {
-                    write!(w, " close={} {r:?}", c.0)?;
-                }
-                summary_notes(w, &f.notes)?;
-                w.write_all(b"\n")
-            }
-            EventKind::Message(m) => {
-                write!(
-                    w,
-                    "{} {} {:>8} message {} ",
-                    e.conn,
-                    e.dir.as_str(),
-                    e.offset,
-                    m.opcode.name()
-                )?;
-                match (&m.kinetid, &m.text) {
-                    (Some(k), _) => write!(w, "{}", Esc(&k.summary))?,
-                    (None, Some(t)) => {
-                        let cut = t.char_indices().nth(80).map_or(t.len(), |(i, _)| i);
-                        write!(w, "{:?}", &t[..cut])?
-                    }
-                    _ => write!(w, "{} bytes", m.len)?,
-                }
-                summary_notes(w, &m.notes)?;
-                w.write_all(b"\n")
-            }
+            EventKind::Frame(_) | EventKind::Message(_) => Ok(()),
             EventKind::Unparsed { bytes, why, .. } => {
                 writeln!(w, "{p} unparsed {bytes} bytes ({why})")
             }
@@ -798,6 +755,59 @@ impl Printer {
             ),
         }
     }
+}
+
+/// A frame's summary line.
+fn summary_frame(w: &mut dyn Write, e: &Event, f: &FrameEvent) -> io::Result<()> {
+    let h = &f.header;
+    write!(
+        w,
+        "{} {} {:>8} frame {:<12} fin={} mask=",
+        e.conn,
+        e.dir.as_str(),
+        e.offset,
+        h.opcode.name(),
+        h.fin as u8
+    )?;
+    match h.mask {
+        Some(k) => {
+            let mut b = [0u8; 8];
+            for (i, x) in k.0.iter().enumerate() {
+                b[2 * i] = HEX_DIGITS[(x >> 4) as usize];
+                b[2 * i + 1] = HEX_DIGITS[(x & 15) as usize];
+            }
+            w.write_all(&b)?
+        }
+        None => w.write_all(b"-")?,
+    }
+    write!(w, " len={}", h.payload_len)?;
+    if let Some((c, r)) = &f.close {
+        write!(w, " close={} {r:?}", c.0)?;
+    }
+    summary_notes(w, &f.notes)?;
+    w.write_all(b"\n")
+}
+
+/// A message's summary line.
+fn summary_message(w: &mut dyn Write, e: &Event, m: &MessageEvent) -> io::Result<()> {
+    write!(
+        w,
+        "{} {} {:>8} message {} ",
+        e.conn,
+        e.dir.as_str(),
+        e.offset,
+        m.opcode.name()
+    )?;
+    match (&m.kinetid, &m.text) {
+        (Some(k), _) => write!(w, "{}", Esc(&k.summary))?,
+        (None, Some(t)) => {
+            let cut = t.char_indices().nth(80).map_or(t.len(), |(i, _)| i);
+            write!(w, "{:?}", &t[..cut])?
+        }
+        _ => write!(w, "{} bytes", m.len)?,
+    }
+    summary_notes(w, &m.notes)?;
+    w.write_all(b"\n")
 }
 
 fn frame_json(f: &FrameEvent) -> Value {

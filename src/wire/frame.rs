@@ -151,6 +151,15 @@ pub fn header_notes(
     max_payload: u64,
 ) -> Vec<Note> {
     let mut notes = Vec::new();
+    bits_notes(h, rsv_allowed, &mut notes);
+    control_notes(h, &mut notes);
+    mask_notes(h, sender, &mut notes);
+    length_notes(h, raw, sender, max_payload, &mut notes);
+    notes
+}
+
+/// The opcode and the RSV bits (RFC 6455 5.2).
+fn bits_notes(h: &FrameHeader, rsv_allowed: u8, notes: &mut Vec<Note>) {
     if let OpCode::Reserved(r) = h.opcode {
         notes.push(Note::error(
             Code::ReservedOpcode,
@@ -179,6 +188,10 @@ pub fn header_notes(
             ),
         ));
     }
+}
+
+/// Control frames: short and whole (RFC 6455 5.5).
+fn control_notes(h: &FrameHeader, notes: &mut Vec<Note>) {
     if h.opcode.is_control() {
         if h.payload_len > 125 {
             notes.push(Note::error(
@@ -201,6 +214,10 @@ pub fn header_notes(
             ));
         }
     }
+}
+
+/// Masking by role, and the key (RFC 6455 5.1, 5.3).
+fn mask_notes(h: &FrameHeader, sender: Role, notes: &mut Vec<Note>) {
     match (sender, h.mask) {
         (Role::Client, None) => {
             let hint = if h.opcode.is_control() {
@@ -230,6 +247,17 @@ pub fn header_notes(
             ));
         }
     }
+}
+
+/// The payload length: its form, its top bit, the limit, and the 4-byte
+/// length written after 127 (RFC 6455 5.2, 10.4).
+fn length_notes(
+    h: &FrameHeader,
+    raw: &[u8],
+    sender: Role,
+    max_payload: u64,
+    notes: &mut Vec<Note>,
+) {
     if h.len_encoding == LenEncoding::Bits64 && h.payload_len >> 63 != 0 {
         notes.push(Note::error(
             Code::LengthTopBit,
@@ -281,7 +309,6 @@ pub fn header_notes(
             format!("declares a {}-byte payload, over the {max_payload}-byte limit; the payload is skipped, not stored", h.payload_len),
         ));
     }
-    notes
 }
 
 /// One labelled byte range of a frame.

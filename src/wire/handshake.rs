@@ -352,117 +352,17 @@ pub fn check_request_with(
     } else {
         ("", "", "")
     };
-    let mut checks = Vec::new();
-    let mut first_fail: Option<(u16, String)> = None;
-    let mut check =
-        |name: &'static str, ok: bool, detail: String, rfc: &'static str, status: u16| {
-            if !ok && first_fail.is_none() {
-                first_fail = Some((status, format!("{name}: {detail}")));
-            }
-            checks.push(Check {
-                name,
-                ok,
-                detail,
-                rfc,
-            });
-        };
-    check(
+    let mut c = RequestChecks::default();
+    c.check(
         "request line",
         parts.len() == 3 && target.starts_with('/') || target.starts_with("http"),
         format!("{:?}", head.start_line),
         "RFC 9112 3",
         400,
     );
-    check(
-        "method",
-        method == "GET",
-        format!("{method} (must be GET)"),
-        "RFC 6455 4.2.1 (1)",
-        405,
-    );
-    let v_ok = version.strip_prefix("HTTP/").and_then(|v| {
-        let (a, b) = v.split_once('.')?;
-        Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?))
-    });
-    check(
-        "HTTP version",
-        matches!(v_ok, Some((1, m)) if m >= 1) || matches!(v_ok, Some((a, _)) if a > 1),
-        format!("{version} (must be HTTP/1.1 or later)"),
-        "RFC 6455 4.2.1 (1)",
-        400,
-    );
-    let hosts: Vec<&str> = head.all("host").collect();
-    check(
-        "Host",
-        hosts.len() == 1 && !hosts[0].is_empty(),
-        match hosts.len() {
-            0 => "missing".to_string(),
-            1 => hosts[0].to_string(),
-            n => format!("{n} Host headers"),
-        },
-        "RFC 6455 4.2.1 (2)",
-        400,
-    );
-    let upgrade = head.tokens("upgrade");
-    check(
-        "Upgrade",
-        upgrade.iter().any(|t| t.eq_ignore_ascii_case("websocket")),
-        if upgrade.is_empty() {
-            "missing (must contain the token websocket)".into()
-        } else {
-            format!("{} (must contain the token websocket)", upgrade.join(", "))
-        },
-        "RFC 6455 4.2.1 (3)",
-        400,
-    );
-    let conn = head.tokens("connection");
-    check(
-        "Connection",
-        conn.iter().any(|t| t.eq_ignore_ascii_case("upgrade")),
-        if conn.is_empty() {
-            "missing (must contain the token Upgrade)".into()
-        } else {
-            format!("{} (must contain the token Upgrade)", conn.join(", "))
-        },
-        "RFC 6455 4.2.1 (4)",
-        400,
-    );
-    let versions: Vec<&str> = head.all("sec-websocket-version").collect();
-    check(
-        "Sec-WebSocket-Version",
-        versions.len() == 1 && versions[0] == "13",
-        match versions.len() {
-            0 => "missing (must be 13)".to_string(),
-            1 => format!("{} (must be 13)", versions[0]),
-            _ => format!("{} (sent more than once; must be 13)", versions.join(", ")),
-        },
-        "RFC 6455 4.2.1 (6)",
-        426,
-    );
-    let keys: Vec<&str> = head.all("sec-websocket-key").collect();
-    let (key_ok, key_detail) = match keys.as_slice() {
-        [] => (false, "missing".to_string()),
-        [""] => (false, "empty".to_string()),
-        [k] => match base64::engine::general_purpose::STANDARD.decode(k) {
-            Ok(b) if b.len() == 16 => (true, format!("{k} (base64 of 16 bytes)")),
-            Ok(b) => (
-                false,
-                format!("{k} decodes to {} bytes; must be 16", b.len()),
-            ),
-            Err(e) => (false, format!("{k} is not valid base64 ({e})")),
-        },
-        _ => (
-            false,
-            format!("sent {} times; must be sent once", keys.len()),
-        ),
-    };
-    check(
-        "Sec-WebSocket-Key",
-        key_ok,
-        key_detail,
-        "RFC 6455 4.2.1 (5)",
-        400,
-    );
+    check_method_version_host(&mut c, head, method, version);
+    check_upgrade_headers(&mut c, head);
+    let key = check_key(&mut c, head);
     let offered_protocols = head.tokens("sec-websocket-protocol");
     let offered_extensions = head.tokens("sec-websocket-extensions");
     let (negotiated, declined_extensions) = match policy {
@@ -483,22 +383,17 @@ pub fn check_request_with(
         .iter()
         .find(|p| p.as_str() == KINETID_PROTOCOL)
         .cloned();
-    let accept = if key_ok {
-        Some(accept_steps(keys[0]))
-    } else {
-        None
-    };
-    let (status, failure) = match first_fail {
+    let (status, failure) = match c.first_fail {
         Some((s, r)) => (s, Some(r)),
         None => (101, None),
     };
     ServerVerdict {
         method: method.to_string(),
         target: target.to_string(),
-        checks,
+        checks: c.checks,
         status,
         failure,
-        accept,
+        accept: key.map(accept_steps),
         offered_protocols,
         protocol,
         offered_extensions,
@@ -506,6 +401,137 @@ pub fn check_request_with(
         deflate,
         declined_extensions,
     }
+}
+
+/// A request's checks as they are made: each kept, the first failure's
+/// status and reason remembered (it is the answer).
+#[derive(Default)]
+struct RequestChecks {
+    checks: Vec<Check>,
+    first_fail: Option<(u16, String)>,
+}
+
+impl RequestChecks {
+    fn check(
+        &mut self,
+        name: &'static str,
+        ok: bool,
+        detail: String,
+        rfc: &'static str,
+        status: u16,
+    ) {
+        if !ok && self.first_fail.is_none() {
+            self.first_fail = Some((status, format!("{name}: {detail}")));
+        }
+        self.checks.push(Check {
+            name,
+            ok,
+            detail,
+            rfc,
+        });
+    }
+}
+
+/// The method, the HTTP version and the one Host (RFC 6455 4.2.1 (1), (2)).
+fn check_method_version_host(c: &mut RequestChecks, head: &HttpHead, method: &str, version: &str) {
+    c.check(
+        "method",
+        method == "GET",
+        format!("{method} (must be GET)"),
+        "RFC 6455 4.2.1 (1)",
+        405,
+    );
+    let v_ok = version.strip_prefix("HTTP/").and_then(|v| {
+        let (a, b) = v.split_once('.')?;
+        Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?))
+    });
+    c.check(
+        "HTTP version",
+        matches!(v_ok, Some((1, m)) if m >= 1) || matches!(v_ok, Some((a, _)) if a > 1),
+        format!("{version} (must be HTTP/1.1 or later)"),
+        "RFC 6455 4.2.1 (1)",
+        400,
+    );
+    let hosts: Vec<&str> = head.all("host").collect();
+    c.check(
+        "Host",
+        hosts.len() == 1 && !hosts[0].is_empty(),
+        match hosts.len() {
+            0 => "missing".to_string(),
+            1 => hosts[0].to_string(),
+            n => format!("{n} Host headers"),
+        },
+        "RFC 6455 4.2.1 (2)",
+        400,
+    );
+}
+
+/// Upgrade, Connection and the protocol version (RFC 6455 4.2.1 (3), (4), (6)).
+fn check_upgrade_headers(c: &mut RequestChecks, head: &HttpHead) {
+    let must = |v: &[String], token: &str| {
+        if v.is_empty() {
+            format!("missing (must contain the token {token})")
+        } else {
+            format!("{} (must contain the token {token})", v.join(", "))
+        }
+    };
+    let upgrade = head.tokens("upgrade");
+    c.check(
+        "Upgrade",
+        upgrade.iter().any(|t| t.eq_ignore_ascii_case("websocket")),
+        must(&upgrade, "websocket"),
+        "RFC 6455 4.2.1 (3)",
+        400,
+    );
+    let conn = head.tokens("connection");
+    c.check(
+        "Connection",
+        conn.iter().any(|t| t.eq_ignore_ascii_case("upgrade")),
+        must(&conn, "Upgrade"),
+        "RFC 6455 4.2.1 (4)",
+        400,
+    );
+    let versions: Vec<&str> = head.all("sec-websocket-version").collect();
+    c.check(
+        "Sec-WebSocket-Version",
+        versions.len() == 1 && versions[0] == "13",
+        match versions.len() {
+            0 => "missing (must be 13)".to_string(),
+            1 => format!("{} (must be 13)", versions[0]),
+            _ => format!("{} (sent more than once; must be 13)", versions.join(", ")),
+        },
+        "RFC 6455 4.2.1 (6)",
+        426,
+    );
+}
+
+/// The key: once, base64 of 16 bytes (RFC 6455 4.2.1 (5)); the key when it is.
+fn check_key<'h>(c: &mut RequestChecks, head: &'h HttpHead) -> Option<&'h str> {
+    let keys: Vec<&str> = head.all("sec-websocket-key").collect();
+    let (key_ok, key_detail) = match keys.as_slice() {
+        [] => (false, "missing".to_string()),
+        [""] => (false, "empty".to_string()),
+        [k] => match base64::engine::general_purpose::STANDARD.decode(k) {
+            Ok(b) if b.len() == 16 => (true, format!("{k} (base64 of 16 bytes)")),
+            Ok(b) => (
+                false,
+                format!("{k} decodes to {} bytes; must be 16", b.len()),
+            ),
+            Err(e) => (false, format!("{k} is not valid base64 ({e})")),
+        },
+        _ => (
+            false,
+            format!("sent {} times; must be sent once", keys.len()),
+        ),
+    };
+    c.check(
+        "Sec-WebSocket-Key",
+        key_ok,
+        key_detail,
+        "RFC 6455 4.2.1 (5)",
+        400,
+    );
+    key_ok.then(|| keys[0])
 }
 
 /// The agreed permessage-deflate parameters in words.
@@ -716,144 +742,127 @@ pub fn check_response_with(
     offered: &[&str],
     offered_extensions: &[String],
 ) -> ClientVerdict {
-    let mut checks = Vec::new();
-    let mut error = None;
-    let fail = |e: ClientHandshakeError, error: &mut Option<ClientHandshakeError>| {
-        if error.is_none() {
-            *error = Some(e);
-        }
-    };
+    let mut c = ResponseChecks::default();
     let parts: Vec<&str> = head.start_line.splitn(3, ' ').collect();
     let status = parts
         .get(1)
         .and_then(|s| s.parse::<u16>().ok())
         .unwrap_or(0);
     let st_ok = parts.first().is_some_and(|v| v.starts_with("HTTP/1.")) && status == 101;
-    checks.push(Check {
-        name: "status",
-        ok: st_ok,
-        detail: head.start_line.clone(),
-        rfc: "RFC 6455 4.1",
-    });
+    c.push("status", st_ok, head.start_line.clone(), "RFC 6455 4.1");
     if !st_ok {
-        fail(
-            ClientHandshakeError::Status(head.start_line.clone()),
-            &mut error,
-        );
+        c.fail(ClientHandshakeError::Status(head.start_line.clone()));
     }
     let up = head.tokens("upgrade");
     let up_ok = up.iter().any(|t| t.eq_ignore_ascii_case("websocket"));
-    checks.push(Check {
-        name: "Upgrade",
-        ok: up_ok,
-        detail: up.join(", "),
-        rfc: "RFC 6455 4.1",
-    });
+    c.push("Upgrade", up_ok, up.join(", "), "RFC 6455 4.1");
     if !up_ok && st_ok {
-        fail(ClientHandshakeError::Upgrade(up.join(", ")), &mut error);
+        c.fail(ClientHandshakeError::Upgrade(up.join(", ")));
     }
     let conn = head.tokens("connection");
     let c_ok = conn.iter().any(|t| t.eq_ignore_ascii_case("upgrade"));
-    checks.push(Check {
-        name: "Connection",
-        ok: c_ok,
-        detail: conn.join(", "),
-        rfc: "RFC 6455 4.1",
-    });
+    c.push("Connection", c_ok, conn.join(", "), "RFC 6455 4.1");
     if !c_ok && st_ok {
-        fail(
-            ClientHandshakeError::Connection(conn.join(", ")),
-            &mut error,
-        );
+        c.fail(ClientHandshakeError::Connection(conn.join(", ")));
     }
+    check_accept(&mut c, head, key, st_ok);
+    let protocol = head.get("sec-websocket-protocol").map(str::to_string);
+    if let Some(p) = &protocol {
+        let ok = offered.iter().any(|o| o == p) || key.is_none();
+        c.push("Sec-WebSocket-Protocol", ok, p.clone(), "RFC 6455 4.1");
+        if !ok {
+            c.fail(ClientHandshakeError::Protocol(p.clone()));
+        }
+    }
+    let deflate = check_extensions(&mut c, head, offered_extensions);
+    ClientVerdict {
+        status,
+        checks: c.checks,
+        error: c.error,
+        protocol,
+        deflate,
+    }
+}
+
+/// A response's checks as they are made, and the first error.
+#[derive(Default)]
+struct ResponseChecks {
+    checks: Vec<Check>,
+    error: Option<ClientHandshakeError>,
+}
+
+impl ResponseChecks {
+    fn push(&mut self, name: &'static str, ok: bool, detail: String, rfc: &'static str) {
+        self.checks.push(Check {
+            name,
+            ok,
+            detail,
+            rfc,
+        });
+    }
+
+    fn fail(&mut self, e: ClientHandshakeError) {
+        self.error.get_or_insert(e);
+    }
+}
+
+/// Sec-WebSocket-Accept against the key the request sent (RFC 6455 4.1).
+fn check_accept(c: &mut ResponseChecks, head: &HttpHead, key: Option<&str>, st_ok: bool) {
+    const NAME: &str = "Sec-WebSocket-Accept";
     match (head.get("sec-websocket-accept"), key) {
         (None, _) => {
-            checks.push(Check {
-                name: "Sec-WebSocket-Accept",
-                ok: !st_ok,
-                detail: "missing".into(),
-                rfc: "RFC 6455 4.1",
-            });
+            c.push(NAME, !st_ok, "missing".into(), "RFC 6455 4.1");
             if st_ok {
-                fail(ClientHandshakeError::MissingAccept, &mut error);
+                c.fail(ClientHandshakeError::MissingAccept);
             }
         }
         (Some(got), Some(k)) => {
             let expected = accept_key(k);
             let ok = got == expected;
-            checks.push(Check {
-                name: "Sec-WebSocket-Accept",
-                ok,
-                detail: if ok {
-                    format!("{got} (matches the key)")
-                } else {
-                    format!("{got}; the key demands {expected}")
-                },
-                rfc: "RFC 6455 4.1",
-            });
+            let detail = if ok {
+                format!("{got} (matches the key)")
+            } else {
+                format!("{got}; the key demands {expected}")
+            };
+            c.push(NAME, ok, detail, "RFC 6455 4.1");
             if !ok {
-                fail(
-                    ClientHandshakeError::AcceptMismatch {
-                        expected,
-                        got: got.to_string(),
-                    },
-                    &mut error,
-                );
+                c.fail(ClientHandshakeError::AcceptMismatch {
+                    expected,
+                    got: got.to_string(),
+                });
             }
         }
         (Some(got), None) => {
-            checks.push(Check {
-                name: "Sec-WebSocket-Accept",
-                ok: true,
-                detail: format!("{got} (request not seen: not verified)"),
-                rfc: "RFC 6455 4.1",
-            });
+            let detail = format!("{got} (request not seen: not verified)");
+            c.push(NAME, true, detail, "RFC 6455 4.1");
         }
     }
-    let protocol = head.get("sec-websocket-protocol").map(str::to_string);
-    if let Some(p) = &protocol {
-        let ok = offered.iter().any(|o| o == p) || key.is_none();
-        checks.push(Check {
-            name: "Sec-WebSocket-Protocol",
-            ok,
-            detail: p.clone(),
-            rfc: "RFC 6455 4.1",
-        });
-        if !ok {
-            fail(ClientHandshakeError::Protocol(p.clone()), &mut error);
-        }
-    }
-    let mut deflate = None;
+}
+
+/// Sec-WebSocket-Extensions against what was offered (RFC 7692 5): the
+/// agreed permessage-deflate, if any.
+fn check_extensions(
+    c: &mut ResponseChecks,
+    head: &HttpHead,
+    offered_extensions: &[String],
+) -> Option<crate::wire::deflate::Agreed> {
     let ext: Vec<&str> = head.all("sec-websocket-extensions").collect();
-    if !ext.is_empty() {
-        let value = ext.join(", ");
-        match crate::wire::deflate::check_response(offered_extensions, &value) {
-            Ok(a) => {
-                checks.push(Check {
-                    name: "Sec-WebSocket-Extensions",
-                    ok: true,
-                    detail: format!("{value} (offered; agreed: {})", describe(&a)),
-                    rfc: "RFC 7692 5",
-                });
-                deflate = Some(a);
-            }
-            Err(why) => {
-                checks.push(Check {
-                    name: "Sec-WebSocket-Extensions",
-                    ok: false,
-                    detail: format!("{value}: {why}"),
-                    rfc: "RFC 6455 4.1",
-                });
-                fail(ClientHandshakeError::Extension(value.clone()), &mut error);
-            }
-        }
+    if ext.is_empty() {
+        return None;
     }
-    ClientVerdict {
-        status,
-        checks,
-        error,
-        protocol,
-        deflate,
+    let value = ext.join(", ");
+    match crate::wire::deflate::check_response(offered_extensions, &value) {
+        Ok(a) => {
+            let detail = format!("{value} (offered; agreed: {})", describe(&a));
+            c.push("Sec-WebSocket-Extensions", true, detail, "RFC 7692 5");
+            Some(a)
+        }
+        Err(why) => {
+            let detail = format!("{value}: {why}");
+            c.push("Sec-WebSocket-Extensions", false, detail, "RFC 6455 4.1");
+            c.fail(ClientHandshakeError::Extension(value));
+            None
+        }
     }
 }
 

@@ -166,3 +166,54 @@ pub(super) fn other_case(text: &str) -> Vec<u8> {
     out.push_str("X-Certify-Case: handshake-other-case\r\n\r\n");
     out.into_bytes()
 }
+
+/// The switch in a frame that breaks a rule, for a bad-frames case.
+pub(super) fn bad_frame(b: BadFrame, dev: &str) -> Vec<u8> {
+    let sw = kinetid::switch(SWITCH_ID, dev, None);
+    match b {
+        BadFrame::Masked => {
+            let mut v = Vec::new();
+            let o = EncodeOptions {
+                mask: Some(MaskKey([0x37, 0xfa, 0x21, 0x3d])),
+                ..EncodeOptions::server()
+            };
+            encode_frame(&mut v, OpCode::Text, sw.as_bytes(), o);
+            v
+        }
+        BadFrame::Rsv1 => {
+            let mut v = Vec::new();
+            encode_frame(
+                &mut v,
+                OpCode::Text,
+                sw.as_bytes(),
+                EncodeOptions {
+                    rsv: 0x4,
+                    ..EncodeOptions::server()
+                },
+            );
+            v
+        }
+        BadFrame::ReservedOpcode => frame(OpCode::from_u8(0x3), sw.as_bytes()),
+        BadFrame::InvalidUtf8 => {
+            let mut p = sw.into_bytes();
+            p.truncate(p.len() - 1);
+            p.extend_from_slice(b",\"x\":\"\xc3\x28\"}");
+            frame(OpCode::Text, &p)
+        }
+        BadFrame::CloseCode999 => frame(OpCode::Close, &999u16.to_be_bytes()),
+    }
+}
+
+/// Messages a device must survive: an error it did not cause, a type it
+/// does not know, text that is not JSON.
+pub(super) fn junk() -> Vec<u8> {
+    let mut b = text(&kinetid::error(
+        None,
+        None,
+        "bad_request",
+        "certify: survive this",
+    ));
+    b.extend(text(r#"{"t":"certify-unknown-type","id":1}"#));
+    b.extend(text("certify: not JSON"));
+    b
+}

@@ -455,41 +455,7 @@ impl Probe {
             return;
         };
         match (&k.typed, self.phase) {
-            (Some(Msg::Hello(h)), Phase::Hello) => {
-                let dev = h.dev.clone().unwrap_or_default();
-                if !kinetid::is_device_id(&dev) {
-                    let v = Verdict::Fail(format!(
-                        "hello at byte {at} names {dev:?}, not KN- and 12 upper-case hex digits"
-                    ));
-                    return self.decide(v, now, out);
-                }
-                if self.case.expect == Expect::Hello {
-                    if let Some(n) = self.notes.first() {
-                        let v = Verdict::Fail(format!(
-                            "hello came, but in frames that break RFC 6455: {n}"
-                        ));
-                        return self.decide(v, now, out);
-                    }
-                }
-                self.dev = Some(dev);
-                self.passives = h
-                    .passives
-                    .iter()
-                    .flatten()
-                    .filter(|p| kinetid::is_device_id(p))
-                    .cloned()
-                    .collect();
-                self.period = Duration::from_secs(h.period_s.unwrap_or(60).clamp(1, 600));
-                // Quick reports asked for through welcome's period_s, so a
-                // device that follows it finishes the suite in minutes; the
-                // waits stay on the hello's period for one that does not.
-                out.push(Act::Write(text(&kinetid::welcome(
-                    h.id.unwrap_or(0),
-                    unix as u64,
-                    h.period_s.unwrap_or(60).min(QUICK_PERIOD_S),
-                ))));
-                self.after_hello(at, now, out);
-            }
+            (Some(Msg::Hello(h)), Phase::Hello) => self.on_hello(h, at, now, unix, out),
             (_, Phase::Hello) => {
                 let v = Verdict::Fail(format!(
                     "the first message (at byte {at}) is a {:?}, not hello",
@@ -497,105 +463,8 @@ impl Probe {
                 ));
                 self.decide(v, now, out);
             }
-            (Some(Msg::Report(r)), _) => {
-                let key = (r.seq.unwrap_or(0), r.ts.unwrap_or(0));
-                if self.case.action == Action::DropUnacked
-                    && self.phase == Phase::Expecting
-                    && self.unacked.is_none()
-                    && self.dropped_at.is_none()
-                {
-                    // Not acknowledged: the plug must keep it; then the link drops.
-                    self.unacked = Some(key);
-                    self.unacked_dev = r.dev.clone();
-                    self.dropped_at = Some(now);
-                    out.push(Act::CloseTcp);
-                    self.phase = Phase::Away;
-                    self.deadline = Some(now + Duration::from_secs(75));
-                    return;
-                }
-                if let (Some(id), None) = (k.id, self.silent_since) {
-                    out.push(Act::Write(text(&kinetid::ack(id))));
-                }
-                let same_plug = r.dev == self.unacked_dev;
-                if let (Expect::Resent, Some(want), true) =
-                    (&self.case.expect, self.unacked, same_plug)
-                {
-                    if key == want {
-                        let v = Verdict::Pass(format!(
-                            "the report seq {} ts {} came again after the reconnect (at byte {at})",
-                            want.0, want.1
-                        ));
-                        return self.decide(v, now, out);
-                    }
-                    if self.dropped_at.is_some() && key.0 > want.0 {
-                        let v = Verdict::Fail(format!(
-                            "after the reconnect a newer report (seq {}, at byte {at}) came, but seq {} ts {}, left unacknowledged, was never sent again: reports forgotten",
-                            key.0, want.0, want.1
-                        ));
-                        return self.decide(v, now, out);
-                    }
-                }
-                if let (Some(on), true) = (self.want_on, r.dev == self.dev) {
-                    let v = if r.on == Some(on) {
-                        Verdict::Pass(format!("state answered the switch and the next report (seq {}) says the relay is {}", key.0, if on { "on" } else { "off" }))
-                    } else {
-                        Verdict::Fail(format!("the state said the relay is {} but the next report (at byte {at}) says {:?}", if on { "on" } else { "off" }, r.on))
-                    };
-                    self.want_on = None;
-                    self.decide(v, now, out);
-                }
-            }
-            (Some(Msg::State(s)), _) => {
-                if s.id.is_some() && s.re.is_none() {
-                    if self.silent_since.is_none() {
-                        out.push(Act::Write(text(&kinetid::ack(s.id.unwrap_or(0)))));
-                    }
-                    return;
-                }
-                if s.re != Some(SWITCH_ID) || self.phase != Phase::Expecting {
-                    return;
-                }
-                match &self.case.expect {
-                    Expect::PassiveState => {
-                        let want = self.passives.first().cloned();
-                        let v = if s.dev.is_some() && s.dev == want {
-                            Verdict::Pass(format!(
-                                "the passive plug's state (dev {}) answered with re {SWITCH_ID} at byte {at}",
-                                want.unwrap_or_default()
-                            ))
-                        } else {
-                            Verdict::Fail(format!(
-                                "the state at byte {at} is for {:?}, not the passive plug {:?} that was switched",
-                                s.dev, want
-                            ))
-                        };
-                        self.decide(v, now, out);
-                    }
-                    Expect::State | Expect::StateOrTooBig => {
-                        if let Action::Switch(Some(on), _) = self.case.action {
-                            if s.on != Some(on) {
-                                let v = Verdict::Fail(format!(
-                                    "the switch asked for {} and the state at byte {at} says {:?}",
-                                    if on { "on" } else { "off" },
-                                    s.on
-                                ));
-                                return self.decide(v, now, out);
-                            }
-                            // The relay: the next report must agree.
-                            self.want_on = Some(on);
-                            self.deadline = Some(now + self.period * 2 + Duration::from_secs(3));
-                            return;
-                        }
-                        let v = Verdict::Pass(format!("state with re {SWITCH_ID} at byte {at}"));
-                        self.decide(v, now, out);
-                    }
-                    Expect::Fails(_) => {
-                        let v = Verdict::Fail(format!("the device obeyed the command in a frame it must refuse (its state at byte {at})"));
-                        self.decide(v, now, out);
-                    }
-                    _ => {}
-                }
-            }
+            (Some(Msg::Report(r)), _) => self.on_report(r, k.id, at, now, out),
+            (Some(Msg::State(s)), _) => self.on_state(s, at, now, out),
             (Some(Msg::Error(e)), Phase::Expecting) if e.re == Some(SWITCH_ID) => {
                 let v = match &self.case.expect {
                     Expect::Error(code) if e.code.as_deref() == Some(code) => {
@@ -609,6 +478,168 @@ impl Probe {
                         e.code
                     )),
                 };
+                self.decide(v, now, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// The device's hello: welcome it, then the case's action.
+    fn on_hello(
+        &mut self,
+        h: &kinetid::msg::Hello,
+        at: u64,
+        now: Instant,
+        unix: f64,
+        out: &mut Vec<Act>,
+    ) {
+        let dev = h.dev.clone().unwrap_or_default();
+        if !kinetid::is_device_id(&dev) {
+            let v = Verdict::Fail(format!(
+                "hello at byte {at} names {dev:?}, not KN- and 12 upper-case hex digits"
+            ));
+            return self.decide(v, now, out);
+        }
+        if self.case.expect == Expect::Hello {
+            if let Some(n) = self.notes.first() {
+                let v = Verdict::Fail(format!(
+                    "hello came, but in frames that break RFC 6455: {n}"
+                ));
+                return self.decide(v, now, out);
+            }
+        }
+        self.dev = Some(dev);
+        self.passives = h
+            .passives
+            .iter()
+            .flatten()
+            .filter(|p| kinetid::is_device_id(p))
+            .cloned()
+            .collect();
+        self.period = Duration::from_secs(h.period_s.unwrap_or(60).clamp(1, 600));
+        // Quick reports asked for through welcome's period_s, so a
+        // device that follows it finishes the suite in minutes; the
+        // waits stay on the hello's period for one that does not.
+        out.push(Act::Write(text(&kinetid::welcome(
+            h.id.unwrap_or(0),
+            unix as u64,
+            h.period_s.unwrap_or(60).min(QUICK_PERIOD_S),
+        ))));
+        self.after_hello(at, now, out);
+    }
+
+    /// A report: acknowledged (unless the case holds it back), and what the
+    /// case waits for in it.
+    fn on_report(
+        &mut self,
+        r: &kinetid::msg::Report,
+        id: Option<u64>,
+        at: u64,
+        now: Instant,
+        out: &mut Vec<Act>,
+    ) {
+        let key = (r.seq.unwrap_or(0), r.ts.unwrap_or(0));
+        if self.case.action == Action::DropUnacked
+            && self.phase == Phase::Expecting
+            && self.unacked.is_none()
+            && self.dropped_at.is_none()
+        {
+            // Not acknowledged: the plug must keep it; then the link drops.
+            self.unacked = Some(key);
+            self.unacked_dev = r.dev.clone();
+            self.dropped_at = Some(now);
+            out.push(Act::CloseTcp);
+            self.phase = Phase::Away;
+            self.deadline = Some(now + Duration::from_secs(75));
+            return;
+        }
+        if let (Some(id), None) = (id, self.silent_since) {
+            out.push(Act::Write(text(&kinetid::ack(id))));
+        }
+        let same_plug = r.dev == self.unacked_dev;
+        if let (Expect::Resent, Some(want), true) = (&self.case.expect, self.unacked, same_plug) {
+            if key == want {
+                let v = Verdict::Pass(format!(
+                    "the report seq {} ts {} came again after the reconnect (at byte {at})",
+                    want.0, want.1
+                ));
+                return self.decide(v, now, out);
+            }
+            if self.dropped_at.is_some() && key.0 > want.0 {
+                let v = Verdict::Fail(format!(
+                    "after the reconnect a newer report (seq {}, at byte {at}) came, but seq {} ts {}, left unacknowledged, was never sent again: reports forgotten",
+                    key.0, want.0, want.1
+                ));
+                return self.decide(v, now, out);
+            }
+        }
+        if let (Some(on), true) = (self.want_on, r.dev == self.dev) {
+            let v = if r.on == Some(on) {
+                Verdict::Pass(format!(
+                    "state answered the switch and the next report (seq {}) says the relay is {}",
+                    key.0,
+                    if on { "on" } else { "off" }
+                ))
+            } else {
+                Verdict::Fail(format!(
+                    "the state said the relay is {} but the next report (at byte {at}) says {:?}",
+                    if on { "on" } else { "off" },
+                    r.on
+                ))
+            };
+            self.want_on = None;
+            self.decide(v, now, out);
+        }
+    }
+
+    /// A state: acknowledged when unsolicited, judged when it answers the
+    /// switch.
+    fn on_state(&mut self, s: &kinetid::msg::State, at: u64, now: Instant, out: &mut Vec<Act>) {
+        if s.id.is_some() && s.re.is_none() {
+            if self.silent_since.is_none() {
+                out.push(Act::Write(text(&kinetid::ack(s.id.unwrap_or(0)))));
+            }
+            return;
+        }
+        if s.re != Some(SWITCH_ID) || self.phase != Phase::Expecting {
+            return;
+        }
+        match &self.case.expect {
+            Expect::PassiveState => {
+                let want = self.passives.first().cloned();
+                let v = if s.dev.is_some() && s.dev == want {
+                    Verdict::Pass(format!(
+                        "the passive plug's state (dev {}) answered with re {SWITCH_ID} at byte {at}",
+                        want.unwrap_or_default()
+                    ))
+                } else {
+                    Verdict::Fail(format!(
+                        "the state at byte {at} is for {:?}, not the passive plug {:?} that was switched",
+                        s.dev, want
+                    ))
+                };
+                self.decide(v, now, out);
+            }
+            Expect::State | Expect::StateOrTooBig => {
+                if let Action::Switch(Some(on), _) = self.case.action {
+                    if s.on != Some(on) {
+                        let v = Verdict::Fail(format!(
+                            "the switch asked for {} and the state at byte {at} says {:?}",
+                            if on { "on" } else { "off" },
+                            s.on
+                        ));
+                        return self.decide(v, now, out);
+                    }
+                    // The relay: the next report must agree.
+                    self.want_on = Some(on);
+                    self.deadline = Some(now + self.period * 2 + Duration::from_secs(3));
+                    return;
+                }
+                let v = Verdict::Pass(format!("state with re {SWITCH_ID} at byte {at}"));
+                self.decide(v, now, out);
+            }
+            Expect::Fails(_) => {
+                let v = Verdict::Fail(format!("the device obeyed the command in a frame it must refuse (its state at byte {at})"));
                 self.decide(v, now, out);
             }
             _ => {}
@@ -651,15 +682,7 @@ impl Probe {
                 out.extend(switch_acts(&dev, None, Shape::Plain));
             }
             Action::JunkThenSwitch => {
-                let mut b = text(&kinetid::error(
-                    None,
-                    None,
-                    "bad_request",
-                    "certify: survive this",
-                ));
-                b.extend(text(r#"{"t":"certify-unknown-type","id":1}"#));
-                b.extend(text("certify: not JSON"));
-                out.push(Act::Write(b));
+                out.push(Act::Write(junk()));
                 out.extend(switch_acts(&dev, None, Shape::Plain));
             }
             Action::Close(code, reason) => {
@@ -671,39 +694,7 @@ impl Probe {
                 self.deadline = Some(now + Duration::from_secs(5));
             }
             Action::Bad(b) => {
-                let sw = kinetid::switch(SWITCH_ID, &dev, None);
-                let bytes = match b {
-                    BadFrame::Masked => {
-                        let mut v = Vec::new();
-                        let o = EncodeOptions {
-                            mask: Some(MaskKey([0x37, 0xfa, 0x21, 0x3d])),
-                            ..EncodeOptions::server()
-                        };
-                        encode_frame(&mut v, OpCode::Text, sw.as_bytes(), o);
-                        v
-                    }
-                    BadFrame::Rsv1 => {
-                        let mut v = Vec::new();
-                        encode_frame(
-                            &mut v,
-                            OpCode::Text,
-                            sw.as_bytes(),
-                            EncodeOptions {
-                                rsv: 0x4,
-                                ..EncodeOptions::server()
-                            },
-                        );
-                        v
-                    }
-                    BadFrame::ReservedOpcode => frame(OpCode::from_u8(0x3), sw.as_bytes()),
-                    BadFrame::InvalidUtf8 => {
-                        let mut p = sw.into_bytes();
-                        p.truncate(p.len() - 1);
-                        p.extend_from_slice(b",\"x\":\"\xc3\x28\"}");
-                        frame(OpCode::Text, &p)
-                    }
-                    BadFrame::CloseCode999 => frame(OpCode::Close, &999u16.to_be_bytes()),
-                };
+                let bytes = bad_frame(b, &dev);
                 if b == BadFrame::CloseCode999 {
                     self.close_sent = true;
                 }
