@@ -327,121 +327,110 @@ pub struct Field {
 }
 
 /// The field map of a frame header plus its payload range.
+// One entry per header field, in wire order: a table more than logic.
 pub fn fields(h: &FrameHeader, raw: &[u8], offset: u64) -> Vec<Field> {
     let mut f = Vec::with_capacity(10);
-    let b0 = raw[0];
-    let b1 = raw[1];
+    let mut put = |at: u64,
+                   len: u64,
+                   name: &'static str,
+                   raw: Cow<'static, str>,
+                   meaning: Cow<'static, str>| {
+        f.push(Field {
+            offset: offset + at,
+            len,
+            name,
+            raw,
+            meaning,
+        })
+    };
     let bit = |b: bool| Cow::Borrowed(if b { "1" } else { "0" });
-    f.push(Field {
-        offset,
-        len: 1,
-        name: "FIN",
-        raw: bit(h.fin),
-        meaning: if h.fin {
-            "final fragment".into()
-        } else {
-            "more fragments follow".into()
-        },
-    });
-    f.push(Field {
-        offset,
-        len: 1,
-        name: "RSV1",
-        raw: bit(h.rsv1),
-        meaning: if h.rsv1 {
-            "set (compression?)".into()
-        } else {
-            "clear".into()
-        },
-    });
-    f.push(Field {
-        offset,
-        len: 1,
-        name: "RSV2",
-        raw: bit(h.rsv2),
-        meaning: if h.rsv2 { "set".into() } else { "clear".into() },
-    });
-    f.push(Field {
-        offset,
-        len: 1,
-        name: "RSV3",
-        raw: bit(h.rsv3),
-        meaning: if h.rsv3 { "set".into() } else { "clear".into() },
-    });
-    f.push(Field {
-        offset,
-        len: 1,
-        name: "opcode",
-        raw: format!("0x{:X}", b0 & 0x0f).into(),
-        meaning: h.opcode.name().into(),
-    });
-    f.push(Field {
-        offset: offset + 1,
-        len: 1,
-        name: "MASK",
-        raw: bit(b1 & 0x80 != 0),
-        meaning: if h.mask.is_some() {
-            "payload is masked".into()
-        } else {
-            "payload is not masked".into()
-        },
-    });
+    let set = |b: bool| Cow::Borrowed(if b { "set" } else { "clear" });
+    let (b0, b1) = (raw[0], raw[1]);
+    let fin = if h.fin {
+        "final fragment"
+    } else {
+        "more fragments follow"
+    };
+    put(0, 1, "FIN", bit(h.fin), fin.into());
+    let rsv1 = if h.rsv1 {
+        "set (compression?)"
+    } else {
+        "clear"
+    };
+    put(0, 1, "RSV1", bit(h.rsv1), rsv1.into());
+    put(0, 1, "RSV2", bit(h.rsv2), set(h.rsv2));
+    put(0, 1, "RSV3", bit(h.rsv3), set(h.rsv3));
+    put(
+        0,
+        1,
+        "opcode",
+        format!("0x{:X}", b0 & 0x0f).into(),
+        h.opcode.name().into(),
+    );
+    let masked = if h.mask.is_some() {
+        "payload is masked"
+    } else {
+        "payload is not masked"
+    };
+    put(1, 1, "MASK", bit(b1 & 0x80 != 0), masked.into());
     let len7 = b1 & 0x7f;
-    f.push(Field {
-        offset: offset + 1,
-        len: 1,
-        name: "payload length (7-bit)",
-        raw: len7.to_string().into(),
-        meaning: match len7 {
-            126 => "126: a 16-bit length follows".into(),
-            127 => "127: a 64-bit length follows".into(),
-            n => format!("{n} bytes").into(),
-        },
-    });
-    let mut pos = 2u64;
-    match h.len_encoding {
-        LenEncoding::Bits7 => {}
+    let len7_means: Cow<'static, str> = match len7 {
+        126 => "126: a 16-bit length follows".into(),
+        127 => "127: a 64-bit length follows".into(),
+        n => format!("{n} bytes").into(),
+    };
+    put(
+        1,
+        1,
+        "payload length (7-bit)",
+        len7.to_string().into(),
+        len7_means,
+    );
+    let bytes = || Cow::Owned(format!("{} bytes", h.payload_len));
+    let pos = match h.len_encoding {
+        LenEncoding::Bits7 => 2,
         LenEncoding::Bits16 => {
-            f.push(Field {
-                offset: offset + 2,
-                len: 2,
-                name: "extended length (16-bit)",
-                raw: hex::encode(&raw[2..4]).into(),
-                meaning: format!("{} bytes", h.payload_len).into(),
-            });
-            pos = 4;
+            put(
+                2,
+                2,
+                "extended length (16-bit)",
+                hex::encode(&raw[2..4]).into(),
+                bytes(),
+            );
+            4
         }
         LenEncoding::Bits64 => {
-            f.push(Field {
-                offset: offset + 2,
-                len: 8,
-                name: "extended length (64-bit)",
-                raw: hex::encode(&raw[2..10]).into(),
-                meaning: format!("{} bytes", h.payload_len).into(),
-            });
-            pos = 10;
+            put(
+                2,
+                8,
+                "extended length (64-bit)",
+                hex::encode(&raw[2..10]).into(),
+                bytes(),
+            );
+            10
         }
-    }
+    };
     if let Some(k) = h.mask {
-        f.push(Field {
-            offset: offset + pos,
-            len: 4,
-            name: "masking key",
-            raw: k.hex().into(),
-            meaning: "XOR key for the payload".into(),
-        });
+        put(
+            pos,
+            4,
+            "masking key",
+            k.hex().into(),
+            "XOR key for the payload".into(),
+        );
     }
-    f.push(Field {
-        offset: offset + h.header_len as u64,
-        len: h.payload_len,
-        name: "payload",
-        raw: "".into(),
-        meaning: if h.mask.is_some() {
-            format!("{} bytes, masked", h.payload_len).into()
-        } else {
-            format!("{} bytes", h.payload_len).into()
-        },
-    });
+    let payload = if h.mask.is_some() {
+        format!("{} bytes, masked", h.payload_len).into()
+    } else {
+        bytes()
+    };
+    put(
+        h.header_len as u64,
+        h.payload_len,
+        "payload",
+        "".into(),
+        payload,
+    );
     f
 }
 

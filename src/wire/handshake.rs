@@ -225,47 +225,63 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> HeadParse {
                     bare_lf,
                 });
             }
-            Some(_) => {
-                if line[0] == b' ' || line[0] == b'\t' {
-                    return HeadParse::Invalid(HeadError {
-                        offset: pos as u64,
-                        status: 400,
-                        reason: "obsolete header line folding (a line starting with white space); RFC 9112 5.2 says reject it".into(),
-                    });
-                }
-                let Some(colon) = line.iter().position(|&b| b == b':') else {
-                    return HeadParse::Invalid(HeadError {
-                        offset: pos as u64,
-                        status: 400,
-                        reason: format!("header line without a colon: {text:?}"),
-                    });
-                };
-                let name = &line[..colon];
-                if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-                    return HeadParse::Invalid(HeadError {
-                        offset: pos as u64,
-                        status: 400,
-                        reason: format!("invalid header name {:?} (no white space before the colon, token characters only)", String::from_utf8_lossy(name)),
-                    });
-                }
-                if headers.len() >= limits.max_headers {
-                    return HeadParse::Invalid(HeadError {
-                        offset: pos as u64,
-                        status: 431,
-                        reason: format!("more than {} header lines", limits.max_headers),
-                    });
-                }
-                headers.push(Header {
-                    name: String::from_utf8_lossy(name).into_owned(),
-                    value: String::from_utf8_lossy(&line[colon + 1..])
-                        .trim_matches(|c| c == ' ' || c == '\t')
-                        .to_string(),
-                    offset: pos as u64,
-                });
-            }
+            Some(_) => match header_line(line, &text, pos, headers.len(), limits) {
+                Ok(h) => headers.push(h),
+                Err(e) => return HeadParse::Invalid(e),
+            },
         }
         pos = end;
     }
+}
+
+/// One header line after the start line, checked (RFC 9112 5): no
+/// folding, a colon, a token name, at most `limits.max_headers` of them.
+fn header_line(
+    line: &[u8],
+    text: &str,
+    pos: usize,
+    count: usize,
+    limits: Limits,
+) -> Result<Header, HeadError> {
+    if line[0] == b' ' || line[0] == b'\t' {
+        return Err(HeadError {
+                offset: pos as u64,
+                status: 400,
+                reason: "obsolete header line folding (a line starting with white space); RFC 9112 5.2 says reject it".into(),
+            });
+    }
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return Err(HeadError {
+            offset: pos as u64,
+            status: 400,
+            reason: format!("header line without a colon: {text:?}"),
+        });
+    };
+    let name = &line[..colon];
+    if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+        return Err(HeadError {
+            offset: pos as u64,
+            status: 400,
+            reason: format!(
+                "invalid header name {:?} (no white space before the colon, token characters only)",
+                String::from_utf8_lossy(name)
+            ),
+        });
+    }
+    if count >= limits.max_headers {
+        return Err(HeadError {
+            offset: pos as u64,
+            status: 431,
+            reason: format!("more than {} header lines", limits.max_headers),
+        });
+    }
+    Ok(Header {
+        name: String::from_utf8_lossy(name).into_owned(),
+        value: String::from_utf8_lossy(&line[colon + 1..])
+            .trim_matches(|c| c == ' ' || c == '\t')
+            .to_string(),
+        offset: pos as u64,
+    })
 }
 
 /// One check of the handshake, shown to the user whether it passed or not.

@@ -23,9 +23,7 @@ pub(super) async fn api(
     h: &handshake::HttpHead,
     mut body: Vec<u8>,
 ) {
-    use crate::shell::http::{check_browser, is_loopback, json_response};
-    let reply = |status: u16, v: serde_json::Value| json_response(status, &v, "");
-    let err = |status: u16, msg: &str| reply(status, serde_json::json!({ "error": msg }));
+    use crate::shell::http::{check_browser, is_loopback};
     let (method, path) = crate::shell::http::method_and_path(h);
     let (method, path) = (method.to_string(), path.to_string());
     let resp = 'r: {
@@ -94,45 +92,72 @@ pub(super) async fn api(
         let segs: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
         match (method.as_str(), segs.as_slice()) {
             ("GET", ["devices"]) => reply(200, devices_json(&link.sh)),
-            ("POST", ["devices", id, "switch"]) => {
-                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
-                    break 'r err(400, "the body is not JSON");
-                };
-                let on = match (v["on"].as_bool(), v["toggle"].as_bool()) {
-                    (_, Some(true)) => None,
-                    (Some(on), _) => Some(on),
-                    _ => break 'r err(400, r#"the body is {"on":true}, {"on":false} or {"toggle":true}"#),
-                };
-                match switch_device(&link.sh, id, on).await {
-                    Ok(v) => reply(200, v),
-                    Err((status, v)) => reply(status, v),
-                }
-            }
-            ("POST", ["conns", n, "inject"]) => {
-                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
-                    break 'r err(400, "the body is not JSON");
-                };
-                let Some(d) = v["dir"].as_str() else {
-                    break 'r err(400, INJECT_BODY);
-                };
-                let dir = match d {
-                    "down" => Direction::S2C,
-                    "up" => Direction::C2S,
-                    _ => break 'r err(400, r#""dir" is "down" (to the device) or "up" (to the upstream)"#),
-                };
-                let Ok(n) = n.parse::<u64>() else {
-                    break 'r err(404, &format!("no connection {n} is being forwarded"));
-                };
-                match inject(&link.sh, n, dir, &v) {
-                    Ok(text) => reply(202, serde_json::json!({"conn": n, "dir": d, "injected": text})),
-                    Err((status, why)) => err(status, &why),
-                }
-            }
+            ("POST", ["devices", id, "switch"]) => switch_call(&link.sh, id, &body).await,
+            ("POST", ["conns", n, "inject"]) => inject_call(&link.sh, n, &body),
             _ => err(404, "no such API call (GET /api/devices, POST /api/devices/ID/switch, POST /api/conns/N/inject)"),
         }
     };
     link.observe(Direction::S2C, &resp);
     let _ = tokio::time::timeout(Duration::from_secs(2), dev.write_all(&resp)).await;
+}
+
+fn reply(status: u16, v: serde_json::Value) -> Vec<u8> {
+    crate::shell::http::json_response(status, &v, "")
+}
+
+fn err(status: u16, msg: &str) -> Vec<u8> {
+    reply(status, serde_json::json!({ "error": msg }))
+}
+
+/// `POST /api/devices/ID/switch`.
+async fn switch_call(sh: &Shared, id: &str, body: &[u8]) -> Vec<u8> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return err(400, "the body is not JSON");
+    };
+    let on = match (v["on"].as_bool(), v["toggle"].as_bool()) {
+        (_, Some(true)) => None,
+        (Some(on), _) => Some(on),
+        _ => {
+            return err(
+                400,
+                r#"the body is {"on":true}, {"on":false} or {"toggle":true}"#,
+            )
+        }
+    };
+    match switch_device(sh, id, on).await {
+        Ok(v) => reply(200, v),
+        Err((status, v)) => reply(status, v),
+    }
+}
+
+/// `POST /api/conns/N/inject`.
+fn inject_call(sh: &Shared, n: &str, body: &[u8]) -> Vec<u8> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return err(400, "the body is not JSON");
+    };
+    let Some(d) = v["dir"].as_str() else {
+        return err(400, INJECT_BODY);
+    };
+    let dir = match d {
+        "down" => Direction::S2C,
+        "up" => Direction::C2S,
+        _ => {
+            return err(
+                400,
+                r#""dir" is "down" (to the device) or "up" (to the upstream)"#,
+            )
+        }
+    };
+    let Ok(n) = n.parse::<u64>() else {
+        return err(404, &format!("no connection {n} is being forwarded"));
+    };
+    match inject(sh, n, dir, &v) {
+        Ok(text) => reply(
+            202,
+            serde_json::json!({"conn": n, "dir": d, "injected": text}),
+        ),
+        Err((status, why)) => err(status, &why),
+    }
 }
 
 /// The devices seen through the proxy, as `listen`'s `/api/devices` lists

@@ -367,73 +367,91 @@ impl Probe {
                     }
                 }
             }
-            OpCode::Close => {
-                let code = f.close.as_ref().map(|(c, _)| c.0);
-                let expecting = self.phase == Phase::Expecting;
-                match (&self.case.expect, expecting) {
-                    (Expect::BacksOffAfterClose, true) if self.close_sent => {
-                        self.dropped_at = Some(now);
-                    }
-                    (Expect::NoticesSilence, true) => {
-                        let w = self.silent_since.map_or(0.0, |t| (now - t).as_secs_f64());
-                        self.verdict.get_or_insert(Verdict::Pass(format!(
-                            "the device closed (at byte {at}) {w:.0} s into the silence"
-                        )));
-                    }
-                    (Expect::CloseAnswered, true) if self.close_sent => {
-                        self.verdict.get_or_insert(Verdict::Pass(format!(
-                            "the device answered our Close at byte {at}{} and left TCP to the server",
-                            code.map_or(String::new(), |c| format!(" with {c}"))
-                        )));
-                    }
-                    (Expect::Fails(codes), true) => {
-                        let v = match code {
-                            Some(c) if codes.contains(&c) => Verdict::Pass(format!("the device failed the connection with {c} (its Close at byte {at})")),
-                            Some(c) => Verdict::Fail(format!("the device closed with {c} (at byte {at}); the rule calls for {}", join(codes))),
-                            None => Verdict::Fail(format!("the device closed with no code (at byte {at}); the rule calls for {}", join(codes))),
-                        };
-                        self.verdict.get_or_insert(v);
-                    }
-                    (Expect::StateOrTooBig, true) => {
-                        let v = match code {
-                            Some(1009) => Verdict::Pass(format!("the device closed with 1009 (at byte {at}): message too big for it")),
-                            c => Verdict::Fail(format!("the device closed with {} (at byte {at}); a message too big is closed with 1009", c.map_or("no code".to_string(), |c| c.to_string()))),
-                        };
-                        self.verdict.get_or_insert(v);
-                    }
-                    _ if self.verdict.is_none() && !self.close_sent => {
-                        let v = Verdict::Fail(format!(
-                            "the device closed the connection (at byte {at}{}) before the case was decided",
-                            code.map_or(String::new(), |c| format!(", code {c}"))
-                        ));
-                        self.verdict = Some(v);
-                    }
-                    _ => {}
-                }
-                // Answer its Close if we had not sent ours; then TCP.
-                if !self.close_sent {
-                    self.close_sent = true;
-                    let echo = match code {
-                        Some(c) if CloseCode(c).is_allowed() => Some(CloseCode(c)),
-                        Some(_) => Some(CloseCode::PROTOCOL),
-                        None => None,
-                    };
-                    out.push(Act::Write(frame(OpCode::Close, &close_payload(echo, ""))));
-                }
-                out.push(Act::CloseTcp);
-                if self.case.expect == Expect::BacksOffAfterClose
-                    && self.dropped_at.is_some()
-                    && self.verdict.is_none()
-                {
-                    // Its reconnect is what the case measures.
-                    self.phase = Phase::Away;
-                    self.deadline = Some(now + Duration::from_secs(75));
-                } else {
-                    self.phase = Phase::Done;
-                    self.deadline = None;
-                }
+            OpCode::Close => self.on_close(f, at, now, out),
+            _ => {}
+        }
+    }
+
+    /// The device's Close: judged as the case asks, answered if it came
+    /// first, then TCP is ours to end.
+    fn on_close(
+        &mut self,
+        f: &crate::annotate::FrameEvent,
+        at: u64,
+        now: Instant,
+        out: &mut Vec<Act>,
+    ) {
+        let code = f.close.as_ref().map(|(c, _)| c.0);
+        let expecting = self.phase == Phase::Expecting;
+        match (&self.case.expect, expecting) {
+            (Expect::BacksOffAfterClose, true) if self.close_sent => {
+                self.dropped_at = Some(now);
+            }
+            (Expect::NoticesSilence, true) => {
+                let w = self.silent_since.map_or(0.0, |t| (now - t).as_secs_f64());
+                self.verdict.get_or_insert(Verdict::Pass(format!(
+                    "the device closed (at byte {at}) {w:.0} s into the silence"
+                )));
+            }
+            (Expect::CloseAnswered, true) if self.close_sent => {
+                self.verdict.get_or_insert(Verdict::Pass(format!(
+                    "the device answered our Close at byte {at}{} and left TCP to the server",
+                    code.map_or(String::new(), |c| format!(" with {c}"))
+                )));
+            }
+            (Expect::Fails(codes), true) => {
+                let v = match code {
+                    Some(c) if codes.contains(&c) => Verdict::Pass(format!(
+                        "the device failed the connection with {c} (its Close at byte {at})"
+                    )),
+                    Some(c) => Verdict::Fail(format!(
+                        "the device closed with {c} (at byte {at}); the rule calls for {}",
+                        join(codes)
+                    )),
+                    None => Verdict::Fail(format!(
+                        "the device closed with no code (at byte {at}); the rule calls for {}",
+                        join(codes)
+                    )),
+                };
+                self.verdict.get_or_insert(v);
+            }
+            (Expect::StateOrTooBig, true) => {
+                let v = match code {
+                    Some(1009) => Verdict::Pass(format!("the device closed with 1009 (at byte {at}): message too big for it")),
+                    c => Verdict::Fail(format!("the device closed with {} (at byte {at}); a message too big is closed with 1009", c.map_or("no code".to_string(), |c| c.to_string()))),
+                };
+                self.verdict.get_or_insert(v);
+            }
+            _ if self.verdict.is_none() && !self.close_sent => {
+                let v = Verdict::Fail(format!(
+                    "the device closed the connection (at byte {at}{}) before the case was decided",
+                    code.map_or(String::new(), |c| format!(", code {c}"))
+                ));
+                self.verdict = Some(v);
             }
             _ => {}
+        }
+        // Answer its Close if we had not sent ours; then TCP.
+        if !self.close_sent {
+            self.close_sent = true;
+            let echo = match code {
+                Some(c) if CloseCode(c).is_allowed() => Some(CloseCode(c)),
+                Some(_) => Some(CloseCode::PROTOCOL),
+                None => None,
+            };
+            out.push(Act::Write(frame(OpCode::Close, &close_payload(echo, ""))));
+        }
+        out.push(Act::CloseTcp);
+        if self.case.expect == Expect::BacksOffAfterClose
+            && self.dropped_at.is_some()
+            && self.verdict.is_none()
+        {
+            // Its reconnect is what the case measures.
+            self.phase = Phase::Away;
+            self.deadline = Some(now + Duration::from_secs(75));
+        } else {
+            self.phase = Phase::Done;
+            self.deadline = None;
         }
     }
 
