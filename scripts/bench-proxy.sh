@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${1:-20000}; WINDOW=${2:-1}
 cargo build --release --quiet --bin kinetid-wsdump --example echo_load
-BIN=target/release/kinetid-wsdump
+# BIN=path: time another build of the tool (an older one, to compare).
+BIN=${BIN:-target/release/kinetid-wsdump}
 LOAD=target/release/examples/echo_load
 TMP=$(mktemp -d)
 PIDS=()
