@@ -6,10 +6,10 @@
 //! summary, the JSON report and the JUnit file.
 
 use crate::cli::CertifyArgs;
-use crate::shell::sinks::Recorder;
+use crate::shell::sinks::{LineSink, Recorder};
+use crate::shell::tap::{NoCount, Outputs, Tap};
 use crate::shell::AppError;
-use kinetid_wsdump::annotate::{Annotator, Config, Event, HandshakeMode};
-use kinetid_wsdump::capture::{Chunk, ChunkKind};
+use kinetid_wsdump::annotate::{Config, HandshakeMode};
 use kinetid_wsdump::engine::certify::{suite, Act, Case, Probe, TlsCase, Verdict};
 use kinetid_wsdump::escape::Esc;
 use kinetid_wsdump::render::Printer;
@@ -105,15 +105,24 @@ async fn serve(a: &CertifyArgs, cases: Vec<Case>) -> Result<Vec<Outcome>, AppErr
         ),
         None => None,
     };
-    let printer = a.show.map(|format| Printer {
-        format,
-        color: false,
-        max_dump: 256,
+    let outs = Arc::new(Outputs {
+        printer: Printer {
+            format: a.show.unwrap_or(kinetid_wsdump::render::Format::Summary),
+            color: false,
+            max_dump: 256,
+        },
+        out: a
+            .show
+            .map(|_| LineSink::spawn("stdout", Box::new(std::io::stdout()), 4 << 20)),
+        record,
+        bus: crate::shell::inspect::Bus::new(0, 0),
+        across: None,
+        filter: Default::default(),
+        show_http: true,
     });
     let mut d = Driver {
         listener,
-        record,
-        printer,
+        outs: outs.clone(),
         conn: 0,
         device: a.device.clone(),
         tls,
@@ -140,16 +149,20 @@ async fn serve(a: &CertifyArgs, cases: Vec<Case>) -> Result<Vec<Outcome>, AppErr
         );
         outcomes.push(o);
     }
-    if let Some(r) = &d.record {
+    if let Some(r) = &outs.record {
         r.sync();
+    }
+    // Every event shown before the summary that follows on stdout.
+    if let Some(o) = &outs.out {
+        o.close(Duration::from_millis(1000));
     }
     Ok(outcomes)
 }
 
 struct Driver {
     listener: TcpListener,
-    record: Option<Arc<Recorder>>,
-    printer: Option<Printer>,
+    /// Where the connections' events go (`--record`, `--show`).
+    outs: Arc<Outputs>,
     conn: u64,
     device: Option<String>,
     tls: Option<crate::shell::tls::CertifyTls>,
@@ -244,26 +257,6 @@ impl Driver {
         }
     }
 
-    fn record(&self, kind: ChunkKind) {
-        if let Some(r) = &self.record {
-            r.record(&Chunk {
-                time: Some(crate::shell::now()),
-                conn: self.conn,
-                pkt: None,
-                kind,
-            });
-        }
-    }
-
-    fn show(&self, ev: &[Event]) {
-        let Some(p) = &self.printer else { return };
-        let mut buf = Vec::new();
-        for e in ev {
-            let _ = p.event(&mut buf, e);
-        }
-        let _ = std::io::stdout().write_all(&buf);
-    }
-
     /// One device connection, driven until the probe is done with it.
     async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
@@ -278,12 +271,8 @@ impl Driver {
             deflate: None,
             ..Config::default()
         };
-        let mut ann = Annotator::new(self.conn, cfg);
-        let mut ev = Vec::new();
-        let t = crate::shell::now();
-        self.record(ChunkKind::Open(peer.to_string()));
-        ann.open(&peer.to_string(), Some(t), &mut ev);
-        self.show(&ev);
+        let mut tap = Tap::new(self.conn, cfg, self.outs.clone(), Arc::new(NoCount));
+        tap.open(&peer.to_string(), crate::shell::now());
         let mut buf = vec![0u8; 64 * 1024];
         let mut end = End::Done;
         'conn: loop {
@@ -293,10 +282,7 @@ impl Driver {
             let acts = match tokio::time::timeout(wait, sock.read(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => {
                     let bytes = &buf[..n];
-                    self.record(ChunkKind::Data(Direction::C2S, bytes.to_vec()));
-                    let mut ev = Vec::new();
-                    ann.feed(Direction::C2S, bytes, Some(crate::shell::now()), &mut ev);
-                    self.show(&ev);
+                    let ev = tap.bytes(Direction::C2S, bytes, crate::shell::now());
                     // A device that is not the one asked for waits its turn.
                     if let (Some(want), Some(dev)) = (&self.device, p.device()) {
                         if want != dev {
@@ -338,10 +324,7 @@ impl Driver {
                         b
                     }
                 };
-                self.record(ChunkKind::Data(Direction::S2C, bytes.clone()));
-                let mut ev = Vec::new();
-                ann.feed(Direction::S2C, &bytes, Some(crate::shell::now()), &mut ev);
-                self.show(&ev);
+                tap.bytes(Direction::S2C, &bytes, crate::shell::now());
             }
             if p.is_done() {
                 break;
@@ -349,10 +332,7 @@ impl Driver {
         }
         let _ = sock.shutdown().await;
         drop(sock);
-        self.record(ChunkKind::Eof);
-        let mut ev = Vec::new();
-        ann.finish(Some(crate::shell::now()), &mut ev);
-        self.show(&ev);
+        tap.finish(crate::shell::now());
         end
     }
 }

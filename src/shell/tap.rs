@@ -39,8 +39,9 @@ pub struct Outputs {
     pub record: Option<Arc<Recorder>>,
     /// The inspector's event bus.
     pub bus: Bus,
-    /// Causes that span connections.
-    pub across: Mutex<Across>,
+    /// Causes that span connections (`None`: a driver whose connections are
+    /// its own doing, as certify's reconnects are).
+    pub across: Option<Mutex<Across>>,
     /// What to show (`--conn`, `--device`, ...); empty shows everything.
     pub filter: Spec,
     /// `--show-http`: the tool's own web traffic shown too.
@@ -157,8 +158,8 @@ impl Tap {
             return;
         }
         let mut more = Vec::new();
-        {
-            let mut across = self.outs.across.lock().expect("across");
+        if let Some(across) = &self.outs.across {
+            let mut across = across.lock().expect("across");
             for e in ev {
                 across.observe(e, &mut more);
             }

@@ -158,7 +158,7 @@ impl Hub {
             out,
             record,
             bus: crate::shell::inspect::Bus::new(s.history, crate::shell::inspect::HISTORY_BYTES),
-            across: Mutex::new(kinetid_wsdump::annotate::across::Across::new()),
+            across: Some(Mutex::new(kinetid_wsdump::annotate::across::Across::new())),
             filter: s.filter.clone(),
             show_http: s.show_http,
         });

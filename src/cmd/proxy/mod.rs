@@ -240,7 +240,7 @@ fn shared(
                 a.session.history(a.quiet),
                 crate::shell::inspect::HISTORY_BYTES,
             ),
-            across: Default::default(),
+            across: Some(Default::default()),
             filter: a.filter.spec(),
             show_http: a.session.show_http,
         }),
