@@ -272,6 +272,8 @@ const PEER_TEXT: &[&str] = &[
 /// [`Session`]: crate::engine::session::Session
 /// [`Backend`]: crate::engine::backend::Backend
 /// [`Home`]: crate::engine::device::Home
+// One property per state machine, each a short script: kept together so
+// the fuzz target and its regression test run the same list.
 pub fn machines(data: &[u8]) {
     use crate::engine::backend::{Backend, BackendConfig, Effect};
     use crate::engine::device::{Home, HomeConfig, Out, Plug};

@@ -362,6 +362,7 @@ impl Code {
     ];
 
     /// The kebab-case code shown in output.
+    // A table: one arm per code.
     pub fn as_str(self) -> &'static str {
         match self {
             Code::ClientFrameUnmasked => "client-frame-unmasked",

@@ -151,41 +151,7 @@ impl Annotator {
                     ));
                 }
             }
-            Phase::Frames => {
-                let pending = st.decoder.pending().len();
-                if st.decoder.skipping() > 0 {
-                    notes.push(Note::error(Code::TruncatedFrame, "RFC 6455 5.2", format!("{who} stream ended with {} bytes of an oversized payload still to come", st.decoder.skipping())));
-                } else if pending > 0 && !st.truncated_shown {
-                    let need = match frame::parse_header(st.decoder.pending()) {
-                        frame::HeaderParse::Need(n) => {
-                            format!("its header needs {n} more bytes")
-                        }
-                        frame::HeaderParse::Header(h) => format!(
-                            "header says {} payload bytes, {} arrived",
-                            h.payload_len,
-                            pending - h.header_len
-                        ),
-                    };
-                    notes.push(Note::error(
-                        Code::TruncatedFrame,
-                        "RFC 6455 5.2",
-                        format!(
-                            "{who} stream ended inside a frame at byte {}: {need}",
-                            st.decoder.offset()
-                        ),
-                    ));
-                }
-                if let Some(f) = &st.frag {
-                    notes.push(Note::warning(
-                        Code::MessageUnfinished,
-                        "RFC 6455 5.4",
-                        format!(
-                            "{who} stream ended inside a fragmented message started at byte {}",
-                            f.offset
-                        ),
-                    ));
-                }
-            }
+            Phase::Frames => frames_left(st, who, notes),
             _ => {}
         }
         if st.raw_bytes > 0 {
@@ -267,5 +233,49 @@ impl Annotator {
                 }
             }
         }
+    }
+}
+
+/// What a stream in frames left: a frame cut short, a message unfinished.
+fn frames_left(st: &DirState, who: &str, notes: &mut Vec<Note>) {
+    let pending = st.decoder.pending().len();
+    if st.decoder.skipping() > 0 {
+        notes.push(Note::error(
+            Code::TruncatedFrame,
+            "RFC 6455 5.2",
+            format!(
+                "{who} stream ended with {} bytes of an oversized payload still to come",
+                st.decoder.skipping()
+            ),
+        ));
+    } else if pending > 0 && !st.truncated_shown {
+        let need = match frame::parse_header(st.decoder.pending()) {
+            frame::HeaderParse::Need(n) => {
+                format!("its header needs {n} more bytes")
+            }
+            frame::HeaderParse::Header(h) => format!(
+                "header says {} payload bytes, {} arrived",
+                h.payload_len,
+                pending - h.header_len
+            ),
+        };
+        notes.push(Note::error(
+            Code::TruncatedFrame,
+            "RFC 6455 5.2",
+            format!(
+                "{who} stream ended inside a frame at byte {}: {need}",
+                st.decoder.offset()
+            ),
+        ));
+    }
+    if let Some(f) = &st.frag {
+        notes.push(Note::warning(
+            Code::MessageUnfinished,
+            "RFC 6455 5.4",
+            format!(
+                "{who} stream ended inside a fragmented message started at byte {}",
+                f.offset
+            ),
+        ));
     }
 }

@@ -159,47 +159,8 @@ impl Annotator {
         let rsv_allowed = if pmd && starts_message { 0x4 } else { 0 };
         let mut notes =
             frame::header_notes(&h, &raw.head, dir.sender(), rsv_allowed, cfg.max_frame);
-        if pmd && h.rsv1 && !starts_message {
-            for n in notes
-                .iter_mut()
-                .filter(|n| n.code == Code::RsvWithoutExtension)
-            {
-                *n = Note::error(
-                    Code::DeflateRsv1Misplaced,
-                    "RFC 7692 6",
-                    format!("RSV1 set on a {} frame: with permessage-deflate only the first frame of a data message may set it", h.opcode),
-                );
-            }
-        }
-        if dir.sender() == Role::Client
-            && h.mask.is_none()
-            && h.opcode.is_control()
-            && st.masked_data_seen
-        {
-            notes.push(Note::info(Code::HintUnmaskedControl, "RFC 6455 5.1", "data frames on this connection were masked but this control frame is not: the firmware masks only data frames"));
-        }
-        if let Some(k) = h.mask {
-            if !h.opcode.is_control() {
-                st.masked_data_seen = true;
-            }
-            if st.last_key == Some(k) && k.0 != [0; 4] {
-                notes.push(Note::warning(
-                    Code::MaskKeyRepeated,
-                    "RFC 6455 5.3",
-                    format!("masking key {} is the same as on the previous frame; each frame needs a fresh unpredictable key", k.hex()),
-                ));
-            }
-            st.last_key = Some(k);
-        }
-        // Only data is forbidden after a Close (RFC 6455 5.5.1): a pong answering
-        // a ping that crossed the Close is legal.
-        if let (Some(at), false) = (st.close_at, h.opcode.is_control()) {
-            notes.push(Note::error(
-                Code::DataAfterClose,
-                "RFC 6455 5.5.1",
-                format!("data frame sent after this side's Close frame (at byte {at}); no data may follow a Close"),
-            ));
-        }
+        let rsv1_misplaced = pmd && h.rsv1 && !starts_message;
+        connection_rules(st, &h, dir.sender(), rsv1_misplaced, &mut notes);
         let mut close = None;
         let mut message = None;
         match h.opcode {
@@ -228,5 +189,55 @@ impl Annotator {
             },
             message,
         )
+    }
+}
+
+/// What a frame header breaks given the frames before it in its direction:
+/// RSV1 past a message's first frame with permessage-deflate, controls left
+/// unmasked by a client that masks data, a masking key used twice, data
+/// after this side's Close.
+fn connection_rules(
+    st: &mut DirState,
+    h: &FrameHeader,
+    sender: Role,
+    rsv1_misplaced: bool,
+    notes: &mut Vec<Note>,
+) {
+    if rsv1_misplaced {
+        for n in notes
+            .iter_mut()
+            .filter(|n| n.code == Code::RsvWithoutExtension)
+        {
+            *n = Note::error(
+                Code::DeflateRsv1Misplaced,
+                "RFC 7692 6",
+                format!("RSV1 set on a {} frame: with permessage-deflate only the first frame of a data message may set it", h.opcode),
+            );
+        }
+    }
+    if sender == Role::Client && h.mask.is_none() && h.opcode.is_control() && st.masked_data_seen {
+        notes.push(Note::info(Code::HintUnmaskedControl, "RFC 6455 5.1", "data frames on this connection were masked but this control frame is not: the firmware masks only data frames"));
+    }
+    if let Some(k) = h.mask {
+        if !h.opcode.is_control() {
+            st.masked_data_seen = true;
+        }
+        if st.last_key == Some(k) && k.0 != [0; 4] {
+            notes.push(Note::warning(
+                Code::MaskKeyRepeated,
+                "RFC 6455 5.3",
+                format!("masking key {} is the same as on the previous frame; each frame needs a fresh unpredictable key", k.hex()),
+            ));
+        }
+        st.last_key = Some(k);
+    }
+    // Only data is forbidden after a Close (RFC 6455 5.5.1): a pong answering
+    // a ping that crossed the Close is legal.
+    if let (Some(at), false) = (st.close_at, h.opcode.is_control()) {
+        notes.push(Note::error(
+            Code::DataAfterClose,
+            "RFC 6455 5.5.1",
+            format!("data frame sent after this side's Close frame (at byte {at}); no data may follow a Close"),
+        ));
     }
 }

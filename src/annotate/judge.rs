@@ -213,45 +213,7 @@ pub(super) fn judge_data(
             });
         }
         let fr = st.frag.as_mut().expect("fragment just opened");
-        fr.frames = fr.frames.saturating_add(1);
-        let before = fr.len;
-        // Declared lengths come from the wire: two of them can overflow a u64.
-        fr.len = fr.len.saturating_add(h.payload_len);
-        if fr.len > cfg.max_message && before <= cfg.max_message && !raw.skipped {
-            let n = Note::error(
-                Code::MessageTooBig,
-                "RFC 6455 10.4",
-                format!(
-                    "message reached {} bytes, over the {}-byte limit",
-                    fr.len, cfg.max_message
-                ),
-            );
-            notes.push(n.clone());
-            fr.notes.push(n);
-        }
-        if !raw.skipped && fr.len <= cfg.max_message {
-            fr.payload.extend_from_slice(&raw.payload);
-        }
-        if let Some(u) = fr.utf8.as_mut() {
-            let res = if raw.skipped {
-                Ok(())
-            } else if h.fin {
-                u.push(&raw.payload).and_then(|_| u.finish())
-            } else {
-                u.push(&raw.payload)
-            };
-            if let Err(pos) = res {
-                if !fr.notes.iter().any(|n| n.code == Code::TextInvalidUtf8) {
-                    let n = Note::error(
-                        Code::TextInvalidUtf8,
-                        "RFC 6455 8.1",
-                        format!("text message is not valid UTF-8 at message byte {pos}"),
-                    );
-                    notes.push(n.clone());
-                    fr.notes.push(n);
-                }
-            }
-        }
+        gather(fr, raw, cfg.max_message, notes);
         if h.fin {
             let fr = st.frag.take().expect("fragment open");
             message = Some((
@@ -262,6 +224,51 @@ pub(super) fn judge_data(
     }
     st.last_data_final = h.fin;
     message
+}
+
+/// One data frame into its message: the length against the limit, the
+/// payload kept (while within it), the text's UTF-8 checked as it streams.
+fn gather(fr: &mut Fragment, raw: &frame::RawFrame, max_message: u64, notes: &mut Vec<Note>) {
+    let h = &raw.header;
+    fr.frames = fr.frames.saturating_add(1);
+    let before = fr.len;
+    // Declared lengths come from the wire: two of them can overflow a u64.
+    fr.len = fr.len.saturating_add(h.payload_len);
+    if fr.len > max_message && before <= max_message && !raw.skipped {
+        let n = Note::error(
+            Code::MessageTooBig,
+            "RFC 6455 10.4",
+            format!(
+                "message reached {} bytes, over the {}-byte limit",
+                fr.len, max_message
+            ),
+        );
+        notes.push(n.clone());
+        fr.notes.push(n);
+    }
+    if !raw.skipped && fr.len <= max_message {
+        fr.payload.extend_from_slice(&raw.payload);
+    }
+    if let Some(u) = fr.utf8.as_mut() {
+        let res = if raw.skipped {
+            Ok(())
+        } else if h.fin {
+            u.push(&raw.payload).and_then(|_| u.finish())
+        } else {
+            u.push(&raw.payload)
+        };
+        if let Err(pos) = res {
+            if !fr.notes.iter().any(|n| n.code == Code::TextInvalidUtf8) {
+                let n = Note::error(
+                    Code::TextInvalidUtf8,
+                    "RFC 6455 8.1",
+                    format!("text message is not valid UTF-8 at message byte {pos}"),
+                );
+                notes.push(n.clone());
+                fr.notes.push(n);
+            }
+        }
+    }
 }
 
 /// The note that names a bad length's cause; `next_at` is the stream offset

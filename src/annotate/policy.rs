@@ -13,6 +13,7 @@ use crate::wire::codes::CloseCode;
 /// severity error with this code is raised about its peer's bytes
 /// (RFC 6455 7.1.7), or `None` when the rule broken does not call for
 /// closing (contract notes, hints, what only shows at the end).
+// A table: every code is named, so a new one must be placed here.
 pub fn close_code(code: Code) -> Option<CloseCode> {
     match code {
         Code::ClientFrameUnmasked

@@ -245,50 +245,7 @@ impl PcapngWriter {
         tcp.extend_from_slice(&65535u16.to_be_bytes());
         tcp.extend_from_slice(&[0, 0, 0, 0]);
         tcp.extend_from_slice(payload);
-        let tcp_len = tcp.len();
-        let (ip, ethertype) = match (src.ip(), dst.ip()) {
-            (IpAddr::V4(s), IpAddr::V4(dd)) => {
-                let pseudo = [
-                    &s.octets()[..],
-                    &dd.octets()[..],
-                    &[0, 6],
-                    &(tcp_len as u16).to_be_bytes(),
-                ]
-                .concat();
-                let c = checksum(&[&pseudo, &tcp]);
-                tcp[16..18].copy_from_slice(&c.to_be_bytes());
-                let mut ip = vec![0x45, 0];
-                ip.extend_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
-                ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
-                ip.extend_from_slice(&s.octets());
-                ip.extend_from_slice(&dd.octets());
-                let c = checksum(&[&ip]);
-                ip[10..12].copy_from_slice(&c.to_be_bytes());
-                (ip, 0x0800u16)
-            }
-            (s, dd) => {
-                let v6 = |a: IpAddr| match a {
-                    IpAddr::V6(a) => a,
-                    IpAddr::V4(a) => a.to_ipv6_mapped(),
-                };
-                let (s, dd) = (v6(s), v6(dd));
-                let pseudo = [
-                    &s.octets()[..],
-                    &dd.octets()[..],
-                    &(tcp_len as u32).to_be_bytes(),
-                    &[0, 0, 0, 6],
-                ]
-                .concat();
-                let c = checksum(&[&pseudo, &tcp]);
-                tcp[16..18].copy_from_slice(&c.to_be_bytes());
-                let mut ip = vec![0x60, 0, 0, 0];
-                ip.extend_from_slice(&(tcp_len as u16).to_be_bytes());
-                ip.extend_from_slice(&[6, 64]);
-                ip.extend_from_slice(&s.octets());
-                ip.extend_from_slice(&dd.octets());
-                (ip, 0x86DDu16)
-            }
-        };
+        let (ip, ethertype) = ip_header(src.ip(), dst.ip(), &mut tcp);
         let (dmac, smac): ([u8; 6], [u8; 6]) = match d {
             Direction::C2S => ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]),
             Direction::S2C => ([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]),
@@ -323,6 +280,55 @@ impl PcapngWriter {
         match d {
             Direction::C2S => k.seq_c = k.seq_c.wrapping_add(used),
             Direction::S2C => k.seq_s = k.seq_s.wrapping_add(used),
+        }
+    }
+}
+
+/// The IP header for a TCP segment between `src` and `dst` (IPv4, or IPv6
+/// with a v4 address mapped), the TCP checksum filled in on the way.
+fn ip_header(src: IpAddr, dst: IpAddr, tcp: &mut [u8]) -> (Vec<u8>, u16) {
+    let tcp_len = tcp.len();
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(dd)) => {
+            let pseudo = [
+                &s.octets()[..],
+                &dd.octets()[..],
+                &[0, 6],
+                &(tcp_len as u16).to_be_bytes(),
+            ]
+            .concat();
+            let c = checksum(&[&pseudo, tcp]);
+            tcp[16..18].copy_from_slice(&c.to_be_bytes());
+            let mut ip = vec![0x45, 0];
+            ip.extend_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+            ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+            ip.extend_from_slice(&s.octets());
+            ip.extend_from_slice(&dd.octets());
+            let c = checksum(&[&ip]);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            (ip, 0x0800u16)
+        }
+        (s, dd) => {
+            let v6 = |a: IpAddr| match a {
+                IpAddr::V6(a) => a,
+                IpAddr::V4(a) => a.to_ipv6_mapped(),
+            };
+            let (s, dd) = (v6(s), v6(dd));
+            let pseudo = [
+                &s.octets()[..],
+                &dd.octets()[..],
+                &(tcp_len as u32).to_be_bytes(),
+                &[0, 0, 0, 6],
+            ]
+            .concat();
+            let c = checksum(&[&pseudo, tcp]);
+            tcp[16..18].copy_from_slice(&c.to_be_bytes());
+            let mut ip = vec![0x60, 0, 0, 0];
+            ip.extend_from_slice(&(tcp_len as u16).to_be_bytes());
+            ip.extend_from_slice(&[6, 64]);
+            ip.extend_from_slice(&s.octets());
+            ip.extend_from_slice(&dd.octets());
+            (ip, 0x86DDu16)
         }
     }
 }

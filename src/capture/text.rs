@@ -466,7 +466,19 @@ fn capture_record(
     };
     let kind_col = conn_col + f1.map_or(0, str::len) + 1;
     let rest = rest.unwrap_or("");
-    let kind = match f2 {
+    let kind = record_kind(f2, rest).map_err(|(col, why)| err(kind_col + col, why))?;
+    Ok(Some(Chunk {
+        time: Some(time),
+        conn,
+        pkt: None,
+        kind,
+    }))
+}
+
+/// A record's kind and what follows it; `Err` is (column from the kind,
+/// why).
+fn record_kind(kind: Option<&str>, rest: &str) -> Result<ChunkKind, (usize, String)> {
+    Ok(match kind {
         Some("open") => ChunkKind::Open(rest.to_string()),
         Some("eof") => ChunkKind::Eof,
         Some("gap") => {
@@ -475,11 +487,11 @@ fn capture_record(
             let dir = match it.next().unwrap_or("") {
                 "c2s" => Direction::C2S,
                 "s2c" => Direction::S2C,
-                _ => return Err(err(kind_col + 4, "expected c2s or s2c".into())),
+                _ => return Err((4, "expected c2s or s2c".into())),
             };
             match it.next().map(str::parse::<u64>) {
                 Some(Ok(n)) => ChunkKind::Gap(dir, n),
-                _ => return Err(err(kind_col + 8, "expected a number of bytes".into())),
+                _ => return Err((8, "expected a number of bytes".into())),
             }
         }
         Some("note") => {
@@ -494,22 +506,17 @@ fn capture_record(
             let dir = match d {
                 "c2s" => Direction::C2S,
                 "s2c" => Direction::S2C,
-                _ => return Err(err(kind_col + 5, "expected c2s or s2c".into())),
+                _ => return Err((5, "expected c2s or s2c".into())),
             };
             match crate::note::listener_note(sev, code, msg) {
                 Some(n) => ChunkKind::Note(dir, n),
-                None => {
-                    return Err(err(
-                        kind_col + 9,
-                        format!("unknown note {:?} {:?}", sev, code),
-                    ))
-                }
+                None => return Err((9, format!("unknown note {:?} {:?}", sev, code))),
             }
         }
         Some(d @ ("c2s" | "s2c")) => {
             let mut bytes = Vec::new();
             if let Err((col, why)) = parse_hex(rest, &mut bytes) {
-                return Err(err(kind_col + 4 + col, why));
+                return Err((4 + col, why));
             }
             ChunkKind::Data(
                 if d == "c2s" {
@@ -521,21 +528,15 @@ fn capture_record(
             )
         }
         other => {
-            return Err(err(
-                kind_col,
+            return Err((
+                0,
                 format!(
                     "expected open, c2s, s2c, note, gap or eof, found {:?}",
                     other.unwrap_or("")
                 ),
             ))
         }
-    };
-    Ok(Some(Chunk {
-        time: Some(time),
-        conn,
-        pkt: None,
-        kind,
-    }))
+    })
 }
 
 /// One capture line (with its newline) for a record.

@@ -1,7 +1,7 @@
 //! `kinetid-wsdump certify`: the driver of the conformance suite. It
 //! accepts the device's connections one at a time, moves bytes between the
 //! socket and the annotator, and hands the annotator's events and the
-//! clock to the case's [`Probe`] (`engine/certify.rs`), which decides
+//! clock to the case's [`Probe`] (`engine/certify/`), which decides
 //! everything: what to write, when to drop TCP, the verdict. Then the
 //! summary, the JSON report and the JUnit file.
 

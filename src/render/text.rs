@@ -2,6 +2,7 @@
 //! hex dumps, in colour when asked.
 
 use super::*;
+use crate::wire::handshake::ClientVerdict;
 
 impl Printer {
     pub(super) fn notes_text(
@@ -57,23 +58,7 @@ impl Printer {
             EventKind::Response { head, verdict } => {
                 let title = format!("{} HTTP response, {} bytes", lead.style(arrow), head.len);
                 self.head_text(w, &title, head, e.time)?;
-                for ch in &verdict.checks {
-                    let mark = if ch.ok {
-                        "ok  ".style(st(c, Style::new().green())).to_string()
-                    } else {
-                        "FAIL".style(st(c, Style::new().red().bold())).to_string()
-                    };
-                    writeln!(w, "    {mark} {:<22} {}", ch.name, Esc(&ch.detail))?;
-                }
-                if let Some(err) = &verdict.error {
-                    writeln!(
-                        w,
-                        "  {} {}",
-                        "client would refuse:".style(st(c, Style::new().red().bold())),
-                        Esc(&err.to_string())
-                    )?;
-                }
-                Ok(())
+                self.response_checks(w, verdict)
             }
             EventKind::HeadError(he) => {
                 writeln!(
@@ -129,6 +114,28 @@ impl Printer {
                 self.notes_text(w, std::slice::from_ref(note), "  ")
             }
         }
+    }
+
+    /// The checks of an upgrade response, and what a client would refuse.
+    fn response_checks(&self, w: &mut dyn Write, verdict: &ClientVerdict) -> io::Result<()> {
+        let c = self.color;
+        for ch in &verdict.checks {
+            let mark = if ch.ok {
+                "ok  ".style(st(c, Style::new().green())).to_string()
+            } else {
+                "FAIL".style(st(c, Style::new().red().bold())).to_string()
+            };
+            writeln!(w, "    {mark} {:<22} {}", ch.name, Esc(&ch.detail))?;
+        }
+        if let Some(err) = &verdict.error {
+            writeln!(
+                w,
+                "  {} {}",
+                "client would refuse:".style(st(c, Style::new().red().bold())),
+                Esc(&err.to_string())
+            )?;
+        }
+        Ok(())
     }
 
     /// The checks and the accept-key derivation of an upgrade request.
@@ -267,6 +274,15 @@ impl Printer {
                 .unwrap_or_default(),
             Time(e.time, e.pkt).style(dim)
         )?;
+        self.header_bytes(w, f)?;
+        self.payload_text(w, f)?;
+        self.notes_text(w, &f.notes, "  ")
+    }
+
+    /// The header's bytes, each with the fields it holds.
+    fn header_bytes(&self, w: &mut dyn Write, f: &FrameEvent) -> io::Result<()> {
+        let c = self.color;
+        let h = &f.header;
         let s0 = st(c, Style::new().magenta());
         let s1 = st(c, Style::new().yellow());
         let s2 = st(c, Style::new().cyan());
@@ -326,8 +342,7 @@ impl Printer {
                 Cell::hex_spaced(&f.head[pos..pos + 4]).style(s3)
             )?;
         }
-        self.payload_text(w, f)?;
-        self.notes_text(w, &f.notes, "  ")
+        Ok(())
     }
 
     /// The payload (masked as sent, unmasked) and the close code of a frame.

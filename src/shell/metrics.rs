@@ -158,6 +158,7 @@ impl Default for ListenMetrics {
 
 impl ListenMetrics {
     /// All metrics, zero.
+    // A table: one registration per metric.
     pub fn new() -> ListenMetrics {
         let r = Registry::new();
         let p = "kinetid_wsdump_";

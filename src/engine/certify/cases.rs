@@ -6,6 +6,7 @@ use super::*;
 /// each refused upgrade until a welcome resets it (as the contract says),
 /// so every case that refuses the upgrade is followed by one that
 /// welcomes: the suite never waits out a growing back-off.
+// A table: one entry per case, in the order they run.
 pub fn suite() -> Vec<Case> {
     use Action as A;
     use Expect as E;
