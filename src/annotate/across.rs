@@ -161,39 +161,8 @@ impl Across {
                 }
             }
             EventKind::Message(m) => {
-                let Some(k) = &m.kinetid else { return };
-                match (&k.typed, e.dir) {
-                    (Some(Msg::Hello(h)), Direction::C2S) => {
-                        if let (Some(dev), Some(c)) = (&h.dev, self.conns.get_mut(&e.conn)) {
-                            if c.dev.is_none() {
-                                c.dev = Some(dev.clone());
-                                self.identified(e.conn, &mut notes);
-                            }
-                        }
-                    }
-                    (Some(Msg::Welcome(_)), Direction::S2C) => {
-                        if let Some(c) = self.conns.get_mut(&e.conn) {
-                            c.welcomed = true;
-                        }
-                    }
-                    (Some(Msg::Report(r)), Direction::C2S) => {
-                        if let (Some(dev), Some(seq)) = (&r.dev, r.seq) {
-                            self.report(e, dev, seq, r.id, &mut notes);
-                        }
-                        if let (Some(ts), Some(t)) = (r.ts, e.time) {
-                            self.clock(e.conn, r.dev.as_deref(), ts, t, &mut notes);
-                        }
-                    }
-                    (Some(Msg::Ack(a)), Direction::S2C) => {
-                        let sent =
-                            a.re.and_then(|re| self.conns.get_mut(&e.conn)?.sent.remove(&re));
-                        if let Some((dev, seq)) = sent {
-                            if let Some(p) = self.plugs.get_mut(&dev) {
-                                p.unacked.remove(&seq);
-                            }
-                        }
-                    }
-                    _ => {}
+                if let Some(k) = &m.kinetid {
+                    self.message(e, &k.typed, &mut notes);
                 }
             }
             EventKind::End { .. } => self.ended(e, &mut notes),
@@ -208,6 +177,44 @@ impl Across {
                 pkt: e.pkt,
                 kind: EventKind::Notice { note },
             });
+        }
+    }
+
+    /// A Kinetid message: who a connection is (hello), whether it was
+    /// welcomed, its reports and their acks.
+    fn message(&mut self, e: &Event, typed: &Option<Msg>, notes: &mut Vec<Note>) {
+        match (typed, e.dir) {
+            (Some(Msg::Hello(h)), Direction::C2S) => {
+                if let (Some(dev), Some(c)) = (&h.dev, self.conns.get_mut(&e.conn)) {
+                    if c.dev.is_none() {
+                        c.dev = Some(dev.clone());
+                        self.identified(e.conn, notes);
+                    }
+                }
+            }
+            (Some(Msg::Welcome(_)), Direction::S2C) => {
+                if let Some(c) = self.conns.get_mut(&e.conn) {
+                    c.welcomed = true;
+                }
+            }
+            (Some(Msg::Report(r)), Direction::C2S) => {
+                if let (Some(dev), Some(seq)) = (&r.dev, r.seq) {
+                    self.report(e, dev, seq, r.id, notes);
+                }
+                if let (Some(ts), Some(t)) = (r.ts, e.time) {
+                    self.clock(e.conn, r.dev.as_deref(), ts, t, notes);
+                }
+            }
+            (Some(Msg::Ack(a)), Direction::S2C) => {
+                let sent =
+                    a.re.and_then(|re| self.conns.get_mut(&e.conn)?.sent.remove(&re));
+                if let Some((dev, seq)) = sent {
+                    if let Some(p) = self.plugs.get_mut(&dev) {
+                        p.unacked.remove(&seq);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 

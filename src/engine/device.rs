@@ -238,6 +238,17 @@ impl Home {
         self.queue.clear();
     }
 
+    /// Does the queue hold a report this connection has not carried yet
+    /// (one the welcome will send again)?
+    fn resend_waiting(&self) -> bool {
+        self.queue.iter().any(|r| {
+            !self
+                .inflight
+                .iter()
+                .any(|(_, d, q, _)| r.dev.as_deref() == Some(d.as_str()) && r.seq == Some(*q))
+        })
+    }
+
     /// The connection is gone; what is due meanwhile is queued by `on_tick`.
     pub fn on_disconnected(&mut self) {
         self.connected = false;
@@ -276,8 +287,11 @@ impl Home {
         let mut out = Vec::new();
         while now >= self.next_report {
             self.next_report += self.cfg.interval;
+            // Older reports waiting for the welcome go first: a fresh one
+            // waits with them, so a reconnect sends them in seq order.
+            let waiting = !self.welcomed && self.resend_waiting();
             let fresh = self.take_readings(unix);
-            if self.connected {
+            if self.connected && !waiting {
                 for r in fresh {
                     self.send_report(r, now, &mut out);
                 }
@@ -542,6 +556,38 @@ mod tests {
                 .is_empty(),
             "acked once"
         );
+    }
+
+    #[test]
+    fn a_report_due_before_the_welcome_waits_behind_the_queued_ones() {
+        let t0 = Instant::now();
+        let mut h = home(t0, 0.0);
+        // Away for a period: its reports are queued.
+        h.on_tick(t0 + Duration::from_secs(60), 1.0);
+        assert_eq!(h.queued(), 2);
+        h.on_connected(t0 + Duration::from_secs(61));
+        // The next period falls due before the welcome: nothing goes yet.
+        let due = h.on_tick(t0 + Duration::from_secs(120), 2.0);
+        assert!(sent(&due).is_empty(), "{due:?}");
+        let out = h.on_message(&message(r#"{"t":"welcome","re":1}"#), t0, 3.0);
+        let reports: Vec<(String, u64)> = sent(&out)
+            .iter()
+            .filter_map(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+            .filter(|v| v["t"] == "report")
+            .filter_map(|v| Some((v["dev"].as_str()?.to_string(), v["seq"].as_u64()?)))
+            .collect();
+        // The queue's bound (3) kept the newest: all of them go, each
+        // plug's in seq order, the one that fell due last among them.
+        assert_eq!(reports.len(), 3, "{out:?}");
+        for dev in reports.iter().map(|(d, _)| d) {
+            let seqs: Vec<u64> = reports
+                .iter()
+                .filter(|(d, _)| d == dev)
+                .map(|r| r.1)
+                .collect();
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{dev}: {seqs:?}");
+        }
+        assert_eq!(reports.last().map(|r| r.1), Some(2));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! handshake. `listen` drives one in the server role and `emulate-device` in
 //! the client role, so the two cannot disagree.
 
-use crate::annotate::{close_code_for, Annotator, Event, EventKind, MessageEvent};
+use crate::annotate::{close_code_for, Annotator, Event, EventKind, FrameEvent, MessageEvent};
 use crate::note::Code;
 use crate::wire::frame::{close_payload, CloseCode, Direction, OpCode, Role};
 use std::time::{Duration, Instant};
@@ -249,23 +249,7 @@ impl Session {
                             });
                         }
                         OpCode::Close => {
-                            self.close_received = true;
-                            self.peer_close = Some(f.close.as_ref().map_or(1005, |(c, _)| c.0));
-                            if !self.close_sent {
-                                if !self.cfg.answer_close {
-                                    self.finish(&mut out);
-                                    return out;
-                                }
-                                // Echo the code (RFC 6455 5.5.1); none if none was sent.
-                                let code = match &f.close {
-                                    Some((c, _)) if c.is_allowed() => Some(c.0),
-                                    Some(_) => Some(CloseCode::PROTOCOL.0),
-                                    None => None,
-                                };
-                                self.close_sent = true;
-                                out.push(Output::close(code, ""));
-                            }
-                            self.handshake_over(now, &mut out);
+                            self.on_close_frame(&f, now, &mut out);
                             return out;
                         }
                         _ => {}
@@ -290,6 +274,28 @@ impl Session {
             }
         }
         out
+    }
+
+    /// The peer's Close: answered with its code echoed (RFC 6455 5.5.1;
+    /// none if none was sent), unless ours went first; the closing
+    /// handshake is then over.
+    fn on_close_frame(&mut self, f: &FrameEvent, now: Instant, out: &mut Vec<Output>) {
+        self.close_received = true;
+        self.peer_close = Some(f.close.as_ref().map_or(1005, |(c, _)| c.0));
+        if !self.close_sent {
+            if !self.cfg.answer_close {
+                self.finish(out);
+                return;
+            }
+            let code = match &f.close {
+                Some((c, _)) if c.is_allowed() => Some(c.0),
+                Some(_) => Some(CloseCode::PROTOCOL.0),
+                None => None,
+            };
+            self.close_sent = true;
+            out.push(Output::close(code, ""));
+        }
+        self.handshake_over(now, out);
     }
 
     /// After the peer's bytes were fed to `ann` (and their events given to

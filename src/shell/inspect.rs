@@ -491,6 +491,19 @@ impl StreamEnd {
 /// The response head of the event stream.
 pub const STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n";
 
+/// Write what is gathered for a page, within 10 s (a page that reads no
+/// more is let go), and clear it.
+async fn put<W: AsyncWrite + Unpin>(w: &mut W, out: &mut Vec<u8>) -> Result<(), StreamEnd> {
+    match tokio::time::timeout(Duration::from_secs(10), w.write_all(out)).await {
+        Ok(Ok(())) => {
+            out.clear();
+            Ok(())
+        }
+        Ok(Err(_)) => Err(StreamEnd::Gone),
+        Err(_) => Err(StreamEnd::Stalled),
+    }
+}
+
 /// Stream events to a browser until it goes away, falls behind or
 /// `stop` fires. `live`: keep streaming after the history (`listen`,
 /// `proxy`), or end with an `end` record (`replay --serve`).
@@ -501,7 +514,6 @@ pub async fn stream<W: AsyncWrite + Unpin>(
     stop: impl std::future::Future<Output = ()>,
 ) -> StreamEnd {
     tokio::pin!(stop);
-    const WRITE: Duration = Duration::from_secs(10);
     struct Reading<'a>(&'a Bus);
     impl Drop for Reading<'_> {
         fn drop(&mut self) {
@@ -519,10 +531,8 @@ pub async fn stream<W: AsyncWrite + Unpin>(
         out.extend_from_slice(rec.as_bytes());
         sent += 1;
         if out.len() >= 64 * 1024 {
-            match tokio::time::timeout(WRITE, w.write_all(&out)).await {
-                Ok(Ok(())) => out.clear(),
-                Ok(Err(_)) => return StreamEnd::Gone,
-                Err(_) => return StreamEnd::Stalled,
+            if let Err(end) = put(w, &mut out).await {
+                return end;
             }
         }
     }
@@ -530,23 +540,18 @@ pub async fn stream<W: AsyncWrite + Unpin>(
         let end =
             format!("event: end\ndata: {{\"type\":\"end_of_capture\",\"events\":{sent}}}\n\n");
         out.extend_from_slice(end.as_bytes());
-        return match tokio::time::timeout(WRITE, w.write_all(&out)).await {
-            Ok(Ok(())) => {
-                let _ = w.flush().await;
-                StreamEnd::Complete
-            }
-            Ok(Err(_)) => StreamEnd::Gone,
-            Err(_) => StreamEnd::Stalled,
-        };
+        if let Err(end) = put(w, &mut out).await {
+            return end;
+        }
+        let _ = w.flush().await;
+        return StreamEnd::Complete;
     }
     let mut beat = tokio::time::interval(Duration::from_secs(15));
     beat.tick().await;
     loop {
         if !out.is_empty() {
-            match tokio::time::timeout(WRITE, w.write_all(&out)).await {
-                Ok(Ok(())) => out.clear(),
-                Ok(Err(_)) => return StreamEnd::Gone,
-                Err(_) => return StreamEnd::Stalled,
+            if let Err(end) = put(w, &mut out).await {
+                return end;
             }
             if out.capacity() > 256 * 1024 {
                 out = Vec::with_capacity(64 * 1024);

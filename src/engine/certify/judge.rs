@@ -217,3 +217,59 @@ pub(super) fn junk() -> Vec<u8> {
     b.extend(text("certify: not JSON"));
     b
 }
+
+/// The server's answer to a valid upgrade, as the case's handshake plays it.
+pub(super) fn answer(handshake: Handshake, v: &ServerVerdict) -> Act {
+    let ok = handshake::server_response(v);
+    let text = String::from_utf8_lossy(&ok).into_owned();
+    let accept = v
+        .accept
+        .as_ref()
+        .map(|a| a.accept.clone())
+        .unwrap_or_default();
+    match handshake {
+        Handshake::Normal | Handshake::DropUnanswered(_) => Act::Write(ok),
+        Handshake::OneByteSegments => Act::WriteBytewise(ok),
+        Handshake::WithPing => {
+            let mut b = ok;
+            b.extend(frame(OpCode::Ping, b"certify-first-frame"));
+            Act::Write(b)
+        }
+        Handshake::WrongAccept => {
+            let other = handshake::accept_key("AAAAAAAAAAAAAAAAAAAAAA==");
+            Act::Write(text.replace(&accept, &other).into_bytes())
+        }
+        Handshake::AcceptLastCharWrong => {
+            let mut wrong = accept.clone();
+            let last = wrong.pop().unwrap_or('=');
+            // '=' padding: change the character before it instead.
+            let wrong = if last == '=' {
+                let c = wrong.pop().unwrap_or('A');
+                format!("{wrong}{}=", if c == 'A' { 'B' } else { 'A' })
+            } else {
+                format!("{wrong}{}", if last == 'A' { 'B' } else { 'A' })
+            };
+            Act::Write(text.replace(&accept, &wrong).into_bytes())
+        }
+        Handshake::NoUpgrade => Act::Write(drop_header(&text, "upgrade")),
+        Handshake::NoConnection => Act::Write(drop_header(&text, "connection")),
+        Handshake::UnofferedProtocol => {
+            let t =
+                String::from_utf8_lossy(&drop_header(&text, "sec-websocket-protocol")).into_owned();
+            Act::Write(
+                t.replacen(
+                    "\r\n\r\n",
+                    "\r\nSec-WebSocket-Protocol: certify.unoffered\r\n\r\n",
+                    1,
+                )
+                .into_bytes(),
+            )
+        }
+        Handshake::OtherCase => Act::Write(other_case(&text)),
+        Handshake::Unavailable => Act::Write(handshake::error_response(
+            503,
+            "Retry-After: 1\r\n",
+            "certify: the service is unavailable",
+        )),
+    }
+}
