@@ -137,6 +137,10 @@ struct Link {
 }
 
 impl Link {
+    /// `--dump`: printed at once, under stdout's lock. Not the shell's tap:
+    /// its line sink drops lines when the reader stalls, and a dump is read
+    /// to account for every report (`tests/nothing_lost.rs`); the emulator
+    /// records and publishes nothing besides.
     fn show(&self, ev: &[Event]) {
         if let Some(p) = &self.dump {
             let mut out = Vec::new();
@@ -147,6 +151,32 @@ impl Link {
             let mut l = stdout.lock();
             let _ = l.write_all(&out);
             let _ = l.flush();
+        }
+    }
+
+    /// What a read gave (`Some(n)`: TLS read `n` bytes into the link's
+    /// buffer; `None`: a plain socket is readable, read now into the
+    /// thread's shared buffer, so an idle plug holds none), annotated:
+    /// `Ok(None)` at the end of the stream.
+    fn took(&mut self, tls: Option<usize>) -> std::io::Result<Option<Vec<Event>>> {
+        let mut ev = Vec::new();
+        match tls {
+            Some(0) => Ok(None),
+            Some(n) => {
+                let bytes = &self.tls_buf[..n];
+                self.ann
+                    .feed(Direction::S2C, bytes, Some(unix_now()), &mut ev);
+                Ok(Some(ev))
+            }
+            None => crate::shell::with_read_buffer(|b| match self.sock.try_read_plain(b) {
+                Ok(n) if n > 0 => {
+                    self.ann
+                        .feed(Direction::S2C, &b[..n], Some(unix_now()), &mut ev);
+                    Ok(Some(ev))
+                }
+                Ok(_) => Ok(None),
+                Err(e) => Err(e),
+            }),
         }
     }
 
@@ -181,8 +211,6 @@ impl Link {
     }
 }
 
-/// Connect and upgrade. The annotator judges the server's response (the
-/// accept key, the subprotocol); its verdict is the one acted on.
 /// The offer `--deflate` sends.
 const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
@@ -191,8 +219,8 @@ type Upgraded = (PlugSock, Annotator, Vec<Event>, Option<Deflater>);
 /// A plug's socket: plain TCP, or TLS for `wss://`.
 pub type PlugSock = crate::shell::sock::Sock<tokio_rustls::client::TlsStream<TcpStream>>;
 
-async fn handshake(sh: &Shared, conn_no: u64) -> Result<Upgraded, LinkError> {
-    let quirks_accept_anything = sh.quirks.contains(&Quirk::AcceptAnything);
+/// The TCP connection (and TLS for `wss://`), each within its time.
+async fn connect(sh: &Shared) -> Result<PlugSock, LinkError> {
     let addr = sh.url.addr.clone();
     let connect_err = |why: String| LinkError::Connect {
         addr: addr.clone(),
@@ -203,7 +231,7 @@ async fn handshake(sh: &Shared, conn_no: u64) -> Result<Upgraded, LinkError> {
         .map_err(|_| connect_err("timed out".into()))?
         .map_err(|e| connect_err(e.to_string()))?;
     let _ = sock.set_nodelay(true);
-    let mut sock = match &sh.tls {
+    let sock = match &sh.tls {
         None => crate::shell::sock::Sock::Plain(sock),
         Some((connector, name)) => {
             let s = tokio::time::timeout(
@@ -216,6 +244,14 @@ async fn handshake(sh: &Shared, conn_no: u64) -> Result<Upgraded, LinkError> {
             crate::shell::sock::Sock::Tls(Box::new(s))
         }
     };
+    Ok(sock)
+}
+
+/// Connect and upgrade. The annotator judges the server's response (the
+/// accept key, the subprotocol); its verdict is the one acted on.
+async fn handshake(sh: &Shared, conn_no: u64) -> Result<Upgraded, LinkError> {
+    let quirks_accept_anything = sh.quirks.contains(&Quirk::AcceptAnything);
+    let mut sock = connect(sh).await?;
     // The seeded-keys bug draws the handshake key from the generator its
     // masking keys come from, restarted on every connection.
     let key = if sh.quirks.contains(&Quirk::SeededKeys) {
@@ -406,25 +442,7 @@ async fn serve(
             r = link.sock.wait_read(&mut link.tls_buf) => {
                 let got = match r {
                     Err(e) => return End::Lost(LinkError::Io(e.to_string())),
-                    // TLS: the bytes are in the link's buffer.
-                    Ok(Some(0)) => Ok(None),
-                    Ok(Some(n)) => {
-                        let mut ev = Vec::new();
-                        link.ann
-                            .feed(Direction::S2C, &link.tls_buf[..n], Some(unix_now()), &mut ev);
-                        Ok(Some(ev))
-                    }
-                    // Plain: read into the thread's shared buffer, so an
-                    // idle plug holds none.
-                    Ok(None) => crate::shell::with_read_buffer(|b| match link.sock.try_read_plain(b) {
-                        Ok(n) if n > 0 => {
-                            let mut ev = Vec::new();
-                            link.ann.feed(Direction::S2C, &b[..n], Some(unix_now()), &mut ev);
-                            Ok(Some(ev))
-                        }
-                        Ok(_) => Ok(None),
-                        Err(e) => Err(e),
-                    }),
+                    Ok(tls) => link.took(tls),
                 };
                 match got {
                     Ok(Some(ev)) => {

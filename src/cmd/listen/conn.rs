@@ -293,34 +293,7 @@ impl Conn {
                         verdict: Some(v),
                         ..
                     } => {
-                        if let Some(n) = self
-                            .local_port
-                            .and_then(|p| kinetid_wsdump::annotate::host_without_port(head, p))
-                        {
-                            self.notice(n);
-                        }
-                        let mut resp = match api::check_upgrade(
-                            head,
-                            &self.hub.s.allow_hosts,
-                            &self.hub.s.allow_origins,
-                        ) {
-                            Err((status, why)) => error_response(status, "", &why),
-                            Ok(()) => handshake::server_response(v),
-                        };
-                        for q in &self.hub.s.quirks {
-                            resp = q.apply(&resp);
-                        }
-                        let ok = v.accepted() && resp.starts_with(b"HTTP/1.1 101");
-                        if let (true, Some(a)) = (ok, v.deflate) {
-                            self.deflater =
-                                Some(kinetid_wsdump::wire::deflate::Deflater::new(a.server));
-                        }
-                        let status = std::str::from_utf8(&resp[9..12.min(resp.len())])
-                            .ok()
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or(0);
-                        self.handshake_outcome(status);
-                        if self.send(&resp).await.is_err() || !ok {
+                        if !self.answer_upgrade(head, v).await {
                             return None;
                         }
                         // Frames that came in the same read as the head.
@@ -330,6 +303,39 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Answer a WebSocket upgrade request (the Host and Origin rules, the
+    /// quirks asked for): true when it was accepted and the 101 went out.
+    async fn answer_upgrade(
+        &mut self,
+        head: &handshake::HttpHead,
+        v: &handshake::ServerVerdict,
+    ) -> bool {
+        if let Some(n) = self
+            .local_port
+            .and_then(|p| kinetid_wsdump::annotate::host_without_port(head, p))
+        {
+            self.notice(n);
+        }
+        let mut resp =
+            match api::check_upgrade(head, &self.hub.s.allow_hosts, &self.hub.s.allow_origins) {
+                Err((status, why)) => error_response(status, "", &why),
+                Ok(()) => handshake::server_response(v),
+            };
+        for q in &self.hub.s.quirks {
+            resp = q.apply(&resp);
+        }
+        let ok = v.accepted() && resp.starts_with(b"HTTP/1.1 101");
+        if let (true, Some(a)) = (ok, v.deflate) {
+            self.deflater = Some(kinetid_wsdump::wire::deflate::Deflater::new(a.server));
+        }
+        let status = std::str::from_utf8(&resp[9..12.min(resp.len())])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        self.handshake_outcome(status);
+        self.send(&resp).await.is_ok() && ok
     }
 
     async fn plain_http(
