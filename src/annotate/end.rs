@@ -60,14 +60,13 @@ impl Annotator {
                 ),
             )
         };
-        out.push(Event {
-            conn: self.conn,
+        out.push(Event::at(
+            self.conn,
             dir,
-            offset: at,
+            at,
             time,
-            pkt: None,
-            kind: EventKind::Notice { note },
-        });
+            EventKind::Notice { note },
+        ));
     }
 
     /// Both directions have ended: report what is left and the connection-level notes.
@@ -97,18 +96,17 @@ impl Annotator {
             self.leftover(dir, &mut notes, out);
         }
         self.ending_notes(&mut notes);
-        out.push(Event {
-            conn: self.conn,
-            dir: Direction::C2S,
-            offset: 0,
+        out.push(Event::at(
+            self.conn,
+            Direction::C2S,
+            0,
             time,
-            pkt: None,
-            kind: EventKind::End {
+            EventKind::End {
                 frames_c2s: self.c2s.frames,
                 frames_s2c: self.s2c.frames,
                 notes,
             },
-        });
+        ));
     }
 
     /// What one direction left when the stream ended: a head or a frame cut
@@ -159,18 +157,17 @@ impl Annotator {
                 Phase::Raw(w) => w.clone(),
                 _ => String::new(),
             };
-            out.push(Event {
-                conn: self.conn,
+            out.push(Event::at(
+                self.conn,
                 dir,
-                offset: st.raw_offset,
-                time: self.now,
-                pkt: None,
-                kind: EventKind::Unparsed {
+                st.raw_offset,
+                self.now,
+                EventKind::Unparsed {
                     bytes: st.raw_bytes,
                     preview: st.raw_preview.clone(),
                     why,
                 },
-            });
+            ));
         }
     }
 

@@ -188,6 +188,19 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event of connection `conn` in `dir` at stream `offset`, at `time`
+    /// (not from a packet capture).
+    pub fn at(conn: u64, dir: Direction, offset: u64, time: Option<f64>, kind: EventKind) -> Event {
+        Event {
+            conn,
+            dir,
+            offset,
+            time,
+            pkt: None,
+            kind,
+        }
+    }
+
     /// Notes attached to this event.
     pub fn notes(&self) -> &[Note] {
         match &self.kind {

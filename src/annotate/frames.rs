@@ -46,26 +46,24 @@ impl Annotator {
                     }
                     self.torn_frame(dir, broken, &frame_ev);
                     let offset = frame_ev.offset;
-                    out.push(Event {
-                        conn: self.conn,
+                    out.push(Event::at(
+                        self.conn,
                         dir,
                         offset,
                         time,
-                        pkt: None,
-                        kind: EventKind::Frame(Box::new(frame_ev)),
-                    });
+                        EventKind::Frame(Box::new(frame_ev)),
+                    ));
                     if let Some((off, mut m)) = msg_ev {
                         if let Some(k) = m.kinetid.as_ref().filter(|_| self.cfg.kinetid) {
                             m.notes.extend(self.track.observe(k, dir));
                         }
-                        out.push(Event {
-                            conn: self.conn,
+                        out.push(Event::at(
+                            self.conn,
                             dir,
-                            offset: off,
+                            off,
                             time,
-                            pkt: None,
-                            kind: EventKind::Message(Box::new(m)),
-                        });
+                            EventKind::Message(Box::new(m)),
+                        ));
                     }
                     // The bytes a probe needs came with the header.
                     let st = self.state_mut(dir);
@@ -116,14 +114,13 @@ impl Annotator {
                 let next_at = offset + h.header_len as u64 + k;
                 ev.notes.push(length_note(&h, c, next_at, resync));
             }
-            out.push(Event {
-                conn: self.conn,
+            out.push(Event::at(
+                self.conn,
                 dir,
                 offset,
                 time,
-                pkt: None,
-                kind: EventKind::Frame(Box::new(ev)),
-            });
+                EventKind::Frame(Box::new(ev)),
+            ));
             if let (Some(k), true) = (fits, resync) {
                 self.state_mut(dir)
                     .decoder

@@ -404,16 +404,15 @@ impl Annotator {
     }
 
     pub fn open(&self, peer: &str, time: Option<f64>, out: &mut Vec<Event>) {
-        out.push(Event {
-            conn: self.conn,
-            dir: Direction::C2S,
-            offset: 0,
+        out.push(Event::at(
+            self.conn,
+            Direction::C2S,
+            0,
             time,
-            pkt: None,
-            kind: EventKind::Open {
+            EventKind::Open {
                 peer: peer.to_string(),
             },
-        });
+        ));
     }
 
     /// A listener note about this connection, placed at the current end of
@@ -421,14 +420,13 @@ impl Annotator {
     pub fn notice(&self, dir: Direction, note: Note, time: Option<f64>, out: &mut Vec<Event>) {
         let st = self.state(dir);
         let offset = st.decoder.offset() + st.decoder.pending().len() as u64;
-        out.push(Event {
-            conn: self.conn,
+        out.push(Event::at(
+            self.conn,
             dir,
             offset,
             time,
-            pkt: None,
-            kind: EventKind::Notice { note },
-        });
+            EventKind::Notice { note },
+        ));
     }
 
     /// Feed bytes seen in direction `dir`.
@@ -472,14 +470,7 @@ impl Annotator {
 
     /// An event of this connection at the time of the bytes being fed.
     fn event(&self, dir: Direction, offset: u64, kind: EventKind) -> Event {
-        Event {
-            conn: self.conn,
-            dir,
-            offset,
-            time: self.now,
-            pkt: None,
-            kind,
-        }
+        Event::at(self.conn, dir, offset, self.now, kind)
     }
 
     /// The bytes of an HTTP head, gathered until it is whole: how many of

@@ -103,14 +103,13 @@ impl Annotator {
             "RFC 6455 5.2",
             format!("a torn frame: the frame whose payload starts at byte {} declared {} payload bytes, but a whole frame header starts at byte {}, {q} bytes into that payload, and runs past its end at byte {cut}; that frame's write stopped after {q} payload bytes and the firmware went on with the next frame (a write that timed out half-way; arduinoWebSockets issue 533), so what is read from byte {cut} as a header with bogus bits is the rest of that next frame", t.prev_at, t.prev.len(), t.prev_at + q as u64),
         );
-        out.push(Event {
+        out.push(Event::at(
             conn,
             dir,
-            offset: cut + t.bytes.len() as u64,
+            cut + t.bytes.len() as u64,
             time,
-            pkt: None,
-            kind: EventKind::Notice { note },
-        });
+            EventKind::Notice { note },
+        ));
     }
 
     /// A declared length that does not fit (over the limit, or the top bit
@@ -199,14 +198,13 @@ impl Annotator {
             let note = length_note(&p.header, &c, p.payload_at + c.fits(), false);
             // Placed where the bytes looked at end: the same however the
             // stream was cut into reads.
-            out.push(Event {
+            out.push(Event::at(
                 conn,
                 dir,
-                offset: p.payload_at + p.bytes.len() as u64,
+                p.payload_at + p.bytes.len() as u64,
                 time,
-                pkt: None,
-                kind: EventKind::Notice { note },
-            });
+                EventKind::Notice { note },
+            ));
         }
     }
 }

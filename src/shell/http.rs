@@ -202,7 +202,9 @@ pub async fn read_body<R: AsyncRead + Unpin>(
     if want > BODY_MAX {
         return Err(json_error(413, "request bodies are at most 64 KiB"));
     }
-    let mut buf = [0u8; 4096];
+    // On the heap: an array here would sit in the future of every
+    // connection that might read a request, idle devices included.
+    let mut buf = vec![0u8; 4096];
     while body.len() < want {
         match tokio::time::timeout_at(deadline, sock.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => {
@@ -225,7 +227,9 @@ pub async fn read_head<R: AsyncRead + Unpin>(
     deadline: tokio::time::Instant,
 ) -> Result<(HttpHead, Vec<u8>), Option<Vec<u8>>> {
     let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
+    // On the heap: an array here would sit in the future of every
+    // connection that might read a request, idle devices included.
+    let mut buf = vec![0u8; 4096];
     loop {
         match tokio::time::timeout_at(deadline, sock.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),

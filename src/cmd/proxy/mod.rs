@@ -58,6 +58,12 @@ pub struct Upstream {
     pub tls: bool,
 }
 
+/// `wss://` upstream: the TLS client and the name the upstream is asked for.
+type UpstreamTls = Option<(
+    tokio_rustls::TlsConnector,
+    rustls::pki_types::ServerName<'static>,
+)>;
+
 /// The device's socket, plain or TLS.
 type Dev = Sock<tokio_rustls::server::TlsStream<TcpStream>>;
 /// The upstream's socket, plain or TLS.
@@ -73,10 +79,7 @@ struct Shared {
     /// `--tls`: TLS toward devices.
     tls_server: Option<tokio_rustls::TlsAcceptor>,
     /// `wss://` upstream: TLS toward it, and the name it is asked for.
-    tls_client: Option<(
-        tokio_rustls::TlsConnector,
-        rustls::pki_types::ServerName<'static>,
-    )>,
+    tls_client: UpstreamTls,
     /// Faults device->upstream and upstream->device.
     faults: (Faults, Faults),
     /// Connections being forwarded: where to send injected frames, and the
@@ -176,20 +179,10 @@ async fn serve(a: ProxyArgs, upstream: Upstream) -> Result<u8, AppError> {
 }
 
 /// TLS toward devices (`--tls`) and toward a `wss://` upstream.
-#[allow(clippy::type_complexity)]
 fn tls_sides(
     a: &ProxyArgs,
     upstream: &Upstream,
-) -> Result<
-    (
-        Option<tokio_rustls::TlsAcceptor>,
-        Option<(
-            tokio_rustls::TlsConnector,
-            rustls::pki_types::ServerName<'static>,
-        )>,
-    ),
-    AppError,
-> {
+) -> Result<(Option<tokio_rustls::TlsAcceptor>, UpstreamTls), AppError> {
     if a.tls.tls || upstream.tls {
         crate::shell::tls::set_keylog(a.tls.keylog.as_deref())?;
     }
@@ -214,10 +207,7 @@ fn shared(
     upstream: Upstream,
     local: SocketAddr,
     tls_server: Option<tokio_rustls::TlsAcceptor>,
-    tls_client: Option<(
-        tokio_rustls::TlsConnector,
-        rustls::pki_types::ServerName<'static>,
-    )>,
+    tls_client: UpstreamTls,
 ) -> Result<Arc<Shared>, AppError> {
     let record = match &a.record {
         Some(p) => Some(
