@@ -34,6 +34,11 @@ pub mod note;
 pub mod render;
 pub mod wire;
 
+/// A hash map for the tables on the per-packet and per-message path:
+/// foldhash is several times faster than SipHash on small keys and still
+/// seeds itself per process, so a crafted capture cannot aim collisions.
+pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 pub use annotate::{Annotator, Event, EventKind};
 pub use capture::replay::Replayer;
 pub use note::{Code, Note, Severity};

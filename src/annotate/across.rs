@@ -26,7 +26,8 @@ use crate::annotate::{Event, EventKind};
 use crate::kinetid::msg::Msg;
 use crate::note::{Code, Note};
 use crate::wire::frame::Direction;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use crate::Map as HashMap;
+use std::collections::{BTreeSet, VecDeque};
 
 /// Masking keys compared per connection: the first this many c2s frames.
 const KEYS: usize = 3;
@@ -389,17 +390,26 @@ impl Across {
                 c.sent.insert(id, (dev.to_string(), seq));
             }
         }
-        let nth = if c.reports.len() < 4096 || c.reports.contains_key(dev) {
-            let n = c.reports.entry(dev.to_string()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        } else {
-            u32::MAX
+        // Looked up by the borrowed id: a key is copied only when new.
+        let full = c.reports.len() >= 4096;
+        let nth = match c.reports.get_mut(dev) {
+            Some(n) => {
+                *n = n.saturating_add(1);
+                *n
+            }
+            None if !full => {
+                c.reports.insert(dev.to_string(), 1);
+                1
+            }
+            None => u32::MAX,
         };
-        if !self.plugs.contains_key(dev) && self.plugs.len() >= MAX_WHO {
-            self.plugs.clear();
+        if !self.plugs.contains_key(dev) {
+            if self.plugs.len() >= MAX_WHO {
+                self.plugs.clear();
+            }
+            self.plugs.insert(dev.to_string(), Plug::default());
         }
-        let p = self.plugs.entry(dev.to_string()).or_default();
+        let p = self.plugs.get_mut(dev).expect("just made");
         // A resend of a report an earlier connection left unacknowledged.
         let was_unacked = p.unacked.contains_key(&seq);
         if was_unacked {

@@ -4,7 +4,7 @@
 
 use crate::annotate::{Event, EventKind};
 use crate::note::Severity;
-use std::collections::HashMap;
+use crate::Map as HashMap;
 
 /// Events of a connection held while its device is not known yet, at most.
 const HELD: usize = 256;
@@ -78,7 +78,7 @@ impl Filter {
     pub fn new(spec: Spec) -> Self {
         Filter {
             spec,
-            devs: HashMap::new(),
+            devs: HashMap::default(),
         }
     }
 

@@ -9,7 +9,7 @@
 
 use crate::capture::{Chunk, ChunkKind};
 use crate::wire::frame::Direction;
-use std::collections::HashMap;
+use crate::Map as HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Largest TCP payload of one synthesised segment.
@@ -115,7 +115,7 @@ impl PcapngWriter {
         };
         PcapngWriter {
             server: SocketAddr::new(ip, server.port()),
-            conns: HashMap::new(),
+            conns: HashMap::default(),
         }
     }
 

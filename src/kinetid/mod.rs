@@ -184,6 +184,9 @@ impl Ctx<'_> {
         s.push_str(self.dev.unwrap_or("-"));
         s.push_str(" seq=");
         match o.get("seq") {
+            Some(Value::Number(n)) if n.is_u64() => {
+                s.push_str(itoa::Buffer::new().format(n.as_u64().unwrap_or(0)))
+            }
             Some(v) => {
                 let _ = write!(s, "{v}");
             }
@@ -241,8 +244,16 @@ impl Ctx<'_> {
         } else {
             String::new()
         };
-        let re = self.re.map_or("-".into(), |x| x.to_string());
-        format!("{} re={re}{extra}", self.t)
+        // An ack per report: written in place.
+        let mut s = String::with_capacity(self.t.len() + 24 + extra.len());
+        s.push_str(self.t);
+        s.push_str(" re=");
+        match self.re {
+            Some(x) => s.push_str(itoa::Buffer::new().format(x)),
+            None => s.push('-'),
+        }
+        s.push_str(&extra);
+        s
     }
 
     fn switch(&self, notes: &mut Vec<Note>) -> String {

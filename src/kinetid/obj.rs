@@ -124,12 +124,231 @@ impl<'de> Deserialize<'de> for Top<'de> {
 
 /// Read a JSON text.
 pub fn parse(text: &str) -> serde_json::Result<Top<'_>> {
+    if let Some(o) = flat(text) {
+        return Ok(Top::Object(o));
+    }
     serde_json::from_str(text)
+}
+
+/// The shape nearly every Kinetid message has, read by hand: one object
+/// whose values are strings without escapes, booleans, null, non-negative
+/// integers or decimals of at most 15 digits without an exponent. Anything
+/// else (an escape, a nested value, a negative or long number, an error)
+/// is `None`, and serde_json reads the text as before, so values and error
+/// messages are serde_json's own. The numbers read here come out the same
+/// as serde_json's: a decimal of at most 15 digits is its digits divided by
+/// a power of ten, both exact in an f64, which rounds once, correctly.
+fn flat(text: &str) -> Option<Obj<'_>> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    let mut fields = Vec::with_capacity(16);
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            let (k, after) = plain_str(text, i)?;
+            i = skip_ws(b, after);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = skip_ws(b, i + 1);
+            let (v, after) = scalar(text, i)?;
+            fields.push((Cow::Borrowed(k), v));
+            i = skip_ws(b, after);
+            match b.get(i) {
+                Some(b',') => i = skip_ws(b, i + 1),
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    (skip_ws(b, i) == b.len()).then_some(Obj(fields))
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+/// A string at `i` with no escape or control character, and where it ends.
+fn plain_str(text: &str, i: usize) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let n = b[i + 1..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    if b[i + 1 + n] != b'"' {
+        return None;
+    }
+    // Both ends are ASCII quotes, so the slice is on character boundaries.
+    let s = text.get(i + 1..i + 1 + n)?;
+    Some((s, i + 1 + n + 1))
+}
+
+/// Powers of ten exact in an f64.
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+fn scalar(text: &str, i: usize) -> Option<(Value, usize)> {
+    let b = text.as_bytes();
+    match *b.get(i)? {
+        b'"' => plain_str(text, i).map(|(s, e)| (Value::String(s.to_owned()), e)),
+        b't' if b[i..].starts_with(b"true") => Some((Value::Bool(true), i + 4)),
+        b'f' if b[i..].starts_with(b"false") => Some((Value::Bool(false), i + 5)),
+        b'n' if b[i..].starts_with(b"null") => Some((Value::Null, i + 4)),
+        b'0'..=b'9' => {
+            let int_end = i + b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+            // A leading zero stands alone.
+            if b[i] == b'0' && int_end > i + 1 {
+                return None;
+            }
+            let (frac_end, frac) = if b.get(int_end) == Some(&b'.') {
+                let n = b[int_end + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit())
+                    .count();
+                if n == 0 {
+                    return None;
+                }
+                (int_end + 1 + n, n)
+            } else {
+                (int_end, 0)
+            };
+            if matches!(b.get(frac_end), Some(b'e' | b'E' | b'.')) {
+                return None;
+            }
+            let digits = (int_end - i) + frac;
+            if digits > if frac == 0 { 19 } else { 15 } {
+                return None;
+            }
+            let mut m: u64 = 0;
+            for &c in b[i..frac_end].iter().filter(|c| **c != b'.') {
+                m = m * 10 + u64::from(c - b'0');
+            }
+            if frac == 0 {
+                // 19 digits always fit a u64.
+                Some((Value::from(m), frac_end))
+            } else {
+                let x = m as f64 / POW10[frac];
+                serde_json::Number::from_f64(x).map(|n| (Value::Number(n), frac_end))
+            }
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What serde_json alone makes of a text.
+    fn slow(text: &str) -> Option<Vec<(String, Value)>> {
+        match serde_json::from_str::<Top<'_>>(text).ok()? {
+            Top::Object(o) => Some(o.0.into_iter().map(|(k, v)| (k.into(), v)).collect()),
+            Top::Other => None,
+        }
+    }
+
+    #[test]
+    fn the_hand_reader_agrees_with_serde_json() {
+        let mut texts: Vec<String> = [
+            r#"{"t":"report","id":3,"dev":"KN-00A1B2C3D4E5","ts":1767225662,"seq":7,"on":true,"power_w":3.1,"voltage_v":230.9,"current_a":0.02,"pf":0.55,"freq_hz":50.0,"energy_wh":88.2}"#,
+            r#" { "t" : "ack" , "re" : 2 } "#,
+            "{}",
+            "{\"a\":null,\"b\":false,\"c\":\"\",\"a\":0}",
+            r#"{"x":18446744073709551615}"#,
+            r#"{"x":99999999999999999999}"#,
+            r#"{"x":0.1,"y":123456789012345.6,"z":1234567890123456.7}"#,
+            r#"{"x":-1}"#,
+            r#"{"x":-0}"#,
+            r#"{"x":1e3}"#,
+            r#"{"x":01}"#,
+            r#"{"x":1.}"#,
+            r#"{"x":.5}"#,
+            r#"{"x":1.5.2}"#,
+            r#"{"x":"a\"b"}"#,
+            r#"{"x":[1]}"#,
+            r#"{"x":{"y":1}}"#,
+            r#"{"x":1,}"#,
+            r#"{"x":1} x"#,
+            r#"{"x" 1}"#,
+            r#"{"x":tru}"#,
+            r#"{"x":"Grüße"}"#,
+            "{\"x\":\"a\u{1}\"}",
+            "{\"x\":1}\n",
+            "{\"x\":1}\u{b}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Decimals of every length around the limits, against serde_json's
+        // own rounding.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let int = seed % 10u64.pow((seed >> 60) as u32 % 10);
+            let frac_len = (seed >> 40) as usize % 12;
+            let frac: String = (0..frac_len)
+                .map(|k| char::from(b'0' + ((seed >> (k * 4)) % 10) as u8))
+                .collect();
+            let num = if frac.is_empty() {
+                int.to_string()
+            } else {
+                format!("{int}.{frac}")
+            };
+            texts.push(format!(r#"{{"n":{num}}}"#));
+        }
+        for t in &texts {
+            let fast = flat(t).map(|o| {
+                o.0.into_iter()
+                    .map(|(k, v)| (k.into_owned(), v))
+                    .collect::<Vec<(String, Value)>>()
+            });
+            if let Some(f) = &fast {
+                let want =
+                    slow(t).unwrap_or_else(|| panic!("read by hand, refused by serde_json: {t}"));
+                assert_eq!(f.len(), want.len(), "{t}");
+                for ((fk, fv), (wk, wv)) in f.iter().zip(&want) {
+                    assert_eq!(fk, wk, "{t}");
+                    assert_eq!(fv, wv, "{t}");
+                    if let (Some(a), Some(b)) = (fv.as_f64(), wv.as_f64()) {
+                        assert_eq!(a.to_bits(), b.to_bits(), "{t}");
+                    }
+                    assert_eq!(fv.is_u64(), wv.is_u64(), "{t}");
+                }
+            }
+            // Whatever the hand reader declines, parse gives serde_json's answer.
+            let got = parse(t).map(|top| match top {
+                Top::Object(o) => Some(o.to_value()),
+                Top::Other => None,
+            });
+            match serde_json::from_str::<Value>(t) {
+                Ok(v) => assert_eq!(
+                    got.ok().flatten().unwrap_or(Value::Null),
+                    if v.is_object() { v } else { Value::Null },
+                    "{t}"
+                ),
+                Err(e) => assert_eq!(got.err().map(|x| x.to_string()), Some(e.to_string()), "{t}"),
+            }
+        }
+        // The common shapes are read by hand.
+        assert!(flat(&texts[0]).is_some());
+        assert!(flat(&texts[1]).is_some());
+    }
 
     #[test]
     fn reads_like_a_map() {

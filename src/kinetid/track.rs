@@ -8,7 +8,8 @@ use super::msg::Msg;
 use super::{Message, SPEC};
 use crate::note::{Code, Note};
 use crate::wire::frame::Direction;
-use std::collections::{HashMap, VecDeque};
+use crate::Map as HashMap;
+use std::collections::VecDeque;
 
 /// Seconds a direct report may sit off its period boundary (timers fire a
 /// little late; relayed reports wait out the power line and are not judged).
@@ -114,7 +115,8 @@ impl Tracker {
             );
             return;
         };
-        if p.recent.contains(&seq) {
+        // Every seq remembered is at most the highest: a higher one is new.
+        if seq <= p.seq && p.recent.contains(&seq) {
             notes.push(Note::warning(
                 Code::KinetidSeqDuplicate,
                 SPEC,

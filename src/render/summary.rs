@@ -75,67 +75,159 @@ impl Printer {
     }
 }
 
+/// A summary line is built here, then written with one call: `write!` on
+/// a `dyn Write` goes through the formatter for every piece.
+struct Line(Vec<u8>);
+
+impl Line {
+    fn str(&mut self, s: &str) -> &mut Self {
+        self.0.extend_from_slice(s.as_bytes());
+        self
+    }
+    fn num(&mut self, n: u64) -> &mut Self {
+        self.0
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        self
+    }
+    /// `{:>8}` of a number.
+    fn num8(&mut self, n: u64) -> &mut Self {
+        let mut b = itoa::Buffer::new();
+        let d = b.format(n);
+        self.0
+            .extend(std::iter::repeat_n(b' ', 8usize.saturating_sub(d.len())));
+        self.str(d)
+    }
+    /// `{:<w}` of a name.
+    fn left(&mut self, s: &str, w: usize) -> &mut Self {
+        self.str(s);
+        self.0.extend(std::iter::repeat_n(
+            b' ',
+            w.saturating_sub(s.chars().count()),
+        ));
+        self
+    }
+    /// `{:?}` of a string: printable ASCII by hand (only `"` and `\\`
+    /// are escaped there), anything else the standard way.
+    fn debug_str(&mut self, s: &str) -> &mut Self {
+        if !s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return self.str(&format!("{s:?}"));
+        }
+        self.0.push(b'"');
+        for b in s.bytes() {
+            if b == b'"' || b == b'\\' {
+                self.0.push(b'\\');
+            }
+            self.0.push(b);
+        }
+        self.0.push(b'"');
+        self
+    }
+    /// `conn dir offset` that starts every line.
+    fn start(&mut self, e: &Event) -> &mut Self {
+        self.num(e.conn).str(" ").str(e.dir.as_str()).str(" ");
+        self.num8(e.offset)
+    }
+}
+
+thread_local! {
+    static LINE: std::cell::RefCell<Line> = const { std::cell::RefCell::new(Line(Vec::new())) };
+}
+
+/// Build one line in the thread's buffer and write it.
+fn line(w: &mut dyn Write, f: impl FnOnce(&mut Line)) -> io::Result<()> {
+    LINE.with(|l| {
+        let mut l = l.borrow_mut();
+        l.0.clear();
+        f(&mut l);
+        w.write_all(&l.0)
+    })
+}
+
 /// A frame's summary line.
 fn summary_frame(w: &mut dyn Write, e: &Event, f: &FrameEvent) -> io::Result<()> {
     let h = &f.header;
-    write!(
-        w,
-        "{} {} {:>8} frame {:<12} fin={} mask=",
-        e.conn,
-        e.dir.as_str(),
-        e.offset,
-        h.opcode.name(),
-        h.fin as u8
-    )?;
-    match h.mask {
-        Some(k) => {
-            let mut b = [0u8; 8];
-            for (i, x) in k.0.iter().enumerate() {
-                b[2 * i] = HEX_DIGITS[(x >> 4) as usize];
-                b[2 * i + 1] = HEX_DIGITS[(x & 15) as usize];
+    line(w, |l| {
+        l.start(e).str(" frame ").left(h.opcode.name(), 12);
+        l.str(if h.fin {
+            " fin=1 mask="
+        } else {
+            " fin=0 mask="
+        });
+        match h.mask {
+            Some(k) => {
+                for x in k.0 {
+                    l.0.push(HEX_DIGITS[(x >> 4) as usize]);
+                    l.0.push(HEX_DIGITS[(x & 15) as usize]);
+                }
             }
-            w.write_all(&b)?
+            None => {
+                l.str("-");
+            }
         }
-        None => w.write_all(b"-")?,
-    }
-    write!(w, " len={}", h.payload_len)?;
-    if let Some((c, r)) = &f.close {
-        write!(w, " close={} {r:?}", c.0)?;
-    }
-    summary_notes(w, &f.notes)?;
-    w.write_all(b"\n")
+        l.str(" len=").num(h.payload_len);
+        if let Some((c, r)) = &f.close {
+            l.str(" close=").num(u64::from(c.0)).str(" ");
+            l.debug_str(r);
+        }
+        summary_notes(l, &f.notes);
+        l.str("\n");
+    })
 }
 
 /// A message's summary line.
 fn summary_message(w: &mut dyn Write, e: &Event, m: &MessageEvent) -> io::Result<()> {
-    write!(
-        w,
-        "{} {} {:>8} message {} ",
-        e.conn,
-        e.dir.as_str(),
-        e.offset,
-        m.opcode.name()
-    )?;
-    match (&m.kinetid, &m.text) {
-        (Some(k), _) => write!(w, "{}", Esc(&k.summary))?,
-        (None, Some(t)) => {
-            let cut = t.char_indices().nth(80).map_or(t.len(), |(i, _)| i);
-            write!(w, "{:?}", &t[..cut])?
+    line(w, |l| {
+        l.start(e).str(" message ").str(m.opcode.name()).str(" ");
+        match (&m.kinetid, &m.text) {
+            (Some(k), _) => {
+                let s = &k.summary;
+                if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                    l.str(s);
+                } else {
+                    l.str(&Esc(s).to_string());
+                }
+            }
+            (None, Some(t)) => {
+                let cut = t.char_indices().nth(80).map_or(t.len(), |(i, _)| i);
+                l.debug_str(&t[..cut]);
+            }
+            _ => {
+                l.num(m.len).str(" bytes");
+            }
         }
-        _ => write!(w, "{} bytes", m.len)?,
-    }
-    summary_notes(w, &m.notes)?;
-    w.write_all(b"\n")
+        summary_notes(l, &m.notes);
+        l.str("\n");
+    })
 }
 
 /// ` [severity:code ...]` after a summary line, when there are notes.
-fn summary_notes(w: &mut dyn Write, notes: &[Note]) -> io::Result<()> {
+fn summary_notes(l: &mut Line, notes: &[Note]) {
     for (i, n) in notes.iter().enumerate() {
-        w.write_all(if i == 0 { b" [" } else { b" " })?;
-        write!(w, "{}:{}", n.severity, n.code)?;
+        l.str(if i == 0 { " [" } else { " " });
+        l.str(n.severity.as_str()).str(":").str(n.code.as_str());
     }
     if !notes.is_empty() {
-        w.write_all(b"]")?;
+        l.str("]");
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Line;
+
+    #[test]
+    fn debug_str_is_the_standard_debug() {
+        for t in [
+            "",
+            r#"{"t":"ack","re":2}"#,
+            "a\\b 'q' ~ \u{7f}",
+            "tab\there\nnew",
+            "Grüße \u{202e} \u{301}x",
+            "\u{0}\u{1b}[2J",
+        ] {
+            let mut l = Line(Vec::new());
+            l.debug_str(t);
+            assert_eq!(String::from_utf8(l.0).unwrap(), format!("{t:?}"), "{t}");
+        }
+    }
 }

@@ -4,8 +4,29 @@
 
 use super::*;
 
-/// One endpoint pair, client first once known.
-pub(super) type FlowKey = (SocketAddr, SocketAddr);
+/// One endpoint pair, the lower address first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct FlowKey(SocketAddr, SocketAddr);
+
+/// Hashed as four words, not field by field through `SocketAddr`'s own
+/// `Hash` (a dozen small writes, every packet).
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        fn words(a: &SocketAddr) -> (u64, u64) {
+            match a {
+                SocketAddr::V4(v) => (u64::from(v.ip().to_bits()), u64::from(v.port())),
+                SocketAddr::V6(v) => {
+                    let b = v.ip().to_bits();
+                    (b as u64 ^ (b >> 64) as u64, u64::from(v.port()) | 1 << 32)
+                }
+            }
+        }
+        let (a, b) = (words(&self.0), words(&self.1));
+        h.write_u64(a.0);
+        h.write_u64(a.1 | b.1 << 33);
+        h.write_u64(b.0);
+    }
+}
 
 #[derive(Debug, Default)]
 pub(super) struct Half {
@@ -68,7 +89,7 @@ impl Flow {
 #[derive(Debug, Default)]
 pub struct Reassembler {
     opts: Options,
-    flows: HashMap<FlowKey, Flow>,
+    flows: crate::Map<FlowKey, Flow>,
     next_conn: u64,
     serial: u64,
     /// Chunks ready, oldest first.
@@ -79,13 +100,15 @@ pub struct Reassembler {
     held: usize,
     /// Bytes held of connections not known yet to be WebSocket.
     undecided: usize,
+    /// What one segment hands on (empty between segments).
+    pieces: Vec<(Direction, Piece)>,
 }
 
 pub(super) fn key(a: SocketAddr, b: SocketAddr) -> FlowKey {
     if a <= b {
-        (a, b)
+        FlowKey(a, b)
     } else {
-        (b, a)
+        FlowKey(b, a)
     }
 }
 
@@ -159,10 +182,13 @@ impl Reassembler {
             return;
         }
         // Notes a recording carried on this packet come before its bytes.
-        let mut out: Vec<(Direction, Piece)> = notes
-            .into_iter()
-            .map(|(d, n)| (d.unwrap_or(dir), Piece::Note(n, pkt, time)))
-            .collect();
+        // A list kept from packet to packet: one allocation, not one each.
+        let mut out = std::mem::take(&mut self.pieces);
+        out.extend(
+            notes
+                .into_iter()
+                .map(|(d, n)| (d.unwrap_or(dir), Piece::Note(n, pkt, time))),
+        );
         let room = MAX_OUT_OF_ORDER_TOTAL.saturating_sub(self.held);
         {
             let before = flow.c2s.ooo_bytes + flow.s2c.ooo_bytes;
@@ -190,9 +216,10 @@ impl Reassembler {
             let after = flow.c2s.ooo_bytes + flow.s2c.ooo_bytes;
             self.held = (self.held + after).saturating_sub(before);
         }
-        for (d, p) in out {
+        for (d, p) in out.drain(..) {
             self.piece(k, d, p);
         }
+        self.pieces = out;
         let flow = &self.flows[&k];
         let done = |h: &Half| h.fin.is_some_and(|f| h.next == Some(f));
         if done(&flow.c2s) && done(&flow.s2c) {
@@ -432,6 +459,7 @@ pub(super) enum Held {
     Note(Note),
 }
 
+#[derive(Debug)]
 pub(super) enum Piece {
     Data(Vec<u8>, u64, Option<f64>),
     Gap(u64, u64, Option<f64>),
