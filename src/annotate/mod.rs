@@ -491,7 +491,8 @@ impl Annotator {
             }
             HeadParse::Complete(head) => {
                 let used = head.len - before;
-                st.head_buf.clear();
+                // Given back, not kept for the connection's life.
+                st.head_buf = Vec::new();
                 // Frames start right after the head.
                 st.decoder = new_decoder(&cfg);
                 skip_offset(&mut st.decoder, head.len as u64);

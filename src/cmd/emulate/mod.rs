@@ -390,6 +390,9 @@ fn home(a: &EmulateArgs, sh: &Shared, seed: u64, base: u64, g: u64) -> Home {
 
 /// Run every home of the fleet until Ctrl-C or --duration.
 async fn fleet(a: &EmulateArgs, shared: Shared, seed: u64, base: u64, shard: Shard) {
+    // One copy for the fleet: each plug holds a pointer, not its own
+    // strings and lists.
+    let shared = Arc::new(shared);
     let count = a.count;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::with_capacity(count);
@@ -410,10 +413,15 @@ async fn fleet(a: &EmulateArgs, shared: Shared, seed: u64, base: u64, shard: Sha
         // Offsets after the boundary by the golden ratio: evenly spread
         // whatever the count, and the same for the same plug every run.
         let offset = a.spread.mul_f64((g as f64 * 0.618_033_988_749_895).fract());
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            plug::run(home, sh, stop, i as u64 + 1, offset).await
-        }));
+        // The plug's future is the task: a wrapper around it would keep a
+        // second copy of everything it was given.
+        tasks.push(tokio::spawn(plug::run(
+            Box::new(home),
+            sh,
+            stop,
+            i as u64 + 1,
+            plug::Start { delay, offset },
+        )));
     }
     let live_line = count > 1 && std::io::stderr().is_terminal();
     let status = Some(if live_line {

@@ -14,6 +14,7 @@ use kinetid_wsdump::wire::frame::{Direction, OpCode, Role};
 use kinetid_wsdump::wire::handshake::{self, KINETID_PROTOCOL};
 use std::io::Write;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,15 +67,29 @@ pub fn next_boundary(period: Duration) -> Instant {
     Instant::now() + Duration::from_secs_f64((next - now).max(0.0))
 }
 
-/// Run one home until told to stop: connect, serve, back off, reconnect.
-/// `offset`: how long after each period boundary this plug reports.
+/// When a plug starts.
+pub struct Start {
+    /// Its place in the ramp.
+    pub delay: Duration,
+    /// How long after each period boundary it reports.
+    pub offset: Duration,
+}
+
+/// Run one home until told to stop: wait for its place in the ramp, then
+/// connect, serve, back off, reconnect. The home is boxed and the shared
+/// settings behind a pointer: this future is what a plug costs while idle.
 pub async fn run(
-    mut home: Home,
-    sh: Shared,
+    mut home: Box<Home>,
+    sh: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     conn_no: u64,
-    offset: Duration,
+    start: Start,
 ) {
+    tokio::select! {
+        _ = tokio::time::sleep(start.delay) => {}
+        _ = stop.changed() => return,
+    }
+    let offset = start.offset;
     home.set_next_report(next_boundary(sh.home.interval) + offset);
     let mut backoff = Duration::from_secs(1);
     let mut first = true;
@@ -355,8 +370,10 @@ async fn connection(
     first: bool,
     queued: &mut u64,
 ) -> End {
+    // Boxed: only while connecting, so an upgraded plug does not carry
+    // the handshake's space.
     let (sock, ann, ev, deflater) = tokio::select! {
-        r = handshake(sh, conn_no) => match r {
+        r = Box::pin(handshake(sh, conn_no)) => match r {
             Ok(x) => x,
             Err(e) => return End::Lost(e),
         },

@@ -224,7 +224,9 @@ impl Conn {
         if let Some(m) = self.tls.take() {
             self.notice(note::listener(Severity::Info, Code::TlsSession, m));
         }
-        let upgraded = self.handshake(&mut shutdown).await;
+        // Boxed: its buffers and state live only while the head is read,
+        // not in every upgraded connection's future.
+        let upgraded = Box::pin(self.handshake(&mut shutdown)).await;
         self.tap.release();
         if let Some(leftover) = upgraded {
             let (tx, rx) = mpsc::channel(64);
@@ -406,7 +408,10 @@ impl Conn {
         mut rx: mpsc::Receiver<Box<Cmd>>,
         shutdown: &mut broadcast::Receiver<()>,
     ) {
-        let s = self.hub.s.clone();
+        // The settings by reference: a copy would sit in every
+        // connection's future, lists and all.
+        let hub = self.hub.clone();
+        let s = &hub.s;
         let now = Instant::now();
         let mut sess = Session::new(
             SessionConfig {
@@ -471,8 +476,10 @@ impl Conn {
                     outs.extend(sess.on_partial(self.tap.annotator_mut(), now));
                     self.apply(&mut sess, &mut backend, outs).await
                 }
-                Some(cmd) = rx.recv() => self.command(*cmd, &mut sess, &mut backend).await,
-                _ = sleep_opt(deadline) => self.tick(&mut sess, &mut backend, &mut frame_deadline).await,
+                // Commands and timers are rare: their futures are boxed, so
+                // every connection's future is not as large as theirs.
+                Some(cmd) = rx.recv() => Box::pin(self.command(*cmd, &mut sess, &mut backend)).await,
+                _ = sleep_opt(deadline) => Box::pin(self.tick(&mut sess, &mut backend, &mut frame_deadline)).await,
                 _ = shutdown.recv(), if sess.is_open() => {
                     let outs = sess.close(1001, "server shutting down", Instant::now());
                     self.apply(&mut sess, &mut backend, outs).await

@@ -287,7 +287,12 @@ fn accept(
     let fut = async move {
         let (sock, tls) = match &hub.s.tls {
             None => (crate::shell::sock::Sock::Plain(sock), None),
-            Some(t) => match crate::shell::tls::accept_device(&t.0, sock, hub.s.head_timeout).await
+            Some(t) => match Box::pin(crate::shell::tls::accept_device(
+                &t.0,
+                sock,
+                hub.s.head_timeout,
+            ))
+            .await
             {
                 Ok((s, m)) => (crate::shell::sock::Sock::Tls(Box::new(s)), Some(m)),
                 Err(why) => {
