@@ -12,6 +12,21 @@ median_time() {
   printf '%s\n' "${ts[@]}" | sort -g | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}'
 }
 
+# Median wall times of two commands (function names) run in turn, A B A B
+# ..., RUNS times each: "A B" in seconds. In turn, so a noisy moment of a
+# shared machine falls on both.
+median_pair() {
+  local as=() bs=() t0 t1
+  for _ in $(seq "$RUNS"); do
+    t0=$(date +%s.%N); "$1" > /dev/null 2>&1; t1=$(date +%s.%N); as+=("$(echo "$t1 - $t0" | bc -l)")
+    t0=$(date +%s.%N); "$2" > /dev/null 2>&1; t1=$(date +%s.%N); bs+=("$(echo "$t1 - $t0" | bc -l)")
+  done
+  local ma mb
+  ma=$(printf '%s\n' "${as[@]}" | sort -g | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}')
+  mb=$(printf '%s\n' "${bs[@]}" | sort -g | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}')
+  echo "$ma $mb"
+}
+
 # "A / B" as a ratio with one decimal: 9.6x.
 ratio() { echo "$1 / $2" | bc -l | awk '{printf "%.1fx", $1}'; }
 

@@ -9,9 +9,10 @@
 # and prints the medians with the ratios. Loopback only; every run ends by
 # itself.
 #
-# Usage: bash scripts/bench-peers.sh [FRAMES] [RUNS]
-#   FRAMES  frames in the replayed session (default 100000)
-#   RUNS    runs per row, the median is shown (default 3)
+# Usage: [CAPTURE=FILE.pcap] bash scripts/bench-peers.sh [FRAMES] [RUNS]
+#   FRAMES   frames in the replayed session (default 100000)
+#   RUNS     runs per row, the median is shown (default 3)
+#   CAPTURE  a pcap made elsewhere, replayed by both tools as well
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
@@ -38,13 +39,32 @@ peak_rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; }
 
 row() { printf '| %-38s | %-22s | %-22s | %7s |\n' "$1" "$2" "$3" "$4"; }
 
-echo "measuring replay of $FRAMES frames ($(du -h "$TMP/s.cap" | cut -f1) capture, $(du -h "$TMP/s.pcap" | cut -f1) pcap), $RUNS runs a row" >&2
-TV=$(median_time tshark -r "$TMP/s.pcap" -V)
-OV=$(median_time "$BIN" replay --color never "$TMP/s.cap")
-TJ=$(median_time tshark -r "$TMP/s.pcap" -T json)
-OJ=$(median_time "$BIN" replay --format json "$TMP/s.cap")
-TS=$(median_time tshark -r "$TMP/s.pcap")
-OS=$(median_time "$BIN" replay --format summary "$TMP/s.cap")
+# Replay: both tools read the same pcap. CAPTURE=FILE.pcap adds a capture
+# made elsewhere (another generator's), measured the same way.
+replay_rows() { # PCAP LABEL
+  local P=$1 label=$2 bytes TV OV TJ OJ TS OS ON peak
+  bytes=$(stat -c %s "$P")
+  echo "measuring replay of $label ($((bytes / 1000000)) MB pcap), $RUNS runs a row, in turn" >&2
+  t_v() { tshark -r "$P" -V; }; o_v() { "$BIN" replay --color never "$P"; }
+  t_j() { tshark -r "$P" -T json; }; o_j() { "$BIN" replay --format json "$P"; }
+  t_s() { tshark -r "$P"; }; o_s() { "$BIN" replay --format summary "$P"; }
+  o_n() { "$BIN" replay --no-kinetid --format summary "$P"; }
+  read -r TV OV <<< "$(median_pair t_v o_v)"
+  read -r TJ OJ <<< "$(median_pair t_j o_j)"
+  read -r TS OS <<< "$(median_pair t_s o_s)"
+  read -r TS2 ON <<< "$(median_pair t_s o_n)"
+  peak=$(peak_rss "$BIN" replay --format summary "$P")
+  REPLAY_ROWS+=("$(row "$label: full per-field text" "tshark -V: ${TV} s" "replay: ${OV} s" "$(ratio "$TV" "$OV")")")
+  REPLAY_ROWS+=("$(row "$label: JSON lines" "tshark -T json: ${TJ} s" "--format json: ${OJ} s" "$(ratio "$TJ" "$OJ")")")
+  REPLAY_ROWS+=("$(row "$label: one line per frame" "tshark: ${TS} s" "--format summary: ${OS} s" "$(ratio "$TS" "$OS")")")
+  REPLAY_ROWS+=("$(row "$label: frame layer alone (MB/s)" "tshark: ${TS2} s" "--no-kinetid: $(echo "$bytes / $ON / 1000000" | bc -l | awk '{printf "%.0f", $1}') MB/s" "$(ratio "$TS2" "$ON")")")
+  REPLAY_ROWS+=("$(row "$label: peak RSS, one line per frame" "" "$((peak / 1024)) MiB" "")")
+}
+REPLAY_ROWS=()
+replay_rows "$TMP/s.pcap" "gen_session.py $FRAMES"
+if [ -n "${CAPTURE:-}" ]; then
+  replay_rows "$CAPTURE" "$(basename "$CAPTURE")"
+fi
 
 # Echo: one client, the same for both servers.
 echo_rate() { # URL COUNT SIZE: median messages/s
@@ -77,6 +97,22 @@ sleep 6
 R1=$(awk '/VmRSS/{print $2}' "/proc/$LPID/status")
 wait "$EPID" || true
 PER_CONN=$(echo "($R1 - $R0) / 2000" | bc -l | awk '{printf "%.1f", $1}')
+kill -INT "$LPID" 2>/dev/null || true; wait "$LPID" 2>/dev/null || true
+# Reporting devices: listen with its defaults (the inspector's history and
+# the device history kept), 2000 plugs reporting every second, measured
+# after 12 reports; the emulator's own RSS per plug in the same run.
+PR=$(free_port)
+"$BIN" listen --bind "127.0.0.1:$PR" --no-console >/dev/null 2>"$TMP/listen3.err" & LPID=$!; PIDS+=($LPID)
+wait_port "$PR"
+R0=$(awk '/VmRSS/{print $2}' "/proc/$LPID/status")
+"$BIN" emulate-device --url "ws://127.0.0.1:$PR/ws" --count 2000 --interval 1s --ramp 2s --duration 18s >/dev/null 2>"$TMP/emu3.err" & EPID=$!; PIDS+=($EPID)
+sleep 15
+R1=$(awk '/VmRSS/{print $2}' "/proc/$LPID/status")
+E1=$(awk '/VmRSS/{print $2}' "/proc/$EPID/status")
+wait "$EPID" || true
+kill -INT "$LPID" 2>/dev/null || true
+PER_REP=$(echo "($R1 - $R0) / 2000" | bc -l | awk '{printf "%.1f", $1}')
+PER_PLUG=$(echo "$E1 / 2000" | bc -l | awk '{printf "%.1f", $1}')
 python3 scripts/gen_session.py 420000 --cap "$TMP/big.cap"
 BIG_MB=$(du -m "$TMP/big.cap" | cut -f1)
 BIG_RSS=$(peak_rss "$BIN" replay --format summary "$TMP/big.cap")
@@ -86,10 +122,10 @@ echo "kinetid-wsdump $($BIN --version | cut -d' ' -f2) vs $(tshark --version 2>/
 echo
 row "work" "peer" "kinetid-wsdump" "ratio"
 row "---" "---" "---" "---"
-row "full per-field text" "tshark -V: ${TV} s" "replay: ${OV} s" "$(ratio "$TV" "$OV")"
-row "JSON lines" "tshark -T json: ${TJ} s" "--format json: ${OJ} s" "$(ratio "$TJ" "$OJ")"
-row "one line per frame" "tshark: ${TS} s" "--format summary: ${OS} s" "$(ratio "$TS" "$OS")"
+printf '%s\n' "${REPLAY_ROWS[@]}"
 row "echo, 100-byte messages (msg/s)" "websocat: ${WS}" "listen --echo: ${OE}" "$(ratio "$OE" "$WS")"
 row "echo, 64 KiB messages (msg/s)" "websocat: ${WB}" "listen --echo: ${OB}" "$(ratio "$OB" "$WB")"
 row "RSS per idle device connection" "" "${PER_CONN} KiB" ""
+row "listen RSS per device, 12 reports each" "" "${PER_REP} KiB" ""
+row "emulator RSS per plug (whole process)" "" "${PER_PLUG} KiB" ""
 row "peak RSS replaying a ${BIG_MB} MB capture" "" "$((BIG_RSS / 1024)) MiB" ""

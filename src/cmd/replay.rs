@@ -16,16 +16,24 @@ use std::path::Path;
 /// Run `replay` from flags.
 pub fn run(a: ReplayArgs) -> Result<u8, AppError> {
     let Some(bind) = &a.serve else {
+        let p = printer(&a.output);
+        // Text and JSON are rendered and written on a second thread, read
+        // and annotated on this one: both cores at work on one capture. A
+        // summary line costs less to write than its event costs to move
+        // between cores, so it is written here.
+        if p.format != Format::Summary {
+            return replay_all(&a, p.clone(), Sink::Render(Pipe::start(p)));
+        }
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
-        return replay_all(&a, printer(&a.output), &mut out);
+        return replay_all(&a, p, Sink::Direct(&mut out));
     };
     // The inspector gets the events exactly as --format json writes them.
     let mut p = printer(&a.output);
     p.format = Format::Json;
     p.color = false;
     let mut c = crate::shell::inspect::Collector::new();
-    let code = replay_all(&a, p, &mut c)?;
+    let code = replay_all(&a, p, Sink::Direct(&mut c))?;
     if code == 2 {
         return Ok(code);
     }
@@ -38,7 +46,7 @@ pub fn run(a: ReplayArgs) -> Result<u8, AppError> {
     crate::shell::inspect::serve_replay(c, bind, &label)
 }
 
-fn replay_all(a: &ReplayArgs, p: Printer, out: &mut dyn Write) -> Result<u8, AppError> {
+fn replay_all(a: &ReplayArgs, p: Printer, mut out: Sink<'_>) -> Result<u8, AppError> {
     let mut run = Run {
         a,
         p,
@@ -62,8 +70,12 @@ fn replay_all(a: &ReplayArgs, p: Printer, out: &mut dyn Write) -> Result<u8, App
         },
     };
     for path in &a.files {
-        run.file(path, out)?;
+        if let Err(e) = run.file(path, &mut out) {
+            // A failed write on the render thread says why it failed.
+            return Err(out.finish().err().unwrap_or(e));
+        }
     }
+    out.finish()?;
     if let Some(c) = run.convert.take() {
         c.finish()?;
     }
@@ -101,7 +113,7 @@ fn stdout_err(e: std::io::Error) -> AppError {
 }
 
 impl Run<'_> {
-    fn file(&mut self, path: &Path, out: &mut dyn Write) -> Result<(), AppError> {
+    fn file(&mut self, path: &Path, out: &mut Sink<'_>) -> Result<(), AppError> {
         let Some((name, mut input)) = self.open_file(path, out)? else {
             return Ok(());
         };
@@ -151,7 +163,7 @@ impl Run<'_> {
     fn open_file(
         &mut self,
         path: &Path,
-        out: &mut dyn Write,
+        out: &mut Sink<'_>,
     ) -> Result<Option<(String, Input)>, AppError> {
         let (name, mut src) = open_input(path)?;
         let empty = src
@@ -205,11 +217,11 @@ impl Run<'_> {
         Ok(Some((name, input)))
     }
 
-    fn emit(&mut self, events: &mut Vec<Event>, out: &mut dyn Write) -> Result<(), AppError> {
+    fn emit(&mut self, events: &mut Vec<Event>, out: &mut Sink<'_>) -> Result<(), AppError> {
         if self.filter.is_empty() {
             for e in events.drain(..) {
                 self.total.add(&e);
-                self.p.event(out, &e).map_err(stdout_err)?;
+                out.event(&self.p, e).map_err(stdout_err)?;
             }
             return Ok(());
         }
@@ -218,9 +230,172 @@ impl Run<'_> {
             self.filter.pass(e, &mut self.shown);
         }
         for e in self.shown.drain(..) {
-            self.p.event(out, &e).map_err(stdout_err)?;
+            out.event(&self.p, e).map_err(stdout_err)?;
         }
         Ok(())
+    }
+}
+
+/// Where a run's output goes: rendered and written here (into the
+/// inspector's collector), or on a render thread (standard output).
+enum Sink<'w> {
+    Direct(&'w mut dyn Write),
+    Render(Pipe),
+}
+
+impl Sink<'_> {
+    fn event(&mut self, p: &Printer, e: Event) -> std::io::Result<()> {
+        match self {
+            Sink::Direct(w) => p.event(*w, &e),
+            Sink::Render(r) => r.event(e),
+        }
+    }
+
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Direct(w) => w.write_all(b),
+            Sink::Render(r) => r.send(Piece::Bytes(b.to_vec())),
+        }
+    }
+
+    /// Everything so far on its way out: returns once it was written.
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Direct(w) => w.flush(),
+            Sink::Render(r) => r.flush(),
+        }
+    }
+
+    /// The end: the render thread drained and joined (its write error, if any).
+    fn finish(&mut self) -> Result<(), AppError> {
+        let r = match self {
+            Sink::Direct(w) => w.flush(),
+            Sink::Render(r) => r.finish(),
+        };
+        r.map_err(stdout_err)
+    }
+}
+
+/// What the render thread is handed, in order.
+enum Piece {
+    Bytes(Vec<u8>),
+    Events(Vec<Event>),
+    /// Write out what is buffered, then say so.
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// Events are handed over this many at a time.
+const BATCH: usize = 256;
+
+/// The render thread: events in, text on standard output. Bounded: at
+/// most a few batches wait, so memory stays flat whatever the capture.
+struct Pipe {
+    tx: Option<std::sync::mpsc::SyncSender<Piece>>,
+    /// Batches come back once written, to be freed here: the allocator
+    /// is far slower freeing memory another thread took (and its trimming
+    /// and growing again cost system time).
+    back: std::sync::mpsc::Receiver<Vec<Event>>,
+    batch: Vec<Event>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Pipe {
+    fn start(p: Printer) -> Pipe {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(4);
+        // Unbounded, but never more than the batches in flight.
+        let (back_tx, back) = std::sync::mpsc::channel::<Vec<Event>>();
+        let thread = std::thread::Builder::new()
+            .name("render".into())
+            .spawn(move || {
+                let stdout = std::io::stdout();
+                let mut w = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+                for piece in rx {
+                    match piece {
+                        Piece::Bytes(b) => w.write_all(&b)?,
+                        Piece::Events(ev) => {
+                            for e in &ev {
+                                p.event(&mut w, e)?;
+                            }
+                            let _ = back_tx.send(ev);
+                        }
+                        Piece::Flush(done) => {
+                            w.flush()?;
+                            let _ = done.send(());
+                        }
+                    }
+                }
+                w.flush()
+            })
+            .ok();
+        Pipe {
+            tx: thread.is_some().then_some(tx),
+            back,
+            batch: Vec::with_capacity(BATCH),
+            thread,
+        }
+    }
+
+    /// A batch to fill: one that came back (its events freed here), or new.
+    fn next_batch(&mut self) -> Vec<Event> {
+        let mut b = None;
+        while let Ok(mut old) = self.back.try_recv() {
+            old.clear();
+            b = Some(old);
+        }
+        b.unwrap_or_else(|| Vec::with_capacity(BATCH))
+    }
+
+    fn send(&mut self, piece: Piece) -> std::io::Result<()> {
+        if !self.batch.is_empty() {
+            let next = self.next_batch();
+            let b = std::mem::replace(&mut self.batch, next);
+            self.send_now(Piece::Events(b))?;
+        }
+        self.send_now(piece)
+    }
+
+    fn send_now(&mut self, piece: Piece) -> std::io::Result<()> {
+        let gone = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "render thread ended");
+        self.tx
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(piece)
+            .map_err(|_| gone())
+    }
+
+    fn event(&mut self, e: Event) -> std::io::Result<()> {
+        self.batch.push(e);
+        if self.batch.len() >= BATCH {
+            let next = self.next_batch();
+            let b = std::mem::replace(&mut self.batch, next);
+            self.send_now(Piece::Events(b))?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        self.send(Piece::Flush(done_tx))?;
+        done_rx
+            .recv()
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "render thread ended"))
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        let sent = if self.batch.is_empty() {
+            Ok(())
+        } else {
+            let b = std::mem::take(&mut self.batch);
+            self.send_now(Piece::Events(b))
+        };
+        self.tx = None;
+        let joined = match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the render thread panicked"))),
+            None => Ok(()),
+        };
+        joined.and(sent)
     }
 }
 

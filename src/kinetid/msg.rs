@@ -388,11 +388,15 @@ impl Msg {
     pub(crate) fn from_obj(t: &str, o: &super::obj::Obj<'_>) -> Option<Msg> {
         Some(match t {
             "hello" => Msg::Hello(o.read()?),
-            "report" => Msg::Report(o.read()?),
+            // A report and an ack come with every reading: read field by
+            // field, as the lenient fields would (tested against them).
+            "report" => Msg::Report(Report::from_obj(o)),
+            "ack" => Msg::Ack(Ack {
+                re: o.get("re").and_then(Value::as_u64),
+            }),
             "state" => Msg::State(o.read()?),
             "error" => Msg::Error(o.read()?),
             "welcome" => Msg::Welcome(o.read()?),
-            "ack" => Msg::Ack(o.read()?),
             "switch" => Msg::Switch(o.read()?),
             _ => return None,
         })
@@ -406,6 +410,31 @@ impl Msg {
             code: Some(code.to_string()),
             msg: Some(msg.to_string()),
         })
+    }
+}
+
+impl Report {
+    /// The report in an object: each field as `lenient` reads it (`None`
+    /// when missing or of another type; the last of repeated keys).
+    fn from_obj(o: &super::obj::Obj<'_>) -> Report {
+        let u = |k| o.get(k).and_then(Value::as_u64);
+        let f = |k| o.get(k).and_then(Value::as_f64);
+        let s = |k| o.get(k).and_then(Value::as_str).map(str::to_string);
+        Report {
+            id: u("id"),
+            dev: s("dev"),
+            via: s("via"),
+            link: s("link"),
+            ts: u("ts"),
+            seq: u("seq"),
+            on: o.get("on").and_then(Value::as_bool),
+            power_w: f("power_w"),
+            voltage_v: f("voltage_v"),
+            current_a: f("current_a"),
+            pf: f("pf"),
+            freq_hz: f("freq_hz"),
+            energy_wh: f("energy_wh"),
+        }
     }
 }
 
@@ -424,6 +453,65 @@ impl Switch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_and_acks_read_by_hand_as_serde_reads_them() {
+        let values = [
+            "1",
+            "0",
+            "-3",
+            "2.5",
+            "5.0",
+            "18446744073709551615",
+            "\"7\"",
+            "\"KN-1\"",
+            "true",
+            "false",
+            "null",
+            "[1]",
+            "{}",
+        ];
+        let fields = [
+            "id",
+            "dev",
+            "via",
+            "link",
+            "ts",
+            "seq",
+            "on",
+            "power_w",
+            "voltage_v",
+            "current_a",
+            "pf",
+            "freq_hz",
+            "energy_wh",
+            "re",
+            "extra",
+        ];
+        let mut n = 0;
+        for (i, f) in fields.iter().enumerate() {
+            for (j, v) in values.iter().enumerate() {
+                // Each field with each value, beside a second field, and repeated.
+                let g = fields[(i + j + 1) % fields.len()];
+                let w = values[(i * 7 + j) % values.len()];
+                for text in [
+                    format!(r#"{{"{f}":{v},"{g}":{w}}}"#),
+                    format!(r#"{{"{f}":{w},"{g}":{v},"{f}":{v}}}"#),
+                ] {
+                    let Ok(super::super::obj::Top::Object(o)) = super::super::obj::parse(&text)
+                    else {
+                        panic!("{text}")
+                    };
+                    let want: Report = o.read().unwrap();
+                    assert_eq!(Report::from_obj(&o), want, "{text}");
+                    let want: Ack = o.read().unwrap();
+                    assert_eq!(Msg::from_obj("ack", &o), Some(Msg::Ack(want)), "{text}");
+                    n += 1;
+                }
+            }
+        }
+        assert_eq!(n, fields.len() * values.len() * 2);
+    }
 
     #[test]
     fn the_contract_examples_round_trip_byte_for_byte() {
