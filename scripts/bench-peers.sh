@@ -87,7 +87,7 @@ WB=$(echo_rate "ws://127.0.0.1:$PW/" 5000 65536)
 OB=$(echo_rate "ws://127.0.0.1:$PO/ws" 5000 65536)
 
 # Memory: idle device connections, and replaying a capture of ~100 MB.
-echo "measuring memory (2000 idle plugs; a ~100 MB capture)" >&2
+echo "measuring memory (2000 idle plugs; 10,000 reporting; a ~100 MB capture)" >&2
 PK=$(free_port)
 "$BIN" listen --bind "127.0.0.1:$PK" --quiet --no-console 2>"$TMP/listen2.err" & LPID=$!; PIDS+=($LPID)
 wait_port "$PK"
@@ -99,20 +99,21 @@ wait "$EPID" || true
 PER_CONN=$(echo "($R1 - $R0) / 2000" | bc -l | awk '{printf "%.1f", $1}')
 kill -INT "$LPID" 2>/dev/null || true; wait "$LPID" 2>/dev/null || true
 # Reporting devices: listen with its defaults (the inspector's history and
-# the device history kept), 2000 plugs reporting every second, measured
-# after 12 reports; the emulator's own RSS per plug in the same run.
+# the device history kept), 10,000 plugs reporting every second, measured
+# after about 12 reports each; the emulator's own RSS per plug in the same
+# run (the whole process, divided by the plugs).
 PR=$(free_port)
 "$BIN" listen --bind "127.0.0.1:$PR" --no-console >/dev/null 2>"$TMP/listen3.err" & LPID=$!; PIDS+=($LPID)
 wait_port "$PR"
 R0=$(awk '/VmRSS/{print $2}' "/proc/$LPID/status")
-"$BIN" emulate-device --url "ws://127.0.0.1:$PR/ws" --count 2000 --interval 1s --ramp 2s --duration 18s >/dev/null 2>"$TMP/emu3.err" & EPID=$!; PIDS+=($EPID)
-sleep 15
+"$BIN" emulate-device --url "ws://127.0.0.1:$PR/ws" --count 10000 --interval 1s --ramp 5s --duration 22s >/dev/null 2>"$TMP/emu3.err" & EPID=$!; PIDS+=($EPID)
+sleep 18
 R1=$(awk '/VmRSS/{print $2}' "/proc/$LPID/status")
 E1=$(awk '/VmRSS/{print $2}' "/proc/$EPID/status")
 wait "$EPID" || true
 kill -INT "$LPID" 2>/dev/null || true
-PER_REP=$(echo "($R1 - $R0) / 2000" | bc -l | awk '{printf "%.1f", $1}')
-PER_PLUG=$(echo "$E1 / 2000" | bc -l | awk '{printf "%.1f", $1}')
+PER_REP=$(echo "($R1 - $R0) / 10000" | bc -l | awk '{printf "%.1f", $1}')
+PER_PLUG=$(echo "$E1 / 10000" | bc -l | awk '{printf "%.1f", $1}')
 python3 scripts/gen_session.py 420000 --cap "$TMP/big.cap"
 BIG_MB=$(du -m "$TMP/big.cap" | cut -f1)
 BIG_RSS=$(peak_rss "$BIN" replay --format summary "$TMP/big.cap")
@@ -126,6 +127,6 @@ printf '%s\n' "${REPLAY_ROWS[@]}"
 row "echo, 100-byte messages (msg/s)" "websocat: ${WS}" "listen --echo: ${OE}" "$(ratio "$OE" "$WS")"
 row "echo, 64 KiB messages (msg/s)" "websocat: ${WB}" "listen --echo: ${OB}" "$(ratio "$OB" "$WB")"
 row "RSS per idle device connection" "" "${PER_CONN} KiB" ""
-row "listen RSS per device, 12 reports each" "" "${PER_REP} KiB" ""
+row "listen RSS per device, 10,000 reporting" "" "${PER_REP} KiB" ""
 row "emulator RSS per plug (whole process)" "" "${PER_PLUG} KiB" ""
 row "peak RSS replaying a ${BIG_MB} MB capture" "" "$((BIG_RSS / 1024)) MiB" ""

@@ -21,8 +21,9 @@ if [ "$(ulimit -n)" -le "$PLUGS" ]; then
   echo "the file-descriptor limit ($(ulimit -n)) is below $PLUGS plugs + the listener's own" >&2
   exit 2
 fi
-cargo build --release --quiet --bin kinetid-wsdump
-BIN=target/release/kinetid-wsdump
+# BIN=path measures another build (an older one, to compare in one sitting).
+[ -n "${BIN:-}" ] || cargo build --release --quiet --bin kinetid-wsdump
+BIN=${BIN:-target/release/kinetid-wsdump}
 TMP=$(mktemp -d)
 LPID=""; EPID=""
 trap 'kill $EPID $LPID 2>/dev/null || true; rm -rf "$TMP"' EXIT
