@@ -22,7 +22,9 @@ pub fn run(a: ReplayArgs) -> Result<u8, AppError> {
         // summary line costs less to write than its event costs to move
         // between cores, so it is written here.
         if p.format != Format::Summary {
-            return replay_all(&a, p.clone(), Sink::Render(Pipe::start(p)));
+            if let Some(pipe) = Pipe::start(p.clone()) {
+                return replay_all(&a, p, Sink::Render(pipe));
+            }
         }
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
@@ -300,7 +302,8 @@ struct Pipe {
 }
 
 impl Pipe {
-    fn start(p: Printer) -> Pipe {
+    /// `None` when no thread can be had: then the caller writes itself.
+    fn start(p: Printer) -> Option<Pipe> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(4);
         // Unbounded, but never more than the batches in flight.
         let (back_tx, back) = std::sync::mpsc::channel::<Vec<Event>>();
@@ -326,13 +329,13 @@ impl Pipe {
                 }
                 w.flush()
             })
-            .ok();
-        Pipe {
-            tx: thread.is_some().then_some(tx),
+            .ok()?;
+        Some(Pipe {
+            tx: Some(tx),
             back,
             batch: Vec::with_capacity(BATCH),
-            thread,
-        }
+            thread: Some(thread),
+        })
     }
 
     /// A batch to fill: one that came back (its events freed here), or new.
