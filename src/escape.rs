@@ -13,6 +13,12 @@
 
 use std::fmt;
 
+/// Printable ASCII only: nothing in it needs escaping, for a terminal or
+/// for `{:?}` (but `"` and `\\`).
+pub fn is_plain(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
 /// A string made safe for a terminal; see the module docs.
 pub struct Esc<'a>(pub &'a str);
 
@@ -20,7 +26,7 @@ impl fmt::Display for Esc<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0;
         // Fast path: plain printable ASCII needs nothing.
-        if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        if is_plain(s) {
             return f.write_str(s);
         }
         for c in s.chars() {

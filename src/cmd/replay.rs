@@ -348,12 +348,18 @@ impl Pipe {
         b.unwrap_or_else(|| Vec::with_capacity(BATCH))
     }
 
-    fn send(&mut self, piece: Piece) -> std::io::Result<()> {
-        if !self.batch.is_empty() {
-            let next = self.next_batch();
-            let b = std::mem::replace(&mut self.batch, next);
-            self.send_now(Piece::Events(b))?;
+    /// The events gathered so far, handed over (nothing when none).
+    fn hand_over(&mut self) -> std::io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
         }
+        let next = self.next_batch();
+        let b = std::mem::replace(&mut self.batch, next);
+        self.send_now(Piece::Events(b))
+    }
+
+    fn send(&mut self, piece: Piece) -> std::io::Result<()> {
+        self.hand_over()?;
         self.send_now(piece)
     }
 
@@ -369,9 +375,7 @@ impl Pipe {
     fn event(&mut self, e: Event) -> std::io::Result<()> {
         self.batch.push(e);
         if self.batch.len() >= BATCH {
-            let next = self.next_batch();
-            let b = std::mem::replace(&mut self.batch, next);
-            self.send_now(Piece::Events(b))?;
+            self.hand_over()?;
         }
         Ok(())
     }
@@ -385,12 +389,7 @@ impl Pipe {
     }
 
     fn finish(&mut self) -> std::io::Result<()> {
-        let sent = if self.batch.is_empty() {
-            Ok(())
-        } else {
-            let b = std::mem::take(&mut self.batch);
-            self.send_now(Piece::Events(b))
-        };
+        let sent = self.hand_over();
         self.tx = None;
         let joined = match self.thread.take() {
             Some(t) => t

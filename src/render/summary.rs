@@ -109,7 +109,7 @@ impl Line {
     /// `{:?}` of a string: printable ASCII by hand (only `"` and `\\`
     /// are escaped there), anything else the standard way.
     fn debug_str(&mut self, s: &str) -> &mut Self {
-        if !s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        if !crate::escape::is_plain(s) {
             return self.str(&format!("{s:?}"));
         }
         self.0.push(b'"');
@@ -181,7 +181,7 @@ fn summary_message(w: &mut dyn Write, e: &Event, m: &MessageEvent) -> io::Result
         match (&m.kinetid, &m.text) {
             (Some(k), _) => {
                 let s = &k.summary;
-                if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                if crate::escape::is_plain(s) {
                     l.str(s);
                 } else {
                     l.str(&Esc(s).to_string());
