@@ -272,3 +272,53 @@ fn a_reconnect_is_timed_from_the_drop() {
     r.probe.on_reconnect(r.t0 + Duration::from_millis(60));
     assert!(matches!(r.probe.verdict(), Some(Verdict::Fail(e)) if e.contains("no back-off")));
 }
+
+fn report(seq: u64, id: u64) -> Vec<u8> {
+    let r = format!(
+        r#"{{"t":"report","id":{id},"dev":"{DEV}","ts":{},"seq":{seq},"on":true,"power_w":1.0,"energy_wh":1.0}}"#,
+        1000 + seq
+    );
+    client(OpCode::Text, r.as_bytes())
+}
+
+#[test]
+fn a_resend_is_judged_on_the_next_connection_not_on_what_shared_the_drop_read() {
+    // A plug back from a long back-off resends a burst at once: the probe
+    // drops the link on the first report, and the second, in the same read
+    // on the dropped connection, says nothing about the resend.
+    let mut r = Rig::new("resilience-resend");
+    r.connect();
+    r.hello();
+    let mut burst = report(56, 2);
+    burst.extend(report(57, 3));
+    let a = r.device(&burst, 20);
+    assert!(a.contains(&Act::CloseTcp));
+    assert!(r.probe.verdict().is_none(), "{:?}", r.probe.verdict());
+    assert!(r.probe.awaits_connection());
+    // Back: 56 again first is the pass.
+    r.probe.on_reconnect(r.t0 + Duration::from_millis(1200));
+    r.ann = Annotator::new(2, Config::default());
+    r.connect();
+    r.hello();
+    r.device(&report(56, 2), 1300);
+    assert!(
+        matches!(r.probe.verdict(), Some(Verdict::Pass(e)) if e.contains("seq 56")),
+        "{:?}",
+        r.probe.verdict()
+    );
+    // A plug that comes back with 57 and never 56 forgot it.
+    let mut r = Rig::new("resilience-resend");
+    r.connect();
+    r.hello();
+    r.device(&report(56, 2), 20);
+    r.probe.on_reconnect(r.t0 + Duration::from_millis(1200));
+    r.ann = Annotator::new(2, Config::default());
+    r.connect();
+    r.hello();
+    r.device(&report(57, 2), 1300);
+    assert!(
+        matches!(r.probe.verdict(), Some(Verdict::Fail(e)) if e.contains("forgotten")),
+        "{:?}",
+        r.probe.verdict()
+    );
+}

@@ -206,7 +206,13 @@ impl Probe {
     pub fn on_events(&mut self, events: &[Event], now: Instant, unix: f64) -> Vec<Act> {
         let mut out = Vec::new();
         for e in events {
-            if e.dir != crate::wire::frame::Direction::C2S || self.phase == Phase::Done {
+            // Done, or Away: the probe dropped this connection, and what
+            // else came in the same read is not the device's answer to
+            // the drop (a report after it is no proof of one forgotten).
+            if matches!(self.phase, Phase::Done | Phase::Away) {
+                break;
+            }
+            if e.dir != crate::wire::frame::Direction::C2S {
                 continue;
             }
             match &e.kind {
