@@ -163,7 +163,10 @@ fn text_message(base: &str, path: &str) -> Result<String, String> {
                     OpCode::Close,
                     &close_payload(Some(CloseCode::NORMAL), ""),
                 ));
-                return m.text.ok_or_else(|| "not text".to_string());
+                return m
+                    .text()
+                    .map(str::to_string)
+                    .ok_or_else(|| "not text".to_string());
             }
         }
         let n = s.read(&mut buf).map_err(|e| e.to_string())?;

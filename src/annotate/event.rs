@@ -103,8 +103,9 @@ pub struct MessageEvent {
     pub frames: u32,
     /// The payload (truncated to the message limit).
     pub payload: Vec<u8>,
-    /// Valid UTF-8 text, when it is.
-    pub text: Option<String>,
+    /// A text message whose payload is valid UTF-8 (and whole):
+    /// [`MessageEvent::text`] reads it.
+    pub valid_text: bool,
     /// The Kinetid reading, when decoded.
     pub kinetid: Option<kinetid::Message>,
     /// Notes.
@@ -112,6 +113,17 @@ pub struct MessageEvent {
     /// For a compressed message (permessage-deflate): its size on the
     /// wire; `payload` and `len` are the inflated message.
     pub compressed_len: Option<u64>,
+}
+
+impl MessageEvent {
+    /// The text, for a text message that is valid UTF-8 and whole (the
+    /// payload itself: the message is not stored twice).
+    pub fn text(&self) -> Option<&str> {
+        if !self.valid_text {
+            return None;
+        }
+        std::str::from_utf8(&self.payload).ok()
+    }
 }
 
 /// What happened.

@@ -14,7 +14,7 @@ pub(super) fn finish_message(
     // A compressed message that did not inflate is no text to judge.
     let readable = !fr.compressed || compressed_len.is_some();
     let mut notes = fr.notes;
-    let mut text = None;
+    let mut valid_text = false;
     let mut km = None;
     // The Kinetid layer's notes come after any diagnosis of the text.
     let mut kin_notes = Vec::new();
@@ -23,7 +23,7 @@ pub(super) fn finish_message(
         && !notes.iter().any(|n| n.code == Code::TextInvalidUtf8)
         && fr.len <= cfg.max_message
     {
-        let s = String::from_utf8(fr.payload.clone()).unwrap_or_default();
+        let s = std::str::from_utf8(&fr.payload).unwrap_or_default();
         if cfg.kinetid {
             // Text that is not a JSON object at all is someone else's protocol:
             // shown as text, not judged. The exception is the tail of a JSON
@@ -46,9 +46,9 @@ pub(super) fn finish_message(
                     *pending_json = Some(t.clone());
                 }
                 _ if looks_json => {
-                    let d = kinetid::decode(&s, dir);
+                    let d = kinetid::decode(s, dir);
                     if d.incomplete_json && s.len() < kinetid::MAX_MESSAGE {
-                        *pending_json = Some(s.clone());
+                        *pending_json = Some(s.to_string());
                     }
                     kin_notes.extend(d.notes);
                     km = d.msg;
@@ -56,7 +56,7 @@ pub(super) fn finish_message(
                 _ => {}
             }
         }
-        text = Some(s);
+        valid_text = true;
     }
     if fr.opcode == OpCode::Text && fr.len <= cfg.max_message && readable {
         let mask = fr.mask.filter(|_| fr.frames == 1 && !fr.compressed);
@@ -71,7 +71,7 @@ pub(super) fn finish_message(
         len: fr.len,
         frames: fr.frames,
         payload: fr.payload,
-        text,
+        valid_text,
         kinetid: km,
         notes,
         compressed_len,

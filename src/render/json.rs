@@ -320,9 +320,10 @@ fn message(o: &mut Obj<'_>, m: &MessageEvent) {
     o.str("opcode_name", m.opcode.name());
     o.u64("len", m.len);
     o.u64("frames", u64::from(m.frames));
-    o.opt_str("text", m.text.as_deref());
+    let text = m.text();
+    o.opt_str("text", text);
     notes(o.key("notes"), &m.notes);
-    if m.text.is_none() {
+    if text.is_none() {
         o.hex("payload_hex", &m.payload);
     }
     if let Some(c) = m.compressed_len {

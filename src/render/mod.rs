@@ -327,10 +327,10 @@ fn message_json(m: &MessageEvent) -> Value {
         "opcode_name": m.opcode.name(),
         "len": m.len,
         "frames": m.frames,
-        "text": m.text,
+        "text": m.text(),
         "notes": notes_json(&m.notes),
     });
-    if m.text.is_none() {
+    if m.text().is_none() {
         v["payload_hex"] = json!(hex::encode(&m.payload));
     }
     if let Some(c) = m.compressed_len {

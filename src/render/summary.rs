@@ -109,17 +109,26 @@ impl Line {
     /// `{:?}` of a string: printable ASCII by hand (only `"` and `\\`
     /// are escaped there), anything else the standard way.
     fn debug_str(&mut self, s: &str) -> &mut Self {
-        if !crate::escape::is_plain(s) {
-            return self.str(&format!("{s:?}"));
-        }
-        self.0.push(b'"');
-        for b in s.bytes() {
-            if b == b'"' || b == b'\\' {
-                self.0.push(b'\\');
+        // One pass into room for the worst case: each byte is written with
+        // a backslash in front that is kept only where it is needed.
+        let v = &mut self.0;
+        let start = v.len();
+        v.resize(start + 2 * s.len() + 2, 0);
+        let out = &mut v[start..];
+        out[0] = b'"';
+        let mut j = 1;
+        for &b in s.as_bytes() {
+            if !(0x20..0x7f).contains(&b) {
+                v.truncate(start);
+                return self.str(&format!("{s:?}"));
             }
-            self.0.push(b);
+            out[j] = b'\\';
+            j += usize::from(b == b'"' || b == b'\\');
+            out[j] = b;
+            j += 1;
         }
-        self.0.push(b'"');
+        out[j] = b'"';
+        v.truncate(start + j + 1);
         self
     }
     /// `conn dir offset` that starts every line.
@@ -178,7 +187,7 @@ fn summary_frame(w: &mut dyn Write, e: &Event, f: &FrameEvent) -> io::Result<()>
 fn summary_message(w: &mut dyn Write, e: &Event, m: &MessageEvent) -> io::Result<()> {
     line(w, |l| {
         l.start(e).str(" message ").str(m.opcode.name()).str(" ");
-        match (&m.kinetid, &m.text) {
+        match (&m.kinetid, m.text()) {
             (Some(k), _) => {
                 let s = &k.summary;
                 if crate::escape::is_plain(s) {
@@ -188,7 +197,7 @@ fn summary_message(w: &mut dyn Write, e: &Event, m: &MessageEvent) -> io::Result
                 }
             }
             (None, Some(t)) => {
-                let cut = t.char_indices().nth(80).map_or(t.len(), |(i, _)| i);
+                let cut = preview_end(t, 80);
                 l.debug_str(&t[..cut]);
             }
             _ => {
@@ -198,6 +207,15 @@ fn summary_message(w: &mut dyn Write, e: &Event, m: &MessageEvent) -> io::Result
         summary_notes(l, &m.notes);
         l.str("\n");
     })
+}
+
+/// Where the first `n` characters of `t` end (ASCII: at byte `n`).
+fn preview_end(t: &str, n: usize) -> usize {
+    let head = &t.as_bytes()[..t.len().min(n)];
+    if head.is_ascii() {
+        return head.len();
+    }
+    t.char_indices().nth(n).map_or(t.len(), |(i, _)| i)
 }
 
 /// ` [severity:code ...]` after a summary line, when there are notes.
@@ -228,6 +246,23 @@ mod tests {
             let mut l = Line(Vec::new());
             l.debug_str(t);
             assert_eq!(String::from_utf8(l.0).unwrap(), format!("{t:?}"), "{t}");
+        }
+    }
+
+    #[test]
+    fn a_preview_ends_after_n_characters() {
+        for t in [
+            "",
+            "abc",
+            "Grüße aus Köln",
+            "ééééé",
+            "abcdé",
+            "\u{1F600}xyz",
+        ] {
+            for n in 0..8 {
+                let want = t.char_indices().nth(n).map_or(t.len(), |(i, _)| i);
+                assert_eq!(super::preview_end(t, n), want, "{t} {n}");
+            }
         }
     }
 }

@@ -430,7 +430,7 @@ impl Printer {
                 "kinetid:".style(st(c, Style::new().bold())),
                 Esc(&k.summary).style(st(c, Style::new().bold()))
             )?;
-        } else if let Some(t) = &m.text {
+        } else if let Some(t) = m.text() {
             let shown: String = t.chars().take(self.max_dump).collect();
             writeln!(
                 w,

@@ -118,7 +118,7 @@ impl Kept {
         // twice its size): an `omitted` record stands for it.
         let payload = match &e.kind {
             EventKind::Frame(f) => f.payload.len(),
-            EventKind::Message(m) => m.payload.len().max(m.text.as_ref().map_or(0, String::len)),
+            EventKind::Message(m) => m.payload.len(),
             _ => 0,
         };
         if payload > MAX_EVENT_JSON / 4 {
@@ -134,9 +134,7 @@ impl Kept {
             Kept::Event(e) => {
                 256 + match &e.kind {
                     EventKind::Frame(f) => f.payload.len() + f.head.len(),
-                    EventKind::Message(m) => {
-                        m.payload.len() + m.text.as_ref().map_or(0, String::len)
-                    }
+                    EventKind::Message(m) => m.payload.len(),
                     EventKind::Request { head, .. } | EventKind::Response { head, .. } => {
                         head.len * 2
                     }
