@@ -27,6 +27,8 @@ BIN=${BIN:-target/release/kinetid-wsdump}
 TMP=$(mktemp -d)
 LPID=""; EPID=""
 trap 'kill $EPID $LPID 2>/dev/null || true; rm -rf "$TMP"' EXIT
+# Either process ending before its time is the result: say what it said.
+died() { for f in listen emu; do echo "--- $f stderr:"; tail -5 "$TMP/$f.err"; done; }
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$BIN" listen --bind "127.0.0.1:$PORT" --quiet --no-console --max-connections $((PLUGS + 500)) \
   > /dev/null 2> "$TMP/listen.err" &
@@ -37,7 +39,7 @@ TOTAL=$(( SECS + RAMP + 10 ))
 "$BIN" emulate-device --url "ws://127.0.0.1:$PORT/ws" --count "$PLUGS" --interval "$INTERVAL" --spread "$SPREAD" \
   --ramp "${RAMP}s" --duration "${TOTAL}s" --stats-json "$TMP/stats.json" > /dev/null 2> "$TMP/emu.err" &
 EPID=$!
-python3 - "$PORT" "$PLUGS" "$SECS" "$SWITCHES" "$LPID" "$EPID" "$RAMP" "$TMP/stats.json" "$TMP/listen.err" <<'PY'
+if python3 - "$PORT" "$PLUGS" "$SECS" "$SWITCHES" "$LPID" "$EPID" "$RAMP" "$TMP/stats.json" "$TMP/listen.err" <<'PY'
 import http.client, json, os, random, statistics, sys, time
 port, plugs, secs, switches, lpid, epid, ramp = map(int, sys.argv[1:8])
 stats_path, listen_err = sys.argv[8], sys.argv[9]
@@ -67,6 +69,25 @@ def threads(pid):
         out[t] = (name, (int(g[11]) + int(g[12])) / hz)
     return out
 
+def delivery():
+    # The listener's own histogram: a command's request (API or console) to
+    # its frame written to the device's socket.
+    st, body = get("/metrics")
+    b = {}
+    for l in body.decode().splitlines():
+        if l.startswith("kinetid_wsdump_command_delivery_seconds_bucket{"):
+            le = l.split('le="', 1)[1].split('"', 1)[0]
+            b[float("inf") if le == "+Inf" else float(le)] = int(float(l.rsplit(" ", 1)[1]))
+    return b
+
+def bucket_quantile(b0, b1, p):
+    d = sorted((le, b1[le] - b0.get(le, 0)) for le in b1)
+    n = d[-1][1] if d else 0
+    for le, c in d:
+        if n and c >= p * n:
+            return le * 1000, n
+    return float("nan"), n
+
 def rss(pid):
     for l in open(f"/proc/{pid}/status"):
         if l.startswith("VmRSS"):
@@ -87,6 +108,7 @@ while time.time() < deadline:
 print(f"{online} of {plugs} plugs online after ramp", flush=True)
 ids = [d["id"] for d in devs]
 time.sleep(2)
+d0 = delivery()
 c0, e0, t0, th0 = cpu(lpid), cpu(epid), time.time(), threads(lpid)
 rtts, failures = [], 0
 gap = secs / max(switches, 1)
@@ -106,12 +128,20 @@ for i in range(switches):
 while time.time() < t0 + secs:
     time.sleep(0.2)
 c1, e1, t1, th1 = cpu(lpid), cpu(epid), time.time(), threads(lpid)
+d1 = delivery()
 rss1 = rss(lpid)
 wall = t1 - t0
 rtts.sort()
 q = lambda p: rtts[min(len(rtts) - 1, int(p * len(rtts)))]
 print(f"switch round trip through the API under load: {len(rtts)} commands, {failures} failed, "
-      f"p50 {q(0.5):.2f} ms, p99 {q(0.99):.2f} ms, max {rtts[-1]:.2f} ms")
+      f"p50 {q(0.5):.2f} ms, p99 {q(0.99):.2f} ms, max {rtts[-1]:.2f} ms "
+      f"(to the device's state: it includes the emulated plug's own wait in its burst)")
+if d1:
+    (p50, n), (p99, _) = bucket_quantile(d0, d1, 0.5), bucket_quantile(d0, d1, 0.99)
+    print(f"command delivery (request to frame written to the device's socket): {n} commands, "
+          f"p50 <= {p50:g} ms, p99 <= {p99:g} ms (the listener's histogram buckets)")
+else:
+    print("command delivery: this build has no kinetid_wsdump_command_delivery_seconds")
 print(f"listener CPU over {wall:.0f} s: {(c1 - c0) / wall * 100:.0f} % (200 % = both cores); "
       f"emulator {(e1 - e0) / wall * 100:.0f} %")
 busy = sorted(((th1[t][1] - th0.get(t, (0, 0))[1]) / wall * 100, th1[t][0]) for t in th1)[::-1]
@@ -128,6 +158,7 @@ s = json.load(open(stats_path))
 print(f"reports sent {s['reports_sent']}, acked {s['reports_acked']}, errors {s['errors']}, "
       f"reconnects {s['reconnects']}")
 PY
+then :; else died; exit 1; fi
 wait "$EPID" 2>/dev/null || true
 kill -INT "$LPID"; wait "$LPID" 2>/dev/null || true
 grep -E "connections \(" "$TMP/listen.err" | tail -1 || true

@@ -146,6 +146,8 @@ pub struct ListenMetrics {
     acks: IntCounter,
     /// Switch commands from sending to the device's answer.
     pub switch_seconds: Histogram,
+    /// Commands from the API or console asking to their frame written.
+    pub command_seconds: Histogram,
     /// Output lines dropped because stdout did not keep up.
     pub output_dropped: IntCounter,
 }
@@ -173,6 +175,18 @@ impl ListenMetrics {
         )
         .expect("valid metric");
         r.register(Box::new(switch_seconds.clone()))
+            .expect("unique metric");
+        let command_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                format!("{p}command_delivery_seconds"),
+                "Time from a command's request (API or console: switch, send, ping, close) to its frame written to the device's socket",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )
+        .expect("valid metric");
+        r.register(Box::new(command_seconds.clone()))
             .expect("unique metric");
         ListenMetrics {
             connections_open: gauge(
@@ -240,6 +254,7 @@ impl ListenMetrics {
                 "Kinetid acks sent to devices",
             ),
             switch_seconds,
+            command_seconds,
             output_dropped: counter(
                 &r,
                 &format!("{p}output_lines_dropped_total"),

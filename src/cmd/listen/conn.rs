@@ -10,7 +10,8 @@
 //! all connections hold together by `--max-buffered`.
 
 use super::api::{self, Request};
-use super::hub::{Claim, Cmd, ConnCmd, Hub};
+use super::hub::{Claim, Cmd, ConnCmd, Door, Hub};
+use super::lane::Lane;
 use crate::shell::now;
 use crate::shell::tap::Tap;
 use kinetid_wsdump::annotate::{Event, EventKind};
@@ -65,10 +66,19 @@ pub struct Conn {
     deflater: Option<kinetid_wsdump::wire::deflate::Deflater>,
     /// The listener's port the device connected to (for the Host check).
     pub local_port: Option<u16>,
+    /// The command lane of an upgraded plain connection (see [`Lane`]).
+    lane: Option<Arc<Lane>>,
+    /// A Close frame is among what the task writes next: the lane shuts
+    /// with that write.
+    closing: bool,
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        // Before the socket is dropped (fields drop after this).
+        if let Some(l) = &self.lane {
+            l.gate().shut();
+        }
         self.hub.buffered.fetch_sub(self.held, Ordering::Relaxed);
     }
 }
@@ -95,12 +105,26 @@ impl Conn {
             registry_full_noted: false,
             deflater: None,
             local_port: None,
+            lane: None,
+            closing: false,
         }
     }
 
-    /// Record, annotate, render and account bytes seen in `dir`.
+    /// Record, annotate, render and account bytes seen in `dir` (what the
+    /// lane wrote first: the device's bytes may answer it).
     fn observe(&mut self, dir: Direction, bytes: &[u8]) -> Vec<Event> {
-        let ev = self.tap.bytes(dir, bytes, now());
+        if let (Direction::C2S, Some(lane)) = (dir, self.lane.clone()) {
+            let written = std::mem::take(&mut lane.gate().written);
+            for (t, b) in written {
+                self.observe_at(Direction::S2C, &b, t);
+            }
+        }
+        self.observe_at(dir, bytes, now())
+    }
+
+    /// [`Conn::observe`] of bytes seen at `t`, alone.
+    fn observe_at(&mut self, dir: Direction, bytes: &[u8], t: f64) -> Vec<Event> {
+        let ev = self.tap.bytes(dir, bytes, t);
         let c = &self.hub.counters;
         match dir {
             Direction::C2S => c.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed),
@@ -144,6 +168,10 @@ impl Conn {
 
     /// Record and annotate, then write, within the write timeout.
     async fn send(&mut self, bytes: &[u8]) -> std::io::Result<Vec<Event>> {
+        if self.lane.is_some() {
+            let mut b = bytes.to_vec();
+            return self.flush(&mut b).await.map(|_| Vec::new());
+        }
         let ev = self.observe(Direction::S2C, bytes);
         let limit = self.hub.s.write_timeout;
         match tokio::time::timeout(limit, self.sock.write_all(bytes)).await {
@@ -190,11 +218,67 @@ impl Conn {
     fn queue_frame(&mut self, out: &mut Vec<u8>, op: OpCode, payload: &[u8]) {
         let at = out.len();
         self.encode_frame(out, op, payload);
+        if self.lane.is_some() {
+            // Observed in wire order with the lane's, when written.
+            self.closing |= op == OpCode::Close;
+            return;
+        }
         self.observe(Direction::S2C, &out[at..]);
     }
 
     /// Write a burst's frames.
     async fn flush(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        if let Some(lane) = self.lane.clone() {
+            let r = match self.write_gated(&lane, out) {
+                Ok(None) => Ok(()),
+                Ok(Some(mut tail)) => {
+                    // The lane waits (busy) while the tail goes out.
+                    let r = self.write_bounded(&mut tail).await;
+                    lane.gate().set_busy(false);
+                    r
+                }
+                Err(e) => Err(e),
+            };
+            out.clear();
+            return r;
+        }
+        self.write_bounded(out).await
+    }
+
+    /// Under the gate: observe what the lane wrote, then `out`, and write
+    /// the lane's unfinished tail and `out` as far as the socket takes
+    /// them now. `Some(tail)`: what is still to go (the gate is busy).
+    fn write_gated(&mut self, lane: &Lane, out: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+        let mut g = lane.gate();
+        for (t, b) in std::mem::take(&mut g.written) {
+            self.observe_at(Direction::S2C, &b, t);
+        }
+        if !out.is_empty() {
+            self.observe_at(Direction::S2C, out, now());
+        }
+        if self.closing {
+            g.shut();
+        }
+        let mut all = std::mem::take(&mut g.rest);
+        if all.is_empty() && out.is_empty() {
+            return Ok(None);
+        }
+        all.extend_from_slice(out);
+        let n = match lane.send_now(&all) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        if n == all.len() {
+            g.set_busy(false);
+            return Ok(None);
+        }
+        g.set_busy(true);
+        Ok(Some(all.split_off(n)))
+    }
+
+    /// Write, within the write timeout.
+    async fn write_bounded(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
         if out.is_empty() {
             return Ok(());
         }
@@ -230,9 +314,25 @@ impl Conn {
         self.tap.release();
         if let Some(leftover) = upgraded {
             let (tx, rx) = mpsc::channel(64);
-            self.hub.conns.lock().expect("conns").insert(self.id, tx);
+            self.lane = match &self.sock {
+                crate::shell::sock::Sock::Plain(s) if self.deflater.is_none() => {
+                    use std::os::fd::AsRawFd;
+                    Some(Arc::new(Lane::new(s.as_raw_fd())))
+                }
+                _ => None,
+            };
+            let door = Door {
+                tx,
+                lane: self.lane.clone(),
+            };
+            self.hub.conns.lock().expect("conns").insert(self.id, door);
             self.websocket(leftover, rx, &mut shutdown).await;
             self.hub.forget_conn(self.id);
+            if let Some(lane) = self.lane.clone() {
+                // Shut, then what it wrote is annotated before the end.
+                lane.gate().shut();
+                let _ = self.write_gated(&lane, &[]);
+            }
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.sock.shutdown()).await;
         self.tap.finish(now());
@@ -607,7 +707,7 @@ impl Conn {
         sess: &mut Session,
         backend: &mut Option<Backend>,
     ) -> Result<(), Stop> {
-        let Cmd { kind, done } = cmd;
+        let Cmd { kind, done, asked } = cmd;
         if !sess.is_open() {
             if let Some(d) = done {
                 let _ = d.send(Err(
@@ -627,6 +727,8 @@ impl Conn {
                 payload: p,
             }],
             ConnCmd::Close(code, reason) => sess.close(code, &reason, now),
+            // run_work's flush observes the lane's frames and writes a tail.
+            ConnCmd::CatchUp => Vec::new(),
             ConnCmd::Replaced { dev, by, peer } => {
                 self.notice(note::listener(
                     Severity::Warning,
@@ -637,6 +739,12 @@ impl Conn {
             }
         };
         let r = self.apply(sess, backend, outs).await;
+        if let (Some(t), true) = (asked, r.is_ok()) {
+            self.hub
+                .metrics
+                .command_seconds
+                .observe(t.elapsed().as_secs_f64());
+        }
         if let Some(d) = done {
             let _ = d.send(r.as_ref().map(|_| ()).map_err(|e| format!("not sent: {e}")));
         }

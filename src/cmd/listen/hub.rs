@@ -6,6 +6,7 @@
 //! it is full the device offline the longest makes room, and when every
 //! device is online a new one is not registered (a note says so).
 
+use super::lane::{Lane, Offer};
 use super::Settings;
 use crate::shell::control::{Commands, LISTEN_IDS};
 use crate::shell::metrics::ListenMetrics;
@@ -14,9 +15,10 @@ use crate::shell::tap::{Count, Outputs};
 use kinetid_wsdump::annotate::{Event, EventKind};
 use kinetid_wsdump::capture::replay::Stats;
 pub use kinetid_wsdump::engine::devices::{Claim, Device, DeviceTable};
+use kinetid_wsdump::engine::quirk::server_frame;
 use kinetid_wsdump::kinetid;
 use kinetid_wsdump::kinetid::msg::Report;
-use kinetid_wsdump::wire::frame::Direction;
+use kinetid_wsdump::wire::frame::{Direction, OpCode};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -32,6 +34,8 @@ pub enum ConnCmd {
     Ping(Vec<u8>),
     /// Close with a code and reason.
     Close(u16, String),
+    /// Observe what the command lane wrote (and write its tail).
+    CatchUp,
     /// A newer connection said hello with this connection's device id.
     Replaced {
         /// The device id.
@@ -48,6 +52,16 @@ pub enum ConnCmd {
 /// connection small.
 pub type CmdTx = mpsc::Sender<Box<Cmd>>;
 
+/// How commands reach a connection: its queue, and for a plain one the
+/// lane the control thread writes a frame through itself.
+#[derive(Debug, Clone)]
+pub struct Door {
+    /// The connection task's queue.
+    pub tx: CmdTx,
+    /// Its command lane, when it has one.
+    pub lane: Option<Arc<Lane>>,
+}
+
 /// A command and, for those who wait, where to say whether it went out.
 #[derive(Debug)]
 pub struct Cmd {
@@ -55,6 +69,9 @@ pub struct Cmd {
     pub kind: ConnCmd,
     /// Told `Ok` once the frame is written, or why it was not.
     pub done: Option<oneshot::Sender<Result<(), String>>>,
+    /// When the API or the console asked for it (the start of the
+    /// delivery time); `None` for the listener's own.
+    pub asked: Option<std::time::Instant>,
 }
 
 /// Why a switch command did not produce a state.
@@ -125,7 +142,7 @@ pub struct Hub {
     /// Settings.
     pub s: Settings,
     pub(super) devices: Mutex<DeviceTable>,
-    pub(super) conns: Mutex<HashMap<u64, CmdTx>>,
+    pub(super) conns: Mutex<HashMap<u64, Door>>,
     /// Commands waiting for a device's answer.
     pub(super) commands: Commands,
     pub(super) next_conn: AtomicU64,
@@ -217,13 +234,43 @@ impl Hub {
         d.rows().into_iter().cloned().collect()
     }
 
-    fn conn_of(&self, id: &str) -> Option<(u64, CmdTx)> {
+    fn conn_of(&self, id: &str) -> Option<(u64, Door)> {
         let conn = self.devices.lock().expect("devices").online_conn(id)?;
         self.conns
             .lock()
             .expect("conns")
             .get(&conn)
-            .map(|tx| (conn, tx.clone()))
+            .map(|d| (conn, d.clone()))
+    }
+
+    /// A text or ping command through the connection's lane, when it has
+    /// one and the lane takes it: true when it is on the wire (or its
+    /// tail left to the task, which is nudged), its delivery time counted.
+    fn through_lane(&self, door: &Door, kind: &ConnCmd, asked: std::time::Instant) -> bool {
+        let Some(lane) = &door.lane else {
+            return false;
+        };
+        let mut frame = Vec::new();
+        match kind {
+            ConnCmd::Text(t) => server_frame(&mut frame, OpCode::Text, t.as_bytes()),
+            ConnCmd::Ping(p) => server_frame(&mut frame, OpCode::Ping, p),
+            _ => return false,
+        }
+        if lane.offer(frame) == Offer::Declined {
+            return false;
+        }
+        self.metrics
+            .command_seconds
+            .observe(asked.elapsed().as_secs_f64());
+        // The task annotates what the lane wrote (and writes a tail) when
+        // it next runs; this tells it to run. A full queue has commands
+        // that will.
+        let _ = door.tx.try_send(Box::new(Cmd {
+            kind: ConnCmd::CatchUp,
+            done: None,
+            asked: None,
+        }));
+        true
     }
 
     /// Queue a command for a connection without waiting: a connection whose
@@ -243,21 +290,22 @@ impl Hub {
     /// Send `switch` to a device (through its active plug for a passive) and
     /// wait for its `state` or `error`.
     pub async fn switch(&self, id: &str, on: Option<bool>) -> Result<Value, SwitchError> {
-        let Some((conn, tx)) = self.conn_of(id) else {
+        let asked = std::time::Instant::now();
+        let Some((conn, door)) = self.conn_of(id) else {
             return Err(SwitchError::NotFound(format!("no connected device {id}")));
         };
         let (cmd, rrx) = self.commands.start(conn);
-        let text = kinetid::switch(cmd, id, on);
-        if let Err(e) = Self::queue(
-            &tx,
-            id,
-            Cmd {
-                kind: ConnCmd::Text(text),
+        let kind = ConnCmd::Text(kinetid::switch(cmd, id, on));
+        if !self.through_lane(&door, &kind, asked) {
+            let c = Cmd {
+                kind,
                 done: None,
-            },
-        ) {
-            self.commands.forget(conn, cmd);
-            return Err(e);
+                asked: Some(asked),
+            };
+            if let Err(e) = Self::queue(&door.tx, id, c) {
+                self.commands.forget(conn, cmd);
+                return Err(e);
+            }
         }
         let sent = std::time::Instant::now();
         match tokio::time::timeout(self.s.reply_timeout, rrx).await {
@@ -281,16 +329,21 @@ impl Hub {
     /// Send a raw command to the connection carrying a device and wait (at
     /// most a few seconds) until it is written or refused.
     pub async fn command(&self, id: &str, c: ConnCmd) -> Result<(), CommandError> {
+        let asked = std::time::Instant::now();
         let id_s = || id.to_string();
-        let (_, tx) = self
+        let (_, door) = self
             .conn_of(id)
             .ok_or_else(|| CommandError::NotConnected(id_s()))?;
+        if self.through_lane(&door, &c, asked) {
+            return Ok(());
+        }
         let (dtx, drx) = oneshot::channel();
         let cmd = Cmd {
             kind: c,
             done: Some(dtx),
+            asked: Some(asked),
         };
-        tx.try_send(Box::new(cmd)).map_err(|e| match e {
+        door.tx.try_send(Box::new(cmd)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => CommandError::Busy(id_s()),
             mpsc::error::TrySendError::Closed(_) => CommandError::Disconnected(id_s()),
         })?;
@@ -345,14 +398,15 @@ impl Hub {
 
     /// Tell a connection that a newer one took its device id over.
     pub fn replace(&self, old: u64, dev: &str, by: u64, peer: &str) {
-        if let Some(tx) = self.conns.lock().expect("conns").get(&old) {
-            let _ = tx.try_send(Box::new(Cmd {
+        if let Some(d) = self.conns.lock().expect("conns").get(&old) {
+            let _ = d.tx.try_send(Box::new(Cmd {
                 kind: ConnCmd::Replaced {
                     dev: dev.to_string(),
                     by,
                     peer: peer.to_string(),
                 },
                 done: None,
+                asked: None,
             }));
         }
     }

@@ -8,6 +8,18 @@
 //!   web pages out.
 //! * [`console`]: commands typed on stdin.
 //!
+//! Two runtimes: the devices' connections run on a multi-threaded one,
+//! whose workers take the burst of reports at each period boundary; the
+//! accept loop, the API and metrics, the console and the housekeeping run
+//! on a thread of their own ("control"). A switch from the API is then
+//! never queued behind that burst: the control thread reads the request
+//! at once, and the device's task, woken from outside its runtime, is
+//! taken from the runtime's injection queue within a few dozen polls, not
+//! after every task the burst woke (`command_delivery_seconds` measures
+//! it; docs/scale.md). Which runtime serves a plain connection is decided
+//! from its request line, peeked, not read: the connection itself reads
+//! and annotates every byte as before.
+//!
 //! Output never stalls the network path (a full stdout queue drops lines
 //! and counts them), the recording is written before the bytes it holds
 //! are acted on, and SIGINT/SIGTERM are watched on a thread of their own so
@@ -17,6 +29,7 @@ pub mod api;
 pub mod conn;
 pub mod console;
 pub mod hub;
+pub mod lane;
 pub mod memory;
 
 use crate::cli::ListenArgs;
@@ -32,6 +45,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::runtime::Handle;
 use tokio::sync::{broadcast, watch, Semaphore};
 
 /// Annotated output waiting for a slow stdout, at most (then lines are
@@ -167,7 +181,12 @@ pub fn run(a: ListenArgs) -> Result<u8, AppError> {
         status: 0,
         who: None,
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let devices = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("devices")
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Io("tokio runtime".into(), e))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| AppError::Io("tokio runtime".into(), e))?;
@@ -178,9 +197,11 @@ pub fn run(a: ListenArgs) -> Result<u8, AppError> {
         console,
         settings,
         stop,
+        devices.handle().clone(),
     ));
     // The console's stdin read sits in a blocking thread that never ends by itself.
     rt.shutdown_timeout(Duration::from_millis(200));
+    devices.shutdown_timeout(Duration::from_millis(200));
     r
 }
 
@@ -191,6 +212,7 @@ async fn serve(
     console: bool,
     s: Settings,
     mut stop: watch::Receiver<bool>,
+    devices: Handle,
 ) -> Result<u8, AppError> {
     let (listener, local) = crate::shell::listen_on("--bind", &bind).await?;
     // The first line on stderr says where we are: tests and scripts read it.
@@ -229,7 +251,7 @@ async fn serve(
     loop {
         tokio::select! {
             acc = listener.accept() => match acc {
-                Ok((sock, peer)) => accept(&hub, &sem, &shutdown_tx, &tasks, sock, peer),
+                Ok((sock, peer)) => accept(&hub, &sem, &shutdown_tx, &tasks, &devices, sock, peer),
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -259,11 +281,13 @@ fn accept(
     sem: &Arc<Semaphore>,
     shutdown: &broadcast::Sender<()>,
     tasks: &Tasks,
+    devices: &Handle,
     sock: TcpStream,
     peer: SocketAddr,
 ) {
     let _ = sock.set_nodelay(true);
     let hub = hub.clone();
+    let hub_tls = hub.s.tls.is_some();
     let Ok(permit) = sem.clone().try_acquire_owned() else {
         hub.counters.refused.fetch_add(1, Ordering::Relaxed);
         hub.metrics
@@ -284,7 +308,7 @@ fn accept(
     hub.metrics.connections.inc();
     hub.metrics.connections_open.inc();
     let sd = shutdown.subscribe();
-    let fut = async move {
+    let serve = move |sock: TcpStream| async move {
         let (sock, tls) = match &hub.s.tls {
             None => (crate::shell::sock::Sock::Plain(sock), None),
             Some(t) => match Box::pin(crate::shell::tls::accept_device(
@@ -312,12 +336,95 @@ fn accept(
         hub.metrics.connections_open.dec();
         drop(permit);
     };
-    let t = tokio::spawn(fut);
+    // Over TLS the request line cannot be peeked: the devices' runtime
+    // serves every connection (the API too).
+    if hub_tls {
+        keep(tasks, devices.spawn(moved(sock, serve)));
+        return;
+    }
+    let (tasks2, devices) = (tasks.clone(), devices.clone());
+    let t = tokio::spawn(async move {
+        match lane_of(&sock).await {
+            Lane::Control => serve(sock).await,
+            Lane::Devices => keep(&tasks2, devices.spawn(moved(sock, serve))),
+        }
+    });
+    keep(tasks, t);
+}
+
+/// Keep a connection's task, to wait for it at shutdown.
+fn keep(tasks: &Tasks, t: tokio::task::JoinHandle<()>) {
     let mut t0 = tasks.lock().expect("tasks");
     t0.push(t);
     if t0.len() > 1024 {
         t0.retain(|h| !h.is_finished());
     }
+}
+
+/// A socket accepted on the control thread, served on the runtime this
+/// future is spawned on (registered again with that runtime's reactor,
+/// so its readiness is not the control thread's work).
+async fn moved<F, Fut>(sock: TcpStream, serve: F)
+where
+    F: FnOnce(TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    match sock.into_std().and_then(TcpStream::from_std) {
+        Ok(s) => serve(s).await,
+        Err(e) => tracing::warn!("moving an accepted connection to the devices' runtime: {e}"),
+    }
+}
+
+/// Which runtime serves a plain connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// The control thread: the API and the metrics.
+    Control,
+    /// The devices' runtime: devices, the page, the event stream, and
+    /// whatever cannot be told in time.
+    Devices,
+}
+
+/// Peek (not read) the request line until its target is known: at most
+/// about 100 ms for a client that says nothing or very slowly.
+async fn lane_of(sock: &TcpStream) -> Lane {
+    let mut b = [0u8; 96];
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+    let mut seen = 0;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, sock.peek(&mut b)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return Lane::Devices,
+        };
+        match lane_of_request_line(&b[..n]) {
+            Some(l) => return l,
+            None if n == b.len() => return Lane::Devices,
+            None => {}
+        }
+        // Peeking leaves the socket readable: wait for more bytes by time.
+        if n == seen && tokio::time::Instant::now() >= deadline {
+            return Lane::Devices;
+        }
+        seen = n;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// `METHOD SP TARGET ...`: the API (but its event stream) and the metrics
+/// go to the control thread. `None` while the target is not complete.
+fn lane_of_request_line(b: &[u8]) -> Option<Lane> {
+    let sp = b.iter().position(|&c| c == b' ')?;
+    let rest = &b[sp + 1..];
+    let end = rest
+        .iter()
+        .position(|&c| matches!(c, b' ' | b'?' | b'\r' | b'\n'))?;
+    let path = &rest[..end];
+    let api = path.starts_with(b"/api/") && path != b"/api/events";
+    Some(if api || path == b"/metrics" {
+        Lane::Control
+    } else {
+        Lane::Devices
+    })
 }
 
 /// Periodic chores: fsync the recording, say when output is being dropped.
