@@ -974,3 +974,75 @@ fn host_without_port_and_a_foreign_subprotocol_are_named() {
     );
     assert!(!on(3).iter().any(|c| c.starts_with("hint-")), "{:?}", on(3));
 }
+
+/// A switch goes out through the connection's command lane (written by the
+/// listener's control thread): the device gets it, the listener shows it
+/// before the state answering it, and the delivery histogram counts it.
+#[tokio::test(flavor = "multi_thread")]
+async fn lane_commands_are_shown_before_their_answers_and_timed() {
+    let l = Listener::start(&["--format", "json", "--no-console"]);
+    let a = l.addr();
+    const DEV: &str = "KN-A4CF12F0E1B2";
+    tokio::spawn(tt_device(l.url(), DEV, &[], &[], &[]));
+    let api = |m: &'static str, p: String, b: &'static str| {
+        let a = a.clone();
+        tokio::task::spawn_blocking(move || http(&a, m, &p, "", b))
+    };
+    for _ in 0..100 {
+        if api("GET", format!("/api/devices/{DEV}"), "")
+            .await
+            .unwrap()
+            .0
+            == 200
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    const N: usize = 20;
+    for i in 0..N {
+        let body = if i % 2 == 0 {
+            r#"{"on":false}"#
+        } else {
+            r#"{"on":true}"#
+        };
+        let (st, b) = api("POST", format!("/api/devices/{DEV}/switch"), body)
+            .await
+            .unwrap();
+        assert_eq!(st, 200, "{b}");
+    }
+    let (st, m) = api("GET", "/metrics".into(), "").await.unwrap();
+    assert_eq!(st, 200);
+    let count = m
+        .lines()
+        .find_map(|l| l.strip_prefix("kinetid_wsdump_command_delivery_seconds_count "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(count, Some(N as f64), "{m}");
+    let out = l.stop();
+    // In the order shown: each switch (server to device), then its state.
+    let mut open = Vec::new();
+    let mut answered = 0;
+    for e in json_lines(&out) {
+        if e["type"] != "message" {
+            continue;
+        }
+        let Some(t) = e["text"].as_str() else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(t).unwrap();
+        match (e["dir"].as_str(), v["t"].as_str()) {
+            (Some("s2c"), Some("switch")) => open.push(v["id"].clone()),
+            (Some("c2s"), Some("state")) => {
+                assert!(
+                    open.contains(&v["re"]),
+                    "state {v} shown before its switch:\n{out}"
+                );
+                open.retain(|id| *id != v["re"]);
+                answered += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(answered, N, "{out}");
+    assert!(open.is_empty(), "{open:?}");
+}
