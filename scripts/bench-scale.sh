@@ -35,7 +35,9 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 LPID=$!
 for _ in $(seq 100); do grep -q "listening on" "$TMP/listen.err" 2>/dev/null && break; sleep 0.05; done
 RAMP=$(( PLUGS / 2000 + 2 ))
-TOTAL=$(( SECS + RAMP + 10 ))
+# The emulator is stopped with SIGINT once measured; its --duration only
+# bounds a run whose script died, past the longest wait for the fleet below.
+TOTAL=$(( SECS + RAMP + 90 ))
 "$BIN" emulate-device --url "ws://127.0.0.1:$PORT/ws" --count "$PLUGS" --interval "$INTERVAL" --spread "$SPREAD" \
   --ramp "${RAMP}s" --duration "${TOTAL}s" --stats-json "$TMP/stats.json" > /dev/null 2> "$TMP/emu.err" &
 EPID=$!
@@ -94,7 +96,8 @@ def rss(pid):
             return int(l.split()[1])
 
 rss0 = rss(lpid)
-deadline = time.time() + ramp + 60
+began = time.time()
+deadline = began + ramp + 60
 online = 0
 while time.time() < deadline:
     st, body = get("/api/devices")
@@ -105,7 +108,7 @@ while time.time() < deadline:
     if online >= plugs:
         break
     time.sleep(1)
-print(f"{online} of {plugs} plugs online after ramp", flush=True)
+print(f"{online} of {plugs} plugs online after {time.time() - began:.0f} s (ramp {ramp} s)", flush=True)
 ids = [d["id"] for d in devs]
 time.sleep(2)
 d0 = delivery()

@@ -515,6 +515,11 @@ async fn apply_home(
     outs: Vec<Out>,
 ) -> Result<(), LinkError> {
     for o in outs {
+        // A report that does not go out (the session is closing) stays
+        // queued for the next connection: it is not counted as sent.
+        if matches!(o, Out::ReportSent) && !sess.is_open() {
+            continue;
+        }
         count(&sh.stats, &o);
         // -v: what each plug does; -vv: every report and ack too.
         match &o {

@@ -259,12 +259,20 @@ impl Conn {
         if self.closing {
             g.shut();
         }
-        let mut all = std::mem::take(&mut g.rest);
-        if all.is_empty() && out.is_empty() {
+        // The lane's unfinished tail first (rare): then the two go as one.
+        let joined;
+        let all: &[u8] = if g.rest.is_empty() {
+            out
+        } else {
+            let mut r = std::mem::take(&mut g.rest);
+            r.extend_from_slice(out);
+            joined = r;
+            &joined
+        };
+        if all.is_empty() {
             return Ok(None);
         }
-        all.extend_from_slice(out);
-        let n = match lane.send_now(&all) {
+        let n = match lane.send_now(all) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
             Err(e) => return Err(e),
@@ -274,7 +282,7 @@ impl Conn {
             return Ok(None);
         }
         g.set_busy(true);
-        Ok(Some(all.split_off(n)))
+        Ok(Some(all[n..].to_vec()))
     }
 
     /// Write, within the write timeout.
