@@ -29,6 +29,14 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
     c
 }
 
+/// A histogram with these buckets, registered.
+fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
@@ -164,30 +172,20 @@ impl ListenMetrics {
     pub fn new() -> ListenMetrics {
         let r = Registry::new();
         let p = "kinetid_wsdump_";
-        let switch_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                format!("{p}switch_round_trip_seconds"),
-                "Time from sending a switch command to the device's state or error",
-            )
-            .buckets(vec![
+        let switch_seconds = histogram(
+            &r,
+            &format!("{p}switch_round_trip_seconds"),
+            "Time from sending a switch command to the device's state or error",
+            &[
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-        )
-        .expect("valid metric");
-        r.register(Box::new(switch_seconds.clone()))
-            .expect("unique metric");
-        let command_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                format!("{p}command_delivery_seconds"),
-                "Time from a command's request (API or console: switch, send, ping, close) to its frame written to the device's socket",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
-        )
-        .expect("valid metric");
-        r.register(Box::new(command_seconds.clone()))
-            .expect("unique metric");
+            ],
+        );
+        let command_seconds = histogram(
+            &r,
+            &format!("{p}command_delivery_seconds"),
+            "Time from a command's request (API or console: switch, send, ping, close) to its frame written to the device's socket",
+            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+        );
         ListenMetrics {
             connections_open: gauge(
                 &r,

@@ -47,6 +47,14 @@ impl Rig {
         );
         self.device(&req, 0)
     }
+    /// The device connects again at `ms` (a new connection: a new
+    /// annotator) and says hello.
+    fn back(&mut self, ms: u64) {
+        self.probe.on_reconnect(self.t0 + Duration::from_millis(ms));
+        self.ann = Annotator::new(2, Config::default());
+        self.connect();
+        self.hello();
+    }
     fn hello(&mut self) -> Vec<Act> {
         let h = format!(
             r#"{{"t":"hello","id":1,"dev":"{DEV}","fw":"t","role":"active","period_s":1,"passives":[]}}"#
@@ -296,10 +304,7 @@ fn a_resend_is_judged_on_the_next_connection_not_on_what_shared_the_drop_read() 
     assert!(r.probe.verdict().is_none(), "{:?}", r.probe.verdict());
     assert!(r.probe.awaits_connection());
     // Back: 56 again first is the pass.
-    r.probe.on_reconnect(r.t0 + Duration::from_millis(1200));
-    r.ann = Annotator::new(2, Config::default());
-    r.connect();
-    r.hello();
+    r.back(1200);
     r.device(&report(56, 2), 1300);
     assert!(
         matches!(r.probe.verdict(), Some(Verdict::Pass(e)) if e.contains("seq 56")),
@@ -311,10 +316,7 @@ fn a_resend_is_judged_on_the_next_connection_not_on_what_shared_the_drop_read() 
     r.connect();
     r.hello();
     r.device(&report(56, 2), 20);
-    r.probe.on_reconnect(r.t0 + Duration::from_millis(1200));
-    r.ann = Annotator::new(2, Config::default());
-    r.connect();
-    r.hello();
+    r.back(1200);
     r.device(&report(57, 2), 1300);
     assert!(
         matches!(r.probe.verdict(), Some(Verdict::Fail(e)) if e.contains("forgotten")),
