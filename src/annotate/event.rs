@@ -68,7 +68,7 @@ pub struct FrameEvent {
     /// The header.
     pub header: FrameHeader,
     /// Header bytes as received.
-    pub head: Vec<u8>,
+    pub head: frame::HeadBytes,
     /// Unmasked payload (empty when skipped).
     pub payload: Vec<u8>,
     /// Payload over the limit, not stored.
@@ -106,8 +106,9 @@ pub struct MessageEvent {
     /// A text message whose payload is valid UTF-8 (and whole):
     /// [`MessageEvent::text`] reads it.
     pub valid_text: bool,
-    /// The Kinetid reading, when decoded.
-    pub kinetid: Option<kinetid::Message>,
+    /// The Kinetid reading, when decoded (boxed: a message without one,
+    /// and every move of one, is the smaller for it).
+    pub kinetid: Option<Box<kinetid::Message>>,
     /// Notes.
     pub notes: Vec<Note>,
     /// For a compressed message (permessage-deflate): its size on the

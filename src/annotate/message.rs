@@ -72,7 +72,7 @@ pub(super) fn finish_message(
         frames: fr.frames,
         payload: fr.payload,
         valid_text,
-        kinetid: km,
+        kinetid: km.map(Box::new),
         notes,
         compressed_len,
     }

@@ -36,7 +36,7 @@ impl Annotator {
         FrameEvent {
             header: h,
             offset,
-            head,
+            head: frame::HeadBytes::new(&head),
             payload,
             skipped: false,
             close: None,
@@ -59,7 +59,7 @@ impl Annotator {
             if let Some(k) = st.last_payload_key {
                 apply_mask(&mut prev, k.0);
             }
-            let mut bytes = f.head.clone();
+            let mut bytes = f.head.to_vec();
             let at = bytes.len();
             bytes.extend_from_slice(&f.payload);
             if let Some(k) = f.header.mask {

@@ -302,7 +302,7 @@ fn frame_json(f: &FrameEvent) -> Value {
         "payload_len": h.payload_len,
         "len_encoding": h.len_encoding.bits(),
         "mask_key": h.mask.map(|k| k.hex()),
-        "header_hex": hex::encode(&f.head),
+        "header_hex": hex::encode(f.head),
         "payload_hex": hex::encode(&f.payload),
         "payload_text": text,
         "skipped": f.skipped,

@@ -10,11 +10,48 @@ pub struct RawFrame {
     /// The header.
     pub header: FrameHeader,
     /// The header bytes as received.
-    pub head: Vec<u8>,
+    pub head: HeadBytes,
     /// The payload, unmasked. Empty when the payload was over the limit.
     pub payload: Vec<u8>,
     /// True when the payload was over the limit and skipped.
     pub skipped: bool,
+}
+
+/// A frame header's bytes as received, held in place (a header is at most
+/// 14 bytes: 2, an extended length of 2 or 8, a masking key of 4).
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeadBytes {
+    len: u8,
+    b: [u8; 14],
+}
+
+impl HeadBytes {
+    /// The first 14 bytes of `s` at most (all of a frame header).
+    pub fn new(s: &[u8]) -> HeadBytes {
+        let n = s.len().min(14);
+        let mut b = [0u8; 14];
+        b[..n].copy_from_slice(&s[..n]);
+        HeadBytes { len: n as u8, b }
+    }
+}
+
+impl std::ops::Deref for HeadBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.b[..usize::from(self.len)]
+    }
+}
+
+impl AsRef<[u8]> for HeadBytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::fmt::Debug for HeadBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
 }
 
 /// What [`Decoder::next_frame`] found.
@@ -208,7 +245,7 @@ impl Decoder {
         }
         if h.payload_len >> 63 != 0 {
             self.stuck = true;
-            let head = avail[..h.header_len].to_vec();
+            let head = HeadBytes::new(&avail[..h.header_len]);
             let offset = self.offset;
             self.start += h.header_len;
             self.offset += h.header_len as u64;
@@ -222,7 +259,7 @@ impl Decoder {
         }
         if h.payload_len > self.max_payload {
             // Report now, skip the payload as it streams in.
-            let head = avail[..h.header_len].to_vec();
+            let head = HeadBytes::new(&avail[..h.header_len]);
             let offset = self.offset;
             let have = (avail.len() - h.header_len) as u64;
             let take = have.min(h.payload_len);
@@ -242,7 +279,7 @@ impl Decoder {
         if avail.len() < total {
             return Decoded::Need((total - avail.len()) as u64);
         }
-        let head = avail[..h.header_len].to_vec();
+        let head = HeadBytes::new(&avail[..h.header_len]);
         let mut payload = avail[h.header_len..total].to_vec();
         if let Some(k) = h.mask {
             apply_mask(&mut payload, k.0);

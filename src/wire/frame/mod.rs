@@ -12,7 +12,7 @@ use crate::wire::mask::apply_mask;
 use std::borrow::Cow;
 
 pub use super::codes::{CloseCode, Direction, OpCode, Role};
-pub use decode::{Decoded, Decoder, RawFrame};
+pub use decode::{Decoded, Decoder, HeadBytes, RawFrame};
 pub use encode::*;
 pub use resync::{find_header, plausible_header};
 
