@@ -20,7 +20,7 @@ impl Annotator {
                     return;
                 }
                 Decoded::Frame(raw) => {
-                    let skipped = raw.skipped.then(|| (raw.header, raw.head));
+                    let skipped = raw.skipped.then_some((raw.header, raw.head));
                     let (mut frame_ev, msg_ev) = self.judge_frame(dir, raw);
                     if let Some((h, head)) = skipped {
                         self.diagnose_length(dir, &h, &head, &mut frame_ev.notes);
