@@ -109,26 +109,23 @@ impl Line {
     /// `{:?}` of a string: printable ASCII by hand (only `"` and `\\`
     /// are escaped there), anything else the standard way.
     fn debug_str(&mut self, s: &str) -> &mut Self {
-        // One pass into room for the worst case: each byte is written with
-        // a backslash in front that is kept only where it is needed.
-        let v = &mut self.0;
-        let start = v.len();
-        v.resize(start + 2 * s.len() + 2, 0);
-        let out = &mut v[start..];
-        out[0] = b'"';
-        let mut j = 1;
-        for &b in s.as_bytes() {
-            if !(0x20..0x7f).contains(&b) {
-                v.truncate(start);
-                return self.str(&format!("{s:?}"));
-            }
-            out[j] = b'\\';
-            j += usize::from(b == b'"' || b == b'\\');
-            out[j] = b;
-            j += 1;
+        // Checked whole first (a fold without an early exit, which the
+        // compiler vectorises), then copied with a backslash where needed.
+        let b = s.as_bytes();
+        let plain = b.iter().fold(true, |ok, &c| ok & (0x20..0x7f).contains(&c));
+        if !plain {
+            return self.str(&format!("{s:?}"));
         }
-        out[j] = b'"';
-        v.truncate(start + j + 1);
+        let v = &mut self.0;
+        v.reserve(2 * b.len() + 2);
+        v.push(b'"');
+        for &c in b {
+            if c == b'"' || c == b'\\' {
+                v.push(b'\\');
+            }
+            v.push(c);
+        }
+        v.push(b'"');
         self
     }
     /// `conn dir offset` that starts every line.
