@@ -147,17 +147,33 @@ fn real_stacks_raise_nothing_on_their_exchange_and_their_real_faults_are_found()
         let ev = json_lines(out);
         assert!(alarms(&ev).is_empty(), "{who}: {:#?}", alarms(&ev));
     }
-    // The listener gave back what the sessions took.
+    // The listener gave back what the sessions took. Each scrape of the
+    // task count is itself a connection, so the descriptors are counted
+    // a moment after it (its socket closing is not a leak), and the least
+    // of a few samples is what is compared.
+    let sample = || {
+        let t = tasks(&l.addr());
+        std::thread::sleep(Duration::from_millis(50));
+        (fds(pid), t)
+    };
+    let least = || {
+        (0..4)
+            .map(|_| sample())
+            .fold((usize::MAX, f64::MAX), |(f, t), (f2, t2)| {
+                (f.min(f2), t.min(t2))
+            })
+    };
     let end = Instant::now() + Duration::from_secs(10);
-    while (fds(pid) > base.0 || tasks(&l.addr()) > base.1) && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(100));
+    let mut now = least();
+    while (now.0 > base.0 || now.1 > base.1) && Instant::now() < end {
+        now = least();
     }
     assert!(
-        fds(pid) <= base.0 && tasks(&l.addr()) <= base.1,
+        now.0 <= base.0 && now.1 <= base.1,
         "descriptors {} (were {}), tasks {} (were {})",
-        fds(pid),
+        now.0,
         base.0,
-        tasks(&l.addr()),
+        now.1,
         base.1
     );
     let out = l.stop();

@@ -194,6 +194,8 @@ impl Conn {
     async fn send_frame(&mut self, op: OpCode, payload: &[u8]) -> std::io::Result<()> {
         let mut b = Vec::with_capacity(payload.len() + 10);
         self.encode_frame(&mut b, op, payload);
+        // The lane shuts with a Close written this way too.
+        self.closing |= op == OpCode::Close;
         self.send(&b).await.map(|_| ())
     }
 
