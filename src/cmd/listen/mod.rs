@@ -390,7 +390,6 @@ enum Lane {
 async fn lane_of(sock: &TcpStream) -> Lane {
     let mut b = [0u8; 96];
     let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
-    let mut seen = 0;
     loop {
         let n = match tokio::time::timeout_at(deadline, sock.peek(&mut b)).await {
             Ok(Ok(n)) if n > 0 => n,
@@ -402,10 +401,9 @@ async fn lane_of(sock: &TcpStream) -> Lane {
             None => {}
         }
         // Peeking leaves the socket readable: wait for more bytes by time.
-        if n == seen && tokio::time::Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline {
             return Lane::Devices;
         }
-        seen = n;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -489,4 +487,26 @@ fn finish(hub: &Hub) {
         },
     ));
     hub.err.close(Duration::from_millis(500));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{lane_of_request_line, Lane};
+
+    #[test]
+    fn the_api_and_metrics_go_to_the_control_thread_and_the_rest_to_the_devices() {
+        let l = |b: &[u8]| lane_of_request_line(b);
+        assert_eq!(
+            l(b"POST /api/devices/KN-A4CF12F0E1B2/switch HTTP/1.1\r\n"),
+            Some(Lane::Control)
+        );
+        assert_eq!(l(b"GET /metrics HTTP/1.1\r\n"), Some(Lane::Control));
+        assert_eq!(l(b"GET /api/devices?x=1 HTTP/1.1"), Some(Lane::Control));
+        assert_eq!(l(b"GET /api/events HTTP/1.1\r\n"), Some(Lane::Devices));
+        assert_eq!(l(b"GET /ws HTTP/1.1\r\n"), Some(Lane::Devices));
+        assert_eq!(l(b"GET / HTTP/1.1\r\n"), Some(Lane::Devices));
+        // Not yet known: the target is still arriving.
+        assert_eq!(l(b"GET /api/dev"), None);
+        assert_eq!(l(b"GET"), None);
+    }
 }
