@@ -137,8 +137,9 @@ pub enum EventKind {
     },
     /// An HTTP request head.
     Request {
-        /// The head.
-        head: HttpHead,
+        /// The head (boxed, as every large part of an event is: events are
+        /// moved several times on their way out, and most are frames).
+        head: Box<HttpHead>,
         /// Plain or upgrade.
         kind: RequestKind,
         /// The checks, for upgrade requests.
@@ -147,9 +148,9 @@ pub enum EventKind {
     /// An HTTP response head.
     Response {
         /// The head.
-        head: HttpHead,
+        head: Box<HttpHead>,
         /// Checked against the request's key.
-        verdict: ClientVerdict,
+        verdict: Box<ClientVerdict>,
     },
     /// A malformed HTTP head.
     HeadError(HeadError),
@@ -224,4 +225,15 @@ impl Event {
             _ => &[],
         }
     }
+}
+
+#[cfg(test)]
+#[test]
+fn an_event_stays_small() {
+    // Moved several times a frame: its large parts live behind boxes.
+    assert!(
+        std::mem::size_of::<Event>() <= 112,
+        "{}",
+        std::mem::size_of::<Event>()
+    );
 }

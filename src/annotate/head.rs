@@ -47,7 +47,7 @@ impl Annotator {
             dir,
             0,
             EventKind::Request {
-                head,
+                head: Box::new(head),
                 kind,
                 verdict,
             },
@@ -89,7 +89,14 @@ impl Annotator {
             ));
         }
         let hints = head_hints(&head, self.key.as_deref(), Some(&verdict));
-        out.push(self.event(dir, 0, EventKind::Response { head, verdict }));
+        out.push(self.event(
+            dir,
+            0,
+            EventKind::Response {
+                head: Box::new(head),
+                verdict: Box::new(verdict),
+            },
+        ));
         for note in hints {
             out.push(self.event(dir, 0, EventKind::Notice { note }));
         }

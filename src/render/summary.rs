@@ -128,10 +128,20 @@ impl Line {
         v.push(b'"');
         self
     }
-    /// `conn dir offset` that starts every line.
+    /// `conn dir offset` that starts every line, put together on the
+    /// stack and copied once.
     fn start(&mut self, e: &Event) -> &mut Self {
-        self.num(e.conn).str(" ").str(e.dir.as_str()).str(" ");
-        self.num8(e.offset)
+        let mut c = itoa::Buffer::new();
+        let mut o = itoa::Buffer::new();
+        let (conn, off) = (c.format(e.conn).as_bytes(), o.format(e.offset).as_bytes());
+        let mut buf = [b' '; 64];
+        let mut n = conn.len();
+        buf[..n].copy_from_slice(conn);
+        buf[n + 1..n + 4].copy_from_slice(e.dir.as_str().as_bytes());
+        n += 5 + 8usize.saturating_sub(off.len());
+        buf[n..n + off.len()].copy_from_slice(off);
+        self.0.extend_from_slice(&buf[..n + off.len()]);
+        self
     }
 }
 
@@ -239,10 +249,44 @@ mod tests {
             "tab\there\nnew",
             "Grüße \u{202e} \u{301}x",
             "\u{0}\u{1b}[2J",
-        ] {
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain([r#"\"q\"\\"#.repeat(90), "x".repeat(300)])
+        {
+            let t = t.as_str();
             let mut l = Line(Vec::new());
             l.debug_str(t);
             assert_eq!(String::from_utf8(l.0).unwrap(), format!("{t:?}"), "{t}");
+        }
+    }
+
+    #[test]
+    fn a_line_starts_as_the_format_string_has_it() {
+        use crate::annotate::{Event, EventKind};
+        use crate::wire::codes::Direction;
+        for (conn, offset) in [
+            (0, 0),
+            (1, 191),
+            (12, 12_345_678),
+            (7, 123_456_789),
+            (u64::MAX, u64::MAX),
+        ] {
+            for dir in [Direction::C2S, Direction::S2C] {
+                let e = Event::at(
+                    conn,
+                    dir,
+                    offset,
+                    None,
+                    EventKind::Open {
+                        peer: String::new(),
+                    },
+                );
+                let mut l = Line(Vec::new());
+                l.start(&e);
+                let want = format!("{} {} {:>8}", conn, dir.as_str(), offset);
+                assert_eq!(String::from_utf8(l.0).unwrap(), want);
+            }
         }
     }
 

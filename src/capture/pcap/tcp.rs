@@ -159,11 +159,18 @@ impl Reassembler {
     ) {
         let k = key(s.src, s.dst);
         self.serial += 1;
-        if !self.flows.contains_key(&k) && !self.track(k, &s, pkt, time) {
-            return;
-        }
-        let Some(flow) = self.flows.get_mut(&k) else {
-            return;
+        // One lookup a packet where the flow is known (nearly every one).
+        let flow = match self.flows.get_mut(&k) {
+            Some(f) => f,
+            None => {
+                if !self.track(k, &s, pkt, time) {
+                    return;
+                }
+                let Some(f) = self.flows.get_mut(&k) else {
+                    return;
+                };
+                f
+            }
         };
         flow.seen = self.serial;
         let dir = if s.src == flow.client {
@@ -216,13 +223,24 @@ impl Reassembler {
             let after = flow.c2s.ooo_bytes + flow.s2c.ooo_bytes;
             self.held = (self.held + after).saturating_sub(before);
         }
-        for (d, p) in out.drain(..) {
-            self.piece(k, d, p);
+        let done = |h: &Half| h.fin.is_some_and(|f| h.next == Some(f));
+        // Pieces do not move either half's FIN or next byte.
+        let both_done = done(&flow.c2s) && done(&flow.s2c);
+        match flow.kind {
+            // Known WebSocket: handed on without looking the flow up again.
+            Kind::WebSocket(c) => {
+                for (d, p) in out.drain(..) {
+                    self.emit(c, d, p);
+                }
+            }
+            _ => {
+                for (d, p) in out.drain(..) {
+                    self.piece(k, d, p);
+                }
+            }
         }
         self.pieces = out;
-        let flow = &self.flows[&k];
-        let done = |h: &Half| h.fin.is_some_and(|f| h.next == Some(f));
-        if done(&flow.c2s) && done(&flow.s2c) {
+        if both_done {
             self.close(k, time, Some(pkt));
         }
     }

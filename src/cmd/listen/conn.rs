@@ -397,7 +397,7 @@ impl Conn {
                             c.connections.fetch_sub(1, Ordering::Relaxed);
                             c.web.fetch_add(1, Ordering::Relaxed);
                         }
-                        self.plain_http(head, body, shutdown).await;
+                        self.plain_http(*head, body, shutdown).await;
                         return None;
                     }
                     EventKind::Request {
