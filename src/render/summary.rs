@@ -89,14 +89,6 @@ impl Line {
             .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         self
     }
-    /// `{:>8}` of a number.
-    fn num8(&mut self, n: u64) -> &mut Self {
-        let mut b = itoa::Buffer::new();
-        let d = b.format(n);
-        self.0
-            .extend(std::iter::repeat_n(b' ', 8usize.saturating_sub(d.len())));
-        self.str(d)
-    }
     /// `{:<w}` of a name.
     fn left(&mut self, s: &str, w: usize) -> &mut Self {
         self.str(s);
