@@ -109,13 +109,22 @@ impl Line {
             return self.str(&format!("{s:?}"));
         }
         let v = &mut self.0;
-        v.reserve(2 * b.len() + 2);
         v.push(b'"');
-        for &c in b {
-            if c == b'"' || c == b'\\' {
-                v.push(b'\\');
+        // Escaped on the stack a piece at a time, without a branch per
+        // byte: a backslash is always written and kept (by the step of 2)
+        // only before a quote or a backslash; then the piece is copied once.
+        let mut buf = [0u8; 256];
+        for piece in b.chunks(127) {
+            let mut n = 0usize;
+            for &c in piece {
+                let e = usize::from(NEEDS_BACKSLASH[usize::from(c)]);
+                // `n` < 254 here (at most two bytes for each of 127): the
+                // masks only let the compiler see it.
+                buf[n & 255] = b'\\';
+                buf[(n + e) & 255] = c;
+                n += 1 + e;
             }
-            v.push(c);
+            v.extend_from_slice(&buf[..n.min(256)]);
         }
         v.push(b'"');
         self
@@ -136,6 +145,14 @@ impl Line {
         self
     }
 }
+
+/// The printable ASCII bytes `{:?}` escapes: `"` and `\\`.
+const NEEDS_BACKSLASH: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'"' as usize] = 1;
+    t[b'\\' as usize] = 1;
+    t
+};
 
 thread_local! {
     static LINE: std::cell::RefCell<Line> = const { std::cell::RefCell::new(Line(Vec::new())) };
