@@ -1018,6 +1018,22 @@ async fn lane_commands_are_shown_before_their_answers_and_timed() {
         .find_map(|l| l.strip_prefix("kinetid_wsdump_command_delivery_seconds_count "))
         .and_then(|v| v.trim().parse::<f64>().ok());
     assert_eq!(count, Some(N as f64), "{m}");
+    // Both paths show the same order; that the lane wrote at all is seen
+    // in how the commands went (a gate busy with the task's own write may
+    // send one through the queue).
+    let path = |p: &str| {
+        m.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "kinetid_wsdump_commands_written_total{{path=\"{p}\"}} "
+                ))
+            })
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (lane, queue) = (path("lane"), path("queue"));
+    assert_eq!(lane + queue, N as u64, "{m}");
+    assert!(lane > 0, "no command took the lane:\n{m}");
     let out = l.stop();
     // In the order shown: each switch (server to device), then its state.
     let mut open = Vec::new();

@@ -156,6 +156,9 @@ pub struct ListenMetrics {
     pub switch_seconds: Histogram,
     /// Commands from the API or console asking to their frame written.
     pub command_seconds: Histogram,
+    /// Commands written, by path: `[lane, queue]` (the control thread
+    /// wrote the frame itself, or the connection's task did).
+    pub commands_by_path: [IntCounter; 2],
     /// Output lines dropped because stdout did not keep up.
     pub output_dropped: IntCounter,
 }
@@ -186,7 +189,17 @@ impl ListenMetrics {
             "Time from a command's request (API or console: switch, send, ping, close) to its frame written to the device's socket",
             &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
         );
+        let by_path = counter_vec(
+            &r,
+            &format!("{p}commands_written_total"),
+            "Commands from the API or console written to their device, by path: lane (written at once by the control thread) or queue (handed to the connection's task, as with TLS, permessage-deflate, or a socket busy writing)",
+            &["path"],
+        );
         ListenMetrics {
+            commands_by_path: [
+                by_path.with_label_values(&["lane"]),
+                by_path.with_label_values(&["queue"]),
+            ],
             connections_open: gauge(
                 &r,
                 &format!("{p}connections_open"),

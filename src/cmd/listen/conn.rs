@@ -754,6 +754,7 @@ impl Conn {
                 .metrics
                 .command_seconds
                 .observe(t.elapsed().as_secs_f64());
+            self.hub.metrics.commands_by_path[1].inc();
         }
         if let Some(d) = done {
             let _ = d.send(r.as_ref().map(|_| ()).map_err(|e| format!("not sent: {e}")));

@@ -262,6 +262,7 @@ impl Hub {
         self.metrics
             .command_seconds
             .observe(asked.elapsed().as_secs_f64());
+        self.metrics.commands_by_path[0].inc();
         // The task annotates what the lane wrote (and writes a tail) when
         // it next runs; this tells it to run. A full queue has commands
         // that will.
