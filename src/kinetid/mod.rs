@@ -9,7 +9,7 @@ pub mod msg;
 mod obj;
 pub mod track;
 
-use obj::{Obj, Top};
+use obj::{Obj, Top, Val};
 
 use crate::note::{Code, Note};
 use crate::wire::frame::Direction;
@@ -63,16 +63,34 @@ pub struct Decoded {
 }
 
 fn num(v: &Obj<'_>, k: &str) -> Option<f64> {
-    v.get(k).and_then(Value::as_f64)
+    v.get(k).and_then(Val::as_f64)
 }
 
 /// ` VALUE UNIT` when the field is a number.
 fn put_num(s: &mut String, v: &Obj<'_>, k: &str, unit: &str) {
-    if let Some(x) = num(v, k) {
+    if let Some(x) = v.get(k) {
+        if push_num(s, x) {
+            s.push(' ');
+            s.push_str(unit);
+        }
+    }
+}
+
+/// ` VALUE` of a number as `{}` prints its f64 (its digits as written when
+/// they say it: most meter readings); false when it is no number.
+fn push_num(s: &mut String, v: &Val<'_>) -> bool {
+    if let Some(d) = v.shortest() {
         s.push(' ');
-        push_f64(s, x);
-        s.push(' ');
-        s.push_str(unit);
+        s.push_str(d);
+        return true;
+    }
+    match v.as_f64() {
+        Some(x) => {
+            s.push(' ');
+            push_f64(s, x);
+            true
+        }
+        None => false,
     }
 }
 
@@ -132,7 +150,7 @@ impl Ctx<'_> {
     }
 
     fn onoff(&self, k: &str) -> &'static str {
-        match self.obj.get(k).and_then(Value::as_bool) {
+        match self.obj.get(k).and_then(Val::as_bool) {
             Some(true) => "on",
             Some(false) => "off",
             None => "?",
@@ -140,7 +158,7 @@ impl Ctx<'_> {
     }
 
     fn str(&self, k: &str) -> &str {
-        self.obj.get(k).and_then(Value::as_str).unwrap_or("?")
+        self.obj.get(k).and_then(Val::as_str).unwrap_or("?")
     }
 
     fn id_s(&self) -> String {
@@ -152,7 +170,7 @@ impl Ctx<'_> {
         let passives = self
             .obj
             .get("passives")
-            .and_then(Value::as_array)
+            .and_then(Val::as_array)
             .map(|a| a.len())
             .unwrap_or(0);
         format!(
@@ -184,8 +202,8 @@ impl Ctx<'_> {
         s.push_str(self.dev.unwrap_or("-"));
         s.push_str(" seq=");
         match o.get("seq") {
-            Some(Value::Number(n)) if n.is_u64() => {
-                s.push_str(itoa::Buffer::new().format(n.as_u64().unwrap_or(0)))
+            Some(v) if v.is_u64() => {
+                s.push_str(itoa::Buffer::new().format(v.as_u64().unwrap_or(0)))
             }
             Some(v) => {
                 let _ = write!(s, "{v}");
@@ -197,12 +215,12 @@ impl Ctx<'_> {
         put_num(&mut s, o, "power_w", "W");
         put_num(&mut s, o, "voltage_v", "V");
         put_num(&mut s, o, "current_a", "A");
-        if let Some(x) = num(o, "pf") {
-            s.push_str(" pf ");
-            push_f64(&mut s, x);
+        if let Some(x) = o.get("pf").filter(|v| v.as_f64().is_some()) {
+            s.push_str(" pf");
+            push_num(&mut s, x);
         }
         put_num(&mut s, o, "energy_wh", "Wh");
-        if let Some(v) = self.obj.get("via").and_then(Value::as_str) {
+        if let Some(v) = self.obj.get("via").and_then(Val::as_str) {
             let _ = write!(s, " via {v} ({})", self.str("link"));
         }
         s
@@ -258,7 +276,7 @@ impl Ctx<'_> {
 
     fn switch(&self, notes: &mut Vec<Note>) -> String {
         self.need(notes, &["id", "dev"]);
-        let what = if self.obj.get("toggle").and_then(Value::as_bool) == Some(true) {
+        let what = if self.obj.get("toggle").and_then(Val::as_bool) == Some(true) {
             "toggle"
         } else {
             self.onoff("on")
@@ -272,7 +290,7 @@ impl Ctx<'_> {
 
     fn error(&self, notes: &mut Vec<Note>) -> String {
         self.need(notes, &["code"]);
-        let msg = self.obj.get("msg").and_then(Value::as_str).unwrap_or("");
+        let msg = self.obj.get("msg").and_then(Val::as_str).unwrap_or("");
         format!(
             "error{} {}{}{}",
             self.re.map_or(String::new(), |x| format!(" re={x}")),
@@ -299,7 +317,7 @@ fn envelope_notes(obj: &Obj<'_>, t: &str, dir: Direction, notes: &mut Vec<Note>)
             ));
         }
     }
-    if let Some(d) = obj.get("dev").and_then(Value::as_str) {
+    if let Some(d) = obj.get("dev").and_then(Val::as_str) {
         if !is_device_id(d) {
             notes.push(Note::error(
                 Code::KinetidBadDeviceId,
@@ -308,7 +326,7 @@ fn envelope_notes(obj: &Obj<'_>, t: &str, dir: Direction, notes: &mut Vec<Note>)
             ));
         }
     }
-    if let Some(v) = obj.get("via").and_then(Value::as_str) {
+    if let Some(v) = obj.get("via").and_then(Val::as_str) {
         if !is_device_id(v) {
             notes.push(Note::error(
                 Code::KinetidBadDeviceId,
@@ -374,7 +392,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
             incomplete_json: false,
         };
     };
-    let t = match obj.get("t").and_then(Value::as_str) {
+    let t = match obj.get("t").and_then(Val::as_str) {
         Some(t) => t.to_string(),
         None => {
             notes.push(Note::error(
@@ -385,9 +403,9 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
             String::new()
         }
     };
-    let id = obj.get("id").and_then(Value::as_u64);
-    let re = obj.get("re").and_then(Value::as_u64);
-    let dev = obj.get("dev").and_then(Value::as_str).map(str::to_string);
+    let id = obj.get("id").and_then(Val::as_u64);
+    let re = obj.get("re").and_then(Val::as_u64);
+    let dev = obj.get("dev").and_then(Val::as_str).map(str::to_string);
     envelope_notes(obj, &t, dir, &mut notes);
     let c = Ctx {
         obj,

@@ -392,7 +392,7 @@ impl Msg {
             // field, as the lenient fields would (tested against them).
             "report" => Msg::Report(Report::from_obj(o)),
             "ack" => Msg::Ack(Ack {
-                re: o.get("re").and_then(Value::as_u64),
+                re: o.get("re").and_then(super::obj::Val::as_u64),
             }),
             "state" => Msg::State(o.read()?),
             "error" => Msg::Error(o.read()?),
@@ -417,9 +417,10 @@ impl Report {
     /// The report in an object: each field as `lenient` reads it (`None`
     /// when missing or of another type; the last of repeated keys).
     fn from_obj(o: &super::obj::Obj<'_>) -> Report {
-        let u = |k| o.get(k).and_then(Value::as_u64);
-        let f = |k| o.get(k).and_then(Value::as_f64);
-        let s = |k| o.get(k).and_then(Value::as_str).map(str::to_string);
+        use super::obj::Val;
+        let u = |k| o.get(k).and_then(Val::as_u64);
+        let f = |k| o.get(k).and_then(Val::as_f64);
+        let s = |k| o.get(k).and_then(Val::as_str).map(str::to_string);
         Report {
             id: u("id"),
             dev: s("dev"),
@@ -427,7 +428,7 @@ impl Report {
             link: s("link"),
             ts: u("ts"),
             seq: u("seq"),
-            on: o.get("on").and_then(Value::as_bool),
+            on: o.get("on").and_then(Val::as_bool),
             power_w: f("power_w"),
             voltage_v: f("voltage_v"),
             current_a: f("current_a"),

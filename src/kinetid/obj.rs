@@ -1,21 +1,136 @@
 //! A JSON object's top-level fields, read in one pass without a map: keys
-//! borrowed from the text where they have no escapes, values as
-//! `serde_json::Value`, in the order they came. A Kinetid message has a
-//! dozen fields, so a scan finds one faster than hashing its name, and no
-//! key is copied.
+//! and plain strings borrowed from the text, numbers with the digits they
+//! were written with, anything else as `serde_json::Value`, in the order
+//! they came. A Kinetid message has a dozen fields, so a scan finds one
+//! faster than hashing its name, and nothing is copied.
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::fmt;
 
+/// One field's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val<'a> {
+    /// A string without escapes or control characters, as in the text.
+    Str(&'a str),
+    /// A non-negative integer that fits a u64.
+    U64(u64),
+    /// A decimal of at most 15 digits without an exponent, and its digits
+    /// as written.
+    Dec(f64, &'a str),
+    /// `true` or `false`.
+    Bool(bool),
+    /// `null`.
+    Null,
+    /// Anything else (an escaped string, a negative or long number, an
+    /// array, an object), as serde_json reads it.
+    Json(Value),
+}
+
+impl<'a> Val<'a> {
+    /// The string, as `Value::as_str` has it.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Val::Str(s) => Some(s),
+            Val::Json(v) => v.as_str(),
+            _ => None,
+        }
+    }
+
+    /// The number as a u64, as `Value::as_u64` has it.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Val::U64(x) => Some(*x),
+            Val::Json(v) => v.as_u64(),
+            _ => None,
+        }
+    }
+
+    /// The number as an f64, as `Value::as_f64` has it.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Val::U64(x) => Some(*x as f64),
+            Val::Dec(x, _) => Some(*x),
+            Val::Json(v) => v.as_f64(),
+            _ => None,
+        }
+    }
+
+    /// The boolean, as `Value::as_bool` has it.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Val::Bool(b) => Some(*b),
+            Val::Json(v) => v.as_bool(),
+            _ => None,
+        }
+    }
+
+    /// The array, as `Value::as_array` has it.
+    pub fn as_array(&self) -> Option<&Vec<Value>> {
+        match self {
+            Val::Json(v) => v.as_array(),
+            _ => None,
+        }
+    }
+
+    /// An integer serde_json would hold as a u64 (`Value::is_u64`).
+    pub fn is_u64(&self) -> bool {
+        match self {
+            Val::U64(_) => true,
+            Val::Json(v) => v.is_u64(),
+            _ => false,
+        }
+    }
+
+    /// A number exactly as `{}` prints it as an f64, when that can be
+    /// read off its digits: a decimal of at most 15 digits is the one such
+    /// decimal its f64 reads back as (an f64 holds 15.95 digits), so its
+    /// shortest form is its own digits without trailing zeros; an integer
+    /// below 2^53 is exact. `None`: format the f64.
+    pub fn shortest(&self) -> Option<&str> {
+        match self {
+            Val::Dec(_, t) => {
+                let t = t.trim_end_matches('0');
+                Some(t.strip_suffix('.').unwrap_or(t))
+            }
+            _ => None,
+        }
+    }
+
+    /// The value as serde_json holds it.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Val::Str(s) => Value::String((*s).to_owned()),
+            Val::U64(x) => Value::from(*x),
+            Val::Dec(x, _) => serde_json::Number::from_f64(*x).map_or(Value::Null, Value::Number),
+            Val::Bool(b) => Value::Bool(*b),
+            Val::Null => Value::Null,
+            Val::Json(v) => v.clone(),
+        }
+    }
+}
+
+/// As serde_json writes the value.
+impl fmt::Display for Val<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Val::U64(x) => write!(f, "{x}"),
+            Val::Bool(b) => write!(f, "{b}"),
+            Val::Null => f.write_str("null"),
+            Val::Json(v) => write!(f, "{v}"),
+            other => write!(f, "{}", other.to_value()),
+        }
+    }
+}
+
 /// The fields of one object, first to last.
 #[derive(Debug, Default)]
-pub struct Obj<'a>(Vec<(Cow<'a, str>, Value)>);
+pub struct Obj<'a>(Vec<(Cow<'a, str>, Val<'a>)>);
 
 impl Obj<'_> {
     /// A field's value; of repeated keys the last wins, as in a map.
-    pub fn get(&self, k: &str) -> Option<&Value> {
+    pub fn get(&self, k: &str) -> Option<&Val<'_>> {
         self.0.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v)
     }
 
@@ -24,12 +139,11 @@ impl Obj<'_> {
         self.0.iter().any(|(n, _)| n == k)
     }
 
-    /// The object read into a struct, field by field from the values
-    /// already parsed (no second pass over the text). A struct refuses a
-    /// repeated field where a map keeps the last: then it is read from
-    /// [`Obj::to_value`].
+    /// The object read into a struct, field by field (no second pass over
+    /// the text). A struct refuses a repeated field where a map keeps the
+    /// last: then it is read from [`Obj::to_value`].
     pub fn read<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
-        let fields = self.0.iter().map(|(k, v)| (k.as_ref(), v));
+        let fields = self.0.iter().map(|(k, v)| (k.as_ref(), v.to_value()));
         let d = de::value::MapDeserializer::<_, serde_json::Error>::new(fields);
         T::deserialize(d)
             .ok()
@@ -41,7 +155,7 @@ impl Obj<'_> {
         Value::Object(
             self.0
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
+                .map(|(k, v)| (k.to_string(), v.to_value()))
                 .collect(),
         )
     }
@@ -91,7 +205,7 @@ impl<'de> Deserialize<'de> for Top<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Top<'de>, A::Error> {
                 let mut v = Vec::with_capacity(m.size_hint().unwrap_or(12).min(64));
                 while let Some((k, x)) = m.next_entry::<Key<'de>, Value>()? {
-                    v.push((k.0, x));
+                    v.push((k.0, Val::Json(x)));
                 }
                 Ok(Top::Object(Obj(v)))
             }
@@ -201,48 +315,53 @@ const POW10: [f64; 16] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
 ];
 
-fn scalar(text: &str, i: usize) -> Option<(Value, usize)> {
+fn scalar(text: &str, i: usize) -> Option<(Val<'_>, usize)> {
     let b = text.as_bytes();
     match *b.get(i)? {
-        b'"' => plain_str(text, i).map(|(s, e)| (Value::String(s.to_owned()), e)),
-        b't' if b[i..].starts_with(b"true") => Some((Value::Bool(true), i + 4)),
-        b'f' if b[i..].starts_with(b"false") => Some((Value::Bool(false), i + 5)),
-        b'n' if b[i..].starts_with(b"null") => Some((Value::Null, i + 4)),
+        b'"' => plain_str(text, i).map(|(s, e)| (Val::Str(s), e)),
+        b't' if b[i..].starts_with(b"true") => Some((Val::Bool(true), i + 4)),
+        b'f' if b[i..].starts_with(b"false") => Some((Val::Bool(false), i + 5)),
+        b'n' if b[i..].starts_with(b"null") => Some((Val::Null, i + 4)),
         b'0'..=b'9' => {
-            let int_end = i + b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+            // Digits read and counted in one pass.
+            let mut m: u64 = 0;
+            let mut j = i;
+            while let Some(&c) = b.get(j).filter(|c| c.is_ascii_digit()) {
+                m = m.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+                j += 1;
+            }
+            let int_end = j;
             // A leading zero stands alone.
             if b[i] == b'0' && int_end > i + 1 {
                 return None;
             }
-            let (frac_end, frac) = if b.get(int_end) == Some(&b'.') {
-                let n = b[int_end + 1..]
-                    .iter()
-                    .take_while(|c| c.is_ascii_digit())
-                    .count();
-                if n == 0 {
+            let mut frac = 0;
+            if b.get(j) == Some(&b'.') {
+                j += 1;
+                while let Some(&c) = b.get(j).filter(|c| c.is_ascii_digit()) {
+                    m = m.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+                    j += 1;
+                }
+                frac = j - int_end - 1;
+                if frac == 0 {
                     return None;
                 }
-                (int_end + 1 + n, n)
-            } else {
-                (int_end, 0)
-            };
-            if matches!(b.get(frac_end), Some(b'e' | b'E' | b'.')) {
+            }
+            if matches!(b.get(j), Some(b'e' | b'E' | b'.')) {
                 return None;
             }
+            // 19 digits always fit a u64 (so `m` did not wrap), and 15
+            // are exact in an f64.
             let digits = (int_end - i) + frac;
             if digits > if frac == 0 { 19 } else { 15 } {
                 return None;
             }
-            let mut m: u64 = 0;
-            for &c in b[i..frac_end].iter().filter(|c| **c != b'.') {
-                m = m * 10 + u64::from(c - b'0');
-            }
             if frac == 0 {
-                // 19 digits always fit a u64.
-                Some((Value::from(m), frac_end))
+                Some((Val::U64(m), j))
             } else {
                 let x = m as f64 / POW10[frac];
-                serde_json::Number::from_f64(x).map(|n| (Value::Number(n), frac_end))
+                // Both ends are ASCII digits: on character boundaries.
+                Some((Val::Dec(x, text.get(i..j)?), j))
             }
         }
         _ => None,
@@ -256,7 +375,11 @@ mod tests {
     /// What serde_json alone makes of a text.
     fn slow(text: &str) -> Option<Vec<(String, Value)>> {
         match serde_json::from_str::<Top<'_>>(text).ok()? {
-            Top::Object(o) => Some(o.0.into_iter().map(|(k, v)| (k.into(), v)).collect()),
+            Top::Object(o) => Some(
+                o.0.into_iter()
+                    .map(|(k, v)| (k.into(), v.to_value()))
+                    .collect(),
+            ),
             Top::Other => None,
         }
     }
@@ -271,6 +394,7 @@ mod tests {
             r#"{"x":18446744073709551615}"#,
             r#"{"x":99999999999999999999}"#,
             r#"{"x":0.1,"y":123456789012345.6,"z":1234567890123456.7}"#,
+            r#"{"x":50.0,"y":0.000,"z":0.00001,"w":12345678901234.5,"v":1422.30,"u":0.0001}"#,
             r#"{"x":-1}"#,
             r#"{"x":-0}"#,
             r#"{"x":1e3}"#,
@@ -315,7 +439,13 @@ mod tests {
         for t in &texts {
             let fast = flat(t).map(|o| {
                 o.0.into_iter()
-                    .map(|(k, v)| (k.into_owned(), v))
+                    .map(|(k, v)| {
+                        // A number's digits, read off as `{}` prints its f64.
+                        if let (Some(d), Some(x)) = (v.shortest(), v.as_f64()) {
+                            assert_eq!(d, format!("{x}"), "{t}");
+                        }
+                        (k.into_owned(), v.to_value())
+                    })
                     .collect::<Vec<(String, Value)>>()
             });
             if let Some(f) = &fast {
@@ -356,8 +486,8 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(o.get("t"), Some(&Value::from("ack")));
-        assert_eq!(o.get("a\"b"), Some(&Value::from(1)));
+        assert_eq!(o.get("t").map(Val::to_value), Some(Value::from("ack")));
+        assert_eq!(o.get("a\"b").map(Val::to_value), Some(Value::from(1)));
         assert!(o.contains_key("n") && !o.contains_key("x"));
         let v: Value =
             serde_json::from_str(r#"{"t":"report","a\"b":1,"n":[1,{"x":2}],"t":"ack"}"#).unwrap();
