@@ -259,7 +259,9 @@ fn flat(text: &str) -> Option<Obj<'_>> {
         return None;
     }
     i = skip_ws(b, i + 1);
-    let mut fields = Vec::with_capacity(16);
+    // A report's dozen fields fit (and the allocator's fast path, which
+    // room for 16 of them missed); a relayed one grows once.
+    let mut fields = Vec::with_capacity(12);
     if b.get(i) == Some(&b'}') {
         i += 1;
     } else {

@@ -96,11 +96,17 @@ impl Tracker {
             let off = ts % period;
             let off = off.min(period - off);
             if off > BOUNDARY_SLACK {
-                notes.push(Note::warning(
-                    Code::KinetidReportOffBoundary,
-                    SPEC,
-                    format!("report ts {ts} is {off} s off the {period}-s period boundary: the firmware reports on a free-running timer instead of the wall clock's boundary"),
-                ));
+                // A plug on a free-running timer says this on every
+                // report: written in place, not through the formatter.
+                let mut m = String::with_capacity(160);
+                m.push_str("report ts ");
+                m.push_str(itoa::Buffer::new().format(ts));
+                m.push_str(" is ");
+                m.push_str(itoa::Buffer::new().format(off));
+                m.push_str(" s off the ");
+                m.push_str(itoa::Buffer::new().format(period));
+                m.push_str("-s period boundary: the firmware reports on a free-running timer instead of the wall clock's boundary");
+                notes.push(Note::warning(Code::KinetidReportOffBoundary, SPEC, m));
             }
         }
         let Some(p) = self.plugs.get_mut(dev) else {
