@@ -34,8 +34,8 @@ pub fn is_device_id(s: &str) -> bool {
 /// A decoded Kinetid message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
-    /// The `t` field.
-    pub t: String,
+    /// The `t` field (the contract's types held without a copy).
+    pub t: std::borrow::Cow<'static, str>,
     /// Request id.
     pub id: Option<u64>,
     /// Id of the request this answers.
@@ -392,15 +392,19 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
             incomplete_json: false,
         };
     };
-    let t = match obj.get("t").and_then(Val::as_str) {
-        Some(t) => t.to_string(),
+    let t: std::borrow::Cow<'static, str> = match obj.get("t").and_then(Val::as_str) {
+        // The contract's types are named, not copied.
+        Some(t) => match DEVICE_TYPES.iter().chain(BACKEND_TYPES).find(|k| **k == t) {
+            Some(k) => (*k).into(),
+            None => t.to_string().into(),
+        },
         None => {
             notes.push(Note::error(
                 Code::KinetidNoType,
                 SPEC,
                 "object has no string field t (the backend answers error bad_request)",
             ));
-            String::new()
+            "".into()
         }
     };
     let id = obj.get("id").and_then(Val::as_u64);
@@ -414,7 +418,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
         re,
         dev: dev.as_deref(),
     };
-    let summary = match t.as_str() {
+    let summary = match &*t {
         "hello" => c.hello(&mut notes),
         "report" => c.report(&mut notes),
         "state" => c.state(&mut notes),
@@ -427,7 +431,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
     let typed = msg::Msg::from_obj(&t, obj);
     // What the API hands on as the device sent it; other messages are
     // read into their struct only.
-    let value = matches!(t.as_str(), "state" | "error").then(|| obj.to_value());
+    let value = matches!(&*t, "state" | "error").then(|| obj.to_value());
     Decoded {
         msg: Some(Message {
             t,

@@ -296,7 +296,7 @@ impl ListenMetrics {
                     self.closes.with_label_values(&[dir, &code]).inc();
                 }
             }
-            EventKind::Message(m) => match m.kinetid.as_ref().map(|k| k.t.as_str()) {
+            EventKind::Message(m) => match m.kinetid.as_ref().map(|k| &*k.t) {
                 Some("report") if dir == "c2s" => self.reports.inc(),
                 Some("ack") if dir == "s2c" => self.acks.inc(),
                 _ => {}
