@@ -61,7 +61,7 @@ struct Conn {
     welcomed: bool,
     clock_told: bool,
     /// Report ids sent on this connection: (plug, seq).
-    sent: HashMap<u64, (String, u64)>,
+    sent: HashMap<u64, (std::sync::Arc<str>, u64)>,
     /// Reports seen on this connection, per plug (the first few are
     /// judged against what earlier connections left unacknowledged).
     reports: HashMap<String, u32>,
@@ -97,7 +97,9 @@ pub struct Across {
     conns: HashMap<u64, Conn>,
     order: VecDeque<u64>,
     who: HashMap<String, Past>,
-    plugs: HashMap<String, Plug>,
+    /// Keyed by a shared name: a report's id remembers its plug without
+    /// a copy of the name each.
+    plugs: HashMap<std::sync::Arc<str>, Plug>,
 }
 
 fn ip_of(peer: &str) -> String {
@@ -210,7 +212,7 @@ impl Across {
                 let sent =
                     a.re.and_then(|re| self.conns.get_mut(&e.conn)?.sent.remove(&re));
                 if let Some((dev, seq)) = sent {
-                    if let Some(p) = self.plugs.get_mut(&dev) {
+                    if let Some(p) = self.plugs.get_mut(&*dev) {
                         p.unacked.remove(&seq);
                     }
                 }
@@ -385,9 +387,20 @@ impl Across {
         let Some(c) = self.conns.get_mut(&e.conn) else {
             return;
         };
+        let name = match self.plugs.get_key_value(dev) {
+            Some((k, _)) => k.clone(),
+            None => {
+                if self.plugs.len() >= MAX_WHO {
+                    self.plugs.clear();
+                }
+                let k: std::sync::Arc<str> = dev.into();
+                self.plugs.insert(k.clone(), Plug::default());
+                k
+            }
+        };
         if let Some(id) = id {
             if c.sent.len() < 4096 {
-                c.sent.insert(id, (dev.to_string(), seq));
+                c.sent.insert(id, (name, seq));
             }
         }
         // Looked up by the borrowed id: a key is copied only when new.
@@ -403,12 +416,6 @@ impl Across {
             }
             None => u32::MAX,
         };
-        if !self.plugs.contains_key(dev) {
-            if self.plugs.len() >= MAX_WHO {
-                self.plugs.clear();
-            }
-            self.plugs.insert(dev.to_string(), Plug::default());
-        }
         let p = self.plugs.get_mut(dev).expect("just made");
         // A resend of a report an earlier connection left unacknowledged.
         let was_unacked = p.unacked.contains_key(&seq);

@@ -55,7 +55,7 @@ impl Annotator {
                     ));
                     if let Some((off, mut m)) = msg_ev {
                         if let Some(k) = m.kinetid.as_ref().filter(|_| self.cfg.kinetid) {
-                            m.notes.extend(self.track.observe(k, dir));
+                            self.track.observe_into(k, dir, &mut m.notes);
                         }
                         out.push(Event::at(
                             self.conn,

@@ -204,11 +204,13 @@ pub(super) fn judge_data(
                 mask: h.mask,
                 compressed,
                 offset: raw.offset,
-                payload: Vec::new(),
+                // A message of one frame (nearly all) gets its room at once.
+                payload: Vec::with_capacity(if h.fin { raw.payload.len() } else { 0 }),
                 len: 0,
                 frames: 0,
                 // Compressed text is judged once inflated.
                 utf8: (h.opcode == OpCode::Text && !compressed).then(Utf8Stream::new),
+                utf8_at_end: false,
                 notes: Vec::new(),
             });
         }
@@ -218,7 +220,14 @@ pub(super) fn judge_data(
             let fr = st.frag.take().expect("fragment open");
             message = Some((
                 fr.offset,
-                finish_message(fr, dir, cfg, &mut st.pending_json, st.inflater.as_mut()),
+                finish_message(
+                    fr,
+                    dir,
+                    cfg,
+                    &mut st.pending_json,
+                    st.inflater.as_mut(),
+                    notes,
+                ),
             ));
         }
     }
@@ -249,7 +258,10 @@ fn gather(fr: &mut Fragment, raw: &frame::RawFrame, max_message: u64, notes: &mu
     if !raw.skipped && fr.len <= max_message {
         fr.payload.extend_from_slice(&raw.payload);
     }
-    if let Some(u) = fr.utf8.as_mut() {
+    if fr.utf8.is_some() && fr.frames == 1 && h.fin && !raw.skipped && fr.len <= max_message {
+        // The whole message, kept: checked once, when it is read.
+        fr.utf8_at_end = true;
+    } else if let Some(u) = fr.utf8.as_mut() {
         let res = if raw.skipped {
             Ok(())
         } else if h.fin {

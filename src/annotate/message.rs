@@ -9,11 +9,27 @@ pub(super) fn finish_message(
     cfg: Config,
     pending_json: &mut Option<String>,
     inflater: Option<&mut crate::wire::deflate::Inflater>,
+    frame_notes: &mut Vec<Note>,
 ) -> MessageEvent {
     let compressed_len = inflate_message(&mut fr, cfg, inflater);
     // A compressed message that did not inflate is no text to judge.
     let readable = !fr.compressed || compressed_len.is_some();
     let mut notes = fr.notes;
+    // A message of one frame: its UTF-8 checked here, once, with the note
+    // the streaming check gives (on the frame and on the message).
+    let checked = fr.utf8_at_end.then(|| std::str::from_utf8(&fr.payload));
+    if let Some(Err(e)) = &checked {
+        let n = Note::error(
+            Code::TextInvalidUtf8,
+            "RFC 6455 8.1",
+            format!(
+                "text message is not valid UTF-8 at message byte {}",
+                e.valid_up_to()
+            ),
+        );
+        frame_notes.push(n.clone());
+        notes.push(n);
+    }
     let mut valid_text = false;
     let mut km = None;
     // The Kinetid layer's notes come after any diagnosis of the text.
@@ -23,7 +39,11 @@ pub(super) fn finish_message(
         && !notes.iter().any(|n| n.code == Code::TextInvalidUtf8)
         && fr.len <= cfg.max_message
     {
-        let s = std::str::from_utf8(&fr.payload).unwrap_or_default();
+        let s = match checked {
+            Some(r) => r,
+            None => std::str::from_utf8(&fr.payload),
+        }
+        .unwrap_or_default();
         if cfg.kinetid {
             // Text that is not a JSON object at all is someone else's protocol:
             // shown as text, not judged. The exception is the tail of a JSON
@@ -72,7 +92,7 @@ pub(super) fn finish_message(
         frames: fr.frames,
         payload: fr.payload,
         valid_text,
-        kinetid: km.map(Box::new),
+        kinetid: km,
         notes,
         compressed_len,
     }

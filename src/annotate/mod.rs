@@ -87,6 +87,9 @@ struct Fragment {
     len: u64,
     frames: u32,
     utf8: Option<Utf8Stream>,
+    /// A text message in one frame: its UTF-8 is checked once, where its
+    /// text is read (`finish_message`), not also on the way in.
+    utf8_at_end: bool,
     notes: Vec<Note>,
 }
 

@@ -54,8 +54,9 @@ pub struct Message {
 /// Outcome of decoding one text message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {
-    /// The message, when it is a JSON object.
-    pub msg: Option<Message>,
+    /// The message, when it is a JSON object (boxed where it is made: it
+    /// is several hundred bytes, and an event holds it boxed).
+    pub msg: Option<Box<Message>>,
     /// Contract violations.
     pub notes: Vec<Note>,
     /// The JSON ended early (used to spot messages split into FIN frames).
@@ -433,7 +434,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
     // read into their struct only.
     let value = matches!(&*t, "state" | "error").then(|| obj.to_value());
     Decoded {
-        msg: Some(Message {
+        msg: Some(Box::new(Message {
             t,
             id,
             re,
@@ -441,7 +442,7 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
             value,
             typed,
             summary,
-        }),
+        })),
         notes,
         incomplete_json: false,
     }

@@ -40,6 +40,13 @@ impl Tracker {
     /// Judge one decoded message sent in direction `dir`.
     pub fn observe(&mut self, m: &Message, dir: Direction) -> Vec<Note> {
         let mut notes = Vec::new();
+        self.observe_into(m, dir, &mut notes);
+        notes
+    }
+
+    /// [`Tracker::observe`], its notes added to `notes` (a message's own,
+    /// without a vector of their own on the way).
+    pub fn observe_into(&mut self, m: &Message, dir: Direction, notes: &mut Vec<Note>) {
         match (&m.typed, dir) {
             (Some(Msg::Hello(h)), Direction::C2S) => {
                 self.period = Some(h.period_s.filter(|p| *p >= 1).unwrap_or(60));
@@ -53,7 +60,7 @@ impl Tracker {
             }
             (Some(Msg::Report(r)), Direction::C2S) => {
                 if let (Some(dev), Some(seq)) = (&r.dev, r.seq) {
-                    self.report(dev, seq, r.ts, r.energy_wh, r.via.is_none(), &mut notes);
+                    self.report(dev, seq, r.ts, r.energy_wh, r.via.is_none(), notes);
                 }
             }
             (Some(Msg::Switch(s)), Direction::S2C) => {
@@ -80,7 +87,6 @@ impl Tracker {
             }
             _ => {}
         }
-        notes
     }
 
     fn report(
