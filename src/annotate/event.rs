@@ -70,7 +70,7 @@ pub struct FrameEvent {
     /// Header bytes as received.
     pub head: frame::HeadBytes,
     /// Unmasked payload (empty when skipped).
-    pub payload: Vec<u8>,
+    pub payload: frame::Payload,
     /// Payload over the limit, not stored.
     pub skipped: bool,
     /// Stream offset of the frame's first byte.
@@ -101,8 +101,9 @@ pub struct MessageEvent {
     pub len: u64,
     /// Number of frames it came in.
     pub frames: u32,
-    /// The payload (truncated to the message limit).
-    pub payload: Vec<u8>,
+    /// The payload (truncated to the message limit); of a message in one
+    /// frame, the frame's own.
+    pub payload: frame::Payload,
     /// A text message whose payload is valid UTF-8 (and whole):
     /// [`MessageEvent::text`] reads it.
     pub valid_text: bool,

@@ -122,7 +122,7 @@ pub(super) fn judge_pong(
     let warned = std::mem::replace(&mut other.ping_warned, false);
     // The newest ping it echoes (a pong may answer only the latest);
     // pings after that one stay unanswered.
-    let Some(i) = pings.iter().rposition(|p| p.payload == raw.payload) else {
+    let Some(i) = pings.iter().rposition(|p| p.payload[..] == raw.payload[..]) else {
         let want: Vec<String> = pings
             .iter()
             .rev()
@@ -204,8 +204,8 @@ pub(super) fn judge_data(
                 mask: h.mask,
                 compressed,
                 offset: raw.offset,
-                // A message of one frame (nearly all) gets its room at once.
-                payload: Vec::with_capacity(if h.fin { raw.payload.len() } else { 0 }),
+                payload: Vec::new(),
+                whole: None,
                 len: 0,
                 frames: 0,
                 // Compressed text is judged once inflated.
@@ -256,7 +256,12 @@ fn gather(fr: &mut Fragment, raw: &frame::RawFrame, max_message: u64, notes: &mu
         fr.notes.push(n);
     }
     if !raw.skipped && fr.len <= max_message {
-        fr.payload.extend_from_slice(&raw.payload);
+        if fr.frames == 1 && h.fin && !fr.compressed {
+            // The whole message: the frame's payload, shared.
+            fr.whole = Some(raw.payload.clone());
+        } else {
+            fr.payload.extend_from_slice(&raw.payload);
+        }
     }
     if fr.utf8.is_some() && fr.frames == 1 && h.fin && !raw.skipped && fr.len <= max_message {
         // The whole message, kept: checked once, when it is read.

@@ -17,7 +17,9 @@ pub(super) fn finish_message(
     let mut notes = fr.notes;
     // A message of one frame: its UTF-8 checked here, once, with the note
     // the streaming check gives (on the frame and on the message).
-    let checked = fr.utf8_at_end.then(|| std::str::from_utf8(&fr.payload));
+    let whole = fr.whole.take();
+    let bytes: &[u8] = whole.as_deref().unwrap_or(&fr.payload);
+    let checked = fr.utf8_at_end.then(|| std::str::from_utf8(bytes));
     if let Some(Err(e)) = &checked {
         let n = Note::error(
             Code::TextInvalidUtf8,
@@ -41,7 +43,7 @@ pub(super) fn finish_message(
     {
         let s = match checked {
             Some(r) => r,
-            None => std::str::from_utf8(&fr.payload),
+            None => std::str::from_utf8(bytes),
         }
         .unwrap_or_default();
         if cfg.kinetid {
@@ -81,7 +83,7 @@ pub(super) fn finish_message(
     if fr.opcode == OpCode::Text && fr.len <= cfg.max_message && readable {
         let mask = fr.mask.filter(|_| fr.frames == 1 && !fr.compressed);
         let not_json = kin_notes.iter().any(|n| n.code == Code::KinetidNotJson);
-        if let Some(n) = diagnose_text(&fr.payload, mask, &notes, not_json, dir, cfg) {
+        if let Some(n) = diagnose_text(bytes, mask, &notes, not_json, dir, cfg) {
             notes.push(n);
         }
     }
@@ -90,7 +92,7 @@ pub(super) fn finish_message(
         opcode: fr.opcode,
         len: fr.len,
         frames: fr.frames,
-        payload: fr.payload,
+        payload: whole.unwrap_or_else(|| fr.payload.into()),
         valid_text,
         kinetid: km,
         notes,

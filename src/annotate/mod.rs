@@ -84,6 +84,9 @@ struct Fragment {
     compressed: bool,
     offset: u64,
     payload: Vec<u8>,
+    /// A message in one frame, uncompressed and kept: the frame's payload
+    /// itself (then `payload` stays empty).
+    whole: Option<crate::wire::frame::Payload>,
     len: u64,
     frames: u32,
     utf8: Option<Utf8Stream>,

@@ -37,7 +37,7 @@ impl Annotator {
             header: h,
             offset,
             head: frame::HeadBytes::new(&head),
-            payload,
+            payload: payload.into(),
             skipped: false,
             close: None,
             notes,

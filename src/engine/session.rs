@@ -244,7 +244,7 @@ impl Session {
                                 payload: if self.cfg.empty_pongs {
                                     Vec::new()
                                 } else {
-                                    f.payload.clone()
+                                    f.payload.to_vec()
                                 },
                             });
                         }

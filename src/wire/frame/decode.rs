@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// A payload as the decoder cut it: shared, so a frame and the message it
+/// makes up hold one copy (a message of one frame, nearly all of them).
+pub type Payload = std::sync::Arc<[u8]>;
+
 /// A frame the decoder has cut out of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawFrame {
@@ -12,7 +16,7 @@ pub struct RawFrame {
     /// The header bytes as received.
     pub head: HeadBytes,
     /// The payload, unmasked. Empty when the payload was over the limit.
-    pub payload: Vec<u8>,
+    pub payload: Payload,
     /// True when the payload was over the limit and skipped.
     pub skipped: bool,
 }
@@ -253,7 +257,7 @@ impl Decoder {
                 offset,
                 header: h,
                 head,
-                payload: Vec::new(),
+                payload: Payload::default(),
                 skipped: true,
             });
         }
@@ -271,7 +275,7 @@ impl Decoder {
                 offset,
                 header: h,
                 head,
-                payload: Vec::new(),
+                payload: Payload::default(),
                 skipped: true,
             });
         }
@@ -280,9 +284,10 @@ impl Decoder {
             return Decoded::Need((total - avail.len()) as u64);
         }
         let head = HeadBytes::new(&avail[..h.header_len]);
-        let mut payload = avail[h.header_len..total].to_vec();
-        if let Some(k) = h.mask {
-            apply_mask(&mut payload, k.0);
+        let mut payload = Payload::from(&avail[h.header_len..total]);
+        // Unmasked in place: a payload just made has no other owner.
+        if let (Some(k), Some(p)) = (h.mask, Payload::get_mut(&mut payload)) {
+            apply_mask(p, k.0);
         }
         let offset = self.offset;
         self.start += total;

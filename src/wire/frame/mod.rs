@@ -12,7 +12,7 @@ use crate::wire::mask::apply_mask;
 use std::borrow::Cow;
 
 pub use super::codes::{CloseCode, Direction, OpCode, Role};
-pub use decode::{Decoded, Decoder, HeadBytes, RawFrame};
+pub use decode::{Decoded, Decoder, HeadBytes, Payload, RawFrame};
 pub use encode::*;
 pub use resync::{find_header, plausible_header};
 
@@ -458,7 +458,7 @@ mod tests {
     #[test]
     fn rfc_examples() {
         let f = &decode_all(&[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f], 1 << 20)[0];
-        assert_eq!(f.payload, b"Hello");
+        assert_eq!(&f.payload[..], b"Hello");
         assert!(f.header.fin);
         let f = &decode_all(
             &[
@@ -466,7 +466,7 @@ mod tests {
             ],
             1 << 20,
         )[0];
-        assert_eq!(f.payload, b"Hello");
+        assert_eq!(&f.payload[..], b"Hello");
         assert_eq!(f.header.mask, Some(MaskKey([0x37, 0xfa, 0x21, 0x3d])));
     }
 
@@ -500,7 +500,7 @@ mod tests {
                     encode_frame(&mut out, op, &payload, EncodeOptions::for_role(role));
                     let f = decode_all(&out, 1 << 24);
                     assert_eq!(f.len(), 1);
-                    assert_eq!(f[0].payload, payload, "size {n}");
+                    assert_eq!(f[0].payload[..], payload[..], "size {n}");
                     assert_eq!(f[0].header.len_encoding, LenEncoding::minimal_for(n as u64));
                     assert_eq!(f[0].header.mask.is_some(), role == Role::Client);
                     let notes = header_notes(&f[0].header, &f[0].head, role, 0, 1 << 24);

@@ -24,7 +24,7 @@ impl Probe {
             OpCode::Pong => {
                 if let Expect::Pong(want) = &self.case.expect {
                     if self.phase == Phase::Expecting {
-                        let v = if &f.payload == want {
+                        let v = if f.payload[..] == want[..] {
                             Verdict::Pass(format!(
                                 "pong at byte {at} echoes the {}-byte payload",
                                 want.len()
