@@ -67,16 +67,6 @@ fn num(v: &Obj<'_>, k: &str) -> Option<f64> {
     v.get(k).and_then(Val::as_f64)
 }
 
-/// ` VALUE UNIT` when the field is a number.
-fn put_num(s: &mut String, v: &Obj<'_>, k: &str, unit: &str) {
-    if let Some(x) = v.get(k) {
-        if push_num(s, x) {
-            s.push(' ');
-            s.push_str(unit);
-        }
-    }
-}
-
 /// ` VALUE` of a number as `{}` prints its f64 (its digits as written when
 /// they say it: most meter readings); false when it is no number.
 fn push_num(s: &mut String, v: &Val<'_>) -> bool {
@@ -186,12 +176,31 @@ impl Ctx<'_> {
         )
     }
 
-    fn report(&self, notes: &mut Vec<Note>) -> String {
-        self.need(
-            notes,
-            &["id", "dev", "ts", "seq", "on", "power_w", "energy_wh"],
-        );
-        let o = self.obj;
+    fn report(&self, r: &msg::ReportFields<'_, '_>, notes: &mut Vec<Note>) -> String {
+        let required = [
+            ("id", r.id),
+            ("dev", r.dev),
+            ("ts", r.ts),
+            ("seq", r.seq),
+            ("on", r.on),
+            ("power_w", r.power_w),
+            ("energy_wh", r.energy_wh),
+        ];
+        for (f, v) in required {
+            if v.is_none() {
+                notes.push(Note::error(
+                    Code::KinetidMissingField,
+                    SPEC,
+                    format!("{} without field {f}", self.t),
+                ));
+            }
+        }
+        let reading = |s: &mut String, v: Option<&Val<'_>>, unit: &str| {
+            if v.is_some_and(|v| push_num(s, v)) {
+                s.push(' ');
+                s.push_str(unit);
+            }
+        };
         // One string written in place: this runs for every report.
         let mut s = String::with_capacity(128);
         s.push_str("report id=");
@@ -202,7 +211,7 @@ impl Ctx<'_> {
         s.push_str(" dev=");
         s.push_str(self.dev.unwrap_or("-"));
         s.push_str(" seq=");
-        match o.get("seq") {
+        match r.seq {
             Some(v) if v.is_u64() => {
                 s.push_str(itoa::Buffer::new().format(v.as_u64().unwrap_or(0)))
             }
@@ -212,17 +221,22 @@ impl Ctx<'_> {
             None => s.push('-'),
         }
         s.push(' ');
-        s.push_str(self.onoff("on"));
-        put_num(&mut s, o, "power_w", "W");
-        put_num(&mut s, o, "voltage_v", "V");
-        put_num(&mut s, o, "current_a", "A");
-        if let Some(x) = o.get("pf").filter(|v| v.as_f64().is_some()) {
+        s.push_str(match r.on.and_then(Val::as_bool) {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "?",
+        });
+        reading(&mut s, r.power_w, "W");
+        reading(&mut s, r.voltage_v, "V");
+        reading(&mut s, r.current_a, "A");
+        if let Some(x) = r.pf.filter(|v| v.as_f64().is_some()) {
             s.push_str(" pf");
             push_num(&mut s, x);
         }
-        put_num(&mut s, o, "energy_wh", "Wh");
-        if let Some(v) = self.obj.get("via").and_then(Val::as_str) {
-            let _ = write!(s, " via {v} ({})", self.str("link"));
+        reading(&mut s, r.energy_wh, "Wh");
+        if let Some(v) = r.via.and_then(Val::as_str) {
+            let link = r.link.and_then(Val::as_str).unwrap_or("?");
+            let _ = write!(s, " via {v} ({link})");
         }
         s
     }
@@ -419,9 +433,11 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
         re,
         dev: dev.as_deref(),
     };
+    // A report's fields, found once for its summary and its typed reading.
+    let mut report = None;
     let summary = match &*t {
         "hello" => c.hello(&mut notes),
-        "report" => c.report(&mut notes),
+        "report" => c.report(report.insert(msg::ReportFields::of(obj)), &mut notes),
         "state" => c.state(&mut notes),
         "welcome" | "ack" => c.reply(&mut notes),
         "switch" => c.switch(&mut notes),
@@ -429,7 +445,10 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
         "" => "(no type)".to_string(),
         other => format!("{other} (unknown type)"),
     };
-    let typed = msg::Msg::from_obj(&t, obj);
+    let typed = match &report {
+        Some(r) => Some(msg::Msg::Report(r.read())),
+        None => msg::Msg::from_obj(&t, obj),
+    };
     // What the API hands on as the device sent it; other messages are
     // read into their struct only.
     let value = matches!(&*t, "state" | "error").then(|| obj.to_value());

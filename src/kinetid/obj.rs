@@ -130,6 +130,13 @@ impl fmt::Display for Val<'_> {
 #[derive(Debug, Default)]
 pub struct Obj<'a>(Vec<(Cow<'a, str>, Val<'a>)>);
 
+impl<'a> Obj<'a> {
+    /// The fields, first to last (repeated keys as often as they came).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Val<'a>)> + '_ {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+}
+
 impl Obj<'_> {
     /// A field's value; of repeated keys the last wins, as in a map.
     pub fn get(&self, k: &str) -> Option<&Val<'_>> {
