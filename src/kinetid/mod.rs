@@ -320,10 +320,39 @@ impl Ctx<'_> {
     }
 }
 
+/// The fields every message may carry, found in one pass over its object
+/// (of a repeated key the last, as a lookup finds it).
+#[derive(Default)]
+struct Envelope<'o, 'a> {
+    t: Option<&'o Val<'a>>,
+    id: Option<&'o Val<'a>>,
+    re: Option<&'o Val<'a>>,
+    dev: Option<&'o Val<'a>>,
+    via: Option<&'o Val<'a>>,
+}
+
+impl<'o, 'a> Envelope<'o, 'a> {
+    fn of(o: &'o Obj<'a>) -> Envelope<'o, 'a> {
+        let mut e = Envelope::default();
+        for (k, v) in o.iter() {
+            let slot = match k {
+                "t" => &mut e.t,
+                "id" => &mut e.id,
+                "re" => &mut e.re,
+                "dev" => &mut e.dev,
+                "via" => &mut e.via,
+                _ => continue,
+            };
+            *slot = Some(v);
+        }
+        e
+    }
+}
+
 /// Contract notes on what every message carries: `id`, `dev`, `via`, and
 /// a type the sender may send.
-fn envelope_notes(obj: &Obj<'_>, t: &str, dir: Direction, notes: &mut Vec<Note>) {
-    if let Some(v) = obj.get("id") {
+fn envelope_notes(env: &Envelope<'_, '_>, t: &str, dir: Direction, notes: &mut Vec<Note>) {
+    if let Some(v) = env.id {
         if v.as_u64().is_none_or(|x| x > u32::MAX as u64) {
             notes.push(Note::error(
                 Code::KinetidBadId,
@@ -332,7 +361,7 @@ fn envelope_notes(obj: &Obj<'_>, t: &str, dir: Direction, notes: &mut Vec<Note>)
             ));
         }
     }
-    if let Some(d) = obj.get("dev").and_then(Val::as_str) {
+    if let Some(d) = env.dev.and_then(Val::as_str) {
         if !is_device_id(d) {
             notes.push(Note::error(
                 Code::KinetidBadDeviceId,
@@ -341,7 +370,7 @@ fn envelope_notes(obj: &Obj<'_>, t: &str, dir: Direction, notes: &mut Vec<Note>)
             ));
         }
     }
-    if let Some(v) = obj.get("via").and_then(Val::as_str) {
+    if let Some(v) = env.via.and_then(Val::as_str) {
         if !is_device_id(v) {
             notes.push(Note::error(
                 Code::KinetidBadDeviceId,
@@ -407,7 +436,8 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
             incomplete_json: false,
         };
     };
-    let t: std::borrow::Cow<'static, str> = match obj.get("t").and_then(Val::as_str) {
+    let env = Envelope::of(obj);
+    let t: std::borrow::Cow<'static, str> = match env.t.and_then(Val::as_str) {
         // The contract's types are named, not copied.
         Some(t) => match DEVICE_TYPES.iter().chain(BACKEND_TYPES).find(|k| **k == t) {
             Some(k) => (*k).into(),
@@ -422,10 +452,10 @@ pub fn decode(text: &str, dir: Direction) -> Decoded {
             "".into()
         }
     };
-    let id = obj.get("id").and_then(Val::as_u64);
-    let re = obj.get("re").and_then(Val::as_u64);
-    let dev = obj.get("dev").and_then(Val::as_str).map(str::to_string);
-    envelope_notes(obj, &t, dir, &mut notes);
+    let id = env.id.and_then(Val::as_u64);
+    let re = env.re.and_then(Val::as_u64);
+    let dev = env.dev.and_then(Val::as_str).map(str::to_string);
+    envelope_notes(&env, &t, dir, &mut notes);
     let c = Ctx {
         obj,
         t: &t,
