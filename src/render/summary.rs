@@ -203,22 +203,20 @@ fn summary_frame(w: &mut dyn Write, e: &Event, f: &FrameEvent) -> io::Result<()>
 fn summary_message(w: &mut dyn Write, e: &Event, m: &MessageEvent) -> io::Result<()> {
     line(w, |l| {
         l.start(e).str(" message ").str(m.opcode.name()).str(" ");
-        match (&m.kinetid, m.text()) {
-            (Some(k), _) => {
-                let s = &k.summary;
-                if crate::escape::is_plain(s) {
-                    l.str(s);
-                } else {
-                    l.str(&Esc(s).to_string());
-                }
+        // The text is looked at (its UTF-8 checked) only when there is no
+        // Kinetid reading to show.
+        if let Some(k) = &m.kinetid {
+            let s = &k.summary;
+            if crate::escape::is_plain(s) {
+                l.str(s);
+            } else {
+                l.str(&Esc(s).to_string());
             }
-            (None, Some(t)) => {
-                let cut = preview_end(t, 80);
-                l.debug_str(&t[..cut]);
-            }
-            _ => {
-                l.num(m.len).str(" bytes");
-            }
+        } else if let Some(t) = m.text() {
+            let cut = preview_end(t, 80);
+            l.debug_str(&t[..cut]);
+        } else {
+            l.num(m.len).str(" bytes");
         }
         summary_notes(l, &m.notes);
         l.str("\n");
