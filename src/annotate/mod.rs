@@ -129,7 +129,7 @@ struct DirState {
     /// The last frame's payload (unmasked, when at most TORN_WINDOW bytes),
     /// its key and stream offset: where a
     /// torn frame is looked for when the next one is broken.
-    last_payload: Vec<u8>,
+    last_payload: crate::wire::frame::Payload,
     last_payload_key: Option<MaskKey>,
     last_payload_at: u64,
     /// Looking for a torn frame behind a broken one.
@@ -228,7 +228,7 @@ impl DirState {
             truncated_shown: false,
             ping_after_close: false,
             failed: false,
-            last_payload: Vec::new(),
+            last_payload: Default::default(),
             last_payload_key: None,
             last_payload_at: 0,
             torn: None,

@@ -55,7 +55,7 @@ impl Annotator {
         let st = self.state_mut(dir);
         let adjacent = st.last_payload_at + st.last_payload.len() as u64 == f.offset;
         if broken && !f.skipped && !st.last_payload.is_empty() && adjacent && st.torn.is_none() {
-            let mut prev = std::mem::take(&mut st.last_payload);
+            let mut prev = st.last_payload.to_vec();
             if let Some(k) = st.last_payload_key {
                 apply_mask(&mut prev, k.0);
             }
@@ -73,12 +73,14 @@ impl Annotator {
                 bytes,
             }));
         }
-        st.last_payload.clear();
-        st.last_payload_key = None;
         if !f.skipped && f.payload.len() <= TORN_WINDOW && f.truncated.is_none() {
-            st.last_payload.extend_from_slice(&f.payload);
+            // The frame's own payload, shared, not copied.
+            st.last_payload = f.payload.clone();
             st.last_payload_key = f.header.mask;
             st.last_payload_at = f.offset + f.head.len() as u64;
+        } else {
+            st.last_payload = Default::default();
+            st.last_payload_key = None;
         }
     }
 
