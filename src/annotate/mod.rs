@@ -657,6 +657,84 @@ mod tests {
             .count()
     }
 
+    /// The UTF-8 notes (frame and message) of `text` sent as frames of
+    /// the sizes in `split` (one frame when empty).
+    fn utf8_notes(text: &[u8], split: &[usize]) -> Vec<(bool, String)> {
+        let mut a = Annotator::new(
+            1,
+            Config {
+                handshake: HandshakeMode::None,
+                ..Config::default()
+            },
+        );
+        let mut wire = Vec::new();
+        let mut at = 0usize;
+        for (i, n) in split.iter().chain([&usize::MAX]).enumerate() {
+            let end = at.saturating_add(*n).min(text.len());
+            let last = end == text.len();
+            let op = if i == 0 {
+                OpCode::Text
+            } else {
+                OpCode::Continuation
+            };
+            let o = EncodeOptions {
+                fin: last,
+                ..EncodeOptions::for_role(Role::Client)
+            };
+            encode_frame(&mut wire, op, &text[at..end], o);
+            at = end;
+            if last {
+                break;
+            }
+        }
+        let mut ev = Vec::new();
+        a.feed(Direction::C2S, &wire, None, &mut ev);
+        ev.iter()
+            .flat_map(|e| {
+                let frame = matches!(e.kind, EventKind::Frame(_));
+                e.notes().iter().map(move |n| (frame, n.clone()))
+            })
+            .filter(|(_, n)| n.code == Code::TextInvalidUtf8)
+            .map(|(frame, n)| (frame, n.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_one_frame_text_is_checked_as_a_fragmented_one_is() {
+        // A message in one frame is checked once, when it is read; in
+        // several, as it streams in. Both say the same, on the frame where
+        // the bad byte is and on the message.
+        let texts: [&[u8]; 6] = [
+            b"plain",
+            b"ab\xc3",
+            b"ab\xc3\xa9cd",
+            b"ab\xffcd",
+            b"\xe2\x82",
+            "Gr\u{fc}\u{df}e".as_bytes(),
+        ];
+        for t in texts {
+            let whole = utf8_notes(t, &[]);
+            let want_bad = std::str::from_utf8(t).is_err();
+            assert_eq!(whole.len(), if want_bad { 2 } else { 0 }, "{t:?}");
+            if let Some((_, m)) = whole.first() {
+                let at = std::str::from_utf8(t).unwrap_err().valid_up_to();
+                assert!(m.ends_with(&format!("message byte {at}")), "{m}");
+            }
+            // The same text in two frames: the same message text, once on
+            // the message and once on the frame it was found in.
+            for cut in 1..t.len() {
+                let split = utf8_notes(t, &[cut]);
+                let msgs: Vec<_> = split.iter().filter(|(f, _)| !f).collect();
+                let frames: Vec<_> = split.iter().filter(|(f, _)| *f).collect();
+                assert_eq!(msgs.len(), whole.len() / 2, "{t:?} cut at {cut}");
+                assert_eq!(frames.len(), whole.len() / 2, "{t:?} cut at {cut}");
+                if let (Some((_, a)), Some((_, b))) = (whole.first(), msgs.first()) {
+                    assert_eq!(a, b, "{t:?} cut at {cut}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_pipelined_ping_burst_answered_once_is_legal() {
         use Direction::*;
