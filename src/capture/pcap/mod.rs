@@ -399,7 +399,11 @@ impl PcapReader {
         match self.inner.next() {
             Ok((used, block)) => {
                 let r = self.st.block(block, at);
-                self.inner.consume(used);
+                // Without the shift `consume` makes each time half the
+                // buffer is read (moving the other half, 32 KiB, to its
+                // front): the few bytes of a block cut at the buffer's end
+                // are moved when it is refilled.
+                self.inner.consume_noshift(used);
                 if let Err(e) = r {
                     self.fail(e);
                 }
