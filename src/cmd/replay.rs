@@ -202,7 +202,7 @@ impl Run<'_> {
             Input::Raw { src, dir }
         } else if pcap::is_capture(src.buffer()) {
             let opts = pcap::Options { port: self.a.port };
-            match pcap::PcapReader::new(src, opts) {
+            match pcap::PcapReader::new(Unbuffered(src), opts) {
                 Ok(r) => Input::Pcap {
                     r: Box::new(r),
                     live: path.as_os_str() == "-",
@@ -475,6 +475,22 @@ fn open_input(path: &Path) -> Result<(String, Source), AppError> {
 
 /// A buffered input file or standard input.
 type Source = std::io::BufReader<Box<dyn Read>>;
+
+/// A source read past its buffer once what it buffered is used up: for a
+/// reader with a buffer of its own (the capture reader), which would
+/// otherwise get every byte copied through this one first.
+struct Unbuffered(Source);
+
+impl Read for Unbuffered {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.0.buffer().is_empty() {
+            // Nothing buffered is skipped: the buffer is empty.
+            self.0.get_mut().read(buf)
+        } else {
+            self.0.read(buf)
+        }
+    }
+}
 
 /// `replay --write`: the input converted into another format.
 enum Convert {

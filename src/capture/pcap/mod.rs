@@ -294,6 +294,11 @@ impl std::fmt::Debug for PcapReader {
     }
 }
 
+/// The reader's buffer: the file is read into it this much at a time (the
+/// source need not be buffered as well: that would copy every byte once
+/// more).
+const READ_BUF: usize = 256 * 1024;
+
 /// Reads until the buffer holds a file header (a pipe may hand over a few
 /// bytes at a time), then as the source gives.
 struct FirstFull<R> {
@@ -343,12 +348,12 @@ impl PcapReader {
             };
             if head[..n] == [0x0a, 0x0d, 0x0d, 0x0a] {
                 Box::new(
-                    pcap_parser::PcapNGReader::new(1 << 16, chained)
+                    pcap_parser::PcapNGReader::new(READ_BUF, chained)
                         .map_err(|e| file_error(0, format!("not a pcapng file: {e}")))?,
                 )
             } else {
                 Box::new(
-                    pcap_parser::LegacyPcapReader::new(1 << 16, chained)
+                    pcap_parser::LegacyPcapReader::new(READ_BUF, chained)
                         .map_err(|e| file_error(0, format!("not a pcap file: {e}")))?,
                 )
             }
