@@ -172,7 +172,13 @@ fn line(w: &mut dyn Write, f: impl FnOnce(&mut Line)) -> io::Result<()> {
 fn summary_frame(w: &mut dyn Write, e: &Event, f: &FrameEvent) -> io::Result<()> {
     let h = &f.header;
     line(w, |l| {
-        l.start(e).str(" frame ").left(h.opcode.name(), 12);
+        l.start(e).str(" frame ");
+        match padded_name(h.opcode) {
+            Some(name) => l.0.extend_from_slice(name),
+            None => {
+                l.left(h.opcode.name(), 12);
+            }
+        }
         l.str(if h.fin {
             " fin=1 mask="
         } else {
@@ -202,7 +208,12 @@ fn summary_frame(w: &mut dyn Write, e: &Event, f: &FrameEvent) -> io::Result<()>
 /// A message's summary line.
 fn summary_message(w: &mut dyn Write, e: &Event, m: &MessageEvent) -> io::Result<()> {
     line(w, |l| {
-        l.start(e).str(" message ").str(m.opcode.name()).str(" ");
+        l.start(e);
+        match m.opcode {
+            OpCode::Text => l.str(" message text "),
+            OpCode::Binary => l.str(" message binary "),
+            op => l.str(" message ").str(op.name()).str(" "),
+        };
         // The text is looked at (its UTF-8 checked) only when there is no
         // Kinetid reading to show.
         if let Some(k) = &m.kinetid {
@@ -212,6 +223,8 @@ fn summary_message(w: &mut dyn Write, e: &Event, m: &MessageEvent) -> io::Result
             } else {
                 l.str(&Esc(s).to_string());
             }
+        } else if let Some(head) = ascii_preview(m) {
+            l.debug_str(head);
         } else if let Some(t) = m.text() {
             let cut = preview_end(t, 80);
             l.debug_str(&t[..cut]);
@@ -221,6 +234,35 @@ fn summary_message(w: &mut dyn Write, e: &Event, m: &MessageEvent) -> io::Result
         summary_notes(l, &m.notes);
         l.str("\n");
     })
+}
+
+/// An opcode's name padded to 12 (`{:<12}`), for the names that fit:
+/// copied as one block of a size known when compiling.
+fn padded_name(op: OpCode) -> Option<&'static [u8; 12]> {
+    Some(match op {
+        OpCode::Continuation => b"continuation",
+        OpCode::Text => b"text        ",
+        OpCode::Binary => b"binary      ",
+        OpCode::Close => b"close       ",
+        OpCode::Ping => b"ping        ",
+        OpCode::Pong => b"pong        ",
+        OpCode::Reserved(_) => return None,
+    })
+}
+
+/// A valid text's first 80 characters when they are ASCII, read off its
+/// first 80 bytes: the rest is not checked again (the annotator checked
+/// the whole text before it set `valid_text`).
+fn ascii_preview(m: &MessageEvent) -> Option<&str> {
+    if !m.valid_text {
+        return None;
+    }
+    let head = &m.payload[..m.payload.len().min(80)];
+    if head.is_ascii() {
+        std::str::from_utf8(head).ok()
+    } else {
+        None
+    }
 }
 
 /// Where the first `n` characters of `t` end (ASCII: at byte `n`).
@@ -293,6 +335,17 @@ mod tests {
                 l.start(&e);
                 let want = format!("{} {} {:>8}", conn, dir.as_str(), offset);
                 assert_eq!(String::from_utf8(l.0).unwrap(), want);
+            }
+        }
+    }
+
+    #[test]
+    fn padded_names_are_as_format_has_them() {
+        use crate::wire::codes::OpCode;
+        for b in 0..16u8 {
+            let op = OpCode::from_u8(b);
+            if let Some(p) = super::padded_name(op) {
+                assert_eq!(p, format!("{:<12}", op.name()).as_bytes());
             }
         }
     }
