@@ -297,9 +297,12 @@ async fn inspector_in_chromium_shows_frames_bytes_and_switches_a_plug() {
     // The upgrade row: both heads, their checks, the accept derivation.
     b.eval("document.getElementById('follow').checked = false")
         .await;
-    b.click("#frames .row[data-kind=request]").await;
     let acc = b
-        .wait_for("document.getElementById('accept')?.textContent", 10)
+        .click_until(
+            "#frames .row[data-kind=request]",
+            "document.getElementById('accept')?.textContent",
+            15,
+        )
         .await;
     assert!(
         acc.as_str()
@@ -314,9 +317,12 @@ async fn inspector_in_chromium_shows_frames_bytes_and_switches_a_plug() {
     // Click the device's hello (a masked frame with a 16-bit length).
     b.eval("document.getElementById('follow').checked = false")
         .await;
-    b.click("#frames .row[data-kind=frame][data-dir=c2s]").await;
     let title = b
-        .wait_for("document.getElementById('frame-title')?.textContent", 10)
+        .click_until(
+            "#frames .row[data-kind=frame][data-dir=c2s]",
+            "document.getElementById('frame-title')?.textContent",
+            15,
+        )
         .await;
     assert!(title.as_str().unwrap().contains("masked"), "{title}");
     // Hover the first byte: FIN, RSV and opcode share it.
@@ -669,9 +675,12 @@ async fn inspector_at_1280_px_reads_switches_in_one_click_and_draws_each_reading
     // A frame picked: the detail pane opens, the summaries stay readable.
     b.eval("document.getElementById('follow').checked = false")
         .await;
-    b.click("#frames .row[data-kind=frame][data-dir=c2s]").await;
-    b.wait_for("document.getElementById('frame-title')?.textContent", 10)
-        .await;
+    b.click_until(
+        "#frames .row[data-kind=frame][data-dir=c2s]",
+        "document.getElementById('frame-title')?.textContent",
+        15,
+    )
+    .await;
     let seen = b.eval(&format!("({VISIBLE_CHARS})({rows})")).await;
     assert!(
         seen.as_f64().unwrap() >= 20.0,

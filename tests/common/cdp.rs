@@ -245,7 +245,9 @@ impl Browser {
         let sel = serde_json::to_string(selector).unwrap();
         let v = self
             .wait_for(
-                &format!("(() => {{ const e = document.querySelector({sel}); if (!e) return null; e.scrollIntoView({{block: 'nearest'}}); const r = e.getBoundingClientRect(); return r.width ? [r.x + r.width / 2, r.y + r.height / 2] : null; }})()"),
+                // The point must hit the element itself (not a row drawn
+                // over it or moved into its place by a redraw).
+                &format!("(() => {{ const e = document.querySelector({sel}); if (!e) return null; e.scrollIntoView({{block: 'nearest'}}); const r = e.getBoundingClientRect(); if (!r.width) return null; const x = r.x + r.width / 2, y = r.y + r.height / 2; const hit = document.elementFromPoint(x, y); return hit && (hit === e || e.contains(hit)) ? [x, y] : null; }})()"),
                 20,
             )
             .await;
@@ -271,6 +273,25 @@ impl Browser {
                 json!({"type": t, "x": x, "y": y, "button": "left", "clickCount": 1}),
             )
             .await;
+        }
+    }
+
+    /// Click an element until `expr` (what the click opens) is truthy: a
+    /// page that draws new rows as they come can move a row between the
+    /// moment it is found and the click, so a click that opened nothing
+    /// is made again (every 3 s, for at most `secs`).
+    pub async fn click_until(&mut self, selector: &str, expr: &str, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            self.click(selector).await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = left.min(Duration::from_secs(3)).as_secs().max(1);
+            if let Ok(v) = self.wait_for_or(expr, "null", wait).await {
+                return v;
+            }
+            if Instant::now() >= deadline {
+                panic!("clicked {selector} for {secs} s; still waiting for {expr}");
+            }
         }
     }
 
