@@ -110,21 +110,43 @@ impl Line {
         }
         let v = &mut self.0;
         v.push(b'"');
-        // Escaped on the stack a piece at a time, without a branch per
-        // byte: a backslash is always written and kept (by the step of 2)
-        // only before a quote or a backslash; then the piece is copied once.
+        // Escaped on the stack eight bytes at a time: a word's quotes and
+        // backslashes are found at once, the plain bytes between them are
+        // stored as whole words (the part past the next escape is written
+        // over), then the piece is copied once.
         let mut buf = [0u8; 256];
-        for piece in b.chunks(127) {
-            let mut n = 0usize;
-            for &c in piece {
-                let e = usize::from(NEEDS_BACKSLASH[usize::from(c)]);
-                // `n` < 254 here (at most two bytes for each of 127): the
-                // masks only let the compiler see it.
-                buf[n & 255] = b'\\';
-                buf[(n + e) & 255] = c;
-                n += 1 + e;
+        for piece in b.chunks(96) {
+            let mut j = 0usize;
+            let mut words = piece.chunks_exact(8);
+            for w in &mut words {
+                let x = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+                let mut hits = zero_bytes(x ^ (ONES * u64::from(b'"')))
+                    | zero_bytes(x ^ (ONES * u64::from(b'\\')));
+                let mut from = 0usize;
+                while hits != 0 {
+                    let at = (hits.trailing_zeros() / 8) as usize;
+                    buf[j..j + 8].copy_from_slice(&(x >> (8 * from)).to_le_bytes());
+                    j += at - from;
+                    buf[j] = b'\\';
+                    buf[j + 1] = w[at];
+                    j += 2;
+                    from = at + 1;
+                    hits &= hits - 1;
+                }
+                if from < 8 {
+                    buf[j..j + 8].copy_from_slice(&(x >> (8 * from)).to_le_bytes());
+                    j += 8 - from;
+                }
             }
-            v.extend_from_slice(&buf[..n.min(256)]);
+            for &c in words.remainder() {
+                if NEEDS_BACKSLASH[usize::from(c)] != 0 {
+                    buf[j] = b'\\';
+                    j += 1;
+                }
+                buf[j] = c;
+                j += 1;
+            }
+            v.extend_from_slice(&buf[..j]);
         }
         v.push(b'"');
         self
@@ -144,6 +166,16 @@ impl Line {
         self.0.extend_from_slice(&buf[..n + off.len()]);
         self
     }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// The high bit of each byte of `x` that is zero, and no other bit (no
+/// carry crosses a byte: each byte's low seven bits plus 0x7f stay below
+/// 0x100).
+fn zero_bytes(x: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    !(((x & LOW7) + LOW7) | x) & !LOW7
 }
 
 /// The printable ASCII bytes `{:?}` escapes: `"` and `\\`.
@@ -302,7 +334,26 @@ mod tests {
         .into_iter()
         .map(String::from)
         .chain([r#"\"q\"\\"#.repeat(90), "x".repeat(300)])
-        {
+        .chain({
+            // Every mix of plain bytes, quotes and backslashes, at every
+            // length around the word and piece sizes.
+            let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+            (0..3000).map(move |n| {
+                let len = [n % 40, 180 + n % 30, 370 + n % 30][n % 3];
+                (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        match seed % 6 {
+                            0 => '"',
+                            1 => '\\',
+                            _ => char::from(b' ' + (seed >> 8) as u8 % 95),
+                        }
+                    })
+                    .collect::<String>()
+            })
+        }) {
             let t = t.as_str();
             let mut l = Line(Vec::new());
             l.debug_str(t);
