@@ -414,6 +414,71 @@ fn a_capture_from_a_pipe_streams() {
     assert!(child.wait().unwrap().success());
 }
 
+/// A capture from a file is read ahead on a second thread when the
+/// summary is written on this one; from standard input it is read in
+/// place. Both give the same lines, notes, counts, errors and exit code,
+/// on every synthetic and public capture, whole and cut short.
+#[test]
+fn a_capture_read_ahead_gives_what_it_gives_read_in_place() {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for dir in [pcaps(), root().join("fixtures/public/zeek")] {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("");
+            if ext == "pcap" || ext == "pcapng" {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    assert!(files.len() >= 25, "{} captures", files.len());
+    let cut_dir = std::env::temp_dir().join(format!("kw-cut-{}", std::process::id()));
+    std::fs::create_dir_all(&cut_dir).unwrap();
+    let mut cut = Vec::new();
+    for f in &files {
+        let b = std::fs::read(f).unwrap();
+        let c = cut_dir.join(format!("cut-{}", f.file_name().unwrap().to_str().unwrap()));
+        std::fs::write(&c, &b[..b.len() * 3 / 5]).unwrap();
+        cut.push(c);
+    }
+    files.extend(cut);
+    for f in &files {
+        for args in [
+            &["--format", "summary"][..],
+            &["--format", "summary", "--no-kinetid"],
+        ] {
+            let file = Command::new(bin())
+                .arg("replay")
+                .args(args)
+                .arg(f)
+                .output()
+                .unwrap();
+            let pipe = Command::new(bin())
+                .arg("replay")
+                .args(args)
+                .arg("-")
+                .stdin(std::fs::File::open(f).unwrap())
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&file.stdout),
+                String::from_utf8_lossy(&pipe.stdout),
+                "{} {args:?}",
+                f.display()
+            );
+            let name = f.display().to_string();
+            assert_eq!(
+                String::from_utf8_lossy(&file.stderr).replace(&name, "standard input"),
+                String::from_utf8_lossy(&pipe.stderr),
+                "{} {args:?}",
+                f.display()
+            );
+            assert_eq!(file.status.code(), pipe.status.code(), "{}", f.display());
+        }
+    }
+    std::fs::remove_dir_all(&cut_dir).unwrap();
+}
+
 /// Frames, messages and heads of a run, without what differs between a
 /// live listener and a capture of it (connection number, times, packets),
 /// each direction in its own order (how the two directions interleave is

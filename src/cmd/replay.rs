@@ -141,14 +141,17 @@ impl Run<'_> {
                 continue;
             }
             r.chunk_split(&c, self.a.chunk, &mut events);
+            input.recycle(c);
             self.emit(&mut events, out)?;
         }
         self.conn_base = last_conn;
         r.finish(&mut events);
         self.emit(&mut events, out)?;
         out.flush().map_err(stdout_err)?;
-        if let Input::Pcap { r, .. } = &input {
-            tell_counts(&name, r.counts());
+        match &input {
+            Input::Pcap { r, .. } => tell_counts(&name, r.counts()),
+            Input::Ahead(r) => tell_counts(&name, r.counts()),
+            _ => {}
         }
         if let Some(err) = input.error() {
             eprintln!(
@@ -190,7 +193,7 @@ impl Run<'_> {
         }
         let mut src = src;
         if src.buffer().starts_with(&[0x1f, 0x8b]) {
-            let z: Box<dyn Read> = Box::new(flate2::read::MultiGzDecoder::new(src));
+            let z: Box<dyn Read + Send> = Box::new(flate2::read::MultiGzDecoder::new(src));
             src = std::io::BufReader::with_capacity(256 * 1024, z);
             src.fill_buf().map_err(|e| AppError::Io(name.clone(), e))?;
         }
@@ -202,10 +205,22 @@ impl Run<'_> {
             Input::Raw { src, dir }
         } else if pcap::is_capture(src.buffer()) {
             let opts = pcap::Options { port: self.a.port };
+            let live = path.as_os_str() == "-";
+            // A file is read and reassembled on the second core when this
+            // thread writes the output as well (text and JSON have that
+            // core for rendering: a third thread on two cores slowed text
+            // by 9 %); a pipe or a FIFO is read here, so what came is shown
+            // before a read that may wait.
+            let file = !live && std::fs::metadata(path).is_ok_and(|m| m.is_file());
+            let ahead = file && matches!(out, Sink::Direct(_));
             match pcap::PcapReader::new(Unbuffered(src), opts) {
+                Ok(r) if ahead => match pcap::ReadAhead::start(Box::new(r)) {
+                    Ok(a) => Input::Ahead(Box::new(a)),
+                    Err(r) => Input::Pcap { r, live },
+                },
                 Ok(r) => Input::Pcap {
                     r: Box::new(r),
-                    live: path.as_os_str() == "-",
+                    live,
                 },
                 Err(e) => {
                     eprintln!("kinetid-wsdump: {}: {e}", Esc(&name));
@@ -414,6 +429,8 @@ enum Input {
         r: Box<pcap::PcapReader>,
         live: bool,
     },
+    /// A packet capture from a file, read ahead on a thread of its own.
+    Ahead(Box<pcap::ReadAhead>),
 }
 
 /// Raw input is handed on in pieces of this size.
@@ -424,6 +441,7 @@ impl Input {
         match self {
             Input::Text(r) => r.next_chunk(),
             Input::Pcap { r, .. } => r.next_chunk(),
+            Input::Ahead(r) => r.next_chunk(),
             Input::Raw { src, dir } => {
                 // What is buffered (one read when nothing is), never more.
                 let avail = src.fill_buf()?;
@@ -446,6 +464,7 @@ impl Input {
             Input::Text(r) => !r.has_ready() && !r.source().buffer().contains(&b'\n'),
             Input::Raw { src, .. } => src.buffer().is_empty(),
             Input::Pcap { live, .. } => *live,
+            Input::Ahead(_) => false,
         }
     }
 
@@ -454,6 +473,14 @@ impl Input {
             Input::Text(r) => r.error(),
             Input::Raw { .. } => None,
             Input::Pcap { r, .. } => r.error(),
+            Input::Ahead(r) => r.error(),
+        }
+    }
+
+    /// A chunk done with (a capture read ahead frees it where it was made).
+    fn recycle(&mut self, c: Chunk) {
+        if let Input::Ahead(r) = self {
+            r.recycle(c);
         }
     }
 }
@@ -463,18 +490,18 @@ impl Input {
 fn open_input(path: &Path) -> Result<(String, Source), AppError> {
     const BUF: usize = 256 * 1024;
     if path.as_os_str() == "-" {
-        let stdin: Box<dyn Read> = Box::new(std::io::stdin());
+        let stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
         let src = std::io::BufReader::with_capacity(BUF, stdin);
         return Ok(("standard input".to_string(), src));
     }
     let name = path.display().to_string();
     let f = std::fs::File::open(path).map_err(|e| AppError::Io(name.clone(), e))?;
-    let f: Box<dyn Read> = Box::new(f);
+    let f: Box<dyn Read + Send> = Box::new(f);
     Ok((name, std::io::BufReader::with_capacity(BUF, f)))
 }
 
 /// A buffered input file or standard input.
-type Source = std::io::BufReader<Box<dyn Read>>;
+type Source = std::io::BufReader<Box<dyn Read + Send>>;
 
 /// A source read past its buffer once what it buffered is used up: for a
 /// reader with a buffer of its own (the capture reader), which would

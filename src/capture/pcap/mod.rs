@@ -27,8 +27,10 @@ use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 
 /// Out-of-order bytes held for one direction of a connection, at most.
+mod ahead;
 mod tcp;
 
+pub use ahead::ReadAhead;
 pub use tcp::Reassembler;
 
 pub const MAX_OUT_OF_ORDER: usize = 1 << 20;
@@ -271,7 +273,7 @@ struct Iface {
 
 /// Reads WebSocket chunks out of a pcap or pcapng stream.
 pub struct PcapReader {
-    inner: Box<dyn PcapReaderIterator>,
+    inner: Box<dyn PcapReaderIterator + Send>,
     st: Packets,
     error: Option<FileError>,
     done: bool,
@@ -334,10 +336,10 @@ fn file_error(offset: usize, reason: String) -> FileError {
 
 impl PcapReader {
     /// A reader over a pcap or pcapng file (told apart by its magic number).
-    pub fn new<R: Read + 'static>(src: R, opts: Options) -> Result<PcapReader, FileError> {
+    pub fn new<R: Read + Send + 'static>(src: R, opts: Options) -> Result<PcapReader, FileError> {
         let mut magic_src = src;
         // The magic number decides; each reader parses its own header.
-        let inner: Box<dyn PcapReaderIterator> = {
+        let inner: Box<dyn PcapReaderIterator + Send> = {
             let mut head = [0u8; 4];
             let n = read_up_to(&mut magic_src, &mut head)
                 .map_err(|e| file_error(0, format!("cannot read: {e}")))?;
