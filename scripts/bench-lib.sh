@@ -1,12 +1,17 @@
 # Shared by the bench scripts (sourced, not run): timing and table helpers.
 # RUNS must be set by the caller.
 
+# The clock is bash's own EPOCHREALTIME: no process is started to read it
+# (a `date` started after the command was timed with it, a millisecond or
+# two on a 40 ms run). Its decimal point follows LC_NUMERIC.
+LC_NUMERIC=C
+
 # Median wall time, in seconds, of RUNS runs of a command, output thrown away.
 median_time() {
   local ts=()
   for _ in $(seq "$RUNS"); do
     local t0 t1
-    t0=$(date +%s.%N); "$@" > /dev/null 2>&1; t1=$(date +%s.%N)
+    t0=$EPOCHREALTIME; "$@" > /dev/null 2>&1; t1=$EPOCHREALTIME
     ts+=("$(echo "$t1 - $t0" | bc -l)")
   done
   printf '%s\n' "${ts[@]}" | sort -g | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}'
@@ -18,8 +23,8 @@ median_time() {
 median_pair() {
   local as=() bs=() t0 t1
   for _ in $(seq "$RUNS"); do
-    t0=$(date +%s.%N); "$1" > /dev/null 2>&1; t1=$(date +%s.%N); as+=("$(echo "$t1 - $t0" | bc -l)")
-    t0=$(date +%s.%N); "$2" > /dev/null 2>&1; t1=$(date +%s.%N); bs+=("$(echo "$t1 - $t0" | bc -l)")
+    t0=$EPOCHREALTIME; "$1" > /dev/null 2>&1; t1=$EPOCHREALTIME; as+=("$(echo "$t1 - $t0" | bc -l)")
+    t0=$EPOCHREALTIME; "$2" > /dev/null 2>&1; t1=$EPOCHREALTIME; bs+=("$(echo "$t1 - $t0" | bc -l)")
   done
   local ma mb
   ma=$(printf '%s\n' "${as[@]}" | sort -g | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}')

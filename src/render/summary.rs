@@ -163,7 +163,12 @@ impl Line {
         buf[n + 1..n + 4].copy_from_slice(e.dir.as_str().as_bytes());
         n += 5 + 8usize.saturating_sub(off.len());
         buf[n..n + off.len()].copy_from_slice(off);
-        self.0.extend_from_slice(&buf[..n + off.len()]);
+        // Copied as one block of a size known when compiling (two wide
+        // stores, no call), the spaces past the end cut off again: a
+        // start is at most 20 + 5 + 20 bytes.
+        let end = self.0.len() + n + off.len();
+        self.0.extend_from_slice(&buf[..48]);
+        self.0.truncate(end);
         self
     }
 }
