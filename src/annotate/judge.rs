@@ -225,6 +225,7 @@ pub(super) fn judge_data(
                     dir,
                     cfg,
                     &mut st.pending_json,
+                    &mut st.ahead,
                     st.inflater.as_mut(),
                     notes,
                 ),

@@ -8,6 +8,7 @@ pub(super) fn finish_message(
     dir: Direction,
     cfg: Config,
     pending_json: &mut Option<String>,
+    ahead: &mut Option<Box<kinetid::ahead::Ahead>>,
     inflater: Option<&mut crate::wire::deflate::Inflater>,
     frame_notes: &mut Vec<Note>,
 ) -> MessageEvent {
@@ -68,7 +69,12 @@ pub(super) fn finish_message(
                     *pending_json = Some(t.clone());
                 }
                 _ if looks_json => {
-                    let d = kinetid::decode(s, dir);
+                    // Read ahead on the capture's reading thread when
+                    // this very text was one whole frame there.
+                    let d = ahead
+                        .as_mut()
+                        .and_then(|a| a.claim(s, dir))
+                        .unwrap_or_else(|| kinetid::decode(s, dir));
                     if d.incomplete_json && s.len() < kinetid::MAX_MESSAGE {
                         *pending_json = Some(s.to_string());
                     }

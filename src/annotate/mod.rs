@@ -113,6 +113,9 @@ struct DirState {
     /// `ping-not-answered` already raised for the outstanding run of pings.
     ping_warned: bool,
     pending_json: Option<String>,
+    /// The next chunk's Kinetid reading, when it was read ahead
+    /// ([`Annotator::offer`]).
+    ahead: Option<Box<kinetid::ahead::Ahead>>,
     raw_bytes: u64,
     raw_offset: u64,
     raw_preview: Vec<u8>,
@@ -220,6 +223,7 @@ impl DirState {
             other_frames_at_ping: 0,
             ping_warned: false,
             pending_json: None,
+            ahead: None,
             raw_bytes: 0,
             raw_offset: 0,
             raw_preview: Vec::new(),
@@ -433,6 +437,20 @@ impl Annotator {
             time,
             EventKind::Notice { note },
         ));
+    }
+
+    /// The Kinetid reading of the bytes fed next in `dir`, made before
+    /// they came (see [`kinetid::ahead`]): used only if a message's text
+    /// is the text it was made of. Take it back with
+    /// [`Annotator::unclaimed`].
+    pub fn offer(&mut self, dir: Direction, a: Box<kinetid::ahead::Ahead>) {
+        self.state_mut(dir).ahead = Some(a);
+    }
+
+    /// What [`Annotator::offer`] was given, once the bytes were fed
+    /// (its reading taken out if a message used it).
+    pub fn unclaimed(&mut self, dir: Direction) -> Option<Box<kinetid::ahead::Ahead>> {
+        self.state_mut(dir).ahead.take()
     }
 
     /// Feed bytes seen in direction `dir`.

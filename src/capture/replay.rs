@@ -59,6 +59,8 @@ pub struct Replayer {
     anns: BTreeMap<u64, Annotator>,
     /// What devices do from one connection to the next.
     across: crate::annotate::across::Across,
+    /// The next chunk's Kinetid reading, read ahead ([`Replayer::offer`]).
+    ahead: Option<Box<crate::kinetid::ahead::Ahead>>,
 }
 
 impl Replayer {
@@ -68,7 +70,21 @@ impl Replayer {
             cfg,
             anns: BTreeMap::new(),
             across: crate::annotate::across::Across::new(),
+            ahead: None,
         }
+    }
+
+    /// The Kinetid reading of the next chunk, made where it was read: its
+    /// connection's annotator uses it if a message's text is the text it
+    /// was made of (see [`crate::kinetid::ahead`]).
+    pub fn offer(&mut self, a: Box<crate::kinetid::ahead::Ahead>) {
+        self.ahead = Some(a);
+    }
+
+    /// What [`Replayer::offer`] was given, after the chunk (its reading
+    /// taken out if a message used it), to be freed where it was made.
+    pub fn unclaimed(&mut self) -> Option<Box<crate::kinetid::ahead::Ahead>> {
+        self.ahead.take()
     }
 
     /// Process one chunk.
@@ -126,7 +142,15 @@ impl Replayer {
                 self.anns.insert(c.conn, ann);
             }
             ChunkKind::Data(dir, bytes) => {
-                self.seen(c.conn).feed(*dir, bytes, c.time, out);
+                let offered = self.ahead.take();
+                let a = self.seen(c.conn);
+                if let Some(r) = offered {
+                    a.offer(*dir, r);
+                    a.feed(*dir, bytes, c.time, out);
+                    self.ahead = a.unclaimed(*dir);
+                } else {
+                    a.feed(*dir, bytes, c.time, out);
+                }
             }
             ChunkKind::Note(dir, n) => {
                 if let Some(a) = self.anns.get(&c.conn) {
@@ -192,4 +216,67 @@ pub fn annotate_all(chunks: &[Chunk], cfg: Config, split: Option<usize>) -> Vec<
     }
     r.finish(&mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinetid::ahead::Ahead;
+    use crate::wire::frame::{encode_frame, Direction, EncodeOptions, OpCode};
+
+    fn report(seq: u64) -> String {
+        format!(
+            r#"{{"t":"report","id":{},"dev":"KN-A4CF12F0E1B2","ts":{},"seq":{seq},"on":true,"power_w":12.5,"energy_wh":100.25}}"#,
+            seq + 2,
+            1_700_000_040 + 60 * seq
+        )
+    }
+
+    fn chunk(text: &str) -> Chunk {
+        let mut b = Vec::new();
+        encode_frame(
+            &mut b,
+            OpCode::Text,
+            text.as_bytes(),
+            EncodeOptions::for_role(Direction::C2S.sender()),
+        );
+        Chunk {
+            time: Some(1.0),
+            conn: 1,
+            pkt: None,
+            kind: ChunkKind::Data(Direction::C2S, b),
+        }
+    }
+
+    /// A reading offered with a chunk is used when a message's text is the
+    /// one it was made of, and only then; the events are the same either way.
+    #[test]
+    fn an_offered_reading_is_used_for_its_own_text_only_and_changes_nothing() {
+        let texts: Vec<String> = (0..4).map(report).collect();
+        let chunks: Vec<Chunk> = texts.iter().map(|t| chunk(t)).collect();
+        let plain = annotate_all(&chunks, Config::default(), None);
+        let mut r = Replayer::new(Config::default());
+        let mut got = Vec::new();
+        let mut used = 0;
+        for (i, c) in chunks.iter().enumerate() {
+            // The third chunk is offered the reading of another text.
+            let of = if i == 2 { &chunks[3] } else { c };
+            let ChunkKind::Data(dir, b) = &of.kind else {
+                unreachable!()
+            };
+            r.offer(Ahead::of_frame(*dir, b).expect("a whole text frame"));
+            let from = got.len();
+            r.chunk(c, &mut got);
+            let back = r.unclaimed().expect("the reading comes back");
+            let gave = got[from..].iter().any(|e| match &e.kind {
+                EventKind::Message(m) => m.kinetid.as_deref().is_some_and(|k| back.gave(k)),
+                _ => false,
+            });
+            assert_eq!(gave, i != 2, "chunk {i}");
+            used += usize::from(gave);
+        }
+        r.finish(&mut got);
+        assert_eq!(used, 3);
+        assert_eq!(format!("{got:?}"), format!("{plain:?}"));
+    }
 }

@@ -2,11 +2,13 @@
 
 use crate::cli::{DirArg, ReplayArgs};
 use crate::shell::{config, printer, AppError};
-use kinetid_wsdump::annotate::{Config, Event};
+use kinetid_wsdump::annotate::{Config, Event, EventKind};
 use kinetid_wsdump::capture::pcap;
 use kinetid_wsdump::capture::replay::{Replayer, Stats};
 use kinetid_wsdump::capture::{Chunk, ChunkKind, FileError, Reader};
 use kinetid_wsdump::escape::Esc;
+use kinetid_wsdump::kinetid::ahead::Ahead;
+use kinetid_wsdump::kinetid::Message;
 use kinetid_wsdump::render::Format;
 use kinetid_wsdump::render::Printer;
 use kinetid_wsdump::wire::frame::Direction;
@@ -136,17 +138,26 @@ impl Run<'_> {
             };
             c.conn += self.conn_base;
             last_conn = last_conn.max(c.conn);
+            let reading = input.take_reading();
             if let Some(w) = self.convert.as_mut() {
                 w.put(&c)?;
+                input.recycle(c, reading);
                 continue;
             }
+            if let Some(k) = reading {
+                r.offer(k);
+            }
             r.chunk_split(&c, self.a.chunk, &mut events);
-            input.recycle(c);
-            self.emit(&mut events, out)?;
+            let reading = r.unclaimed();
+            let spent = self.emit(&mut events, out, reading.as_deref())?;
+            input.recycle(c, reading);
+            if let Some(m) = spent {
+                input.recycle_message(m);
+            }
         }
         self.conn_base = last_conn;
         r.finish(&mut events);
-        self.emit(&mut events, out)?;
+        self.emit(&mut events, out, None)?;
         out.flush().map_err(stdout_err)?;
         match &input {
             Input::Pcap { r, .. } => tell_counts(&name, r.counts()),
@@ -214,7 +225,7 @@ impl Run<'_> {
             let file = !live && std::fs::metadata(path).is_ok_and(|m| m.is_file());
             let ahead = file && matches!(out, Sink::Direct(_));
             match pcap::PcapReader::new(Unbuffered(src), opts) {
-                Ok(r) if ahead => match pcap::ReadAhead::start(Box::new(r)) {
+                Ok(r) if ahead => match pcap::ReadAhead::start(Box::new(r), self.cfg.kinetid) {
                     Ok(a) => Input::Ahead(Box::new(a)),
                     Err(r) => Input::Pcap { r, live },
                 },
@@ -234,13 +245,32 @@ impl Run<'_> {
         Ok(Some((name, input)))
     }
 
-    fn emit(&mut self, events: &mut Vec<Event>, out: &mut Sink<'_>) -> Result<(), AppError> {
+    /// Count, filter and show `events`. The message `reading` gave, once
+    /// shown, is handed back (to be freed on the thread that read it).
+    fn emit(
+        &mut self,
+        events: &mut Vec<Event>,
+        out: &mut Sink<'_>,
+        reading: Option<&Ahead>,
+    ) -> Result<Option<Box<Message>>, AppError> {
         if self.filter.is_empty() {
-            for e in events.drain(..) {
+            let mut spent = None;
+            for mut e in events.drain(..) {
                 self.total.add(&e);
+                if let (Some(a), EventKind::Message(m), Sink::Direct(w)) =
+                    (reading, &mut e.kind, &mut *out)
+                {
+                    if m.kinetid.as_deref().is_some_and(|k| a.gave(k)) {
+                        self.p.event(*w, &e).map_err(stdout_err)?;
+                        if let EventKind::Message(m) = &mut e.kind {
+                            spent = m.kinetid.take();
+                        }
+                        continue;
+                    }
+                }
                 out.event(&self.p, e).map_err(stdout_err)?;
             }
-            return Ok(());
+            return Ok(spent);
         }
         for e in events.drain(..) {
             self.total.add(&e);
@@ -249,7 +279,7 @@ impl Run<'_> {
         for e in self.shown.drain(..) {
             out.event(&self.p, e).map_err(stdout_err)?;
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -477,10 +507,29 @@ impl Input {
         }
     }
 
-    /// A chunk done with (a capture read ahead frees it where it was made).
-    fn recycle(&mut self, c: Chunk) {
+    /// The Kinetid reading of the chunk given last, if it was read ahead.
+    fn take_reading(&mut self) -> Option<Box<Ahead>> {
+        match self {
+            Input::Ahead(r) => r.take_reading(),
+            _ => None,
+        }
+    }
+
+    /// A chunk done with, and its reading (a capture read ahead frees
+    /// them where they were made).
+    fn recycle(&mut self, c: Chunk, reading: Option<Box<Ahead>>) {
         if let Input::Ahead(r) = self {
             r.recycle(c);
+            if let Some(k) = reading {
+                r.recycle_reading(k);
+            }
+        }
+    }
+
+    /// A message a reading gave, shown.
+    fn recycle_message(&mut self, m: Box<Message>) {
+        if let Input::Ahead(r) = self {
+            r.recycle_message(m);
         }
     }
 }

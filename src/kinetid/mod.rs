@@ -4,6 +4,7 @@
 //! notes, and builds the messages the backend and the emulator send. The
 //! contract itself is described in `docs/protocol.md`.
 
+pub mod ahead;
 pub mod meter;
 pub mod msg;
 mod obj;

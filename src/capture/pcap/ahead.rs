@@ -13,6 +13,8 @@
 
 use super::{Counts, PcapReader};
 use crate::capture::{Chunk, ChunkKind, FileError};
+use crate::kinetid::ahead::Ahead as Reading;
+use crate::kinetid::Message;
 use std::collections::VecDeque;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 
@@ -24,7 +26,32 @@ pub const BATCH_BYTES: usize = 512 * 1024;
 /// Batches sent and not yet taken, at most (the reading thread waits).
 pub const IN_FLIGHT: usize = 4;
 
-type Batch = VecDeque<Chunk>;
+/// Chunks on their way out; on their way back, what was done with.
+#[derive(Default)]
+struct Batch {
+    chunks: VecDeque<Chunk>,
+    /// Each chunk's Kinetid reading, in the chunks' order (on the way out).
+    /// On the way back: the readings, claimed or not.
+    readings: VecDeque<Option<Box<Reading>>>,
+    /// Messages read here and shown there, back to be freed (boxed as
+    /// they were made: unboxing them would free the box over there).
+    #[allow(clippy::vec_box)]
+    spent: Vec<Box<Message>>,
+}
+
+impl Batch {
+    fn with_capacity(n: usize) -> Batch {
+        Batch {
+            chunks: VecDeque::with_capacity(n),
+            readings: VecDeque::with_capacity(n),
+            spent: Vec::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.readings.is_empty() && self.spent.is_empty()
+    }
+}
 
 /// What the reading thread sends.
 enum Ahead {
@@ -48,6 +75,8 @@ pub struct ReadAhead {
     /// The batch being handed out, and the chunks of it already used.
     cur: Batch,
     used: Batch,
+    /// The Kinetid reading of the chunk handed out last.
+    reading: Option<Box<Reading>>,
     counts: Counts,
     error: Option<FileError>,
     ended: bool,
@@ -67,7 +96,10 @@ impl ReadAhead {
     /// thread can be started: read it where it is). For a source that
     /// does not wait (a file): dropping the `ReadAhead` waits for the
     /// thread to end.
-    pub fn start(r: Box<PcapReader>) -> Result<ReadAhead, Box<PcapReader>> {
+    ///
+    /// With `kinetid`, a chunk that is one whole text frame is also read
+    /// as a Kinetid message there ([`ReadAhead::take_reading`]).
+    pub fn start(r: Box<PcapReader>, kinetid: bool) -> Result<ReadAhead, Box<PcapReader>> {
         let (tx, rx) = sync_channel(IN_FLIGHT);
         let (back, back_rx) = channel::<Batch>();
         // The reader is moved into the thread only once it is known to run.
@@ -78,7 +110,7 @@ impl ReadAhead {
                 #[cfg(test)]
                 RUNNING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 if let Ok(r) = wait.recv() {
-                    read_ahead(r, &tx, &back_rx);
+                    read_ahead(r, kinetid, &tx, &back_rx);
                 }
                 #[cfg(test)]
                 RUNNING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
@@ -93,8 +125,9 @@ impl ReadAhead {
         Ok(ReadAhead {
             rx,
             back,
-            cur: VecDeque::new(),
-            used: VecDeque::new(),
+            cur: Batch::default(),
+            used: Batch::default(),
+            reading: None,
             counts: Counts::default(),
             error: None,
             ended: false,
@@ -105,15 +138,22 @@ impl ReadAhead {
     /// The next chunk; `Ok(None)` at the end (or at a malformed block: see
     /// [`ReadAhead::error`]).
     pub fn next_chunk(&mut self) -> std::io::Result<Option<Chunk>> {
+        if let Some(r) = self.reading.take() {
+            self.used.readings.push_back(Some(r));
+        }
         loop {
-            if let Some(c) = self.cur.pop_front() {
+            if let Some(c) = self.cur.chunks.pop_front() {
                 if let Some(Chunk {
                     kind: ChunkKind::Data(_, d),
                     ..
-                }) = self.cur.get(PREFETCH)
+                }) = self.cur.chunks.get(PREFETCH)
                 {
                     prefetch(d);
                 }
+                if let Some(Some(r)) = self.cur.readings.get(PREFETCH) {
+                    r.prefetch();
+                }
+                self.reading = self.cur.readings.pop_front().flatten();
                 return Ok(Some(c));
             }
             if self.ended {
@@ -152,8 +192,25 @@ impl ReadAhead {
     /// the reading thread to be freed there.
     pub fn recycle(&mut self, c: Chunk) {
         if matches!(c.kind, ChunkKind::Data(..)) {
-            self.used.push_back(c);
+            self.used.chunks.push_back(c);
         }
+    }
+
+    /// The Kinetid reading of the chunk [`ReadAhead::next_chunk`] gave
+    /// last, if it was read as one (give it back with
+    /// [`ReadAhead::recycle_reading`]).
+    pub fn take_reading(&mut self) -> Option<Box<Reading>> {
+        self.reading.take()
+    }
+
+    /// A reading done with, claimed or not: freed on the reading thread.
+    pub fn recycle_reading(&mut self, r: Box<Reading>) {
+        self.used.readings.push_back(Some(r));
+    }
+
+    /// A message a reading gave, shown: freed on the reading thread.
+    pub fn recycle_message(&mut self, m: Box<Message>) {
+        self.used.spent.push(m);
     }
 
     /// The first malformed block, once reading stopped at it.
@@ -194,32 +251,38 @@ fn running() -> usize {
 /// The reading thread: batches until the capture ends or nobody takes them.
 fn read_ahead(
     mut r: Box<PcapReader>,
+    kinetid: bool,
     tx: &std::sync::mpsc::SyncSender<Ahead>,
     back: &Receiver<Batch>,
 ) {
     let mut spare: Vec<Batch> = Vec::new();
+    // Batches read on the other side come back to be freed here, where
+    // their chunks were allocated: a chunk's worth before each new chunk
+    // is read, so each allocation finds a block of its size that was just
+    // freed in the allocator's per-thread cache (a whole batch freed at
+    // once overflows that cache, and allocating then takes the slow path).
+    let mut done: VecDeque<Batch> = VecDeque::new();
     loop {
-        // Batches read on the other side are freed here, where their
-        // chunks were allocated, and kept for the next ones.
-        while let Ok(mut b) = back.try_recv() {
-            b.clear();
-            if spare.len() < IN_FLIGHT {
-                spare.push(b);
-            }
+        while let Ok(b) = back.try_recv() {
+            done.push_back(b);
         }
-        let mut batch = spare
-            .pop()
-            .unwrap_or_else(|| VecDeque::with_capacity(BATCH));
+        let mut batch = spare.pop().unwrap_or_else(|| Batch::with_capacity(BATCH));
         let mut bytes = 0;
         let mut io = None;
         let mut end = false;
-        while batch.len() < BATCH && bytes < BATCH_BYTES {
+        while batch.chunks.len() < BATCH && bytes < BATCH_BYTES {
+            free_one(&mut done, &mut spare);
             match r.next_chunk() {
                 Ok(Some(c)) => {
-                    if let ChunkKind::Data(_, d) = &c.kind {
+                    let mut reading = None;
+                    if let ChunkKind::Data(dir, d) = &c.kind {
                         bytes += d.len();
+                        if kinetid {
+                            reading = Reading::of_frame(*dir, d);
+                        }
                     }
-                    batch.push_back(c);
+                    batch.chunks.push_back(c);
+                    batch.readings.push_back(reading);
                 }
                 Ok(None) => {
                     end = true;
@@ -246,6 +309,24 @@ fn read_ahead(
     }
 }
 
+/// Free the oldest chunk that came back, its reading and one shown
+/// message; a batch left empty is kept for reuse.
+fn free_one(done: &mut VecDeque<Batch>, spare: &mut Vec<Batch>) {
+    let Some(b) = done.front_mut() else {
+        return;
+    };
+    drop(b.chunks.pop_front());
+    drop(b.readings.pop_front());
+    drop(b.spent.pop());
+    if b.is_empty() {
+        if let Some(b) = done.pop_front() {
+            if spare.len() < IN_FLIGHT {
+                spare.push(b);
+            }
+        }
+    }
+}
+
 /// How many chunks ahead of the one being handed out its bytes are asked
 /// for.
 const PREFETCH: usize = 6;
@@ -253,16 +334,7 @@ const PREFETCH: usize = 6;
 /// Ask for the first cache lines of `d` to be brought to this core: they
 /// were written on the other one.
 fn prefetch(d: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    for at in (0..d.len().min(512)).step_by(64) {
-        // SAFETY: a prefetch is a hint: it reads nothing the program sees
-        // and cannot fault, whatever the address; this one is in bounds.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                d.as_ptr().add(at).cast(),
-            )
-        }
-    }
+    crate::kinetid::ahead::prefetch(d.as_ptr(), d.len().min(512));
 }
 
 #[cfg(test)]
@@ -320,7 +392,7 @@ mod tests {
     }
 
     fn ahead(b: &[u8]) -> (Vec<Chunk>, Counts, Option<FileError>) {
-        let mut r = ReadAhead::start(Box::new(reader(b))).unwrap();
+        let mut r = ReadAhead::start(Box::new(reader(b)), true).unwrap();
         let mut v = Vec::new();
         while let Some(c) = r.next_chunk().unwrap() {
             v.push(c.clone());
@@ -349,7 +421,7 @@ mod tests {
         assert!(direct(&cut).2.is_some(), "the cut capture is an error");
         // Dropped after one chunk, with batches waiting: the thread ends.
         let big = capture(20 * BATCH, None);
-        let mut r = ReadAhead::start(Box::new(reader(&big))).unwrap();
+        let mut r = ReadAhead::start(Box::new(reader(&big)), true).unwrap();
         assert!(r.next_chunk().unwrap().is_some());
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(running(), 1);
