@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Loads `kinetid-wsdump listen` with an emulated fleet on loopback and reports
-# connections held, reports per second, the listener's memory per connection
-# and both processes' CPU. Bounded in time: every run ends by itself.
+# connections held, reports per second, the listener's memory per connection,
+# the emulator's per plug and both processes' CPU. OUTPUT text keeps the
+# listener's defaults (the inspector's and the device history); quiet keeps
+# none. Bounded in time: every run ends by itself.
 #
 # Usage: bash scripts/bench-fleet.sh [COUNT] [INTERVAL] [SECONDS] [OUTPUT]
 #   COUNT     plugs (default 1000)           INTERVAL  report period (default 1s)
@@ -37,6 +39,7 @@ ACK0=$(grep -c . /dev/null || true)
 sleep "$SECS"
 L1=$(cpu $LPID); E1=$(cpu $EPID); T1=$(date +%s.%N)
 RSS1=$(rss $LPID)
+ERSS=$(rss $EPID)
 CONNS=$(ls /proc/$LPID/fd | wc -l)
 wait $EPID || true
 kill -INT $LPID; wait $LPID || true
@@ -52,5 +55,6 @@ print(f"connections accepted {m.group(1)}, refused {m.group(2)}; sockets open in
 print(f"reports sent {s['reports_sent']}, acked {s['reports_acked']}, errors {s['errors']}, reconnects {s['reconnects']}")
 print(f"listener messages in {m.group(5)} over the whole run (~{int(m.group(5))/total:.0f}/s)")
 print(f"listener RSS {${RSS0}/1024:.1f} MiB idle -> {${RSS1}/1024:.1f} MiB with {$COUNT} plugs: {(${RSS1}-${RSS0})/$COUNT:.1f} KiB per connection")
+print(f"emulator RSS {${ERSS}/1024:.1f} MiB: {${ERSS}/$COUNT:.1f} KiB a plug (whole process)")
 print(f"CPU over the window: listener {($L1-$L0)/$HZ/wall*100:.0f} %, emulator {($E1-$E0)/$HZ/wall*100:.0f} % (of one core)")
 PY
