@@ -146,11 +146,9 @@ impl Replayer {
                 let a = self.seen(c.conn);
                 if let Some(r) = offered {
                     a.offer(*dir, r);
-                    a.feed(*dir, bytes, c.time, out);
-                    self.ahead = a.unclaimed(*dir);
-                } else {
-                    a.feed(*dir, bytes, c.time, out);
                 }
+                a.feed(*dir, bytes, c.time, out);
+                self.ahead = a.unclaimed(*dir);
             }
             ChunkKind::Note(dir, n) => {
                 if let Some(a) = self.anns.get(&c.conn) {

@@ -345,18 +345,24 @@ mod tests {
     /// A legacy pcap of `n` client segments to port 8080, each a masked
     /// text frame of a size that varies, cut after `keep` bytes.
     fn capture(n: usize, keep: Option<usize>) -> Vec<u8> {
+        capture_of(n, keep, |i| vec![b'a'; 1 + i % 1400])
+    }
+
+    /// The same with segment `i` a frame of the text `text(i)`.
+    fn capture_of(n: usize, keep: Option<usize>, text: impl Fn(usize) -> Vec<u8>) -> Vec<u8> {
         let mut f = Vec::new();
         for w in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
             f.extend_from_slice(&w.to_le_bytes());
         }
         let mut seq = 1000u32;
         for i in 0..n {
-            let len = 1 + i % 1400;
+            let t = text(i);
+            let len = t.len();
             let mut frame = vec![0x81, 0xfe, (len >> 8) as u8, len as u8, 1, 2, 3, 4];
             if len < 126 {
                 frame = vec![0x81, 0x80 | len as u8, 1, 2, 3, 4];
             }
-            frame.extend((0..len).map(|k| b'a' ^ [1, 2, 3, 4][k % 4]));
+            frame.extend(t.iter().enumerate().map(|(k, c)| c ^ [1, 2, 3, 4][k % 4]));
             let mut p = Vec::new();
             etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
                 .ipv4([192, 0, 2, 1], [192, 0, 2, 2], 64)
@@ -427,5 +433,44 @@ mod tests {
         assert_eq!(running(), 1);
         drop(r);
         assert_eq!(running(), 0, "dropping it ended its thread");
+    }
+
+    /// With the Kinetid layer on, each chunk that is one whole JSON text
+    /// frame comes with its reading, and only those; off, none does.
+    #[test]
+    fn whole_json_text_frames_come_with_their_reading() {
+        let text = |i: usize| {
+            if i % 3 == 2 {
+                b"not json, but long enough to be read if it were json".to_vec()
+            } else {
+                format!(r#"{{"t":"report","id":{i},"dev":"KN-A4CF12F0E1B2","seq":{i},"on":true,"power_w":1.5,"energy_wh":2.5}}"#).into_bytes()
+            }
+        };
+        let b = capture_of(BATCH + 10, None, text);
+        for kinetid in [true, false] {
+            let mut r = ReadAhead::start(Box::new(reader(&b)), kinetid).unwrap();
+            let mut n = 0;
+            while let Some(c) = r.next_chunk().unwrap() {
+                let reading = r.take_reading();
+                if !matches!(c.kind, ChunkKind::Data(..)) {
+                    assert!(reading.is_none());
+                    continue;
+                }
+                if let Some(mut k) = reading {
+                    assert!(kinetid);
+                    let t = String::from_utf8(text(n)).unwrap();
+                    assert!(
+                        k.claim(&t, crate::wire::frame::Direction::C2S).is_some(),
+                        "{n}"
+                    );
+                    r.recycle_reading(k);
+                } else {
+                    assert!(!kinetid || n % 3 == 2, "chunk {n} has no reading");
+                }
+                r.recycle(c);
+                n += 1;
+            }
+            assert_eq!(n, BATCH + 10);
+        }
     }
 }
