@@ -479,6 +479,45 @@ fn a_capture_read_ahead_gives_what_it_gives_read_in_place() {
     std::fs::remove_dir_all(&cut_dir).unwrap();
 }
 
+/// A capture from a file has its reports decoded on the reading thread
+/// (`-vv` says how many), and the lines are the ones read in place give.
+#[test]
+fn a_capture_read_ahead_has_its_reports_decoded_on_the_reading_thread() {
+    let f = pcaps().join("session.pcap");
+    let run = |args: &[&str], stdin: bool| {
+        let mut c = Command::new(bin());
+        c.args(["replay", "--format", "summary", "-vv"]).args(args);
+        if stdin {
+            c.arg("-").stdin(std::fs::File::open(&f).unwrap());
+        } else {
+            c.arg(&f);
+        }
+        c.output().unwrap()
+    };
+    let ahead = run(&[], false);
+    let err = String::from_utf8_lossy(&ahead.stderr);
+    let n: u64 = err
+        .split("Kinetid messages decoded there")
+        .next()
+        .and_then(|s| s.rsplit("; ").next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count in {err}"));
+    let reports = String::from_utf8_lossy(&ahead.stdout)
+        .matches("message text report")
+        .count() as u64;
+    assert!(
+        reports > 0 && n >= reports,
+        "{n} decoded ahead, {reports} reports"
+    );
+    assert_eq!(ahead.stdout, run(&[], true).stdout);
+    let off = run(&["--no-kinetid"], false);
+    assert!(
+        String::from_utf8_lossy(&off.stderr).contains("; 0 Kinetid messages decoded there"),
+        "{}",
+        String::from_utf8_lossy(&off.stderr)
+    );
+}
+
 /// Frames, messages and heads of a run, without what differs between a
 /// live listener and a capture of it (connection number, times, packets),
 /// each direction in its own order (how the two directions interleave is

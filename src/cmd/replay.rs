@@ -124,6 +124,8 @@ impl Run<'_> {
         let mut r = Replayer::new(self.cfg);
         let mut events = Vec::new();
         let mut last_conn = self.conn_base;
+        // Messages whose Kinetid reading was made on the reading thread.
+        let mut read_ahead = 0u64;
         loop {
             // Output goes out before a read that may wait (a pipe from a
             // live capture): what was decoded is shown at once.
@@ -152,6 +154,7 @@ impl Run<'_> {
             let spent = self.emit(&mut events, out, reading.as_deref())?;
             input.recycle(c, reading);
             if let Some(m) = spent {
+                read_ahead += 1;
                 input.recycle_message(m);
             }
         }
@@ -161,7 +164,13 @@ impl Run<'_> {
         out.flush().map_err(stdout_err)?;
         match &input {
             Input::Pcap { r, .. } => tell_counts(&name, r.counts()),
-            Input::Ahead(r) => tell_counts(&name, r.counts()),
+            Input::Ahead(r) => {
+                tell_counts(&name, r.counts());
+                tracing::debug!(
+                    "{}: read ahead on a second thread; {read_ahead} Kinetid messages decoded there",
+                    Esc(&name)
+                );
+            }
             _ => {}
         }
         if let Some(err) = input.error() {
